@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CRYS   := $(BIN)/crystallise
+DATA   ?= $(abspath ../shared/data)
+# Models are shared by every home (and by the tests) through this folder.
+export CRYSTALLISE_MODELS_DIR ?= $(CURDIR)/.crystallise/models
+
+.PHONY: setup models demo test test-fast clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@echo "installing crystallise with the local, postgres and dev extras (llama-cpp-python compiles on a fresh machine: ~10 min)"
+	$(BIN)/pip install --quiet -e ".[local,postgres,dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+models: setup
+	$(CRYS) models pull smollm2-135m
+	$(CRYS) models pull qwen2.5-coder-0.5b
+
+# The main job, short: learn ACE Formula from its training split, then answer the first
+# 40 validation records with learning on vs off; prints the result and the versions.
+demo: setup
+	$(CRYS) init
+	$(CRYS) models pull
+	$(CRYS) bench stream --mode offline --label-only \
+	    --train $(DATA)/finance/formula_train.jsonl --data $(DATA)/finance/formula_val.jsonl \
+	    --limit 40 --gate-cases 24 --learners crystallise,fewshot --task demo-formula-$$(date +%s) --out reports/demo
+	$(CRYS) log --limit 5
+	@echo "inspect a version: $(CRYS) show N   undo it: $(CRYS) revert N   curve: reports/demo/curve.png"
+
+test: setup
+	$(CRYS) models pull smollm2-135m
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not postgres"
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache

@@ -1,0 +1,265 @@
+"""`crystallise bench stream`: the StreamBench protocol over a JSONL of records.
+
+Each record is `{"context" or "input": ..., "target": ...}` (extra fields allowed; the
+replay backend reads them). Two arms run side by side on the same model:
+
+  learning   the crystallise loop: answered with the current artifacts, feedback
+             recorded, learners + gate run every --learn-every records
+  baseline   the same model and prompt with learning off
+
+  --mode online    one pass over --data, learning as the stream goes
+  --mode offline   learn over --train (--epochs passes), freeze, answer --data
+
+Scoring: --metric numeric (default; the ACE Formula rule: float equality after removing
+commas, string equality when either side is not a number) or exact.
+Writes curve.png, report.md and result.json to --out; --json prints result.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crystallise.errors import ValidationError
+from crystallise.gate import score_exact, score_numeric
+from crystallise.harness.runtime import TaskRuntime, close_sandboxes
+from crystallise.harness.spec import TaskSpec, View
+from crystallise.home import Home
+from crystallise.loop import LEARNERS, CachedBackend, Loop, LoopConfig
+from crystallise.report import learning_curve
+
+METRICS = {"numeric": score_numeric, "exact": score_exact}
+INSTRUCTIONS = "Answer the question. Reply with the final answer only, no explanation."
+
+
+def load_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Records of a JSONL file; a clear error names the line of any bad one."""
+    if not path.is_file():
+        raise ValidationError(f"no such data file: {path} (pass --data PATH to a JSONL file)")
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValidationError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+            if not isinstance(rec, dict) or "target" not in rec or not ({"context", "input"} & rec.keys()):
+                raise ValidationError(
+                    f'{path}:{n}: each record needs "target" and one of "context" / "input" '
+                    f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})"
+                )
+            records.append(rec)
+            if limit and len(records) >= limit:
+                break
+    if not records:
+        raise ValidationError(f"{path} holds no records")
+    return records
+
+
+def record_input(rec: dict[str, Any]) -> Any:
+    return rec["context"] if "context" in rec else rec["input"]
+
+
+class Run:
+    """Both arms over one backend, with the per-record bookkeeping the report needs."""
+
+    def __init__(self, home: Home, task: str, model: str, metric: str, config: LoopConfig,
+                 reflect_model: str | None = None) -> None:
+        self.metric = METRICS[metric]
+        self.backend = CachedBackend(home.backend(model))
+        reflect = CachedBackend(home.backend(reflect_model)) if reflect_model else None
+        spec = TaskSpec(name=task, description=INSTRUCTIONS, metric=metric, max_tokens=24)
+        self.loop = Loop(home, spec, self.backend, self.metric, config, reflect_backend=reflect)
+        self.baseline = TaskRuntime(spec, View(lambda _p: None), self.backend, examples_k=0)
+        self.v0 = len(self.loop.versions())
+        self.learn_flags: list[bool] = []
+        self.base_flags: list[bool] = []
+        self.served_code: list[bool] = []
+        self.context_tokens: list[int] = []
+        self.llm_calls = 0
+        self.markers: list[int] = []
+
+    def step(self, rec: dict[str, Any], *, learn: bool, baseline: bool, label_only: bool = False) -> None:
+        x, target = record_input(rec), rec["target"]
+        if label_only:  # import a labelled record as a trace with its verified answer; no model call
+            self.loop.record_labelled(x, target)
+            return
+        ans, trace_id = self.loop.answer(x, record=rec)
+        ok = ans.output is not None and bool(self.metric(ans.output, target))
+        if learn:
+            self.loop.feedback(trace_id, target, ok)
+        self.learn_flags.append(ok)
+        self.served_code.append(ans.served_by == "code")
+        self.context_tokens.append(ans.context_tokens)
+        self.llm_calls += ans.llm_calls
+        if baseline:
+            b = self.baseline.answer(x, record=rec)
+            self.base_flags.append(b.output is not None and bool(self.metric(b.output, target)))
+
+    def learn(self, at: int, say: Any) -> None:
+        report = self.loop.learn(progress=say)
+        if report.committed:
+            self.markers.append(at)
+        say(f"learn @ {at}: {report.line()}")
+
+
+@click.command()
+@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True, help="JSONL records to answer.")
+@click.option("--model", default="local", show_default=True, help="local, local:NAME, openai:MODEL, replay:FIELD.")
+@click.option("--mode", type=click.Choice(["online", "offline"]), default="online", show_default=True)
+@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None, help="Training JSONL (offline).")
+@click.option("--limit", type=int, default=None, help="Use the first N records of --data.")
+@click.option("--train-limit", type=int, default=None, help="Use the first N records of --train.")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--label-only", is_flag=True,
+              help="Offline: import --train as labelled traces instead of answering them first (faster; "
+                   "reflection then has no failures to learn from).")
+@click.option("--gate-cases", type=int, default=48, show_default=True, help="Most cases the gate evaluates.")
+@click.option("--metric", type=click.Choice(sorted(METRICS)), default="numeric", show_default=True)
+@click.option("--learn-every", type=int, default=50, show_default=True, help="Run the learners every N records.")
+@click.option("--learners", default=",".join(LEARNERS), show_default=True)
+@click.option("--reflect-model", default=None,
+              help="Model for reflection (default: --model; required for reflection with replay:FIELD).")
+@click.option("--task", "task_name", default=None, help="Task name (default: stream-<data stem>-<time>).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffles --train when > 0.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Report folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_path: Path | None, limit: int | None,
+            train_limit: int | None, epochs: int, label_only: bool, gate_cases: int, metric: str, learn_every: int, learners: str,
+            reflect_model: str | None, task_name: str | None, seed: int, out_dir: Path | None, as_json: bool) -> None:
+    """StreamBench: answer a stream with learning on vs off; report the gain."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if mode == "offline" and train_path is None:
+        raise ValidationError("--mode offline needs --train PATH (the records to learn from)")
+    if learn_every < 1 or epochs < 1:
+        raise ValidationError("--learn-every and --epochs must be at least 1")
+    chosen = [s.strip() for s in learners.split(",") if s.strip()]
+    unknown = set(chosen) - set(LEARNERS)
+    if unknown:
+        raise ValidationError(f"unknown learner(s) {sorted(unknown)}: choose from {', '.join(LEARNERS)}")
+    if model.startswith("replay:") and "reflection" in chosen and not reflect_model:
+        chosen.remove("reflection")
+        console.print("reflection off: a replay model only answers benchmark records (pass --reflect-model to use one)")
+    data = load_records(data_path, limit)
+    train = load_records(train_path, train_limit) if train_path else []
+    if seed > 0:
+        import random
+
+        random.Random(seed).shuffle(train)
+    home = Home.open(ctx.obj["home_path"])
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    task = task_name or f"stream-{data_path.stem.replace('_', '-').lower()[:40]}-{stamp}"
+    out = out_dir or Path("reports") / task
+    start = time.perf_counter()
+    run = Run(home, task, model, metric, LoopConfig(learners=chosen, gate_max_cases=gate_cases), reflect_model)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
+        def say(msg: str) -> None:
+            bar.console.log(msg) if msg.startswith("learn @") else bar.update(job, description=msg)
+
+        if mode == "online":
+            job = bar.add_task("online", total=len(data))
+            for i, rec in enumerate(data, 1):
+                run.step(rec, learn=True, baseline=True)
+                bar.update(job, advance=1, description=_acc("online", run))
+                if i % learn_every == 0 or i == len(data):
+                    run.learn(i, say)
+            eval_flags, base_flags, n_train = run.learn_flags, run.base_flags, 0
+        else:
+            job = bar.add_task("train", total=len(train) * epochs + len(data))
+            seen = 0
+            for _ in range(epochs):
+                for rec in train:
+                    run.step(rec, learn=True, baseline=False, label_only=label_only)
+                    seen += 1
+                    bar.update(job, advance=1, description=_acc("train", run))
+                    if seen % learn_every == 0:
+                        run.learn(seen, say)
+            run.learn(seen, say)
+            n_train = len(run.learn_flags)
+            bar.update(job, description="eval")
+            for rec in data:
+                run.step(rec, learn=False, baseline=True)
+                bar.update(job, advance=1, description=_acc("eval", run, n_train))
+            eval_flags, base_flags = run.learn_flags[n_train:], run.base_flags
+    close_sandboxes()
+    result = _result(run, mode, eval_flags, base_flags, n_train, task, model, metric, time.perf_counter() - start)
+    _write(out, run, result, data_path, n_train)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        console.print(_summary(result, out))
+
+
+def _acc(phase: str, run: Run, skip: int = 0) -> str:
+    flags = run.learn_flags[skip:]
+    acc = sum(flags) / len(flags) if flags else 0.0
+    code = sum(run.served_code[skip:]) / len(flags) if flags else 0.0
+    base = f" baseline {sum(run.base_flags) / len(run.base_flags):.0%}" if run.base_flags else ""
+    return f"{phase}: learning {acc:.0%}{base} code {code:.0%}"
+
+
+def _result(run: Run, mode: str, flags: list[bool], base: list[bool], n_train: int, task: str, model: str,
+            metric: str, wall_s: float) -> dict[str, Any]:
+    n = len(flags)
+    served = run.served_code[n_train:]
+    tokens = run.context_tokens[n_train:]
+    acc_l = sum(flags) / n
+    acc_b = sum(base) / n if base else 0.0
+    return {
+        "n": n,
+        "mode": mode,
+        "n_train": n_train,
+        "accuracy_learning": round(acc_l, 4),
+        "accuracy_baseline": round(acc_b, 4),
+        "gain": round(acc_l - acc_b, 4),
+        "served_by_code": round(sum(served) / n, 4),
+        "llm_calls": run.llm_calls,
+        "llm_calls_computed": run.backend.computed,
+        "context_tokens_mean": round(sum(tokens) / n, 1),
+        "versions_committed": len(run.loop.versions()) - run.v0,
+        "wall_s": round(wall_s, 1),
+        "task": task,
+        "model": model,
+        "metric": metric,
+    }
+
+
+def _write(out: Path, run: Run, result: dict[str, Any], data_path: Path, n_train: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if result["mode"] == "online":
+        series = {"learning": run.learn_flags, "baseline": run.base_flags}
+        final = None
+    else:
+        series = {"learning (train stream)": run.learn_flags[:n_train]}
+        final = {"learning, held-out": result["accuracy_learning"], "baseline, held-out": result["accuracy_baseline"]}
+    learning_curve(out / "curve.png", f"{result['task']} ({result['model']})", series, markers=run.markers,
+                   final=final)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
+    (out / "report.md").write_text(
+        f"# Stream benchmark: {result['task']}\n\nData: `{data_path}`\n\n| field | value |\n|---|---|\n{rows}\n\n"
+        "![learning curve](curve.png)\n"
+    )
+
+
+def _summary(r: dict[str, Any], out: Path) -> str:
+    return (
+        f"[bold]{r['task']}[/bold] ({r['mode']}, {r['model']}, n={r['n']})\n"
+        f"  accuracy  learning {r['accuracy_learning']:.1%}   baseline {r['accuracy_baseline']:.1%}   "
+        f"gain {r['gain']:+.1%}\n"
+        f"  served by code {r['served_by_code']:.1%}   LLM calls {r['llm_calls']}   "
+        f"context tokens/answer {r['context_tokens_mean']}\n"
+        f"  versions committed {r['versions_committed']}   wall {r['wall_s']} s\n"
+        f"  report: {out / 'report.md'}   curve: {out / 'curve.png'}"
+    )

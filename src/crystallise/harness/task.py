@@ -1,0 +1,112 @@
+"""`@task`: a typed Python signature + docstring becomes an LLM task.
+
+    @crystallise.task
+    def extract_date(text: str) -> DateOut:
+        '''Find the date the text talks about, as ISO 8601.'''
+
+    extract_date("Meeting moved to March 3rd 2024")   # -> DateOut(date="2024-03-03")
+
+Inputs are validated by a pydantic model built from the signature; the output is
+requested with the return type's JSON schema, validated, and repaired once. Each call
+is a task span in the active trace (or a trace of its own). What the task learns
+(examples, code, prompt) lives in `tasks/<name>/` of the artifact repository, and a
+task at G4 runs its crystallised code first.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any, get_type_hints
+
+import pydantic
+
+from crystallise.errors import ModelOutputError, ValidationError
+from crystallise.harness.runtime import TaskRuntime
+from crystallise.harness.spec import TaskSpec, View, valid_task_name
+from crystallise.home import Home
+from crystallise.traces.sdk import current_trace, trace
+
+__all__ = ["Task", "task"]
+
+
+class Task:
+    """A callable LLM task (made by `@task`)."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, model: str | None = None,
+                 home: Home | None = None, examples_k: int = 3) -> None:
+        self.fn = fn
+        self.name = valid_task_name(name or fn.__name__.replace("_", "-"))
+        self.model = model
+        self.home = home
+        self.examples_k = examples_k
+        self.signature = inspect.signature(fn)
+        hints = get_type_hints(fn)
+        if "return" not in hints:
+            raise ValidationError(f"@task {fn.__name__} needs a return type annotation (e.g. `-> str`)")
+        fields: dict[str, Any] = {}
+        for p in self.signature.parameters.values():
+            if p.name not in hints:
+                raise ValidationError(f"@task {fn.__name__}: parameter {p.name!r} needs a type annotation")
+            default = ... if p.default is inspect.Parameter.empty else p.default
+            fields[p.name] = (hints[p.name], default)
+        self.input_model = pydantic.create_model(f"{fn.__name__}_input", **fields)
+        self.output = pydantic.TypeAdapter(hints["return"])
+        self.spec = TaskSpec(
+            name=self.name,
+            description=inspect.getdoc(fn) or "",
+            input_schema=self.input_model.model_json_schema(),
+            output_schema=self.output.json_schema(),
+            max_tokens=256,
+        )
+        functools.update_wrapper(self, fn)
+
+    def _home(self) -> Home:
+        return self.home or Home.from_env()
+
+    def runtime(self, home: Home) -> TaskRuntime:
+        from crystallise.loop import define_task
+
+        spec = define_task(home, self.spec)
+        items = home.store.query_items(kind="bullet")
+        return TaskRuntime(spec, View.of(home.repo), home.backend(self.model), bullets=items,
+                           examples_k=self.examples_k)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+            value = self.input_model(**bound.arguments).model_dump(mode="json")
+        except (TypeError, pydantic.ValidationError) as e:
+            raise ValidationError(f"bad input for task {self.name}: {e}") from e
+        home = self._home()
+        with ExitStack() as stack:
+            t = current_trace() or stack.enter_context(trace(self.name, input=value, home=home))
+            with t.span(f"task:{self.name}", "task", input=value) as span:
+                rt = self.runtime(home)
+                ans = rt.answer(value)
+                span.attributes.update(served_by=ans.served_by, llm_calls=ans.llm_calls, grade=rt.spec.grade,
+                                       shown_items=ans.shown_items, prompt_tokens=ans.prompt_tokens,
+                                       completion_tokens=ans.completion_tokens)
+                if ans.llm_calls > 1:
+                    t.signal("schema_repair", comment=f"task {self.name} needed a repair attempt")
+                try:
+                    out = self.output.validate_python(ans.output)
+                except pydantic.ValidationError as e:
+                    raise ModelOutputError(
+                        f"task {self.name}: the answer does not match the return type ({e.error_count()} errors); "
+                        "try a larger model (`--model local:qwen2.5-coder-1.5b`)", raw=str(ans.output)) from e
+                span.output = self.output.dump_python(out, mode="json")
+            if t.record.name == self.name and t.output is None:
+                t.output = span.output
+        return out
+
+
+def task(fn: Callable[..., Any] | None = None, *, name: str | None = None, model: str | None = None,
+         home: Home | None = None, examples_k: int = 3) -> Any:
+    """Decorator: turn a typed function + docstring into an LLM task (see module docstring)."""
+    def wrap(f: Callable[..., Any]) -> Task:
+        return Task(f, name=name, model=model, home=home, examples_k=examples_k)
+
+    return wrap(fn) if fn is not None else wrap
