@@ -34,10 +34,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False)
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except CrystalliseError as e:
-            console.print(f"[red]failed:[/red] {type(e).__name__}: {e}", highlight=False)
+            console.print(f"[red]failed:[/red] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 

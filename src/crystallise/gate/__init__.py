@@ -1,0 +1,31 @@
+"""The verify stage (DESIGN.md §1.3): eval suites, verifiers and the gate.
+
+Pure functions over plain data, no I/O:
+
+    suite = EvalSuite.from_jsonl("math", text)            # tasks/<name>/evals.jsonl
+    old = run_suite(suite, old_fn)                        # [CaseResult, ...]
+    new = run_suite(suite, new_fn)
+    verdict = decide(old, new, GatePolicy(alpha=0.05))    # accept | reject | needs_review
+    verdict.reason  # 'accept: 12 wins / 0 losses of 40 cases, McNemar exact p=0.00024'
+"""
+
+from crystallise.gate.decide import GatePolicy, decide
+from crystallise.gate.stats import mcnemar_exact, paired_bootstrap
+from crystallise.gate.suite import Case, CaseResult, EvalSuite, run_suite
+from crystallise.gate.verifiers import VERIFIER_KINDS, score_exact, score_numeric, validate_spec, verify
+
+__all__ = [
+    "Case",
+    "CaseResult",
+    "EvalSuite",
+    "GatePolicy",
+    "VERIFIER_KINDS",
+    "decide",
+    "mcnemar_exact",
+    "paired_bootstrap",
+    "run_suite",
+    "score_exact",
+    "score_numeric",
+    "validate_spec",
+    "verify",
+]
