@@ -35,7 +35,7 @@ demo: setup
 
 test: setup
 	$(CRYS) models pull smollm2-135m
-	$(BIN)/python -m pytest -q
+	CRYSTALLISE_REQUIRE_LOCAL=1 $(BIN)/python -m pytest -q
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not postgres"

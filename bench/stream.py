@@ -122,7 +122,8 @@ class Run:
                    "reflection then has no failures to learn from).")
 @click.option("--gate-cases", type=int, default=48, show_default=True, help="Most cases the gate evaluates.")
 @click.option("--metric", type=click.Choice(sorted(METRICS)), default="numeric", show_default=True)
-@click.option("--learn-every", type=int, default=50, show_default=True, help="Run the learners every N records.")
+@click.option("--learn-every", type=int, default=None,
+              help="Run the learners every N records [default: 50; with --label-only, once after --train].")
 @click.option("--learners", default=",".join(LEARNERS), show_default=True)
 @click.option("--reflect-model", default=None,
               help="Model for reflection (default: --model; required for reflection with replay:FIELD).")
@@ -132,7 +133,8 @@ class Run:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_path: Path | None, limit: int | None,
-            train_limit: int | None, epochs: int, label_only: bool, gate_cases: int, metric: str, learn_every: int, learners: str,
+            train_limit: int | None, epochs: int, label_only: bool, gate_cases: int, metric: str,
+            learn_every: int | None, learners: str,
             reflect_model: str | None, task_name: str | None, seed: int, out_dir: Path | None, as_json: bool) -> None:
     """StreamBench: answer a stream with learning on vs off; report the gain."""
     from rich.console import Console
@@ -141,6 +143,8 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
     console = Console(stderr=True)
     if mode == "offline" and train_path is None:
         raise ValidationError("--mode offline needs --train PATH (the records to learn from)")
+    if learn_every is None:
+        learn_every = 10**9 if (label_only and mode == "offline") else 50
     if learn_every < 1 or epochs < 1:
         raise ValidationError("--learn-every and --epochs must be at least 1")
     chosen = [s.strip() for s in learners.split(",") if s.strip()]
@@ -167,14 +171,21 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
         def say(msg: str) -> None:
             bar.console.log(msg) if msg.startswith("learn @") else bar.update(job, description=msg)
 
+        def advance(description: str) -> None:
+            """Advance the bar; without a terminal, log a line every 5% instead."""
+            bar.update(job, advance=1, description=description)
+            done, total = bar.tasks[0].completed, bar.tasks[0].total or 1
+            if not console.is_terminal and (int(done) % max(1, int(total) // 20) == 0 or done == total):
+                console.log(f"{int(done)}/{int(total)} {description}")
+
         if mode == "online":
             job = bar.add_task("online", total=len(data))
             for i, rec in enumerate(data, 1):
                 run.step(rec, learn=True, baseline=True)
-                bar.update(job, advance=1, description=_acc("online", run))
+                advance(_acc("online", run))
                 if i % learn_every == 0 or i == len(data):
                     run.learn(i, say)
-            eval_flags, base_flags, n_train = run.learn_flags, run.base_flags, 0
+            eval_flags, base_flags, n_train, seen = run.learn_flags, run.base_flags, 0, 0
         else:
             job = bar.add_task("train", total=len(train) * epochs + len(data))
             seen = 0
@@ -182,7 +193,7 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
                 for rec in train:
                     run.step(rec, learn=True, baseline=False, label_only=label_only)
                     seen += 1
-                    bar.update(job, advance=1, description=_acc("train", run))
+                    advance(_acc("train", run))
                     if seen % learn_every == 0:
                         run.learn(seen, say)
             run.learn(seen, say)
@@ -190,10 +201,11 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
             bar.update(job, description="eval")
             for rec in data:
                 run.step(rec, learn=False, baseline=True)
-                bar.update(job, advance=1, description=_acc("eval", run, n_train))
+                advance(_acc("eval", run, n_train))
             eval_flags, base_flags = run.learn_flags[n_train:], run.base_flags
     close_sandboxes()
     result = _result(run, mode, eval_flags, base_flags, n_train, task, model, metric, time.perf_counter() - start)
+    result["train_records"] = seen
     _write(out, run, result, data_path, n_train)
     if as_json:
         click.echo(json.dumps(result))

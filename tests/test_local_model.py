@@ -19,11 +19,14 @@ from crystallise.backends.local import LocalBackend
 from crystallise.errors import ConfigError, ValidationError
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("CRYSTALLISE_HOME") or REPO / ".crystallise") / "models"
+MODELS_DIR = Path(os.environ.get("CRYSTALLISE_MODELS_DIR") or Path(os.environ.get("CRYSTALLISE_HOME") or REPO / ".crystallise") / "models")
 MODEL = "smollm2-135m"
 
+_MISSING = importlib.util.find_spec("llama_cpp") is None or not (MODELS_DIR / f"{MODEL}.gguf").is_file()
+if _MISSING and os.environ.get("CRYSTALLISE_REQUIRE_LOCAL") == "1":  # `make test`: never skip silently
+    raise RuntimeError(f"CRYSTALLISE_REQUIRE_LOCAL=1 but {MODELS_DIR / (MODEL + '.gguf')} or llama_cpp is missing")
 needs_model = pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None or not (MODELS_DIR / f"{MODEL}.gguf").is_file(),
+    _MISSING,
     reason=(
         f"needs llama-cpp-python (pip install 'crystallise[local]') and {MODELS_DIR / (MODEL + '.gguf')} "
         f"(crystallise models pull {MODEL})"

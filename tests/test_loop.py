@@ -40,8 +40,8 @@ def make_loop(home, reply="0", learners=("crystallise",)) -> Loop:
                 LoopConfig(learners=learners))
 
 
-def test_crystallisation_is_gated_committed_served_and_reverted(tmp_path):
-    home = new_home(tmp_path)
+def test_crystallisation_is_gated_committed_served_and_reverted(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
     loop = make_loop(home)
     assert not any(stream(loop, ratio_records(24)))  # the "LLM" is always wrong
 
@@ -82,8 +82,8 @@ def test_crystallisation_is_gated_committed_served_and_reverted(tmp_path):
         Committer(home).revert(version.number)
 
 
-def test_gate_rejects_a_harmful_change_and_keeps_it_as_evidence(tmp_path):
-    home = new_home(tmp_path)
+def test_gate_rejects_a_harmful_change_and_keeps_it_as_evidence(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
     right = lambda request: "2.0"  # noqa: E731 - the LLM answers every ratio 2.0 correctly below
     loop = make_loop(home, reply=right)
     records = [{"context": f"Use formula R. Question: ${2 * i} over ${i}.", "target": "2.0"} for i in range(1, 30)]
@@ -120,8 +120,8 @@ def test_fewshot_examples_are_learned_when_they_help(tmp_path):
     assert loop.answer(records[0]["context"])[0].output == "2.0"
 
 
-def test_reflection_bullets_credit_and_playbook_file(tmp_path):
-    home = new_home(tmp_path)
+def test_reflection_bullets_credit_and_playbook_file(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
 
     def reply(request):
         system = request.messages[0].content
@@ -144,8 +144,8 @@ def test_reflection_bullets_credit_and_playbook_file(tmp_path):
     assert home.store.get_item(bullet.id).helpful == 5 and home.store.get_item(bullet.id).shown >= 5
 
 
-def test_commit_needs_an_accept_verdict_and_detects_conflicts(tmp_path):
-    home = new_home(tmp_path)
+def test_commit_needs_an_accept_verdict_and_detects_conflicts(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
     committer = Committer(home)
     cs = ChangeSet(learner="x", layer="harness",
                    deltas=[Delta(op="set", target="artifact", path="tasks/a/prompt.md", before=None, after="v1")])
@@ -159,8 +159,8 @@ def test_commit_needs_an_accept_verdict_and_detects_conflicts(tmp_path):
         committer.commit(stale)
 
 
-def test_recover_finishes_a_commit_interrupted_before_the_store_write(tmp_path, monkeypatch):
-    home = new_home(tmp_path)
+def test_recover_finishes_a_commit_interrupted_before_the_store_write(tmp_path, monkeypatch, store_url):
+    home = new_home(tmp_path, store_url)
     committer = Committer(home)
     cs = ChangeSet(learner="x", layer="harness", verdict=Verdict(decision="accept", reason="test"),
                    deltas=[Delta(op="set", target="artifact", path="tasks/a/prompt.md", before=None, after="v1")])

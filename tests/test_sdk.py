@@ -17,8 +17,8 @@ from crystallise.types import Item
 from tests.helpers import new_home
 
 
-def test_trace_records_spans_output_and_feedback(tmp_path):
-    home = new_home(tmp_path)
+def test_trace_records_spans_output_and_feedback(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
     with crystallise.trace("answer", agent="support", org="acme", user="u1", input="q?", home=home) as t:
         with t.span("lookup", "tool", input={"k": 1}) as s:
             s.output = "v"
@@ -32,8 +32,8 @@ def test_trace_records_spans_output_and_feedback(tmp_path):
     assert got.feedback[-1].correction == "b"
 
 
-def test_exception_is_recorded_as_error_and_implicit_signal(tmp_path):
-    home = new_home(tmp_path)
+def test_exception_is_recorded_as_error_and_implicit_signal(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
     with pytest.raises(RuntimeError):
         with crystallise.trace("boom", home=home) as t:
             raise RuntimeError("tool failed")
@@ -104,8 +104,8 @@ def test_task_schema_violation_after_repair_is_a_clear_error(tmp_path, monkeypat
     assert trace.status == "error"  # and nothing acknowledged was lost: the failed call is recorded
 
 
-def test_context_pack_scopes_budget_and_shown_items(tmp_path):
-    home = new_home(tmp_path)
+def test_context_pack_scopes_budget_and_shown_items(tmp_path, store_url):
+    home = new_home(tmp_path, store_url)
     from crystallise.types import Delta
 
     items = [

@@ -1,0 +1,195 @@
+"""From a store URL to a configured SQLAlchemy engine, and from driver errors to ours.
+
+Two URL forms are accepted (anything else is a `ConfigError` naming them):
+
+    sqlite:///relative/or/abs/path.db      sqlite:////abs/path.db (SQLAlchemy's form)
+    postgresql://user:password@host:5432/db    (also postgres:// and postgresql+psycopg://)
+
+SQLite is set up for an embedded store that must not lose acknowledged writes:
+WAL journal (readers never block the writer), `synchronous=FULL` (a committed
+transaction survives a power cut), foreign keys on, and a busy timeout so that
+concurrent writers wait instead of failing. The pragmas are per connection, so an
+event listener sets them on every new one. Write transactions start with
+`BEGIN IMMEDIATE`: taking the write lock up front means two writers queue on the
+busy timeout rather than one failing with "database is locked" when it upgrades a
+read lock mid-transaction.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from crystallise.errors import ConfigError, CrystalliseError, StoreError
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "WRITE",
+    "is_postgres",
+    "make_engine",
+    "mask_url",
+    "parse_url",
+    "translate_errors",
+    "write_connection",
+]
+
+# Execution option that makes the SQLite `begin` listener emit BEGIN IMMEDIATE.
+WRITE = "crystallise_write"
+
+# How long a SQLite writer waits for another writer before giving up.
+BUSY_TIMEOUT_MS = 30_000
+
+ACCEPTED_FORMS = "sqlite:///path/to/crystallise.db or postgresql://user:password@host:5432/dbname"
+POSTGRES_EXTRA = "install the postgres extra: pip install 'crystallise[postgres]'"
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by ***, for error messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def parse_url(url: str) -> URL:
+    """Check the URL's scheme and pick the driver: psycopg 3 for PostgreSQL, sqlite3 for SQLite."""
+    try:
+        parsed = sa.make_url(url)
+    except exc.ArgumentError:
+        raise ConfigError(f"cannot parse store URL {url!r}: use {ACCEPTED_FORMS}") from None
+    scheme = parsed.drivername
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        return parsed.set(drivername="sqlite+pysqlite")
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        if importlib.util.find_spec("psycopg") is None:
+            raise ConfigError(f"store URL {mask_url(parsed)} needs psycopg: {POSTGRES_EXTRA}")
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigError(f"unsupported store URL scheme {scheme!r} in {mask_url(parsed)}: use {ACCEPTED_FORMS}")
+
+
+def make_engine(url: str) -> Engine:
+    """A configured engine for `url` (see the module docstring). Does not connect yet."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    return _sqlite_engine(parsed)
+
+
+def _sqlite_engine(parsed: URL) -> Engine:
+    database = parsed.database or ""
+    memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+    if memory:
+        # One shared connection, or every checkout would see its own empty database.
+        engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+    else:
+        directory = os.path.dirname(os.path.abspath(database))
+        if not os.path.isdir(directory):
+            raise ConfigError(
+                f"the directory of the SQLite store {database!r} does not exist: "
+                f"create it (mkdir -p {directory}) or point the store URL elsewhere"
+            )
+        engine = sa.create_engine(parsed, connect_args=connect_args)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Autocommit at the driver level; transactions are begun by `_begin` below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not memory:
+                _enable_wal(cursor)
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database file to WAL (a persistent setting), retrying while another
+    connection holds the lock: SQLite answers a contended journal-mode change with
+    "database is locked" at once, without waiting on the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection inside one write transaction: committed on success, rolled back on any error."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def translate_errors(url: str, doing: str) -> Iterator[None]:
+    """Turn SQLAlchemy/driver errors into `StoreError`s that name the store and a fix.
+
+    Our own errors pass through unchanged; so does an error one of our bind
+    processors raised (SQLAlchemy wraps those in a StatementError).
+    """
+    try:
+        yield
+    except CrystalliseError:
+        raise
+    except exc.StatementError as error:
+        if isinstance(error.orig, CrystalliseError):
+            raise error.orig from None
+        raise StoreError(_describe(url, doing, error)) from error
+    except exc.SQLAlchemyError as error:
+        raise StoreError(_describe(url, doing, error)) from error
+
+
+def _describe(url: str, doing: str, error: exc.SQLAlchemyError) -> str:
+    detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    masked = mask_url(url)
+    if isinstance(error, exc.IntegrityError | exc.ProgrammingError | exc.DataError):
+        return f"the store at {masked} failed while {doing}: {detail}"
+    if "locked" in detail:
+        fix = (
+            f"another process held the SQLite write lock for over {BUSY_TIMEOUT_MS // 1000} s; "
+            "find the long-running writer, or use PostgreSQL for many concurrent writers"
+        )
+    elif masked.startswith("postgresql"):
+        fix = (
+            "check that the PostgreSQL server is running and reachable, and that the URL's host, port, "
+            "user, password and database name are right (the URL comes from CRYSTALLISE_STORE_URL or the config)"
+        )
+    else:
+        fix = (
+            "check that the path is a crystallise SQLite database (or a new file) on a local disk, "
+            "readable and writable by you; move a damaged file aside to start a new store"
+        )
+    return f"the store at {masked} failed while {doing}: {detail}; {fix}"

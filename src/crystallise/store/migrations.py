@@ -1,0 +1,278 @@
+"""Ordered schema migrations, applied once each and recorded in `schema_migrations`.
+
+`MIGRATIONS` is a list of `(name, function)`; migration *n* is `MIGRATIONS[n - 1]`.
+Rules, as in simonw/llm:
+
+1. A shipped migration is never edited: databases in the field have already run it.
+   Each one therefore carries its own frozen DDL instead of using `schema.py`,
+   which describes the *current* tables for the query code.
+2. New migrations are appended at the end, and must work on SQLite and PostgreSQL.
+3. Each migration receives a connection already inside the migration transaction;
+   it must not commit. SQLite and PostgreSQL both have transactional DDL, so a
+   failed migration leaves the database as it was.
+
+`migrate(engine)` is called by `open_store`. It is a no-op on an up-to-date
+database (one read), and safe when several processes open a new database at once:
+the whole run holds the SQLite write lock (BEGIN IMMEDIATE) or a PostgreSQL
+advisory transaction lock, and re-reads what was applied after taking it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from crystallise.errors import StoreError
+from crystallise.store.engine import is_postgres, write_connection
+from crystallise.types import now
+
+__all__ = ["MIGRATIONS", "applied_versions", "migrate"]
+
+Migration = Callable[[Connection], None]
+
+# pg_advisory_xact_lock key for migrations (an arbitrary constant: "crystmig" in ASCII).
+MIGRATION_LOCK = 0x637279_73746D69
+
+
+def _schema_migrations(md: sa.MetaData) -> sa.Table:
+    """The bookkeeping table; its shape is frozen forever."""
+    return sa.Table(
+        "schema_migrations",
+        md,
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("applied_at", sa.Double, nullable=False),
+    )
+
+
+def m001_initial(conn: Connection) -> None:
+    """Traces, spans, feedback, items (+ lexical search), change sets, versions, item ledger, watermarks."""
+    md = sa.MetaData()
+    key = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    sa.Table(
+        "traces", md,
+        sa.Column("seq", key, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Text, nullable=False, unique=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("agent_id", sa.Text, nullable=False),
+        sa.Column("org_id", sa.Text),
+        sa.Column("user_id", sa.Text),
+        sa.Column("session_id", sa.Text),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("error", sa.Text),
+        sa.Column("input", sa.Text),
+        sa.Column("output", sa.Text),
+        sa.Column("started_at", sa.Double, nullable=False),
+        sa.Column("ended_at", sa.Double),
+        sa.Column("metadata", sa.Text),
+        sa.Column("recorded_at", sa.Double, nullable=False),
+        sa.Index("ix_traces_agent_seq", "agent_id", "seq"),
+        sa.Index("ix_traces_org_id", "org_id"),
+        sa.Index("ix_traces_user_id", "user_id"),
+        sa.Index("ix_traces_session_id", "session_id"),
+        sa.Index("ix_traces_name", "name"),
+        sa.Index("ix_traces_status", "status"),
+        sqlite_autoincrement=True,
+    )  # fmt: skip
+    sa.Table(
+        "spans", md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("trace_id", sa.Text, sa.ForeignKey("traces.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.Column("parent_id", sa.Text),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("input", sa.Text),
+        sa.Column("output", sa.Text),
+        sa.Column("error", sa.Text),
+        sa.Column("started_at", sa.Double, nullable=False),
+        sa.Column("ended_at", sa.Double),
+        sa.Column("attributes", sa.Text),
+        sa.Index("ix_spans_trace_id", "trace_id", "position"),
+    )  # fmt: skip
+    sa.Table(
+        "feedback", md,
+        sa.Column("rid", key, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Text, nullable=False, unique=True),
+        sa.Column("trace_id", sa.Text, sa.ForeignKey("traces.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("score", sa.Double),
+        sa.Column("label", sa.Text),
+        sa.Column("correction", sa.Text),
+        sa.Column("comment", sa.Text),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Index("ix_feedback_trace_id", "trace_id", "rid"),
+        sqlite_autoincrement=True,
+    )  # fmt: skip
+    sa.Table(
+        "items", md,
+        sa.Column("rid", key, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Text, nullable=False, unique=True),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("level", sa.Text, nullable=False),
+        sa.Column("agent_id", sa.Text, nullable=False),
+        sa.Column("org_id", sa.Text),
+        sa.Column("user_id", sa.Text),
+        sa.Column("section", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("trust", sa.Double, nullable=False),
+        sa.Column("shown", sa.BigInteger, nullable=False),
+        sa.Column("helpful", sa.BigInteger, nullable=False),
+        sa.Column("harmful", sa.BigInteger, nullable=False),
+        sa.Column("valid_from", sa.Double),
+        sa.Column("valid_to", sa.Double),
+        sa.Column("superseded_by", sa.Text),
+        sa.Column("provenance", sa.Text),
+        sa.Column("meta", sa.Text),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.Index("ix_items_agent", "level", "agent_id", "status"),
+        sa.Index("ix_items_org", "level", "org_id", "status"),
+        sa.Index("ix_items_user", "level", "user_id", "status"),
+        sa.Index("ix_items_updated_at", "updated_at"),
+        sqlite_autoincrement=True,
+    )  # fmt: skip
+    sa.Table(
+        "changesets", md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("learner", sa.Text, nullable=False),
+        sa.Column("layer", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
+        sa.Column("scope", sa.Text),
+        sa.Column("provenance", sa.Text),
+        sa.Column("evidence", sa.Text),
+        sa.Column("verdict", sa.Text),
+        sa.Column("deltas", sa.Text),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.Index("ix_changesets_status", "status", "created_at"),
+        sa.Index("ix_changesets_created_at", "created_at"),
+    )  # fmt: skip
+    sa.Table(
+        "versions", md,
+        sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("changeset_id", sa.Text, nullable=False),
+        sa.Column("git_commit", sa.Text, nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("provenance", sa.Text),
+        sa.Column("verdict", sa.Text),
+        sa.Column("reverts", sa.Integer),
+        sa.Column("reverted_by", sa.Integer),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Index("ix_versions_changeset_id", "changeset_id"),
+    )  # fmt: skip
+    sa.Table(
+        "item_deltas", md,
+        sa.Column("seq", key, primary_key=True, autoincrement=True),
+        sa.Column("version", sa.Integer, sa.ForeignKey("versions.number")),
+        sa.Column("changeset_id", sa.Text),
+        sa.Column("op", sa.Text, nullable=False),
+        sa.Column("item_id", sa.Text, nullable=False),
+        sa.Column("user_id", sa.Text),
+        sa.Column("before_json", sa.Text),
+        sa.Column("after_json", sa.Text),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Index("ix_item_deltas_item_id", "item_id", "seq"),
+        sa.Index("ix_item_deltas_version", "version"),
+        sa.Index("ix_item_deltas_user_id", "user_id"),
+        sqlite_autoincrement=True,
+    )  # fmt: skip
+    sa.Table(
+        "watermarks", md,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+    )  # fmt: skip
+    md.create_all(conn)
+
+    if is_postgres(conn):
+        # Generated column + GIN index; the 'english' config stems like SQLite's porter tokenizer.
+        conn.exec_driver_sql(
+            "ALTER TABLE items ADD COLUMN tsv tsvector "
+            "GENERATED ALWAYS AS (to_tsvector('english'::regconfig, \"text\")) STORED"
+        )
+        conn.exec_driver_sql("CREATE INDEX ix_items_tsv ON items USING GIN (tsv)")
+        return
+    # SQLite: an external-content FTS5 table over items.text keyed on items.rid, kept in
+    # sync by triggers so every write path (ours or a person's sqlite3 shell) updates it.
+    # `UPDATE OF "text"` keeps counter bumps from rewriting the index.
+    conn.exec_driver_sql(
+        "CREATE VIRTUAL TABLE items_fts USING fts5("
+        "\"text\", content='items', content_rowid='rid', tokenize='porter unicode61 remove_diacritics 2')"
+    )
+    conn.exec_driver_sql(
+        "CREATE TRIGGER items_fts_insert AFTER INSERT ON items BEGIN "
+        'INSERT INTO items_fts(rowid, "text") VALUES (new.rid, new."text"); END'
+    )
+    conn.exec_driver_sql(
+        "CREATE TRIGGER items_fts_delete AFTER DELETE ON items BEGIN "
+        'INSERT INTO items_fts(items_fts, rowid, "text") VALUES (\'delete\', old.rid, old."text"); END'
+    )
+    conn.exec_driver_sql(
+        'CREATE TRIGGER items_fts_update AFTER UPDATE OF "text", rid ON items BEGIN '
+        'INSERT INTO items_fts(items_fts, rowid, "text") VALUES (\'delete\', old.rid, old."text"); '
+        'INSERT INTO items_fts(rowid, "text") VALUES (new.rid, new."text"); END'
+    )
+
+
+# Append only. Never edit, reorder or remove a shipped entry.
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("initial", m001_initial),
+]
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    """Versions recorded in `schema_migrations` (empty for a new database)."""
+    if not sa.inspect(conn).has_table("schema_migrations"):
+        return set()
+    table = _schema_migrations(sa.MetaData())
+    return {row[0] for row in conn.execute(sa.select(table.c.version))}
+
+
+def migrate(engine: Engine, migrations: list[tuple[str, Migration]] | None = None) -> list[int]:
+    """Apply every migration not yet recorded, in order, in one locked transaction.
+
+    Returns the versions applied by this call ([] when the database was up to date).
+    `migrations` defaults to `MIGRATIONS`; tests pass a longer list to exercise upgrades.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    wanted = set(range(1, len(steps) + 1))
+    with engine.connect() as conn:
+        done = applied_versions(conn)
+        conn.rollback()
+    _check_not_newer(done, len(steps))
+    if wanted <= done:
+        return []
+
+    applied: list[int] = []
+    with write_connection(engine) as conn:
+        if is_postgres(conn):
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        table = _schema_migrations(sa.MetaData())
+        table.create(conn, checkfirst=True)
+        # Re-read under the lock: another process may have migrated while we waited.
+        done = {row[0] for row in conn.execute(sa.select(table.c.version))}
+        _check_not_newer(done, len(steps))
+        for version, (name, step) in enumerate(steps, start=1):
+            if version in done:
+                continue
+            step(conn)
+            conn.execute(sa.insert(table).values(version=version, name=name, applied_at=now()))
+            applied.append(version)
+    return applied
+
+
+def _check_not_newer(done: set[int], known: int) -> None:
+    newest = max(done, default=0)
+    if newest > known:
+        raise StoreError(
+            f"the store's schema is at migration {newest} but this crystallise knows only {known}: "
+            "upgrade crystallise (pip install -U crystallise) before opening this store"
+        )

@@ -1,0 +1,74 @@
+"""Shared store fixtures: every store test runs against SQLite and a real PostgreSQL.
+
+- `store_url`: a URL of a fresh, empty database (a temp SQLite file, or a new
+  PostgreSQL database on the session's server); parametrised `sqlite` / `postgres`.
+- `store`: `open_store(store_url)`, closed after the test.
+- `pg_server`: the session's throwaway PostgreSQL (see tests/pg.py), started only
+  when a postgres-parametrised test runs.
+
+The postgres params carry the `postgres` marker, so `pytest -m 'not postgres'`
+runs SQLite alone and never starts a server. Where PostgreSQL cannot be started
+(no initdb on PATH, no psycopg) those params are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from crystallise.store import Store, open_store
+from tests.pg import PostgresServer, postgres_unavailable
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer.start()
+    # A run killed with SIGTERM (`timeout`, CI cancel) would skip fixture teardown and
+    # leave the server running: turn SIGTERM into KeyboardInterrupt, which pytest
+    # unwinds through the finalizers, and stop at interpreter exit as a last resort.
+    atexit.register(server.stop)
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield server
+    finally:
+        server.stop()
+        atexit.unregister(server.stop)
+        if signal.getsignal(signal.SIGTERM) is _interrupt:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'crystallise.db'}"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return str(server.create_database())
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
