@@ -98,3 +98,21 @@ def test_compose_tries_strategies_in_order():
     b = 'def solve(value):\n    return "B"\n'
     src = compose([("first", a), ("second", b)])
     assert run(src, 1) == "A" and run(src, 2) == "B"
+
+
+def test_arith_keeps_verified_rules_when_new_evidence_mostly_agrees():
+    strategy = ArithStrategy(budget_s=0.5)
+    source, rules, mode = strategy.synthesise(_ratio_cases(9), metric=score_numeric)
+    more = _ratio_cases(14)
+    more[10] = (more[10][0], "999.0")  # one mislabelled case among many
+    assert strategy.synthesise(more, metric=score_numeric) is None  # from scratch: no rule fits all
+    kept = strategy.synthesise(more, metric=score_numeric, previous=rules, previous_mode=mode)
+    assert kept is not None and kept[1] == rules  # incremental: the verified rule stays
+
+
+def test_arith_drops_a_previous_rule_the_new_evidence_contradicts():
+    strategy = ArithStrategy(budget_s=0.5)
+    _, rules, mode = strategy.synthesise(_ratio_cases(9), metric=score_numeric)
+    flipped = [(x, str(round(1 / float(y), 2))) for x, y in _ratio_cases(9)]  # the task changed
+    found = strategy.synthesise(flipped, metric=score_numeric, previous=rules, previous_mode=mode)
+    assert found is None or all(r.expression != rules[0].expression for r in found[1])

@@ -12,23 +12,32 @@ One commit is one version. Commit trailers carry provenance and the gate verdict
       4. commit-tree + compare-and-swap of HEAD -> the new sha
 
 git runs with a controlled environment: no system or user config, a private HOME,
-no hooks, no fsmonitor, literal pathspecs, LC_ALL=C.
+no hooks, no fsmonitor, literal pathspecs, LC_ALL=C (gitcli.py builds it, with the other pure helpers).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import re
-import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crystallise.artifacts.gitcli import (
+    IDENTITY,
+    LOG_FORMAT,
+    ZERO_SHA,
+    atomic_write,
+    compose_message,
+    decode,
+    git_argv,
+    git_env,
+    parse_log,
+    private_home,
+    validate_path,
+)
 from crystallise.errors import ArtifactError, ConfigError, NotFoundError, ValidationError
 
 try:  # POSIX: serialise committers across processes too
@@ -36,12 +45,7 @@ try:  # POSIX: serialise committers across processes too
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ArtifactRepo", "CommitInfo", "GitCommandError"]
-
-IDENTITY = ("crystallise", "crystallise@localhost")
-_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-_FMT = "%x1e%H%x00%h%x00%s%x00%b%x00%(trailers:only,unfold,separator=%x1f)%x00%ct%x00"
-_ZERO = "0" * 40
+__all__ = ["ArtifactRepo", "CommitInfo", "GitCommandError", "validate_path"]
 
 README = """\
 # crystallise artifacts
@@ -92,62 +96,6 @@ class GitCommandError(ArtifactError):
         self.command, self.returncode, self.stderr = list(command), returncode, stderr
 
 
-# -- a private HOME so that no user or system config, template or hook can interfere ------------
-
-_HOME_LOCK = threading.Lock()
-_HOME: Path | None = None
-
-
-def _private_home() -> Path:
-    global _HOME
-    with _HOME_LOCK:
-        if _HOME is None or not (_HOME / ".gitconfig").is_file():
-            home = Path(tempfile.mkdtemp(prefix="crystallise-git-home-"))
-            (home / "hooks").mkdir()
-            (home / "templates").mkdir()
-            name, email = IDENTITY
-            (home / ".gitconfig").write_text(
-                f"[user]\n\tname = {name}\n\temail = {email}\n[commit]\n\tgpgsign = false\n"
-                "[init]\n\tdefaultBranch = main\n",
-                encoding="utf-8",
-            )
-            atexit.register(shutil.rmtree, home, True)
-            _HOME = home
-        return _HOME
-
-
-def validate_path(path: str) -> str:
-    """Check that `path` names a file inside the repository and return it.
-
-    >>> validate_path("tasks/add/code.py")
-    'tasks/add/code.py'
-    >>> validate_path("../etc/passwd")
-    Traceback (most recent call last):
-    ...
-    crystallise.errors.ValidationError: bad artifact path '../etc/passwd': ...
-    """
-    problem = None
-    if not isinstance(path, str) or not path:
-        problem = "it must be a non-empty string"
-    elif any(c in path for c in "\x00\n\r\\"):
-        problem = "it must not contain NUL, newlines or backslashes"
-    elif path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        problem = "it must be relative to the repository root"
-    else:
-        for part in path.split("/"):
-            if part in ("", ".", ".."):
-                problem = "it must not contain empty, '.' or '..' components"
-            elif part.casefold() == ".git":
-                problem = "it must not point inside .git"
-    if problem:
-        raise ValidationError(f"bad artifact path {path!r}: {problem}; use a path like 'tasks/<name>/code.py'")
-    return path
-
-
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 class ArtifactRepo:
     """A git repository of versioned plain-text artifacts.
 
@@ -177,26 +125,16 @@ class ArtifactRepo:
         ok: Sequence[int] = (0,),
     ) -> bytes:
         """Run `git args...` in the repository, isolated from the user's set-up; stdout, or GitCommandError."""
-        home = _private_home()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-        env.update(
-            GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=str(home / ".gitconfig"), HOME=str(home),
-            XDG_CONFIG_HOME=str(home / ".config"), LC_ALL="C", LANG="C", GIT_TERMINAL_PROMPT="0",
-            GIT_LITERAL_PATHSPECS="1", GIT_NO_REPLACE_OBJECTS="1", GIT_PAGER="cat", PAGER="cat",
-        )  # fmt: skip
-        if git_dir:
-            env.update(GIT_DIR=str(self.path / ".git"), GIT_WORK_TREE=str(self.path))
-        if index is not None:
-            env["GIT_INDEX_FILE"] = str(index)
-        cmd = ["git", "-c", f"core.hooksPath={home / 'hooks'}", "-c", "core.fsmonitor=false"]
-        cmd += ["-c", "core.quotepath=false", "-c", "color.ui=false", *args]
+        home = private_home()
+        env = git_env(home, self.path if git_dir else None, index)
+        cmd = git_argv(home, args)
         cwd = self.path if self.path.is_dir() else self.path.parent
         try:
             proc = subprocess.run(cmd, cwd=cwd, env=env, input=input, capture_output=True)
         except FileNotFoundError as e:
             raise ConfigError("git is not installed or not on PATH: install git (2.30 or newer)") from e
         if proc.returncode not in ok:
-            err = _decode(proc.stderr).strip()
+            err = decode(proc.stderr).strip()
             shown = " ".join(["git", *args])
             msg = f"`{shown}` failed in {self.path} (exit {proc.returncode}): {err or 'no message'}"
             raise GitCommandError(msg, cmd, proc.returncode, err)
@@ -215,7 +153,7 @@ class ArtifactRepo:
         if not isinstance(rev, str) or not rev or rev.startswith("-") or "\x00" in rev:
             raise ValidationError(f"bad version {rev!r}: give a commit sha or a ref such as 'HEAD'")
         out = self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", ok=(0, 1, 128))
-        sha = _decode(out).strip()
+        sha = decode(out).strip()
         if not sha:
             raise NotFoundError(
                 f"unknown version {rev!r} in the artifact repository at {self.path}: "
@@ -240,7 +178,7 @@ class ArtifactRepo:
             except OSError as e:
                 raise ConfigError(f"cannot create the artifact repository at {self.path}: {e}") from e
             if not self.exists():
-                templates = _private_home() / "templates"
+                templates = private_home() / "templates"
                 self._git("init", "-q", "-b", "main", f"--template={templates}", str(self.path), git_dir=False)
             for key, value in (("user.name", IDENTITY[0]), ("user.email", IDENTITY[1])):
                 if not self._git("config", "--local", "--get", key, ok=(0, 1)).strip():
@@ -255,7 +193,7 @@ class ArtifactRepo:
     def head(self) -> str | None:
         """The sha of the current version, or None before the first commit."""
         self._require()
-        sha = _decode(self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok=(0, 1, 128))).strip()
+        sha = decode(self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok=(0, 1, 128))).strip()
         return sha or None
 
     # -- reading -------------------------------------------------------------------------------------
@@ -270,7 +208,7 @@ class ArtifactRepo:
         if at is None:
             p = self._file(path)
             try:
-                return _decode(p.read_bytes()) if p.is_file() else None
+                return decode(p.read_bytes()) if p.is_file() else None
             except OSError as e:
                 raise ArtifactError(f"cannot read {p}: {e}") from e
         return self._blobs(self._resolve(at), [validate_path(path)])[path]
@@ -296,7 +234,7 @@ class ArtifactRepo:
             if len(header) == 3 and header[1] in (b"blob", b"tree", b"commit", b"tag"):
                 size = int(header[2])
                 if header[1] == b"blob":
-                    out[p] = _decode(data[pos : pos + size])
+                    out[p] = decode(data[pos : pos + size])
                 pos += size + 1
         return out
 
@@ -308,10 +246,10 @@ class ArtifactRepo:
         self._require()
         if at is None:
             raw = self._git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
-            names = {n for n in _decode(raw).split("\x00") if n and (self.path / n).is_file()}
+            names = {n for n in decode(raw).split("\x00") if n and (self.path / n).is_file()}
         else:
             raw = self._git("ls-tree", "-r", "-z", "--name-only", self._resolve(at))
-            names = {n for n in _decode(raw).split("\x00") if n}
+            names = {n for n in decode(raw).split("\x00") if n}
         return sorted(n for n in names if n.startswith(prefix))
 
     def log(self, limit: int = 50, path: str | None = None) -> list[CommitInfo]:
@@ -322,23 +260,23 @@ class ArtifactRepo:
         args = ["log", f"--max-count={int(limit)}", "--full-diff", *self._log_args(), "HEAD"]
         if path is not None:
             args += ["--", validate_path(path.rstrip("/") or path)]
-        return _parse_log(self._git(*args))
+        return _commits(self._git(*args))
 
     @staticmethod
     def _log_args() -> list[str]:
-        return [f"--format={_FMT}", "--name-only", "-z", "--no-renames", "--no-color"]
+        return [f"--format={LOG_FORMAT}", "--name-only", "-z", "--no-renames", "--no-color"]
 
     def show(self, rev: str) -> str:
         """The version `rev` as a person reads it: header, diffstat and patch."""
         sha = self._resolve(rev)
-        return _decode(self._git("show", "--no-ext-diff", "--no-textconv", "--stat", "--patch", "--format=fuller", sha))
+        return decode(self._git("show", "--no-ext-diff", "--no-textconv", "--stat", "--patch", "--format=fuller", sha))
 
     def diff(self, a: str, b: str, path: str | None = None) -> str:
         """The patch from version `a` to version `b`, limited to `path` if given."""
         args = ["diff", "--no-ext-diff", "--no-textconv", self._resolve(a), self._resolve(b)]
         if path is not None:
             args += ["--", validate_path(path.rstrip("/") or path)]
-        return _decode(self._git(*args))
+        return decode(self._git(*args))
 
     def find(self, trailer: str, value: str) -> list[CommitInfo]:
         """Versions (newest first) whose trailer `trailer` has `value`, e.g. find("Change-Set", "cs_1").
@@ -349,7 +287,7 @@ class ArtifactRepo:
         if self.head() is None:
             return []
         grep = ["--fixed-strings", f"--grep={value}"] if value else []  # a cheap pre-filter
-        commits = _parse_log(self._git("log", *self._log_args(), *grep, "HEAD"))
+        commits = _commits(self._git("log", *self._log_args(), *grep, "HEAD"))
         return [c for c in commits if value in c.trailer(trailer)]
 
     def revert_files(self, rev: str) -> dict[str, str | None]:
@@ -359,13 +297,13 @@ class ArtifactRepo:
         >>> repo.commit(repo.revert_files(sha), f"Revert {sha[:10]}", {"Reverts": sha})
         """
         sha = self._resolve(rev)
-        parents = _decode(self._git("rev-list", "--parents", "-n", "1", sha)).split()[1:]
+        parents = decode(self._git("rev-list", "--parents", "-n", "1", sha)).split()[1:]
         parent = parents[0] if parents else None
         if parent is None:
             raw = self._git("diff-tree", "-r", "--root", "--no-commit-id", "--name-only", "-z", "--no-renames", sha)
         else:
             raw = self._git("diff-tree", "-r", "--name-only", "-z", "--no-renames", parent, sha)
-        paths = [n for n in _decode(raw).split("\x00") if n]
+        paths = [n for n in decode(raw).split("\x00") if n]
         return self._blobs(parent, paths)
 
     def changed_since(self, rev: str, paths: Sequence[str]) -> list[str]:
@@ -378,7 +316,7 @@ class ArtifactRepo:
         if not wanted:
             return []
         raw = self._git("log", "--format=", "--name-only", "-z", "--no-renames", f"{sha}..HEAD", "--", *wanted)
-        changed = {n.strip("\n") for n in _decode(raw).split("\x00") if n.strip("\n")}
+        changed = {n.strip("\n") for n in decode(raw).split("\x00") if n.strip("\n")}
         return [p for p in wanted if any(n == p or n.startswith(p + "/") for n in changed)]
 
     # -- writing -------------------------------------------------------------------------------------
@@ -400,7 +338,7 @@ class ArtifactRepo:
         for p, text in files.items():
             if text is not None and not isinstance(text, str):
                 raise ValidationError(f"content of {p!r} must be str or None (delete), not {type(text).__name__}")
-        text_message = _compose_message(message, trailers or {})
+        text_message = compose_message(message, trailers or {})
         self._require()
         with self._lock, self._file_lock():
             head = self.head()
@@ -416,15 +354,15 @@ class ArtifactRepo:
                     self._git("add", "-f", "--", *writes, index=index)
                 if deletes:
                     self._git("rm", "--cached", "-q", "--ignore-unmatch", "--", *deletes, index=index)
-                tree = _decode(self._git("write-tree", index=index)).strip()
-                old_tree = _decode(self._git("rev-parse", f"{head}^{{tree}}")).strip() if head else None
+                tree = decode(self._git("write-tree", index=index)).strip()
+                old_tree = decode(self._git("rev-parse", f"{head}^{{tree}}")).strip() if head else None
                 if tree == old_tree or (head is None and not self._git("ls-tree", tree).strip()):
                     return None
                 parent = ["-p", head] if head else []
-                sha = _decode(self._git("commit-tree", tree, *parent, input=text_message.encode("utf-8"))).strip()
+                sha = decode(self._git("commit-tree", tree, *parent, input=text_message.encode("utf-8"))).strip()
                 subject = text_message.split("\n", 1)[0]
                 try:
-                    self._git("update-ref", "-m", f"crystallise: {subject}", "HEAD", sha, head or _ZERO)
+                    self._git("update-ref", "-m", f"crystallise: {subject}", "HEAD", sha, head or ZERO_SHA)
                 except GitCommandError as e:
                     raise ArtifactError(
                         f"the artifact repository at {self.path} moved while committing (another writer?): "
@@ -459,7 +397,7 @@ class ArtifactRepo:
 
     def _restore(self, path: str, content: bytes | None) -> None:
         with suppress(OSError):  # best effort: the caller is already failing with the original error
-            (self.path / path).unlink(missing_ok=True) if content is None else _atomic_write(self.path / path, content)
+            (self.path / path).unlink(missing_ok=True) if content is None else atomic_write(self.path / path, content)
 
     def _write(self, path: str, text: str | None) -> None:
         p = self._file(path)
@@ -472,66 +410,11 @@ class ArtifactRepo:
                     parent = parent.parent
             else:
                 p.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_write(p, text.encode("utf-8"))
+                atomic_write(p, text.encode("utf-8"))
         except OSError as e:
             raise ArtifactError(f"cannot write {p}: {e}; check that no file stands where a folder must be") from e
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _compose_message(message: str, trailers: Mapping[str, str | Sequence[str]]) -> str:
-    """`message` + a blank line + one `Key: value` line per trailer value.
-
-    Trailers are one line by definition: whitespace runs (newlines, tabs) in a value fold to one
-    space, and values that are empty after that are dropped.
-    """
-    if not isinstance(message, str) or not message.strip():
-        raise ValidationError("a commit needs a non-empty message: say what changed and why")
-    if any(c in message for c in "\x00\x1e\x1f"):
-        raise ValidationError("the commit message must not contain NUL or ASCII separator characters")
-    lines = []
-    for key, values in trailers.items():
-        if not isinstance(key, str) or not _TRAILER_KEY.match(key):
-            raise ValidationError(f"bad trailer key {key!r}: use letters, digits and '-', like 'Trace-Id'")
-        for value in [values] if isinstance(values, str) else list(values):
-            if not isinstance(value, str):
-                raise ValidationError(f"trailer {key!r} values must be strings, not {type(value).__name__}")
-            value = " ".join(value.split())
-            if re.search(r"[\x00-\x1f\x7f]", value):
-                raise ValidationError(f"bad value {value!r} for trailer {key!r}: remove control characters")
-            if value:
-                lines.append(f"{key}: {value}")
-    text = "\n".join(line.rstrip() for line in message.strip().splitlines())
-    return text + ("\n\n" + "\n".join(lines) if lines else "") + "\n"
-
-
-def _parse_log(raw: bytes) -> list[CommitInfo]:
-    """Parse `git log --format=_FMT --name-only -z` output."""
-    commits = []
-    for record in _decode(raw).split("\x1e"):
-        if not record.strip("\x00\n"):
-            continue
-        sha, short, subject, body, trailer_text, ts, rest = record.split("\x00", 6)
-        trailers: dict[str, list[str]] = {}
-        for item in trailer_text.split("\x1f"):
-            key, sep, value = item.partition(":")
-            if sep and key.strip():
-                trailers.setdefault(key.strip(), []).append(value.strip())
-        body = body.rstrip("\n")
-        if trailers:  # git parses trailers from the last paragraph: drop it from the body
-            body = body.rpartition("\n\n")[0] if "\n\n" in body else ""
-        files = [f.strip("\n") for f in rest.split("\x00") if f.strip("\n")]
-        commits.append(CommitInfo(sha, short, subject, body.strip("\n"), trailers, float(ts), files))
-    return commits
+def _commits(raw: bytes) -> list[CommitInfo]:
+    """`git log --format=LOG_FORMAT --name-only -z` output as CommitInfo, newest first."""
+    return [CommitInfo(*entry) for entry in parse_log(raw)]

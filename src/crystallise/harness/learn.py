@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
-from crystallise.harness.synth.arith import ArithStrategy
+from crystallise.harness.synth.arith import ArithRule, ArithStrategy
 from crystallise.harness.synth.lookup import LookupStrategy
 from crystallise.types import ChangeSet, Delta, Trace
 
@@ -142,15 +142,15 @@ class CrystalliseLearner:
                 parts.append(("lookup", src))
         meta: dict[str, Any] = {"strategies": [], "learning_cases": len(learn)}
         texts = [(c.input, str(c.output)) for c in learn if isinstance(c.input, str)]
-        found = self.arith.synthesise(texts, metric=lambda p, t: bool(self.metric(p, t)), progress=progress)
+        current = json.loads(view.read(task_path(spec.name, "program.json")) or "{}")
+        previous = [ArithRule.from_dict(r) for r in current.get("arith_rules", [])]
+        found = self.arith.synthesise(texts, metric=lambda p, t: bool(self.metric(p, t)), progress=progress,
+                                      previous=previous, previous_mode=current.get("arith_mode"))
         if found:
             src, rules, mode = found
             parts.append(("arith", src))
-            meta["arith_rules"] = [
-                {"key": r.key, "signature": list(r.signature), "expression": r.expression, "fit": r.n_fit,
-                 "heldout": r.n_heldout}
-                for r in rules
-            ]
+            meta["arith_mode"] = mode
+            meta["arith_rules"] = [r.to_dict() for r in sorted(rules, key=lambda r: (r.key, r.signature))]
         if not parts:
             return None
         meta["strategies"] = [n for n, _ in parts]
@@ -174,7 +174,8 @@ class CrystalliseLearner:
             deltas=deltas,
             summary=f"{spec.name}: crystallise ({'+'.join(meta['strategies'])}, {n_rules} verified rules)",
             provenance=[c.trace_id for c in learn],
-            evidence={"task": spec.name, **{k: v for k, v in meta.items() if k != "arith_rules"}},
+            evidence={"task": spec.name, "rules": n_rules,
+                      **{k: v for k, v in meta.items() if k not in ("arith_rules", "arith_mode")}},
         )
 
 

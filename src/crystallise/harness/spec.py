@@ -93,10 +93,6 @@ class View:
         text = self.read(path) or ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def key(self) -> str:
-        """Identifies what this view serves (for result caches)."""
-        return json.dumps(sorted((k, hash(v)) for k, v in self.overlay.items()))
-
 
 def dump_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)

@@ -13,6 +13,10 @@ formulas, unit conversions, totals). Given verified (input text, output) cases:
    expression only if it reproduces every held-out case under the task's metric;
 4. emit one readable Python module whose `solve(text)` dispatches on (template,
    signature) and returns None — abstains — on anything it was not verified for.
+
+Learning is incremental: rules of the current program (`previous`) are kept while
+the new evidence agrees with them (>= 90% of their sub-group's cases), so more data
+adds rules instead of re-rolling the ones already verified.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +74,14 @@ class ArithRule:
     rounding: str
     n_fit: int
     n_heldout: int
+    skip: dict[str, int] = field(default_factory=dict)  # numbers of the template prefix, per kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "signature": list(self.signature)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArithRule:
+        return cls(**{**data, "signature": tuple(data["signature"])})
 
 
 @dataclass
@@ -83,18 +96,24 @@ class ArithStrategy:
 
     # -- synthesis --------------------------------------------------------------------
     def synthesise(
-        self, cases: Sequence[tuple[str, str]], *, metric: Metric, progress: Callable[[int, int], None] | None = None
+        self,
+        cases: Sequence[tuple[str, str]],
+        *,
+        metric: Metric,
+        progress: Callable[[int, int], None] | None = None,
+        previous: Sequence[ArithRule] = (),
+        previous_mode: str | None = None,
     ) -> tuple[str, list[ArithRule], str] | None:
         """(program source, rules, key mode) or None when no rule verified."""
         numeric = [(x, y) for x, y in cases if isinstance(x, str) and _parse_float(y) is not None]
         if len(numeric) < self.min_cases:
             return None
-        mode = self._choose_mode([x for x, _ in numeric])
+        mode = previous_mode if previous and previous_mode else self._choose_mode([x for x, _ in numeric])
+        kept = {(r.key, tuple(r.signature)): r for r in previous}
         groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for x, y in numeric:
             groups[template_key(x, mode)].append((x, y))
         rules: list[ArithRule] = []
-        skips: dict[str, dict[str, int]] = {}
         todo = [(k, g) for k, g in groups.items() if len(g) >= self.min_cases]
         for done, (key, group) in enumerate(todo):
             if progress:
@@ -102,7 +121,8 @@ class ArithStrategy:
             prefix = os.path.commonprefix([x for x, _ in group])
             prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""
             skip = {k: len(v) for k, v in extract_numbers(prefix).items()}
-            skips[key] = skip
+            old_skip = next((r.skip for (k, _), r in kept.items() if k == key and r.skip), None)
+            skip = old_skip or skip  # a key keeps the prefix its verified rules were built on
             by_sig: dict[tuple[int, int, int], list[tuple[dict, str, str]]] = defaultdict(list)
             for x, y in group:
                 nums = {k: v[skip[k]:] for k, v in extract_numbers(x).items()}
@@ -110,14 +130,20 @@ class ArithStrategy:
                 if sum(sig) <= 8:
                     by_sig[sig].append((nums, x, y))
             for sig, members in by_sig.items():
+                old = kept.pop((key, sig), None)
+                if old is not None and _agreement(old, members, metric) >= 0.9:
+                    rules.append(old)
+                    continue
                 rule = self._fit(key, sig, members, metric)
                 if rule:
+                    rule.skip = dict(skip)
                     rules.append(rule)
+        rules += kept.values()  # rules nothing new speaks against stay
         if progress:
             progress(len(todo), len(todo))
         if not rules:
             return None
-        return self.render(rules, skips, mode), rules, mode
+        return self.render(rules, mode), rules, mode
 
     def _choose_mode(self, texts: list[str]) -> str:
         for mode in ("sentence", "line"):
@@ -165,8 +191,9 @@ class ArithStrategy:
 
     # -- rendering ----------------------------------------------------------------------
     @staticmethod
-    def render(rules: list[ArithRule], skips: dict[str, dict[str, int]], mode: str) -> str:
+    def render(rules: list[ArithRule], mode: str) -> str:
         """A standalone module: the number runtime, one function per rule, a dispatch table."""
+        skips = {r.key: r.skip for r in rules}
         lines = [
             '"""Crystallised by the arith strategy: arithmetic over the typed numbers of the input.',
             "",
@@ -225,6 +252,12 @@ def solve(text):
         return None
     return fmt_number(value, places, rounding)
 '''
+
+
+def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
+    """Share of a sub-group's cases an existing rule still reproduces."""
+    ok = sum(1 for nums, _, y in members if metric(_evaluate(rule, nums) or "", y))
+    return ok / max(1, len(members))
 
 
 def _evaluate(rule: ArithRule, nums: dict[str, list[float]]) -> str | None:
