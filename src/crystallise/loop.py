@@ -189,10 +189,8 @@ class Loop:
         history = self.store.list_traces(name=self.spec.name, limit=100_000, with_children=True)
         cases = verified_cases(history, self.spec.name)
         gate_cases = [c for c in cases if is_gate_case(c.input)][-self.config.gate_max_cases:]
-        view = View.of(self.home.repo)
-        spec = view.spec(self.spec.name) or self.spec
-        steps: list[tuple[str, Callable[[], ChangeSet | None]]] = [
-            ("crystallise", lambda: self.crystallise.propose(View.of(self.home.repo), spec, cases)),
+        steps: list[tuple[str, Callable[[], ChangeSet | None]]] = [  # each sees the version before it
+            ("crystallise", lambda: self.crystallise.propose(View.of(self.home.repo), self._spec(), cases)),
             ("fewshot", lambda: self.fewshot.propose(View.of(self.home.repo), self._spec(), cases)),
             ("reflection", lambda: self._reflect(fresh)),
         ]

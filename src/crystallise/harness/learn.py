@@ -78,8 +78,9 @@ class FewShotLearner:
     name = "fewshot"
     layer = "harness"
 
-    def __init__(self, pool_size: int = 64) -> None:
+    def __init__(self, pool_size: int = 64, min_new: int = 8) -> None:
         self.pool_size = pool_size
+        self.min_new = min_new  # fewer new examples than this are not worth a gate run
 
     def propose(self, view: View, spec: TaskSpec, cases: Sequence[VerifiedCase]) -> ChangeSet | None:
         path = task_path(spec.name, "examples.jsonl")
@@ -92,7 +93,7 @@ class FewShotLearner:
             if key not in seen:
                 seen.add(key)
                 added.append({"input": c.input, "output": c.output, "trace": c.trace_id})
-        if not added:
+        if not added or (pool and len(added) < self.min_new):
             return None
         pool = (pool + added)[-self.pool_size:]
         deltas = [
@@ -155,6 +156,8 @@ class CrystalliseLearner:
             return None
         meta["strategies"] = [n for n, _ in parts]
         code = compose(parts)
+        if code == view.read(task_path(spec.name, "code.py")):
+            return None  # nothing new was learned: no change set, no gate run
         deltas = [
             d
             for d in (
