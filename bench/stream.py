@@ -250,18 +250,28 @@ def _result(run: Run, mode: str, flags: list[bool], base: list[bool], n_train: i
 def _write(out: Path, run: Run, result: dict[str, Any], data_path: Path, n_train: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    title = f"{result['task']} ({result['model']}, {result['mode']})"
+    held_out = {
+        "learning": run.learn_flags[n_train:],
+        "baseline": run.base_flags,
+        "served by code": run.served_code[n_train:],
+    }
+    images = ["curve.png"]
     if result["mode"] == "online":
-        series = {"learning": run.learn_flags, "baseline": run.base_flags}
-        final = None
+        learning_curve(out / "curve.png", title, held_out, markers=run.markers)
     else:
-        series = {"learning (train stream)": run.learn_flags[:n_train]}
-        final = {"learning, held-out": result["accuracy_learning"], "baseline, held-out": result["accuracy_baseline"]}
-    learning_curve(out / "curve.png", f"{result['task']} ({result['model']})", series, markers=run.markers,
-                   final=final)
+        learning_curve(out / "curve.png", f"{title}: held-out, after {result['train_records']} training records",
+                       held_out, xlabel="held-out records answered")
+        if n_train:
+            images.append("train-curve.png")
+            learning_curve(out / "train-curve.png", f"{title}: training stream",
+                           {"learning": run.learn_flags[:n_train], "served by code": run.served_code[:n_train]},
+                           markers=run.markers)
     rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
+    pictures = "\n".join(f"![{name}]({name})" for name in images)
     (out / "report.md").write_text(
         f"# Stream benchmark: {result['task']}\n\nData: `{data_path}`\n\n| field | value |\n|---|---|\n{rows}\n\n"
-        "![learning curve](curve.png)\n"
+        f"{pictures}\n"
     )
 
 

@@ -35,7 +35,8 @@ def learning_curve(
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for name, flags in series.items():
         if flags:
-            ax.plot(range(1, len(flags) + 1), running_mean(flags), label=name, linewidth=1.8)
+            style = {"linestyle": ":", "color": "grey"} if "code" in name else {}
+            ax.plot(range(1, len(flags) + 1), running_mean(flags), label=name, linewidth=1.8, **style)
     for i, x in enumerate(markers):
         ax.axvline(x, color="grey", alpha=0.25, linewidth=1, label="version committed" if i == 0 else None)
     for name, value in (final or {}).items():
@@ -43,7 +44,7 @@ def learning_curve(
                    color="tab:green" if "learn" in name else "tab:red")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (running)")
+    ax.set_ylabel("running mean")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

@@ -24,7 +24,8 @@ from crystallise.errors import CrystalliseError, UserError
 from crystallise.home import ENV_HOME, Home, default_home_path, models_dir_for
 
 console = Console(stderr=True)
-out = Console()
+# Piped output (make demo, CI logs) gets wide tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 150)
 
 
 class _Group(click.Group):
