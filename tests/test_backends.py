@@ -90,6 +90,7 @@ def test_local_missing_model_names_pull_command(tmp_path: Path) -> None:
 def test_models_dir_comes_from_crystallise_home_at_call_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("CRYSTALLISE_MODELS_DIR", raising=False)  # `make test` shares one models folder
     monkeypatch.setenv("CRYSTALLISE_HOME", str(tmp_path / "home"))
     with pytest.raises(ConfigError) as err:
         get_backend("local:smollm2-135m")
