@@ -116,3 +116,9 @@ def test_arith_drops_a_previous_rule_the_new_evidence_contradicts():
     flipped = [(x, str(round(1 / float(y), 2))) for x, y in _ratio_cases(9)]  # the task changed
     found = strategy.synthesise(flipped, metric=score_numeric, previous=rules, previous_mode=mode)
     assert found is None or all(r.expression != rules[0].expression for r in found[1])
+
+
+def test_enumerator_keeps_input_expressions_equal_to_a_constant_on_the_evidence():
+    # Every fit case has the answer 2: d0 / d1 must not be dropped as "the same as 2.0".
+    found = enumerate_expressions({"d0": [10.0, 8.0, 30.0], "d1": [5.0, 4.0, 15.0]}, [2.0, 2.0, 2.0])
+    assert found is not None and found.source == "(d0 / d1)"

@@ -163,9 +163,15 @@ class ArithStrategy:
         if len(fit) < 2 or not held:  # too few on one side: move one across, keep both non-empty
             ordered = sorted(members, key=lambda m: hashlib.sha256(m[1].encode()).hexdigest())
             held, fit = ordered[: max(1, len(ordered) // 3)], ordered[max(1, len(ordered) // 3):]
+        # By position (d0 = first $ amount) and, where a kind occurs twice or more, by rank
+        # (D0 = largest $ amount): phrasings that reorder the numbers keep their magnitudes.
         terminals = {
             f"{_VAR[k]}{i}": [m[0][k][i] for m in fit] for k, count in zip(_KINDS, sig) for i in range(count)
         }
+        terminals.update({
+            f"{_VAR[k].upper()}{i}": [sorted(m[0][k], reverse=True)[i] for m in fit]
+            for k, count in zip(_KINDS, sig) if count >= 2 for i in range(count)
+        })
         targets = [_parse_float(m[2]) for m in fit]
         labels = [m[2] for m in fit]
         chosen: dict[str, tuple[int, str]] = {}
@@ -207,9 +213,9 @@ class ArithStrategy:
         ]
         table = []
         for i, r in enumerate(sorted(rules, key=lambda r: (r.key, r.signature))):
-            expr = re.sub(r"\b([dpn])(\d+)\b", r"\1[\2]", r.expression)
+            expr = re.sub(r"\b([dpnDPN])(\d+)\b", r"\1[\2]", r.expression)
             lines += [
-                f"def _rule{i}(d, p, n):",
+                f"def _rule{i}(d, p, n, D, P, N):",
                 f"    # {r.key[:90]!s} | signature {r.signature} | fit {r.n_fit}, held-out {r.n_heldout}",
                 f"    return {expr}",
                 "",
@@ -245,7 +251,8 @@ def solve(text):
         return None
     fn, places, rounding = rule
     try:
-        value = fn(nums["$"], nums["%"], nums["n"])
+        ranked = [sorted(nums[k], reverse=True) for k in ("$", "%", "n")]
+        value = fn(nums["$"], nums["%"], nums["n"], *ranked)
     except (ArithmeticError, ValueError, TypeError):
         return None
     if isinstance(value, complex):
@@ -262,6 +269,7 @@ def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
 
 def _evaluate(rule: ArithRule, nums: dict[str, list[float]]) -> str | None:
     env = {f"{_VAR[k]}{i}": v for k in _KINDS for i, v in enumerate(nums[k])}
+    env.update({f"{_VAR[k].upper()}{i}": v for k in _KINDS for i, v in enumerate(sorted(nums[k], reverse=True))})
     try:
         value = eval(rule.expression, {"__builtins__": {}}, env)  # noqa: S307 - our own enumerated arithmetic
     except (ArithmeticError, ValueError, TypeError, NameError):

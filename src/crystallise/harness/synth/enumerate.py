@@ -87,14 +87,19 @@ def enumerate_expressions(
     seen: set[bytes] = set()
     levels: dict[int, _Level] = {}
 
-    def keep(rows: np.ndarray, last: bool) -> tuple[np.ndarray, np.ndarray]:
+    def keep(rows: np.ndarray, uses: np.ndarray, last: bool) -> tuple[np.ndarray, np.ndarray]:
         """Indices and rows of finite rows not equal (to 1e-9) to an earlier row.
+
+        Equivalence is per kind: an input-dependent row equal to a constant row is kept,
+        because constants are never accepted as answers (with fit cases that all have the
+        same answer, `d0 / d1` would otherwise vanish behind the constant 2.0).
         The last level is checked but never combined, so it skips the global memo."""
         finite = np.all(np.isfinite(rows), axis=1) & np.all(np.abs(rows) < 1e15, axis=1)
         idx = np.nonzero(finite)[0]
         if idx.size == 0:
             return idx, np.zeros((0, m))
         keys = np.round(rows[idx], 9) + 0.0  # +0.0 folds -0.0 into 0.0
+        keys = np.hstack([keys, uses[idx, None].astype(float)])
         _, first = np.unique(keys, axis=0, return_index=True)
         first = np.sort(first)
         idx, keys = idx[first], keys[first]
@@ -113,7 +118,7 @@ def enumerate_expressions(
 
     size = 1
     rows = np.vstack(leaf_rows)
-    idx, rows = keep(rows, last=False)
+    idx, rows = keep(rows, np.asarray(leaf_uses), last=False)
     levels[1] = _Level(rows, [leaf_src[i] for i in idx], np.asarray(leaf_uses)[idx])
     found = check(levels[1])
     if found:
@@ -134,7 +139,7 @@ def enumerate_expressions(
                     return None
                 combo = _apply(op, left.rows[:, None, :], right.rows[None, :, :]).reshape(-1, m)
                 uses = (left.uses_input[:, None] | right.uses_input[None, :]).reshape(-1)
-                idx, kept = keep(combo, last=size == max_size)
+                idx, kept = keep(combo, uses, last=size == max_size)
                 if idx.size == 0:
                     continue
                 li, ri = np.divmod(idx, right.rows.shape[0])
