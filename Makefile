@@ -29,7 +29,7 @@ demo: setup
 	$(CRYS) models pull
 	$(CRYS) bench stream --mode offline --label-only \
 	    --train $(DATA)/finance/formula_train.jsonl --data $(DATA)/finance/formula_val.jsonl \
-	    --limit 40 --gate-cases 24 --learners crystallise,fewshot --task demo-formula-$$(date +%s) --out reports/demo
+	    --limit 40 --gate-cases 24 --learners crystallise --task demo-$$(date +%H%M%S) --out reports/demo
 	$(CRYS) log --limit 5
 	@echo "inspect a version: $(CRYS) show N   undo it: $(CRYS) revert N   curve: reports/demo/curve.png"
 

@@ -148,7 +148,8 @@ class Committer:
     def _trailers(cs: ChangeSet) -> dict[str, str]:
         trailers = {TRAILER_CS: cs.id, TRAILER_LEARNER: cs.learner}
         if cs.provenance:
-            trailers[TRAILER_PROV] = ", ".join(cs.provenance[:50]) + (" …" if len(cs.provenance) > 50 else "")
+            more = f" (+{len(cs.provenance) - 20} more in the store)" if len(cs.provenance) > 20 else ""
+            trailers[TRAILER_PROV] = ", ".join(cs.provenance[:20]) + more
         if cs.verdict:
             trailers[TRAILER_VERDICT] = cs.verdict.reason.replace("\n", " ")
         return trailers
