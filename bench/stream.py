@@ -48,10 +48,12 @@ def load_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValidationError(f"{path}, line {n}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+                raise ValidationError(
+                    f"{path}, line {n}: not valid JSON ({e.msg}); each line must be one JSON object"
+                ) from e
             if not isinstance(rec, dict) or "target" not in rec or not ({"context", "input"} & rec.keys()):
                 raise ValidationError(
-                    f'{path}:{n}: each record needs "target" and one of "context" / "input" '
+                    f'{path}, line {n}: each record needs "target" and one of "context" / "input" '
                     f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})"
                 )
             records.append(rec)

@@ -116,10 +116,8 @@ class Committer:
 
     def _items_after(self, level: str, owner: str, deltas: list[Delta]) -> list[Item]:
         kw = {"agent": owner} if level == "agent" else {"org": owner}
-        items = {
-            it.id: it
-            for it in self.store.query_items(levels=(level,), status=("active", "retired", "quarantined", "candidate"), **kw)
-        }
+        statuses = ("active", "retired", "quarantined", "candidate")
+        items = {it.id: it for it in self.store.query_items(levels=(level,), status=statuses, **kw)}
         for d in deltas:
             if d.target == "item" and d.item_id:
                 if d.after is None:

@@ -54,7 +54,8 @@ def register(main: click.Group) -> None:
             out.print(f"reverts version {v.reverts}")
         if v.reverted_by:
             out.print(f"[yellow]reverted by version {v.reverted_by}[/yellow]")
-        out.print(f"provenance: {len(v.provenance)} trace(s) {', '.join(v.provenance[:5])}{' …' if len(v.provenance) > 5 else ''}")
+        more = " …" if len(v.provenance) > 5 else ""
+        out.print(f"provenance: {len(v.provenance)} trace(s) {', '.join(v.provenance[:5])}{more}")
         click.echo(patch)
 
     @main.command()

@@ -80,7 +80,11 @@ class ReflectionLearner:
         self.dedup_threshold = dedup_threshold
 
     def propose(
-        self, failures: Sequence[tuple[VerifiedCase, Any]], existing: Sequence[Item], scope: Scope, section_hint: str = ""
+        self,
+        failures: Sequence[tuple[VerifiedCase, Any]],
+        existing: Sequence[Item],
+        scope: Scope,
+        section_hint: str = "",
     ) -> ChangeSet | None:
         """`failures`: (case with the right answer, the answer the run gave)."""
         from crystallise.backends.structured import complete_json
