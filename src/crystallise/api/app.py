@@ -1,0 +1,97 @@
+"""The HTTP API app: a thin edge over the library (parse, call, serialise).
+
+    from crystallise.api import create_app
+    app = create_app(Home.open("/srv/crystallise"))        # any ASGI server; `crystallise serve` uses uvicorn
+
+Layers of one request, outside in:
+
+    BodyLimit          413 before an oversized body is read (limits.py)
+    auth               Authorization: Bearer KEY -> Principal (deps.py, auth.py)
+    route              pydantic parses -> library call -> dataclass/pydantic out (routes_*.py)
+    problem handlers   every error -> RFC 9457 problem details (problems.py)
+
+`/otlp` is the OTLP/HTTP receiver (otlp.py), its own app mounted here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from crystallise.api import routes_context, routes_traces, routes_versions
+from crystallise.api.auth import KeyRing
+from crystallise.api.deps import reject_unknown_query
+from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
+from crystallise.api.otlp import create_otlp_app, periodic_flush
+from crystallise.api.problems import install_handlers
+from crystallise.api.schemas import Health
+from crystallise.home import Home
+
+__all__ = ["OTLP_PREFIX", "create_app"]
+
+log = logging.getLogger("crystallise.api")
+
+OTLP_PREFIX = "/otlp"
+DESCRIPTION = """\
+Record agent runs, read what crystallise learned, and undo it.
+
+* Authenticate with `Authorization: Bearer KEY` (keys: `crystallise serve --create-key ORG`).
+  An org's key only ever reads and writes its own org's data.
+* Errors are RFC 9457 problem details (`application/problem+json`).
+* OpenTelemetry exporters: `POST /otlp/v1/traces` (protobuf or JSON; OTLP/HTTP).
+"""
+
+
+def create_app(
+    home: Home,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_otlp_body_bytes: int = 8 << 20,
+    otlp_flush_after_s: float = 300.0,
+) -> FastAPI:
+    """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
+
+    `max_body_bytes` caps JSON bodies (413 above it); OTLP batches get `max_otlp_body_bytes`.
+    Spans whose root span has not arrived wait up to `otlp_flush_after_s` (see otlp_spool.py).
+    """
+    keys = KeyRing(home.path)
+    home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
+    otlp = create_otlp_app(home, keys, flush_after_s=otlp_flush_after_s, max_body_bytes=max_otlp_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if keys.open:
+            log.warning("no API keys configured: the API is OPEN to anyone who can reach it; "
+                        "create one with `crystallise serve --create-key ORG`")
+        async with periodic_flush(otlp.state.ingestor):
+            yield
+
+    from crystallise import __version__
+
+    app = FastAPI(
+        title="crystallise",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
+    )
+    app.state.home, app.state.keys = home, keys
+    install_handlers(app)
+    app.include_router(routes_traces.router)
+    app.include_router(routes_context.router)
+    app.include_router(routes_versions.router)
+
+    @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")
+    def health() -> Health:
+        return Health(version=__version__, open=keys.open)
+
+    app.mount(OTLP_PREFIX, otlp)
+
+    def limit_for(path: str) -> int:
+        return max_otlp_body_bytes if path.startswith(OTLP_PREFIX + "/") else max_body_bytes
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)
+    return app

@@ -1,0 +1,149 @@
+"""Errors as RFC 9457 problem details: `application/problem+json` with type, title, status, detail.
+
+    HTTP/1.1 404 Not Found
+    Content-Type: application/problem+json
+
+    {"type": "urn:crystallise:problem:not-found", "title": "Not found", "status": 404,
+     "detail": "trace tr_1 not found: run `crystallise traces list` to see recorded traces",
+     "instance": "/v1/traces/tr_1"}
+
+How exceptions map (first match wins):
+
+    RequestValidationError (pydantic)  422 validation      + "errors": [{"loc", "msg", "type"}]
+                                       (400 bad-request when the body is not JSON at all)
+    Problem                            its own status      (raised by the API layer itself)
+    starlette HTTPException            its status          (unknown route 404, wrong method 405 ...)
+    NotFoundError                      404 not-found
+    Forbidden                          403 forbidden
+    other UserError                    400 bad-request     (ValidationError, ConfigError ...)
+    ArtifactError                      409 conflict        (a change collides with a later one)
+    StoreError                         503 unavailable
+    anything else                      500 internal        (details only in the server log)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crystallise.api.auth import Forbidden
+from crystallise.errors import ArtifactError, NotFoundError, StoreError, UserError
+
+__all__ = ["PROBLEM_JSON", "Problem", "install_handlers", "problem_response"]
+
+log = logging.getLogger("crystallise.api")
+
+PROBLEM_JSON = "application/problem+json"
+_TITLES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Missing or wrong API key"),
+    403: ("forbidden", "Not allowed for this API key"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation", "Invalid request"),
+    500: ("internal", "Internal server error"),
+    503: ("unavailable", "Store unavailable"),
+}
+
+
+class Problem(Exception):
+    """An error the API layer answers directly: `raise Problem(401, "send Authorization: Bearer KEY")`."""
+
+    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers, self.extra = status, detail, headers, extra
+
+
+def problem_body(status: int, detail: str, instance: str | None = None, **extra: Any) -> dict[str, Any]:
+    slug, title = _TITLES.get(status, ("error", "Error"))
+    body: dict[str, Any] = {"type": f"urn:crystallise:problem:{slug}", "title": title, "status": status,
+                            "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int, detail: str, instance: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(problem_body(status, detail, instance, **extra), status_code=status,
+                        media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc(loc: Any) -> str:
+    return ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) else str(loc)
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """One readable sentence, plus the errors as plain JSON (no input echo: it may be large or secret)."""
+    items = []
+    for e in errors:
+        loc: Any = [p for p in e.get("loc", ()) if p != "body"] if len(e.get("loc", ())) > 1 else e.get("loc", ())
+        msg = str(e.get("msg", "invalid"))
+        if e.get("type") == "json_invalid":
+            where = e.get("loc", ("body", "?"))[-1]
+            loc = "body"
+            msg = (f"body is not valid JSON ({(e.get('ctx') or {}).get('error', 'decode error')} at character "
+                   f"{where}): send a JSON object")
+        elif tuple(e.get("loc", ())) == ("body",) and e.get("type") in ("model_attributes_type", "dict_type"):
+            msg = "the body must be a JSON object sent with `Content-Type: application/json`"
+        elif e.get("type") == "extra_forbidden":
+            msg = "unknown field: remove it (see /openapi.json for the accepted fields)"
+        elif e.get("type") == "missing":
+            msg = "field required"
+        items.append({"loc": _loc(loc), "msg": msg, "type": str(e.get("type", ""))})
+    head = "; ".join(f"{i['loc']}: {i['msg']}" if i["loc"] else i["msg"] for i in items[:3])
+    more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
+    return head + more, items
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Register the mapping of the module docstring on `app` (and on mounted sub-apps)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        detail, items = _validation_detail(errors)
+        status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
+        return problem_response(status, detail, request.url.path, errors=items)
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.detail, request.url.path, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no endpoint {request.url.path}: see /docs or /openapi.json for the endpoints"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}: see /openapi.json"
+        return problem_response(exc.status_code, detail, request.url.path, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UserError)
+    async def _user(request: Request, exc: UserError) -> JSONResponse:
+        status = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, Forbidden) else 400
+        return problem_response(status, str(exc), request.url.path)
+
+    @app.exception_handler(ArtifactError)
+    async def _conflict(request: Request, exc: ArtifactError) -> JSONResponse:
+        return problem_response(409, str(exc), request.url.path)
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("store failure on %s: %s", request.url.path, exc)
+        return problem_response(503, f"the store failed: {exc}", request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal error: see the server log", request.url.path)

@@ -1,0 +1,98 @@
+"""Traces in and out: `POST /v1/traces`, feedback, listing with a `seq` cursor, one trace by id.
+
+    POST /v1/traces                  {"name": "answer", "agent": "support", "user": "u1",
+                                      "input": "2+2?", "output": "4", "spans": [...]}   -> 201 {"id", "seq"}
+    POST /v1/traces/{id}/feedback    {"score": 0, "correction": "4"}                   -> 201 feedback
+    GET  /v1/traces?agent=support&limit=50&after_seq=120                               -> a page
+    GET  /v1/traces/{id}                                                               -> the trace
+
+Org isolation: an org key's org is written onto every trace and every list filter; another
+org's trace id answers 404 exactly like an unknown one, so existence does not leak.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from crystallise.api.auth import Principal
+from crystallise.api.deps import HomeDep, PrincipalDep
+from crystallise.api.problems import Problem
+from crystallise.api.schemas import FeedbackIn, TraceAccepted, TraceIn, TracePage
+from crystallise.errors import NotFoundError
+from crystallise.home import Home
+from crystallise.types import Feedback, Trace
+
+__all__ = ["router", "visible_trace"]
+
+router = APIRouter(prefix="/v1/traces", tags=["traces"])
+
+Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+
+def visible_trace(home: Home, who: Principal, trace_id: str) -> Trace:
+    """The trace if the caller may see it; otherwise the same NotFoundError whether it exists or not."""
+    try:
+        trace: Trace = home.store.get_trace(trace_id)
+    except NotFoundError:
+        trace = None  # type: ignore[assignment]
+    if trace is None or not who.sees(trace.org_id):
+        raise NotFoundError(f"trace {trace_id} not found: GET /v1/traces lists the traces this key can see")
+    return trace
+
+
+def _exists(home: Home, trace_id: str) -> bool:
+    try:
+        home.store.get_trace(trace_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+@router.post("", status_code=201, response_model=TraceAccepted, summary="Record a finished trace")
+def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, response: Response) -> TraceAccepted:
+    """Write a trace with its spans and feedback in one transaction; 201 means it is durable.
+
+    Send your own `id` to make retries safe: a second POST with the same id is 409 and changes nothing.
+    """
+    trace = body.to_trace(org=who.write_org(body.org))
+    if body.id is not None and _exists(home, body.id):
+        raise Problem(409, f"trace {body.id} was already recorded and traces are immutable: if this was a retry, "
+                           "the first request succeeded; otherwise send a new id (or none)")
+    stored = home.store.write_trace(trace)
+    response.headers["Location"] = f"/v1/traces/{stored.id}"
+    return TraceAccepted(id=stored.id, seq=int(stored.seq or 0))
+
+
+@router.post("/{trace_id}/feedback", status_code=201, response_model=Feedback, summary="Give feedback on a trace")
+def post_feedback(trace_id: str, body: FeedbackIn, home: HomeDep, who: PrincipalDep) -> Feedback:
+    """Attach an outcome to an acknowledged trace (404 for unknown or other orgs' traces)."""
+    feedback = body.to_feedback(trace_id)
+    visible_trace(home, who, trace_id)
+    home.store.add_feedback(feedback)
+    return feedback
+
+
+@router.get("", response_model=TracePage, summary="List traces (cursor pagination)")
+def list_traces(
+    home: HomeDep,
+    who: PrincipalDep,
+    agent: Filter = None,
+    org: Filter = None,
+    user: Filter = None,
+    name: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
+    after_seq: Annotated[int, Query(ge=0, description="return traces with seq greater than this")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    spans: Annotated[bool, Query(description="include spans and feedback")] = False,
+) -> TracePage:
+    """Traces in `seq` order, oldest first; `next_after_seq` is the cursor for the next page."""
+    rows = home.store.list_traces(agent=agent, org=who.read_org(org), user=user, name=name,
+                                  after_seq=after_seq, limit=limit, with_children=spans)
+    cursor = int(rows[-1].seq or after_seq) if rows else after_seq
+    return TracePage(traces=rows, next_after_seq=cursor, has_more=len(rows) == limit)
+
+
+@router.get("/{trace_id}", response_model=Trace, summary="One trace with its spans and feedback")
+def get_trace(trace_id: str, home: HomeDep, who: PrincipalDep) -> Trace:
+    return visible_trace(home, who, trace_id)

@@ -1,0 +1,180 @@
+"""Tasks and versions: what was learned, why, and undo.
+
+    GET  /v1/tasks                      every task with its grade and evidence counts
+    GET  /v1/tasks/{name}               spec, grade, program, files
+    GET  /v1/versions?limit=20&before=57   newest first (cursor: `next_before`)
+    GET  /v1/versions/{n}               change set, verdict, provenance, patch
+    GET  /v1/versions/{a}/diff/{b}      the artifact patch from a to b
+    POST /v1/versions/{n}/revert        undo n as a new version (history only grows)
+
+Org keys see the versions of their org and agent-level versions (shared knowledge); other
+orgs' versions answer 404. Reverting an agent-level version needs the admin key, because
+it changes what every org's agents see.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+
+from crystallise.api.auth import Forbidden, Principal
+from crystallise.api.deps import HomeDep, PrincipalDep
+from crystallise.api.schemas import RevertIn, TaskDetail, TaskList, TaskSummary, VersionDetail, VersionDiff, VersionPage
+from crystallise.errors import NotFoundError
+from crystallise.harness.spec import View, task_path, valid_task_name
+from crystallise.home import Home
+from crystallise.ledger import Committer
+from crystallise.types import ChangeSet, Version
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["tasks and versions"])
+
+VersionNo = Annotated[int, Path(ge=1, le=2**62)]
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+def _summary(view: View, name: str) -> TaskSummary | None:
+    spec = view.spec(name)
+    if spec is None:
+        return None
+    return TaskSummary(
+        name=name, grade=spec.grade, description=spec.description,
+        examples=len(view.jsonl(task_path(name, "examples.jsonl"))),
+        eval_cases=len(view.jsonl(task_path(name, "evals.jsonl"))),
+        code=view.read(task_path(name, "code.py")) is not None,
+    )
+
+
+@router.get("/tasks", response_model=TaskList, tags=["tasks and versions"], summary="Tasks and their grades")
+def list_tasks(home: HomeDep, who: PrincipalDep) -> TaskList:
+    view = View.of(home.repo)
+    names = sorted({p.split("/")[1] for p in home.repo.list_files("tasks/") if p.count("/") >= 2})
+    return TaskList(tasks=[s for s in (_summary(view, n) for n in names) if s is not None])
+
+
+@router.get("/tasks/{name}", response_model=TaskDetail, summary="One task: spec, grade, program, files")
+def get_task(name: str, home: HomeDep, who: PrincipalDep) -> TaskDetail:
+    view = View.of(home.repo)
+    summary = _summary(view, valid_task_name(name))
+    spec = view.spec(name)
+    if summary is None or spec is None:
+        raise NotFoundError(f"no task {name!r}: GET /v1/tasks lists the tasks")
+    program_text = view.read(task_path(name, "program.json"))
+    program: Any = None
+    if program_text:
+        try:
+            program = json.loads(program_text)
+        except json.JSONDecodeError:
+            program = program_text
+    return TaskDetail(**summary.model_dump(), spec=asdict(spec), program=program,
+                      files=home.repo.list_files(f"tasks/{name}/"))
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+
+def _visible(home: Home, who: Principal, number: int) -> tuple[Version, ChangeSet]:
+    """The version and its change set if the caller may see them; NotFoundError otherwise."""
+    try:
+        version = home.store.get_version(number)
+        changeset = home.store.get_changeset(version.changeset_id)
+    except NotFoundError:
+        version = changeset = None  # type: ignore[assignment]
+    if version is None or not _sees(who, changeset):
+        raise NotFoundError(f"version {number} not found: GET /v1/versions lists the versions this key can see")
+    return version, changeset
+
+
+@router.get("/versions", response_model=VersionPage, summary="Versions, newest first")
+def list_versions(
+    home: HomeDep,
+    who: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="only versions numbered below this (cursor)")] = None,
+) -> VersionPage:
+    newest = home.store.list_versions(limit=1)
+    if not newest:
+        return VersionPage(versions=[], next_before=None)
+    top = newest[0].number if before is None else before - 1
+    fetch = max(0, newest[0].number - top) + limit
+    seen: dict[str, bool] = {}
+    while True:  # the store pages newest-first by count only: widen until the page is full
+        rows = home.store.list_versions(limit=fetch)
+        page = [v for v in rows if v.number <= top and (who.admin or _visible_cached(home, who, v, seen))]
+        if len(page) >= limit or len(rows) < fetch:
+            break
+        fetch *= 2
+    page = page[:limit]
+    return VersionPage(versions=page, next_before=page[-1].number if len(page) == limit else None)
+
+
+def _sees(who: Principal, changeset: ChangeSet) -> bool:
+    """Admin: everything. Org key: changes of its own org and agent-level (shared) ones, judged by
+    the change set's scope *and* every delta in it — never another org's items or playbooks, nor
+    the memories of a user outside any org."""
+    if who.admin:
+        return True
+    if changeset.scope.org is not None and changeset.scope.org != who.org:
+        return False
+    if changeset.scope.org is None and changeset.scope.user is not None:
+        return False
+    for d in changeset.deltas:
+        if d.target == "artifact":
+            parts = (d.path or "").split("/")
+            if parts[:2] == ["context", "org"] and parts[2:3] != [who.org]:
+                return False
+            if parts[:2] == ["context", "user"]:
+                return False
+            continue
+        for snap in (d.before, d.after):
+            if isinstance(snap, dict) and snap.get("level") in ("org", "user") and snap.get("org_id") != who.org:
+                return False
+    return True
+
+
+def _visible_cached(home: Home, who: Principal, version: Version, cache: dict[str, bool]) -> bool:
+    if version.changeset_id not in cache:
+        cache[version.changeset_id] = _sees(who, home.store.get_changeset(version.changeset_id))
+    return cache[version.changeset_id]
+
+
+@router.get("/versions/{number}", response_model=VersionDetail, summary="One version with verdict and patch")
+def get_version(number: VersionNo, home: HomeDep, who: PrincipalDep) -> VersionDetail:
+    version, changeset = _visible(home, who, number)
+    patch = home.repo.show(version.commit) if version.commit else \
+        "(user-level change: recorded in the store ledger only; the deltas are in the change set)"
+    return VersionDetail(version=version, changeset=changeset, patch=patch)
+
+
+@router.get("/versions/{a}/diff/{b}", response_model=VersionDiff, summary="Artifact patch from version a to b")
+def diff_versions(a: VersionNo, b: VersionNo, home: HomeDep, who: PrincipalDep) -> VersionDiff:
+    va, _ = _visible(home, who, a)
+    vb, _ = _visible(home, who, b)
+    if not va.commit or not vb.commit:
+        raise NotFoundError(f"version {a if not va.commit else b} changed user-level items only: "
+                            "it has no git commit to diff; GET /v1/versions/{n} shows its deltas")
+    if who.admin:
+        return VersionDiff(a=a, b=b, patch=home.repo.diff(va.commit, vb.commit))
+    # an org key sees the shared artifacts and its own org's playbooks, never other orgs'
+    paths = ["README.md", "context/agent", f"context/org/{who.org}", "tasks", "skills", "adapters"]
+    patch = "".join(home.repo.diff(va.commit, vb.commit, path=p) for p in paths)
+    return VersionDiff(a=a, b=b, patch=patch)
+
+
+@router.post("/versions/{number}/revert", status_code=201, response_model=Version, summary="Revert a version")
+def revert_version(
+    number: VersionNo, home: HomeDep, who: PrincipalDep,
+    body: Annotated[RevertIn | None, Body()] = None,
+) -> Version:
+    """Undo version `number` as a new version; 409 if a later version changed the same files."""
+    _, changeset = _visible(home, who, number)
+    if not who.admin and changeset.scope.org != who.org:
+        raise Forbidden(f"version {number} is agent-level (shared by every org): reverting it needs the admin key")
+    reason = body.reason if body else "requested through the API"
+    return Committer(home).revert(number, reason=reason)
