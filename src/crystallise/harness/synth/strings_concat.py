@@ -16,6 +16,9 @@ of them (bank expressions, or concatenations of a subset of the examples) and jo
     first(A, B)     A where A applies (is not None), else B — no test needed
     ite(p, A, B)    a predicate p from the bank separates the examples only A fits from
                     those only B fits
+
+Against memorising: a concatenation costlier than the outputs are long is refused, and so is
+a constant branch that fits a single example.
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float
         return _const(s, o0[:0], index.type, len(ex))
     if len(parts) == 1:
         return parts[0]
+    if best[goal] > sum(len(o) for o in outs):
+        return None  # longer than a table of the outputs it explains: it memorises, not generalises
     fn = "cat" if index.type == "str" else "lcat"
     return Expr(fn, tuple(parts), s.value_of(fn, parts), index.type, sum(x.cost for x in parts))
 
@@ -161,6 +166,8 @@ def conditional(s: Search, index: AtomIndex | None, predicates: Sequence[Expr], 
 
     def offer(e: Expr) -> None:
         mask = _mask(s, e.value)
+        if e.const and bin(mask).count("1") < 2:
+            return  # a constant branch for one example is a lookup, not a program
         if mask and mask != full and (mask not in parts or e.cost < parts[mask].cost):
             parts[mask] = e
 

@@ -19,17 +19,17 @@ import functools
 import re
 
 # Token classes for regex positions (FlashFill-style): the k-th match of one of these.
-WORD = "[A-Za-z]+"
+WORD = "[^\\W\\d_]+"  # letters, any script
 DIGITS = "[0-9]+"
 NUMBER = "[0-9]+(?:[.][0-9]+)?"
 UPPER = "[A-Z]+"
 LOWER = "[a-z]+"
 PROPER = "[A-Z][a-z]+"
 CAPITAL = "[A-Z]"
-ALNUM = "[A-Za-z0-9]+"
+ALNUM = "[^\\W_]+"
 SPACE = "[ \\t]+"
 NONSPACE = "[^ \\t]+"
-PUNCT = "[^A-Za-z0-9 \\t]+"
+PUNCT = "(?:[^\\w \\t]|_)+"  # runs of characters that are neither letters, digits nor blanks
 TOKENS = ("WORD", "DIGITS", "SPACE", "NONSPACE", "ALNUM", "UPPER", "LOWER", "PROPER", "CAPITAL", "NUMBER", "PUNCT")
 
 
@@ -113,7 +113,7 @@ def upper(s):
 
 def title(s):
     """Each word capitalised: "mary ann" -> "Mary Ann"."""
-    return re.sub("[A-Za-z]+", lambda m: m.group(0)[:1].upper() + m.group(0)[1:].lower(), s) if isstr(s) else None
+    return re.sub(WORD, lambda m: m.group(0)[:1].upper() + m.group(0)[1:].lower(), s) if isstr(s) else None
 
 
 def cap(s):
@@ -168,6 +168,33 @@ def num(s):
     if not isstr(s) or not re.fullmatch("[ \\t]*[+-]?[0-9]+[ \\t]*", s):
         return None
     return int(s)
+
+
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def month(s):
+    """A month name as two digits: month("March") -> "03"."""
+    if not isstr(s) or len(s) < 3 or s[:3].lower() not in MONTHS:
+        return None
+    return str(MONTHS.index(s[:3].lower()) + 1).zfill(2)
+
+
+def mon(s):
+    """A month number as a short name: mon("03") -> "Mar"."""
+    if not isstr(s) or not s.isdigit() or not 1 <= int(s) <= 12:
+        return None
+    return MONTHS[int(s) - 1].capitalize()
+
+
+def pad(s):
+    """Digits zero-padded to two: pad("5") -> "05"."""
+    return s.zfill(2) if isstr(s) and s.isdigit() else None
+
+
+def unpad(s):
+    """Digits without leading zeros: unpad("007") -> "7"."""
+    return str(int(s)) if isstr(s) and s.isdigit() else None
 
 
 # -- ints and bools ----------------------------------------------------------------------------

@@ -149,13 +149,14 @@ class Search:
         self.levels[e.type][min(int(e.cost + 1e-9), 63)].append(e)
         return True
 
-    def emit(self, fn: str, kids: tuple[Expr, ...], type_: str, cost: float) -> Expr | None:
-        """Evaluate `fn` over the children's values on every example, then `add` it."""
+    def emit(self, fn: str, kids: tuple[Expr, ...], type_: str, op_cost: float) -> Expr | None:
+        """Evaluate `fn` over the children's values on every example, then `add` it.
+        Its cost is `op_cost` plus the children's (parameters mostly cost 0)."""
         self._ticks += 1
         if self._ticks & 255 == 0 and time.monotonic() > self.deadline:
             raise OutOfTime
         f: Callable[..., Any] = getattr(rt, fn)
-        values = []
+        values: list[Any] = []
         for e in range(self.m):
             args = [k.value[e] for k in kids]
             if any(a is None for a in args):
@@ -166,7 +167,7 @@ class Search:
             except Exception:  # noqa: BLE001 - a helper on an odd value: undefined there
                 v = None
             values.append(v if v is None or type_of(v) == type_ else None)
-        e_ = Expr(fn, kids, tuple(values), type_, cost)
+        e_ = Expr(fn, kids, tuple(values), type_, op_cost + sum(k.cost for k in kids))
         return e_ if self.add(e_) else None
 
     def score(self, e: Expr) -> float:
@@ -181,7 +182,7 @@ class Search:
     def value_of(self, fn: str, kids: Sequence[Expr]) -> tuple[Any, ...]:
         """Values of `fn(kids)` without keeping it (for programs assembled after the search)."""
         f = getattr(rt, fn)
-        out = []
+        out: list[Any] = []
         for e in range(self.m):
             args = [k.value[e] for k in kids]
             if fn not in ("first", "ite") and any(a is None for a in args):
