@@ -11,6 +11,12 @@
 
 If the process dies between 2 and 3, `recover()` finds the git commit whose change set
 has no version and finishes step 3 (it runs whenever a Committer is made).
+
+User-level change sets (every delta about one user's items) never become versions and
+never enter git (user data must stay deletable): `commit` sends them to the store's own
+ledger (`Store.commit_user_changeset`) after the same staleness check, and returns a
+`Version` with number 0 and no commit to say so. `revert_user(changeset_id)` undoes one
+the same way `revert` undoes a version: by committing the inverted deltas.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Any
 
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
 from crystallise.home import Home
-from crystallise.types import ChangeSet, Delta, Item, Verdict, Version
+from crystallise.store.userdata import is_tombstone
+from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version
 
 __all__ = ["Committer", "playbook_path", "render_playbook"]
 
@@ -59,19 +66,42 @@ def _owner(item: dict[str, Any]) -> tuple[str, str] | None:
 class Committer:
     """Applies accepted change sets as versions; reverts versions."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, *, recover: bool = True) -> None:
         self.home = home
         self.store = home.store
         self.repo = home.repo
-        self.recover()
+        if recover:  # online user-level writes skip it: they never touch git
+            self.recover()
 
     # -- commit ----------------------------------------------------------------------------
     def commit(self, cs: ChangeSet) -> Version:
+        """Commit an accepted change set: a version (git + store), or for a user-level change set
+        the store's user ledger (returned as a Version with number 0 and no commit)."""
         if cs.verdict is None or cs.verdict.decision != "accept":
             raise ValidationError(
                 f"change set {cs.id} has no accept verdict ({cs.verdict.decision if cs.verdict else 'not gated'}): "
                 "only gated change sets are committed; run it through the gate or approve it in review"
             )
+        redactor = getattr(self.store, "redactor", None)
+        if redactor is not None:  # before git sees anything: the playbook is rendered from these
+            cs.deltas = [redactor.redact_delta(d) for d in cs.deltas]
+        if _user_level(cs):
+            return self._commit_user(cs)
+        return self._commit_version(cs)
+
+    def _commit_user(self, cs: ChangeSet) -> Version:
+        self._check_fresh(cs.deltas)
+        users = {(snap.get("user_id"), snap.get("org_id")) for d in cs.deltas for snap in (d.before, d.after)
+                 if isinstance(snap, dict) and snap.get("level") == "user"}
+        if len(users) == 1 and not cs.scope.user:
+            user, org = next(iter(users))
+            cs.scope = Scope(agent=cs.scope.agent, org=org, user=user)
+        stored = self.store.commit_user_changeset(cs)
+        cs.status = stored.status
+        return Version(number=0, changeset_id=cs.id, commit="", message=cs.summary or cs.learner,
+                       provenance=list(cs.provenance), verdict=cs.verdict.to_dict() if cs.verdict else None)
+
+    def _commit_version(self, cs: ChangeSet) -> Version:
         files = self._files_after(cs.deltas)
         cs.status = "accepted"
         self.store.save_changeset(cs)
@@ -87,9 +117,22 @@ class Committer:
         )
         return self.store.add_version(version, cs)
 
+    def _check_fresh(self, deltas: list[Delta]) -> None:
+        """Every item delta's `before` is still what the store holds (a stale change set is refused)."""
+        for d in deltas:
+            if d.target != "item" or d.op == "add":
+                continue
+            current_item = self._item_or_none(d.item_id)
+            before = current_item.to_dict() if current_item else None
+            if not _same_item(before, d.before):
+                raise ArtifactError(
+                    f"item {d.item_id} changed since the change set was proposed: re-run the learner"
+                )
+
     def _files_after(self, deltas: list[Delta]) -> dict[str, str | None]:
         files: dict[str, str | None] = {}
         owners: set[tuple[str, str]] = set()
+        self._check_fresh(deltas)
         for d in deltas:
             if d.target == "artifact":
                 if not d.path:
@@ -101,12 +144,6 @@ class Committer:
                     )
                 files[d.path] = d.after
             else:
-                current_item = self._item_or_none(d.item_id)
-                before = current_item.to_dict() if current_item else None
-                if d.op != "add" and not _same_item(before, d.before):
-                    raise ArtifactError(
-                        f"item {d.item_id} changed since the change set was proposed: re-run the learner"
-                    )
                 for snap in (d.before, d.after):
                     if snap and _owner(snap):
                         owners.add(_owner(snap))  # type: ignore[arg-type]
@@ -117,7 +154,7 @@ class Committer:
     def _items_after(self, level: str, owner: str, deltas: list[Delta]) -> list[Item]:
         kw = {"agent": owner} if level == "agent" else {"org": owner}
         statuses = ("active", "retired", "quarantined", "candidate")
-        items = {it.id: it for it in self.store.query_items(levels=(level,), status=statuses, **kw)}
+        items = {it.id: it for it in self.store.query_items(levels=(level,), status=statuses, limit=1_000_000, **kw)}
         for d in deltas:
             if d.target == "item" and d.item_id:
                 if d.after is None:
@@ -158,10 +195,7 @@ class Committer:
         if version.reverted_by:
             raise ValidationError(f"version {number} was already reverted by version {version.reverted_by}")
         cs = self.store.get_changeset(version.changeset_id)
-        undo = [d.inverted() for d in reversed(cs.deltas)]
-        for d in undo:
-            if d.target == "item":
-                d.op = "add" if d.before is None else "update"
+        undo = _inverse(cs.deltas)
         verdict = Verdict(decision="accept", reason=f"revert of version {number}: {reason}")
         revert_cs = ChangeSet(
             learner="revert",
@@ -173,9 +207,71 @@ class Committer:
             evidence={"reverts": number},
             verdict=verdict,
         )
-        new = self.commit(revert_cs)
+        new = self._commit_version(revert_cs)  # a version stays a version, even one of user items
         self.store.mark_reverted(number, new.number)
         return new
+
+    def revert_user(self, changeset_id: str, *, reason: str = "requested by the user") -> ChangeSet:
+        """Undo a user-level change set of the store's user ledger by committing its inverse there."""
+        cs = self.store.get_changeset(changeset_id)
+        if not cs.scope.user or cs.status != "committed":
+            hint = (" (it is not committed)" if cs.status != "committed" else
+                    ": agent/org changes are versions, undo them with `crystallise revert N`")
+            raise ValidationError(f"change set {changeset_id} is not a user-level change{hint}")
+        done = self.store.changeset_reverted_by(changeset_id)
+        if done:
+            raise ValidationError(f"change set {changeset_id} was already reverted by {done}")
+        undo = ChangeSet(
+            learner="revert",
+            layer=cs.layer,
+            deltas=_inverse(cs.deltas),
+            summary=f"Revert {changeset_id}: {cs.summary or cs.learner}"[:200],
+            scope=cs.scope,
+            provenance=list(cs.provenance),
+            evidence={"reverts_changeset": changeset_id},
+            verdict=Verdict(decision="accept", reason=f"revert of {changeset_id}: {reason}"),
+        )
+        if not undo.deltas:
+            raise ValidationError(f"change set {changeset_id} has nothing left to revert (its items were purged)")
+        try:
+            self._commit_user(undo)
+        except ArtifactError as error:
+            raise ValidationError(
+                f"cannot revert {changeset_id}: {error}. A later change touched the same item; revert the later "
+                f"change first (see `crystallise items history --user {cs.scope.user}`)"
+            ) from None
+        self.store.mark_changeset_reverted(changeset_id, undo.id)
+        return undo
+
+    # -- purge (data deletion) -----------------------------------------------------------------
+    def purge(self, doomed: list[Item], *, reason: str) -> Version | None:
+        """Take agent/org items out of the served knowledge for a data-deletion request.
+
+        Re-renders the playbooks of their owners without them and commits that as a version
+        whose change set holds no item text (so the store keeps none); the caller then
+        hard-deletes the rows (`Store.delete_user_data(purge_items=...)`). Git history keeps
+        the old commits: it is the audit trail of agent knowledge (docs/context.md).
+        """
+        gone = {it.id for it in doomed}
+        owners = sorted({o for it in doomed if (o := _owner(it.to_dict()))})
+        files: dict[str, str | None] = {}
+        for level, owner in owners:
+            kept = [it for it in self._items_after(level, owner, []) if it.id not in gone]
+            files[playbook_path(level, owner)] = render_playbook(level, owner, kept)
+        cs = ChangeSet(
+            learner="forget-user",
+            layer="context",
+            summary=f"Remove {len(gone)} item(s) derived only from a deleted user's traces",
+            evidence={"purged_items": len(gone)},
+            verdict=Verdict(decision="accept", reason=f"data deletion: {reason}"),
+        )
+        if not files:
+            return None
+        self.store.save_changeset(cs)
+        sha = self.repo.commit(files, self._message(cs), self._trailers(cs))
+        version = Version(number=0, changeset_id=cs.id, commit=sha or "", message=cs.summary,
+                          verdict=cs.verdict.to_dict() if cs.verdict else None)
+        return self.store.add_version(version, cs)
 
     # -- recovery ----------------------------------------------------------------------------
     def recover(self) -> list[Version]:
@@ -202,6 +298,40 @@ class Committer:
                 )
                 done.append(self.store.add_version(v, cs))
         return done
+
+
+def _user_level(cs: ChangeSet) -> bool:
+    """Whether every delta of `cs` is an item delta about user-level items (and there is one).
+
+    A change set mixing user-level deltas with agent/org ones is refused: user data
+    never enters a version.
+    """
+    kinds = set()
+    for d in cs.deltas:
+        if d.target != "item":
+            kinds.add("artifact")
+            continue
+        levels = {snap.get("level") for snap in (d.before, d.after) if isinstance(snap, dict) and "level" in snap}
+        kinds.add("user" if levels == {"user"} else "other" if levels else "unknown")
+    if "user" in kinds and kinds != {"user"}:
+        raise ValidationError(
+            f"change set {cs.id} mixes user-level item deltas with agent/org/artifact deltas: split it, "
+            "since user-level changes go to the store's ledger and never into a version"
+        )
+    return kinds == {"user"}
+
+
+def _inverse(deltas: list[Delta]) -> list[Delta]:
+    """The deltas that undo `deltas`, last first; deltas about purged items are skipped."""
+    undo = []
+    for d in reversed(deltas):
+        if d.target == "item" and (is_tombstone(d.before) or is_tombstone(d.after)):
+            continue
+        inv = d.inverted()
+        if inv.target == "item":
+            inv.op = "add" if inv.before is None else "update"
+        undo.append(inv)
+    return undo
 
 
 def _same_item(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
