@@ -181,8 +181,12 @@ def test_forget_user_deletes_everything_of_the_user_in_every_table(home: Home) -
     assert promoted.meta["users"] == 3 and len(promoted.meta["evidence_users"]) == 2
     assert MARK not in home.repo.read("context/org/acme/playbook.md")  # the served playbook no longer has it
     # the revert of the version that added the purged item skips it instead of resurrecting it
-    version = next(v for v in home.store.list_versions() if "Offer" in v.message or "purged" in v.message)
-    assert "[purged" in version.message
+    version = next(v for v in home.store.list_versions() if "purged" in v.message)
+    assert "[purged" in version.message and MARK not in home.repo.read("context/org/acme/playbook.md")
+    Committer(home).revert(version.number)
+    with pytest.raises(NotFoundError):
+        home.store.get_item(str(setup["solo"]))
+    assert MARK not in json.dumps(_tables(home), default=str)
     with pytest.raises(NotFoundError, match="nothing stored in org"):
         forget_user(home, "zed-user", org="acme")
 
