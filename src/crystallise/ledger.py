@@ -19,7 +19,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
+from crystallise.governance.protect import APPEND_ONLY, check_protected, is_protected_path
 from crystallise.home import Home
 from crystallise.types import ChangeSet, Delta, Item, Verdict, Version
 
@@ -72,6 +73,7 @@ class Committer:
                 f"change set {cs.id} has no accept verdict ({cs.verdict.decision if cs.verdict else 'not gated'}): "
                 "only gated change sets are committed; run it through the gate or approve it in review"
             )
+        self._refuse_protected(cs)
         files = self._files_after(cs.deltas)
         cs.status = "accepted"
         self.store.save_changeset(cs)
@@ -86,6 +88,17 @@ class Committer:
             reverts=cs.evidence.get("reverts"),
         )
         return self.store.add_version(version, cs)
+
+    def _refuse_protected(self, cs: ChangeSet) -> None:
+        """Graders, existing eval cases and logs are outside a learner's reach, whatever the gate said."""
+        violations = check_protected(cs, read=self.repo.read)
+        if not violations:
+            return
+        reason = "refused: " + "; ".join(str(v) for v in violations)
+        cs.verdict = Verdict(decision="reject", reason=reason, details={"protected": [str(v) for v in violations]})
+        cs.status = "rejected"
+        self.store.save_changeset(cs)
+        raise ProtectedError(f"change set {cs.id} from learner {cs.learner!r} {reason}")
 
     def _files_after(self, deltas: list[Delta]) -> dict[str, str | None]:
         files: dict[str, str | None] = {}
@@ -158,7 +171,9 @@ class Committer:
         if version.reverted_by:
             raise ValidationError(f"version {number} was already reverted by version {version.reverted_by}")
         cs = self.store.get_changeset(version.changeset_id)
-        undo = [d.inverted() for d in reversed(cs.deltas)]
+        # Eval cases recorded by the version stay: they are evidence about the task, not part of
+        # the change (and an append-only file cannot be shortened, by a revert either).
+        undo = [d.inverted() for d in reversed(cs.deltas) if not is_protected_path(d.path, APPEND_ONLY)]
         for d in undo:
             if d.target == "item":
                 d.op = "add" if d.before is None else "update"

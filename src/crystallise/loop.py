@@ -24,6 +24,7 @@ from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.reflect import ReflectionLearner, credit
+from crystallise.errors import ProtectedError
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.harness.learn import (
     CrystalliseLearner,
@@ -235,7 +236,10 @@ class Loop:
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
             return None
-        version = self.committer.commit(cs)
+        try:
+            version = self.committer.commit(cs)
+        except ProtectedError:
+            return None  # refused by construction; the committer kept it as rejected evidence
         self._runtime = None
         return version
 
