@@ -73,7 +73,13 @@ class Committer:
                 f"change set {cs.id} has no accept verdict ({cs.verdict.decision if cs.verdict else 'not gated'}): "
                 "only gated change sets are committed; run it through the gate or approve it in review"
             )
-        self._refuse_protected(cs)
+        # One committer at a time (threads and processes): the protection and staleness checks,
+        # the rendered playbooks, the git commit and the version number all see the same state.
+        with self.repo.transaction():
+            self._refuse_protected(cs)
+            return self._commit_locked(cs)
+
+    def _commit_locked(self, cs: ChangeSet) -> Version:
         files = self._files_after(cs.deltas)
         cs.status = "accepted"
         self.store.save_changeset(cs)
@@ -198,7 +204,11 @@ class Committer:
         done: list[Version] = []
         if not self.repo.exists():
             return done
-        for info in self.repo.log(limit=20):
+        with self.repo.transaction():  # a commit in flight in another process is not a crash
+            return self._recover_locked(done)
+
+    def _recover_locked(self, done: list[Version]) -> list[Version]:
+        for info in reversed(self.repo.log(limit=20)):  # oldest first: numbers follow git's order
             for cs_id in info.trailers.get(TRAILER_CS, []):
                 try:
                     cs = self.store.get_changeset(cs_id)
@@ -216,6 +226,9 @@ class Committer:
                     reverts=cs.evidence.get("reverts"),
                 )
                 done.append(self.store.add_version(v, cs))
+        for v in self.store.list_versions(limit=20):  # a revert recorded, its target not yet marked
+            if v.reverts and self.store.get_version(v.reverts).reverted_by is None:
+                self.store.mark_reverted(v.reverts, v.number)
         return done
 
 
