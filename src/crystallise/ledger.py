@@ -21,8 +21,9 @@ from typing import Any
 
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
 from crystallise.governance.protect import APPEND_ONLY, check_protected, is_protected_path
+from crystallise.governance.review import PendingReview, load_rules, requires_review
 from crystallise.home import Home
-from crystallise.types import ChangeSet, Delta, Item, Verdict, Version
+from crystallise.types import ChangeSet, Delta, Item, Verdict, Version, now
 
 __all__ = ["Committer", "playbook_path", "render_playbook"]
 
@@ -77,6 +78,7 @@ class Committer:
         # the rendered playbooks, the git commit and the version number all see the same state.
         with self.repo.transaction():
             self._refuse_protected(cs)
+            self._hold_for_review(cs)
             return self._commit_locked(cs)
 
     def _commit_locked(self, cs: ChangeSet) -> Version:
@@ -94,6 +96,16 @@ class Committer:
             reverts=cs.evidence.get("reverts"),
         )
         return self.store.add_version(version, cs)
+
+    def _hold_for_review(self, cs: ChangeSet) -> None:
+        """A learned change set under a review rule waits for a person (governance/review.py)."""
+        rule = requires_review(cs, load_rules(self.home.config))
+        if rule is None:
+            return
+        cs.status = "needs_review"
+        cs.evidence = {**cs.evidence, "review": {"required_by": rule.describe(), "at": now()}}
+        self.store.save_changeset(cs)
+        raise PendingReview(cs, rule)
 
     def _refuse_protected(self, cs: ChangeSet) -> None:
         """Graders, existing eval cases and logs are outside a learner's reach, whatever the gate said."""
