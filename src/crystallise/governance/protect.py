@@ -37,7 +37,7 @@ __all__ = ["APPEND_ONLY", "HUMAN_LEARNERS", "IMMUTABLE", "Violation", "check_pro
 APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl")
 IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*")
 # Change sets made by people (or on their explicit behalf), not by learners.
-HUMAN_LEARNERS = frozenset({"define", "human", "user", "review", "revert"})
+HUMAN_LEARNERS = frozenset({"define", "human", "user", "review", "revert", "undo"})
 _TARGETS = ("item", "artifact")
 
 
