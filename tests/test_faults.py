@@ -45,8 +45,10 @@ def test_a_commit_killed_before_it_landed_leaves_the_old_files(tmp_path):
     _journal(repo, head, {"tasks/t/code.py": "old\n", "tasks/t/new.md": None})
     (repo.path / "tasks/t/code.py").write_text("half-made\n")  # what the killed writer had written
     (repo.path / "tasks/t/new.md").write_text("half-made\n")
+    (repo.path / "tasks/t/.code.py.k2j4.tmp").write_text("killed inside atomic_write\n")
     fresh = ArtifactRepo(repo.path)  # the next process to use the repository
     assert fresh.read("tasks/t/code.py") == "old\n" and fresh.read("tasks/t/new.md") is None
+    assert not fresh._git("status", "--porcelain", "--untracked-files=all").strip()
     assert fresh.head() == head and not (repo.path / ".git" / "crystallise-journal.json").exists()
 
 
@@ -87,13 +89,12 @@ def test_the_checker_sees_a_dirty_tree_and_lost_work(tmp_path):
 # -- real kills --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("attempt", [0, 1])
 @pytest.mark.parametrize("scenario", ["ingest", "commit"])
-def test_kill_minus_nine_loses_nothing_acknowledged(tmp_path, store_url, scenario):
-    home = _home(tmp_path, store_url)
-    rng = random.Random(7)
-    runs = [faults.kill_run(scenario, home, rng, window_s=1.0) for _ in range(2)]
-    assert [r["problems"] for r in runs] == [[], []]
-    assert sum(r["acked"] for r in runs) > 0  # the kills landed while work was being acknowledged
+def test_kill_minus_nine_loses_nothing_acknowledged(tmp_path, store_url, scenario, attempt):
+    run = faults.kill_run(scenario, _home(tmp_path, store_url), random.Random(attempt), window_s=1.2, min_s=0.5)
+    assert run["problems"] == []
+    assert run["in_flight"] or run["acked"], run  # the kill landed while the work went on
 
 
 def test_sixteen_concurrent_writers_lose_and_duplicate_nothing(tmp_path, store_url):

@@ -178,6 +178,11 @@ class ArtifactRepo:
             entry = None  # torn journal: it was being written, so no file had been touched yet
         if entry is not None:
             paths = [validate_path(p) for p in entry["files"]]
+            for p in paths:  # a writer killed inside atomic_write leaves its temp file beside the target
+                target = self.path / p
+                if target.parent.is_dir():
+                    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+                        tmp.unlink(missing_ok=True)
             if self.head() == entry["head"]:  # the commit never landed: put the old files back
                 for p in paths:
                     old = entry["files"][p]
@@ -188,6 +193,8 @@ class ArtifactRepo:
                     self._write(p, now[p])
                 self._git("reset", "-q", "HEAD", "--", *paths)
         self._journal.unlink(missing_ok=True)
+        for tmp in self._journal.parent.glob(f".{self._journal.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
         return True
 
     def _resolve(self, rev: str) -> str:
