@@ -50,6 +50,7 @@ _TITLES = {
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation", "Invalid request"),
     500: ("internal", "Internal server error"),
+    502: ("bad-gateway", "Upstream model server unavailable"),
     503: ("unavailable", "Store unavailable"),
 }
 
@@ -62,12 +63,19 @@ class Problem(Exception):
         self.status, self.detail, self.headers, self.extra = status, detail, headers, extra
 
 
+# OpenAI clients read an error's text from `error.message`: problems on the proxy's paths carry
+# that member too (an RFC 9457 extension member), so `openai.BadRequestError` shows the fix.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+
+
 def problem_body(status: int, detail: str, instance: str | None = None, **extra: Any) -> dict[str, Any]:
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:crystallise:problem:{slug}", "title": title, "status": status,
                             "detail": detail}
     if instance:
         body["instance"] = instance
+    if instance in OPENAI_PATHS:
+        body["error"] = {"message": detail, "type": slug.replace("-", "_"), "code": status, "param": None}
     body.update(extra)
     return body
 
