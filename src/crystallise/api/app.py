@@ -31,11 +31,12 @@ from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.home import Home
 
-__all__ = ["OTLP_PREFIX", "create_app"]
+__all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
 
 log = logging.getLogger("crystallise.api")
 
 OTLP_PREFIX = "/otlp"
+UI_PREFIX = "/ui"
 DESCRIPTION = """\
 Record agent runs, read what crystallise learned, and undo it.
 
@@ -103,6 +104,7 @@ def create_app(
         return Health(version=__version__, open=keys.open)
 
     app.mount(OTLP_PREFIX, otlp)
+    _mount_ui(app, home, keys, reports_dir)
 
     def limit_for(path: str) -> int:
         if path.startswith(OTLP_PREFIX + "/"):
@@ -111,3 +113,19 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
     return app
+
+
+def _mount_ui(app: FastAPI, home: Home, keys: KeyRing, reports_dir: str | None) -> None:
+    """The web UI at /ui (Jinja2 ships with the `serve` extra); `/` sends browsers there."""
+    from pathlib import Path
+
+    from fastapi.responses import RedirectResponse
+
+    from crystallise.web import create_web_app
+
+    reports = Path(reports_dir or home.config.get("reports_dir") or "reports")
+    app.mount(UI_PREFIX, create_web_app(home, keys, reports_dir=reports))
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(UI_PREFIX + "/", status_code=307)

@@ -1,8 +1,10 @@
-"""`crystallise serve`: the HTTP API and OTLP receiver over the current home, with uvicorn.
+"""`crystallise serve`: the HTTP API, OTLP receiver, OpenAI-compatible proxy and web UI, with uvicorn.
 
     crystallise serve                          # http://127.0.0.1:8400, open (no keys) on loopback only
     crystallise serve --create-key acme        # prints a new key for org acme, once
     crystallise serve --host 0.0.0.0           # refused until at least one key exists
+    crystallise serve --upstream http://127.0.0.1:8080/v1    # where /v1/chat/completions forwards
+    crystallise serve --reports-dir reports    # the bench reports the web UI (/ui) lists
 """
 
 from __future__ import annotations
@@ -25,12 +27,22 @@ def register(main: click.Group) -> None:
                   help="Largest JSON request body (413 above).")
     @click.option("--max-otlp-body-bytes", default=8 << 20, show_default=True, type=click.IntRange(1),
                   help="Largest OTLP export body.")
+    @click.option("--upstream", default=None, metavar="URL|SPEC",
+                  help="Where the OpenAI-compatible proxy forwards: an http(s)://HOST/v1 URL, or a backend spec "
+                       "(local, local:NAME). Default: $CRYSTALLISE_PROXY_UPSTREAM, config `proxy_upstream`, "
+                       "the home's model. The upstream's key: $CRYSTALLISE_PROXY_UPSTREAM_KEY.")
+    @click.option("--max-proxy-body-bytes", default=8 << 20, show_default=True, type=click.IntRange(1),
+                  help="Largest chat completion request body.")
+    @click.option("--reports-dir", type=click.Path(file_okay=False), default=None,
+                  help="Folder of bench reports for the web UI (default: config `reports_dir`, else ./reports).")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, list_keys: bool,
-              revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, log_level: str) -> None:
-        """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json) and OTLP ingest (/otlp/v1/traces)."""
+              revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
+              max_proxy_body_bytes: int, reports_dir: str | None, log_level: str) -> None:
+        """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
+        OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
             from crystallise.api import KeyRing, create_app, create_key, is_loopback, revoke_key
         except ImportError as e:
@@ -63,8 +75,11 @@ def register(main: click.Group) -> None:
 
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
 
-        app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes)
+        app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
+                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
         shown = f"[{host}]" if ":" in host else host
-        console.print(f"crystallise API on http://{shown}:{port} (home {home.path}); "
-                      f"OTLP: http://{shown}:{port}/otlp/v1/traces", highlight=False, soft_wrap=True)
+        base = f"http://{shown}:{port}"
+        console.print(f"crystallise API on {base} (home {home.path}); OTLP: {base}/otlp/v1/traces; "
+                      f"OpenAI base URL: {base}/v1 (upstream {app.state.upstream.label}); UI: {base}/ui/",
+                      highlight=False, soft_wrap=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
