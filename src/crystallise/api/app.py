@@ -30,6 +30,7 @@ from crystallise.api.problems import install_handlers
 from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.home import Home
+from crystallise.store.group import GroupCommit
 
 __all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
 
@@ -93,6 +94,7 @@ def create_app(
         dependencies=[Depends(reject_unknown_query)],
     )
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
+    app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
     app.include_router(routes_traces.router)
     app.include_router(routes_context.router)
