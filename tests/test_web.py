@@ -177,3 +177,14 @@ def test_the_open_server_ui_is_for_local_clients_only(tmp_path, template):
     with TestClient(app, client=("203.0.113.9", 5000)) as c:
         assert c.get("/ui/").status_code == 403
     home.close()
+
+
+def test_a_user_bound_key_sees_only_its_users_data_in_the_ui(env):
+    home, s = env["home"], env["s"]
+    key = create_key(home.path, "acme", user="u7")[0]
+    c = env["c"]
+    assert login(c, key).status_code == 303
+    assert c.get(f"/ui/traces/{s.acme_trace}").status_code == 404  # u1's trace
+    assert "u1 prefers email" not in c.get("/ui/items").text and "Refunds are allowed" in c.get("/ui/items").text
+    assert c.get("/ui/traces?user=u1").status_code == 403
+    assert 'id="revert-button"' not in c.get(f"/ui/versions/{s.acme_version}").text

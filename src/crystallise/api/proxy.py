@@ -117,7 +117,7 @@ def read_scope(request: Request, who: Principal, body: ChatRequest) -> ProxyScop
         raise Problem(422, f"X-Crystallise-Context-Budget must be a token count in 1..200000, got {budget_text!r}")
     return ProxyScope(
         agent=scoped.get("agent", "default"), org=who.write_org(scoped.get("org")),
-        user=scoped.get("user") or (body.user.strip() if body.user and body.user.strip() else None),
+        user=who.write_user(scoped.get("user") or (body.user.strip() if body.user and body.user.strip() else None)),
         session=scoped.get("session"), name=scoped.get("trace-name", "chat.completions"),
         inject=context == "on", budget=int(budget_text),
     )

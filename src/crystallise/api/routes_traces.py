@@ -39,7 +39,7 @@ def visible_trace(home: Home, who: Principal, trace_id: str) -> Trace:
         trace: Trace = home.store.get_trace(trace_id)
     except NotFoundError:
         trace = None  # type: ignore[assignment]
-    if trace is None or not who.sees(trace.org_id):
+    if trace is None or not who.sees(trace.org_id, trace.user_id):
         raise NotFoundError(f"trace {trace_id} not found: GET /v1/traces lists the traces this key can see")
     return trace
 
@@ -61,6 +61,7 @@ async def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, request: R
     Concurrent posts share a commit (`store.group.GroupCommit`): the fsync is paid once per batch.
     """
     trace = body.to_trace(org=who.write_org(body.org))
+    trace.user_id = who.write_user(body.user)
     if body.id is not None and await anyio.to_thread.run_sync(_exists, home, body.id):
         raise Problem(409, f"trace {body.id} was already recorded and traces are immutable: if this was a retry, "
                            "the first request succeeded; otherwise send a new id (or none)")
@@ -95,7 +96,7 @@ def list_traces(
     spans: Annotated[bool, Query(description="include spans and feedback")] = False,
 ) -> TracePage:
     """Traces in `seq` order, oldest first; `next_after_seq` is the cursor for the next page."""
-    rows = home.store.list_traces(agent=agent, org=who.read_org(org), user=user, name=name,
+    rows = home.store.list_traces(agent=agent, org=who.read_org(org), user=who.read_user(user), name=name,
                                   after_seq=after_seq, limit=limit, with_children=spans)
     cursor = int(rows[-1].seq or after_seq) if rows else after_seq
     return TracePage(traces=rows, next_after_seq=cursor, has_more=len(rows) == limit)

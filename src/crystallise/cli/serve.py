@@ -20,6 +20,8 @@ def register(main: click.Group) -> None:
     @click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
     @click.option("--create-key", "create_key_org", metavar="ORG", default=None,
                   help="Create an API key for ORG ('*' = admin), print it once, and exit.")
+    @click.option("--key-user", metavar="USER", default=None,
+                  help="With --create-key: bind the key to this user of ORG (only that user's data).")
     @click.option("--list-keys", is_flag=True, help="List key ids and orgs (never the keys) and exit.")
     @click.option("--revoke-key", "revoke_key_id", metavar="KEY_ID", default=None,
                   help="Delete the key with this id and exit.")
@@ -38,7 +40,8 @@ def register(main: click.Group) -> None:
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
-    def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, list_keys: bool,
+    def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, key_user: str | None,
+              list_keys: bool,
               revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
               max_proxy_body_bytes: int, reports_dir: str | None, log_level: str) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
@@ -49,15 +52,18 @@ def register(main: click.Group) -> None:
             raise click.ClickException(str(e)) from e
 
         home = open_home(ctx)
+        if key_user is not None and create_key_org is None:
+            raise click.UsageError("--key-user needs --create-key ORG: a user-bound key belongs to an org")
         if create_key_org is not None:
-            key, record = create_key(home.path, create_key_org)
-            console.print(f"API key {record['id']} for org {record['org']!r} (shown once; store it now):",
+            key, record = create_key(home.path, create_key_org, user=key_user)
+            bound = f", bound to user {key_user!r}" if key_user else ""
+            console.print(f"API key {record['id']} for org {record['org']!r}{bound} (shown once; store it now):",
                           highlight=False)
             click.echo(key)  # alone on stdout: KEY=$(crystallise serve --create-key acme)
             return
         if list_keys:
             for r in KeyRing(home.path).records():
-                out.print(f"{r.get('id')}  org={r.get('org')!r}")
+                out.print(f"{r.get('id')}  org={r.get('org')!r}" + (f"  user={r['user']!r}" if r.get("user") else ""))
             return
         if revoke_key_id is not None:
             r = revoke_key(home.path, revoke_key_id)

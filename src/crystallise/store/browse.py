@@ -4,6 +4,7 @@
     recent_traces(store, before_seq=page[-1].seq)          the next (older) page
     versions_citing(store, "tr_4c1f…")                     versions whose provenance names the trace
     list_items(store, org="acme", status=("quarantined",))  every item an org's operator may review
+    changesets_before(store, status="rejected")            gate verdicts and evidence, newest first
 
 Functions over a `SqlStore`'s engine rather than store methods: they are views for people,
 not part of the protocol learners depend on. Reads run in one transaction (one snapshot).
@@ -18,10 +19,11 @@ import sqlalchemy as sa
 
 from crystallise.store import codec
 from crystallise.store.engine import translate_errors
-from crystallise.store.schema import feedback, items, spans, traces, versions
-from crystallise.types import Feedback, Item, Span, Trace, Version
+from crystallise.errors import NotFoundError
+from crystallise.store.schema import changesets, feedback, items, spans, traces, versions
+from crystallise.types import ChangeSet, Feedback, Item, Span, Trace, Version
 
-__all__ = ["list_items", "recent_traces", "versions_citing"]
+__all__ = ["changesets_before", "list_items", "recent_traces", "versions_citing"]
 
 
 def _children(conn: Any, ids: Sequence[str]) -> dict[str, tuple[list[Span], list[Feedback]]]:
@@ -88,13 +90,15 @@ def list_items(
     levels: Sequence[str] = ("agent", "org", "user"),
     status: Sequence[str] = ("candidate", "quarantined", "active", "retired"),
     kind: str | None = None,
+    viewer_user: str | None = None,
     limit: int = 500,
 ) -> list[Item]:
     """Items for people to browse: agent-level items, and the org- and user-level items of `org`
     (of every org when `every_org`), by level, status and kind; `user` narrows to one user's items.
 
     Unlike `Store.query_items` (what an agent may be *shown*), this lists every user's items of
-    the org, which is what the org's operator reviews.
+    the org, which is what the org's operator reviews. `viewer_user` (a user-bound key) hides every
+    other user's user-level items.
     """
     limit = max(1, min(int(limit), 2000))
     query = sa.select(items).where(items.c.level.in_(list(levels)), items.c.status.in_(list(status)))
@@ -104,6 +108,29 @@ def list_items(
     for column, value in (("agent_id", agent), ("user_id", user), ("kind", kind)):
         if value is not None:
             query = query.where(items.c[column] == value)
+    if viewer_user is not None:
+        query = query.where(sa.or_(items.c.level != "user", items.c.user_id == viewer_user))
     query = query.order_by(items.c.level, items.c.status, items.c.created_at.desc(), items.c.id).limit(limit)
     with translate_errors(store.url, "listing items"), store.engine.connect() as conn:
         return [codec.item_from_row(r) for r in conn.execute(query).mappings()]
+
+
+def changesets_before(
+    store: Any, *, status: str | None = None, before: str | None = None, limit: int = 50
+) -> list[ChangeSet]:
+    """Change sets newest first (created_at, then id); `before` is the id of the last one seen.
+
+    Keyset paging: a page never repeats or skips a change set while others are being proposed.
+    An unknown `before` id is a NotFoundError.
+    """
+    limit = max(1, min(int(limit), 1000))
+    query = sa.select(changesets).order_by(changesets.c.created_at.desc(), changesets.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(changesets.c.status == status)
+    with translate_errors(store.url, "listing change sets"), store.engine.connect() as conn:
+        if before is not None:
+            at = conn.execute(sa.select(changesets.c.created_at).where(changesets.c.id == before)).scalar()
+            if at is None:
+                raise NotFoundError(f"change set {before} not found: use the `next_before` of a previous page")
+            query = query.where(sa.tuple_(changesets.c.created_at, changesets.c.id) < sa.tuple_(at, before))
+        return [codec.changeset_from_row(r) for r in conn.execute(query).mappings()]

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from crystallise.api import routes_traces, routes_versions
+from crystallise.api import routes_context, routes_traces, routes_versions
 from crystallise.api.auth import Principal
 from crystallise.api.schemas import RevertIn
 from crystallise.errors import NotFoundError, ValidationError
@@ -97,7 +97,7 @@ def _org_filter(who: Principal, org: str | None) -> str | None:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, who: Who) -> Response:
     home = _home(request)
-    traces = browse.recent_traces(home.store, org=None if who.admin else who.org, limit=10)
+    traces = browse.recent_traces(home.store, org=None if who.admin else who.org, user=who.user, limit=10)
     versions = routes_versions.list_versions(home, who, limit=10, before=None).versions
     tasks = routes_versions.list_tasks(home, who).tasks
     return render(request, "overview.html", who=who, root=_root(request), traces=traces, versions=versions,
@@ -114,8 +114,8 @@ def traces_page(request: Request, who: Who, agent: Text = None, user: Text = Non
     state = _opt(status)
     if state not in (None, "ok", "error"):
         raise ValidationError(f"status must be ok or error, not {state!r}")
-    rows = browse.recent_traces(home.store, org=_org_filter(who, org), agent=_opt(agent), user=_opt(user),
-                                status=state, before_seq=before, limit=50)
+    rows = browse.recent_traces(home.store, org=_org_filter(who, org), agent=_opt(agent),
+                                user=who.read_user(_opt(user)), status=state, before_seq=before, limit=50)
     filters = {"agent": _opt(agent) or "", "user": _opt(user) or "", "org": _opt(org) or "", "status": state or ""}
     older = None
     if len(rows) == 50 and rows[-1].seq:
@@ -123,8 +123,7 @@ def traces_page(request: Request, who: Who, agent: Text = None, user: Text = Non
     return render(request, "traces.html", who=who, root=_root(request), traces=rows, older=older, filters=filters)
 
 
-def _visible_item(who: Principal, item: Item) -> bool:
-    return who.admin or item.level == "agent" or item.org_id == who.org
+_visible_item = routes_context.visible_item
 
 
 def _shown_items(home: Home, who: Principal, trace: Trace) -> list[tuple[str, Item | None]]:
@@ -190,8 +189,9 @@ def items_page(request: Request, who: Who, agent: Text = None, user: Text = None
         raise ValidationError(f"kind must be memory, bullet, skill or note, not {kind_!r}")
     wanted_org = _org_filter(who, org)
     rows = browse.list_items(_home(request).store, org=wanted_org, every_org=who.admin and wanted_org is None,
-                             agent=_opt(agent), user=_opt(user), levels=(lvl,) if lvl else LEVELS,
-                             status=(state,) if state else STATUSES, kind=kind_)
+                             agent=_opt(agent), user=who.read_user(_opt(user)) if _opt(user) else None,
+                             levels=(lvl,) if lvl else LEVELS, status=(state,) if state else STATUSES, kind=kind_,
+                             viewer_user=who.user)
     counts = {s: sum(1 for i in rows if i.status == s) for s in STATUSES}
     return render(request, "items.html", who=who, root=_root(request), items=rows, counts=counts,
                   filters={"agent": _opt(agent) or "", "user": _opt(user) or "", "org": _opt(org) or "",
@@ -235,7 +235,8 @@ def version_page(request: Request, who: Who, number: Number) -> Response:
     home = _home(request)
     detail = routes_versions.get_version(number, home, who)
     cs = detail.changeset
-    can_revert = detail.version.reverted_by is None and (who.admin or cs.scope.org == who.org)
+    can_revert = detail.version.reverted_by is None and (who.admin or cs.scope.org == who.org) \
+        and (who.user is None or cs.scope.user == who.user)
     return render(request, "version.html", who=who, root=_root(request), v=detail.version, cs=cs,
                   patch_lines=_diff_lines(detail.patch), can_revert=can_revert)
 
