@@ -17,6 +17,7 @@ How exceptions map (first match wins):
     Forbidden                          403 forbidden
     other UserError                    400 bad-request     (ValidationError, ConfigError ...)
     ArtifactError                      409 conflict        (a change collides with a later one)
+    ProtectedError                     409 conflict        (a change set touched graders, eval cases, logs)
     StoreError                         503 unavailable
     anything else                      500 internal        (details only in the server log)
 """
@@ -32,7 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crystallise.api.auth import Forbidden
-from crystallise.errors import ArtifactError, NotFoundError, StoreError, UserError
+from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_handlers", "problem_response"]
 
@@ -143,7 +144,8 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(status, str(exc), request.url.path)
 
     @app.exception_handler(ArtifactError)
-    async def _conflict(request: Request, exc: ArtifactError) -> JSONResponse:
+    @app.exception_handler(ProtectedError)
+    async def _conflict(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(409, str(exc), request.url.path)
 
     @app.exception_handler(StoreError)
