@@ -18,7 +18,7 @@ committed, and each trace is still all or nothing (one bad trace fails alone, se
 cancel the write: the trace was accepted for writing and is written. A store without
 `write_traces` is written one trace at a time.
 
-One GroupCommit belongs to one event loop (the server's).
+One GroupCommit serves one event loop at a time (the server's); a new loop starts its own drain.
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ class GroupCommit:
         """Record `trace` durably (as `Store.write_trace`), sharing a commit with concurrent callers."""
         if not hasattr(self.store, "write_traces"):
             return await anyio.to_thread.run_sync(self.store.write_trace, trace)  # type: ignore[no-any-return]
-        future: asyncio.Future[Trace] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Trace] = loop.create_future()
         self._pending.append((trace, future))
-        if self._drain_task is None or self._drain_task.done():
+        task = self._drain_task
+        if task is None or task.done() or task.get_loop() is not loop:  # (a test client's loop may have closed)
             self._drain_task = asyncio.create_task(self._drain())
         return await asyncio.shield(future)
 
@@ -70,8 +72,8 @@ class GroupCommit:
             self.batches += 1
             self.written += len(batch)
             for (_, future), result in zip(batch, results):
-                if future.done():
-                    continue
+                if future.done() or future.get_loop().is_closed():
+                    continue  # its request is gone (cancelled, or its loop closed); the trace is written
                 if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:
