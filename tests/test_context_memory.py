@@ -254,11 +254,14 @@ def test_stale_and_mixed_change_sets_are_refused(home: Home) -> None:
     cs = ChangeSet(learner="t", layer="context", deltas=[stale], verdict=Verdict(decision="accept", reason="t"))
     with pytest.raises(ArtifactError, match="changed since"):
         Committer(home).commit(cs)
-    agent_item = Item("Be brief", kind="bullet")
+    agent_item, user_item = Item("Be brief", kind="bullet"), Item("x", level="user", user_id="u1")
     mixed = ChangeSet(learner="t", layer="context", verdict=Verdict(decision="accept", reason="t"),
-                      deltas=[build.add(Item("x", level="user", user_id="u1")), build.add(agent_item)])
-    with pytest.raises(ValidationError, match="mixes user-level item deltas"):
-        Committer(home).commit(mixed)
+                      scope=Scope(user="u1"), deltas=[build.add(user_item), build.add(agent_item)])
+    version = Committer(home).commit(mixed)  # the agent part is a version; the user part, the user ledger
+    assert version.number > 0 and [d.item_id for d in home.store.get_changeset(mixed.id).deltas] == [agent_item.id]
+    assert home.store.get_changeset(mixed.id).scope.user is None
+    [part] = [cs for cs in changes("u1", home=home) if cs.evidence.get("part_of") == mixed.id]
+    assert [d.item_id for d in part.deltas] == [user_item.id] and home.store.get_item(user_item.id).status == "active"
     two_users = ChangeSet(learner="t", layer="context", scope=Scope(user="u1"),
                           verdict=Verdict(decision="accept", reason="t"),
                           deltas=[build.add(Item("x", level="user", user_id="u1")),

@@ -15,8 +15,10 @@ has no version and finishes step 3 (it runs whenever a Committer is made).
 User-level change sets (every delta about one user's items) never become versions and
 never enter git (user data must stay deletable): `commit` sends them to the store's own
 ledger (`Store.commit_user_changeset`) after the same staleness check, and returns a
-`Version` with number 0 and no commit to say so. `revert_user(changeset_id)` undoes one
-the same way `revert` undoes a version: by committing the inverted deltas.
+`Version` with number 0 and no commit to say so. A mixed change set (an undo by user, say)
+becomes a version of its agent/org/artifact deltas while its user-level deltas go to the
+user ledger, one change set per user. `revert_user(changeset_id)` undoes a user-level
+change the way `revert` undoes a version: by committing the inverted deltas.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
+from crystallise.governance.protect import APPEND_ONLY, check_protected, is_protected_path
+from crystallise.governance.review import PendingReview, load_rules, requires_review
 from crystallise.home import Home
 from crystallise.store.userdata import is_tombstone
-from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version
+from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
 
 __all__ = ["Committer", "playbook_path", "render_playbook"]
 
@@ -86,8 +90,14 @@ class Committer:
         if redactor is not None:  # before git sees anything: the playbook is rendered from these
             cs.deltas = [redactor.redact_delta(d) for d in cs.deltas]
         if _user_level(cs):
+            self._hold_for_review(cs)  # a review rule for user-level learning holds these too
             return self._commit_user(cs)
-        return self._commit_version(cs)
+        # One committer at a time (threads and processes): the protection and staleness checks,
+        # the rendered playbooks, the git commit and the version number all see the same state.
+        with self.repo.transaction():
+            self._refuse_protected(cs)
+            self._hold_for_review(cs)
+            return self._commit_locked(cs)
 
     def _commit_user(self, cs: ChangeSet) -> Version:
         self._check_fresh(cs.deltas)
@@ -100,6 +110,16 @@ class Committer:
         cs.status = stored.status
         return Version(number=0, changeset_id=cs.id, commit="", message=cs.summary or cs.learner,
                        provenance=list(cs.provenance), verdict=cs.verdict.to_dict() if cs.verdict else None)
+
+    def _commit_locked(self, cs: ChangeSet) -> Version:
+        """A version of `cs`; user-level deltas in it (an undo by user, say) go to the user ledger."""
+        parts = _split_user_parts(cs)
+        for part in parts:
+            self._check_fresh(part.deltas)
+        version = self._commit_version(cs)
+        for part in parts:
+            self.store.commit_user_changeset(part)
+        return version
 
     def _commit_version(self, cs: ChangeSet) -> Version:
         files = self._files_after(cs.deltas)
@@ -128,6 +148,27 @@ class Committer:
                 raise ArtifactError(
                     f"item {d.item_id} changed since the change set was proposed: re-run the learner"
                 )
+
+    def _hold_for_review(self, cs: ChangeSet) -> None:
+        """A learned change set under a review rule waits for a person (governance/review.py)."""
+        rule = requires_review(cs, load_rules(self.home.config))
+        if rule is None:
+            return
+        cs.status = "needs_review"
+        cs.evidence = {**cs.evidence, "review": {"required_by": rule.describe(), "at": now()}}
+        self.store.save_changeset(cs)
+        raise PendingReview(cs, rule)
+
+    def _refuse_protected(self, cs: ChangeSet) -> None:
+        """Graders, existing eval cases and logs are outside a learner's reach, whatever the gate said."""
+        violations = check_protected(cs, read=self.repo.read)
+        if not violations:
+            return
+        reason = "refused: " + "; ".join(str(v) for v in violations)
+        cs.verdict = Verdict(decision="reject", reason=reason, details={"protected": [str(v) for v in violations]})
+        cs.status = "rejected"
+        self.store.save_changeset(cs)
+        raise ProtectedError(f"change set {cs.id} from learner {cs.learner!r} {reason}")
 
     def _files_after(self, deltas: list[Delta]) -> dict[str, str | None]:
         files: dict[str, str | None] = {}
@@ -207,7 +248,11 @@ class Committer:
             evidence={"reverts": number},
             verdict=verdict,
         )
-        new = self._commit_version(revert_cs)  # a version stays a version, even one of user items
+        if _user_level(revert_cs):  # a version of user items only (older stores): its undo is a version too
+            with self.repo.transaction():
+                new = self._commit_version(revert_cs)
+        else:
+            new = self.commit(revert_cs)
         self.store.mark_reverted(number, new.number)
         return new
 
@@ -252,6 +297,10 @@ class Committer:
         hard-deletes the rows (`Store.delete_user_data(purge_items=...)`). Git history keeps
         the old commits: it is the audit trail of agent knowledge (docs/context.md).
         """
+        with self.repo.transaction():
+            return self._purge_locked(doomed, reason)
+
+    def _purge_locked(self, doomed: list[Item], reason: str) -> Version | None:
         gone = {it.id for it in doomed}
         owners = sorted({o for it in doomed if (o := _owner(it.to_dict()))})
         files: dict[str, str | None] = {}
@@ -279,7 +328,11 @@ class Committer:
         done: list[Version] = []
         if not self.repo.exists():
             return done
-        for info in self.repo.log(limit=20):
+        with self.repo.transaction():  # a commit in flight in another process is not a crash
+            return self._recover_locked(done)
+
+    def _recover_locked(self, done: list[Version]) -> list[Version]:
+        for info in reversed(self.repo.log(limit=20)):  # oldest first: numbers follow git's order
             for cs_id in info.trailers.get(TRAILER_CS, []):
                 try:
                     cs = self.store.get_changeset(cs_id)
@@ -297,13 +350,17 @@ class Committer:
                     reverts=cs.evidence.get("reverts"),
                 )
                 done.append(self.store.add_version(v, cs))
+        for v in self.store.list_versions(limit=20):  # a revert recorded, its target not yet marked
+            if v.reverts and self.store.get_version(v.reverts).reverted_by is None:
+                self.store.mark_reverted(v.reverts, v.number)
         return done
 
 
 def _user_level(cs: ChangeSet) -> bool:
     """Whether every delta of `cs` is an item delta about user-level items (and there is one).
 
-    A change set mixing user-level deltas with agent/org ones is refused: user data
+    A change set mixing user-level deltas with agent/org ones becomes a version of the
+    latter, its user-level part going to the user ledger (`_split_user_parts`): user data
     never enters a version.
     """
     kinds = set()
@@ -313,19 +370,47 @@ def _user_level(cs: ChangeSet) -> bool:
             continue
         levels = {snap.get("level") for snap in (d.before, d.after) if isinstance(snap, dict) and "level" in snap}
         kinds.add("user" if levels == {"user"} else "other" if levels else "unknown")
-    if "user" in kinds and kinds != {"user"}:
-        raise ValidationError(
-            f"change set {cs.id} mixes user-level item deltas with agent/org/artifact deltas: split it, "
-            "since user-level changes go to the store's ledger and never into a version"
-        )
     return kinds == {"user"}
 
 
+def _split_user_parts(cs: ChangeSet) -> list[ChangeSet]:
+    """Take the user-level item deltas out of a mixed change set: one user-ledger change set per user.
+
+    What stays in `cs` becomes the version; a version never belongs to a user, so its scope
+    loses the user id (user data must stay deletable without holes in the version history).
+    """
+    groups: dict[tuple[str, str | None], list[Delta]] = {}
+    rest: list[Delta] = []
+    for d in cs.deltas:
+        snaps = [s for s in (d.before, d.after) if isinstance(s, dict) and "level" in s]
+        if d.target == "item" and snaps and all(s.get("level") == "user" for s in snaps):
+            groups.setdefault((snaps[0].get("user_id"), snaps[0].get("org_id")), []).append(d)
+        else:
+            rest.append(d)
+    if cs.scope.user:
+        cs.scope = Scope(agent=cs.scope.agent, org=cs.scope.org)
+    if not groups:
+        return []
+    parts = [
+        ChangeSet(learner=cs.learner, layer=cs.layer, deltas=deltas, summary=f"{cs.summary} (user-level part)"[:200],
+                  scope=Scope(agent=cs.scope.agent, org=org, user=user), provenance=list(cs.provenance),
+                  evidence={"part_of": cs.id}, verdict=cs.verdict)
+        for (user, org), deltas in groups.items()
+    ]
+    cs.deltas = rest
+    cs.evidence = {**cs.evidence, "user_ledger_parts": [p.id for p in parts]}
+    return parts
+
+
 def _inverse(deltas: list[Delta]) -> list[Delta]:
-    """The deltas that undo `deltas`, last first; deltas about purged items are skipped."""
+    """The deltas that undo `deltas`, last first. Deltas about purged items are skipped, and so are
+    eval cases the version recorded: they are evidence about the task, not part of the change (and
+    an append-only file cannot be shortened, by a revert either)."""
     undo = []
     for d in reversed(deltas):
         if d.target == "item" and (is_tombstone(d.before) or is_tombstone(d.after)):
+            continue
+        if is_protected_path(d.path, APPEND_ONLY):
             continue
         inv = d.inverted()
         if inv.target == "item":

@@ -371,6 +371,7 @@ def run_extraction(home: Any, *, learner: ExtractionLearner | None = None, batch
     Returns totals: traces read, change sets committed, items quarantined / corroborated / merged.
     """
     from crystallise.context.memory import scope_items
+    from crystallise.governance.review import PendingReview
     from crystallise.ledger import Committer
 
     learner = learner or ExtractionLearner()
@@ -383,7 +384,11 @@ def run_extraction(home: Any, *, learner: ExtractionLearner | None = None, batch
         if not traces:
             break
         for cs in learner.propose(traces, lambda scope: scope_items(home, scope)):
-            committer.commit(cs)
+            try:
+                committer.commit(cs)
+            except PendingReview:  # a review rule holds extraction: it waits in `crystallise review list`
+                totals["held_for_review"] = totals.get("held_for_review", 0) + 1
+                continue
             totals["changesets"] += 1
             for name in ("quarantined", "corroborated", "merged"):
                 totals[name] += int(cs.evidence.get(name, 0))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from crystallise.context import deltas as build
 from crystallise.context.items import Similarity, lexical_similarity, normalise, validate_scope
 from crystallise.errors import ValidationError
+from crystallise.governance.review import PendingReview
 from crystallise.home import Home
 from crystallise.store.userdata import user_hash
 from crystallise.types import ChangeSet, Item, Scope, Verdict, Version
@@ -131,7 +132,10 @@ def promote(
         cs.verdict = gate(cs)
         if cs.verdict.decision == "accept":
             committer = committer or Committer(home)
-            committed.append(committer.commit(cs))
+            try:
+                committed.append(committer.commit(cs))
+            except PendingReview:  # a review rule holds it: saved as needs_review by the Committer
+                held.append(cs)
         else:
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             store.save_changeset(cs)
