@@ -21,7 +21,7 @@ from crystallise.errors import ConfigError, NotFoundError, ValidationError
 from crystallise.home import Home
 from crystallise.ledger import Committer
 from crystallise.store import SqlStore
-from crystallise.types import ChangeSet, Delta, Feedback, Item, Span, Verdict
+from crystallise.types import ChangeSet, Delta, Feedback, Item, Span, Trace, Verdict
 
 
 @pytest.fixture
@@ -248,4 +248,11 @@ def test_feedback_added_later_is_redacted(home: Home) -> None:
     home.store.add_feedback(Feedback(trace_id=t.id, comment="mail me at x@y.io", label="+44 20 7946 0958"))
     fb = home.store.get_trace(t.id).feedback[-1]
     assert (fb.comment, fb.label) == ("mail me at [EMAIL]", "[PHONE]")
-    assert Span  # the span type is part of the redacted surface (see the trace test above)
+
+
+def test_batched_ingest_is_redacted_too(home: Home) -> None:
+    [stored] = home.store.write_traces([Trace(name="chat", input="ping ann@example.com",
+                                              spans=[Span(name="crm", kind="tool", output="+44 20 7946 0958")])])
+    assert not isinstance(stored, Exception)
+    again = home.store.get_trace(stored.id)
+    assert again.input == "ping [EMAIL]" and again.spans[0].output == "[PHONE]"
