@@ -1,0 +1,69 @@
+"""The grade lifecycle with the real offline model (SmolLM2-135M): shadow checks and prompt optimisation, kept short."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from crystallise.cli import main
+from crystallise.gate import score_exact, score_numeric
+from crystallise.harness.grades import GradePolicy
+from crystallise.harness.promptopt import PromptOptLearner
+from crystallise.harness.spec import TaskSpec, View
+from crystallise.home import Home
+from crystallise.loop import CachedBackend, Loop, LoopConfig
+from tests.helpers import ratio_records
+from tests.test_integration_local import local_model  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.slow
+
+
+def test_shadow_checks_and_prompt_optimisation_with_the_real_model(local_model, tmp_path):  # noqa: F811
+    home = Home.init(tmp_path / "home")
+    backend = CachedBackend(home.backend(local_model))
+    loop = Loop(home, TaskSpec(name="ratio", metric="numeric", max_tokens=12), backend, score_numeric,
+                LoopConfig(learners=("crystallise",), shadow="background", gate_max_cases=6,
+                           grade_policy=GradePolicy(shadow_rate=1.0)))
+    for r in ratio_records(24):
+        loop.record_labelled(r["context"], r["target"])
+    loop.learn()
+    assert View.of(home.repo).spec("ratio").grade == "G4"
+    ids = []
+    for r in ratio_records(3, start=50):
+        ans, tid = loop.answer(r["context"])
+        assert ans.served_by == "code" and ans.llm_calls == 0  # the hot path did not wait for the model
+        loop.feedback(tid, r["target"], True)
+        ids.append(tid)
+    ev = loop.evidence()  # flushes the background checks
+    assert ev.shadow_checks == 3
+    shadows = home.store.list_traces(name="shadow:ratio", limit=10, with_children=True)
+    assert {t.metadata["shadow_of"] for t in shadows} == set(ids)
+    assert all(t.spans[0].attributes["prompt_tokens"] > 0 for t in shadows)  # the real model answered
+    loop.learn()
+    cases = View.of(home.repo).jsonl("tasks/ratio/evals.jsonl")
+    disagreed = {t.metadata["shadow_of"] for t in shadows if not t.spans[0].attributes["agree"]}
+    assert disagreed == {c["id"] for c in cases if "shadow" in c.get("tags", [])}
+    loop.shadow.close()
+
+    # prompt optimisation on a task the LLM still serves: a real search, judged by the real gate
+    spec = TaskSpec(name="capital", description="Answer with the capital city only.", metric="exact", max_tokens=8)
+    words = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Egypt", "Cairo"),
+             ("Peru", "Lima"), ("Kenya", "Nairobi"), ("Cuba", "Havana"), ("Chile", "Santiago"), ("Greece", "Athens"),
+             ("Norway", "Oslo"), ("Poland", "Warsaw")]
+    cap = Loop(home, spec, backend, score_exact, LoopConfig(learners=("promptopt",), shadow="off", gate_max_cases=6))
+    cap.promptopt = PromptOptLearner(backend, score_exact, rounds=1, pareto_size=4, minibatch=3,
+                                     example_candidates=2, max_examples=1, min_cases=4)
+    for country, city in words:
+        ans, tid = cap.answer(f"What is the capital of {country}?")
+        cap.feedback(tid, city, score_exact(ans.output, city))
+    report = cap.learn()
+    for cs in report.proposed:
+        assert cs.learner == "promptopt" and cs.verdict is not None
+        assert cs.evidence["candidates"][0]["instruction"] == spec.description
+        assert (cs.verdict.decision == "accept") == bool(report.committed)
+
+    out = CliRunner().invoke(main, ["--home", str(home.path), "tasks", "list", "--json"], catch_exceptions=False)
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["ratio"]["evidence"]["shadow_checks"] == 3 and rows["capital"]["grade"] in ("G0", "G1")
