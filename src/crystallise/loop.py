@@ -152,6 +152,7 @@ class Loop:
         self._runtime: TaskRuntime | None = None
         self._verifiers: dict[str, dict[str, Any]] = {}  # gate case id -> its eval-suite verifier
         self._seq: dict[str, int] = {}  # trace id -> seq, of the history learn() read
+        self._answered = 0  # answers served by this loop (the shadow sample is drawn from it)
 
     # -- serve + observe ----------------------------------------------------------------
     def _define(self, spec: TaskSpec) -> TaskSpec:
@@ -197,7 +198,9 @@ class Loop:
             t.output = ans.output
         if ans.shown_items:
             self.store.bump_items(ans.shown_items, shown=1)
-        if ans.served_by == "code" and self.shadow.wanted(t.id):
+        self._answered += 1
+        key = f"{self._answered}:{json.dumps(value, sort_keys=True, default=str)}"  # stable across runs of a stream
+        if ans.served_by == "code" and self.shadow.wanted(key):
             self.shadow.submit(trace_id=t.id, value=value, code_output=ans.output, runtime=self.runtime(), scope=s,
                                record=record)
         return ans, t.id
@@ -282,15 +285,27 @@ class Loop:
         cs = lifecycle.lifecycle_changeset(view, spec, ev, move, self.config.grade_policy)
         if cs is None:
             return False
-        report.proposed.append(cs)
         if move is not None and move.to_grade == "G5":
+            if self._promotion_refused(ev.code_sha):
+                return False  # this program was refused G5 before: the gate cases it would lose are still there
+            report.proposed.append(cs)
             self._no_loss_check(cs, self.gate_cases(trace_gate))
+        else:
+            report.proposed.append(cs)
         if cs.verdict is None or cs.verdict.decision != "accept":
             self.store.save_changeset(cs)
             return False
         report.committed.append(self.committer.commit(cs))
         self._runtime = None
         return move is not None
+
+    def _promotion_refused(self, sha: str | None) -> bool:
+        for cs in self.store.list_changesets(status="rejected", limit=1000):
+            move = cs.evidence.get("move") or {}
+            if (cs.learner == "lifecycle" and cs.evidence.get("task") == self.spec.name and move.get("to_grade") == "G5"
+                    and (cs.evidence.get("evidence") or {}).get("code_sha") == sha):
+                return True
+        return False
 
     def _no_loss_check(self, cs: ChangeSet, cases: Sequence[VerifiedCase]) -> None:
         """G5 drops the LLM fallback: it must not lose a gate case G4 passes."""
@@ -323,7 +338,7 @@ class Loop:
         since = lifecycle.drift_seq(view, spec.name)
         suite = [c for c in lifecycle.eval_suite(view, spec.name)
                  if c.source_trace is None or self._seq.get(c.source_trace, since) >= since]
-        regression = [c for c in suite if "disagreement" in c.tags]
+        regression = [c for c in suite if "disagreement" in c.tags][-2 * self.config.gate_max_cases:]
         recent = [c for c in suite if "disagreement" not in c.tags][-self.config.gate_max_cases:]
         for c in [*recent, *regression]:
             if c.id in seen:

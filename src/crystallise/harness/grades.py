@@ -12,13 +12,23 @@ gathers the inputs from the store and the artifact repository and commits the mo
 The rules (`decide`), with the defaults of `GradePolicy`:
 
     G5  any verified disagreement, or any answer the code could not give  -> soften to G4
-    G4  verified disagreement rate > 10 % with >= 3 disagreements,
-        over the window or over the 20 most recent verified code answers  -> soften to the LLM grade
-        fallback rate > 50 % over >= 20 code attempts                      -> soften to the LLM grade
+    G4  drift: >= 3 of the 20 most recent verified code answers wrong, over 10 %, and
+        significantly more often than the program's earlier answers (one-sided Fisher exact
+        test, p <= 0.01; a program with no earlier record is held to the 10 %)
+                                                                          -> soften to the LLM grade
+        too wrong: over 10 % of the window's verified code answers wrong (>= 3), unless shadow
+        checks show the LLM doing worse on those same inputs              -> soften to the LLM grade
+        the code fails (raises, breaks the schema) on > 50 % of >= 20 tries -> soften to the LLM grade
         (opt-in) shadow disagreement rate above a threshold                 -> soften to the LLM grade
         500 code answers in a row, no fallback, no verified disagreement    -> crystallise to G5
     G2+ a verified answer the learned output schema rejects                -> drop the schema (soften)
     <G3 an eval suite of >= 20 cases with verifiers                        -> G3
+
+Abstaining is what G4 is for (the LLM answers inputs the program was not verified on), so
+abstentions do not soften G4; they do stop the G5 streak, and at G5 any one softens to G4.
+A program that is right more often than the LLM on the same inputs is not softened for a
+steady error rate (the gate let it in for being better); it is softened when its error rate
+rises, which is what drift looks like.
 
 "The LLM grade" is the highest grade below G4 whose artifacts exist: G3 with an eval
 suite of `min_eval_cases`, else G2 with a constrained output schema, else G1 with
@@ -70,7 +80,8 @@ class GradePolicy:
                              answers, so drift is caught before it fills the long window (0: off).
     max_disagreement_rate    G4 softens above this share of verified code answers being wrong ...
     min_disagreements        ... once at least this many disagreed (one unlucky answer is no drift).
-    max_fallback_rate        G4 softens when the code cannot answer more often than this ...
+    drift_alpha              significance of "recent answers are wrong more often than earlier ones".
+    max_fallback_rate        G4 softens when the code fails (raises, breaks the schema) more often than this ...
     min_code_attempts        ... over at least this many inputs the code was tried on.
     promote_after            G4 -> G5 after this many code answers in a row, no fallback, no disagreement.
     g5_max_disagreements     G5 -> G4 when more verified disagreements than this (0: any one).
@@ -91,6 +102,7 @@ class GradePolicy:
     recent: int = 20
     max_disagreement_rate: float = 0.10
     min_disagreements: int = 3
+    drift_alpha: float = 0.01
     max_fallback_rate: float = 0.5
     min_code_attempts: int = 20
     promote_after: int = 500
@@ -103,7 +115,7 @@ class GradePolicy:
     min_new_cases: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("max_disagreement_rate", "max_fallback_rate", "shadow_rate"):
+        for name in ("max_disagreement_rate", "max_fallback_rate", "shadow_rate", "drift_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValidationError(f"GradePolicy.{name} must be in [0, 1], e.g. 0.1; got {value!r}")
@@ -241,6 +253,9 @@ class TaskEvidence:
     first_disagreement_seq: int | None = None  # where drift began, as far as the window shows
     recent_code_verified: int = 0  # the policy's most recent verified code answers ...
     recent_disagreements: int = 0  # ... and how many of them disagreed
+    shadow_verified: int = 0  # shadow checks whose right answer feedback gave ...
+    shadow_llm_right: int = 0  # ... how often the LLM was right on them ...
+    shadow_code_right: int = 0  # ... and how often the code was
     shadow_checks: int = 0
     shadow_disagreements: int = 0
     shadow_disagreement_rate: float = 0.0
@@ -310,6 +325,10 @@ def evidence(
         if r.served_by == "code" and shadow is not None:
             ev.shadow_checks += 1
             ev.shadow_disagreements += int(not shadow.agree)
+            if r.truth is not None:
+                ev.shadow_verified += 1
+                ev.shadow_llm_right += int(shadow.llm_output is not None and bool(metric(shadow.llm_output, r.truth)))
+                ev.shadow_code_right += int(bool(metric(r.output, r.truth)))
             if not shadow.agree and r.truth is not None and r.trace_id not in artifacts.eval_case_ids:
                 ev.new_cases.append({"id": r.trace_id, "input": r.input, "expected": r.truth,
                                      "code_output": r.output, "llm_output": shadow.llm_output,
@@ -419,18 +438,16 @@ def decide(ev: TaskEvidence, policy: GradePolicy = GradePolicy()) -> GradeMove |
         return None
     if g == "G4":
         down = llm_grade(ev, policy)
-        least = max(1, policy.min_disagreements)
-        for k, n, where in ((ev.disagreements, ev.code_verified, ""),
-                            (ev.recent_disagreements, ev.recent_code_verified, "most recent ")):
-            if k >= least and n and k / n > policy.max_disagreement_rate:
-                return GradeMove("G4", down, "soften", "disagreement",
-                                 f"soften G4 → {down}: {k} of the {n} {where}verified code answers disagreed with "
-                                 f"feedback ({k / n:.0%} > {policy.max_disagreement_rate:.0%})",
-                                 provenance=tuple(ev.disagreement_ids))
-        if ev.code_attempts >= max(1, policy.min_code_attempts) and ev.fallback_rate > policy.max_fallback_rate:
+        rule = _disagreement_rule(ev, policy)
+        if rule is not None:
+            return GradeMove("G4", down, "soften", "disagreement", f"soften G4 → {down}: {rule}",
+                             provenance=tuple(ev.disagreement_ids))
+        failed = ev.fallbacks.get("exception", 0) + ev.fallbacks.get("schema", 0)
+        tried = ev.code_attempts >= max(1, policy.min_code_attempts)
+        if tried and failed / ev.code_attempts > policy.max_fallback_rate:
             return GradeMove("G4", down, "soften", "fallback",
-                             f"soften G4 → {down}: the code gave no answer for {fell_back} of {ev.code_attempts} "
-                             f"inputs ({ev.fallback_rate:.0%} > {policy.max_fallback_rate:.0%}; {_reasons(ev)})",
+                             f"soften G4 → {down}: the code failed on {failed} of {ev.code_attempts} inputs "
+                             f"({failed / ev.code_attempts:.0%} > {policy.max_fallback_rate:.0%}; {_reasons(ev)})",
                              provenance=tuple(ev.fallback_ids))
         limit = policy.max_shadow_disagreement_rate
         if (limit is not None and ev.shadow_checks >= max(1, policy.min_shadow_checks)
@@ -456,6 +473,29 @@ def decide(ev: TaskEvidence, policy: GradePolicy = GradePolicy()) -> GradeMove |
     return None
 
 
+def _disagreement_rule(ev: TaskEvidence, policy: GradePolicy) -> str | None:
+    """Why G4 code disagrees too much with feedback (drift, or too wrong), or None."""
+    least, limit = max(1, policy.min_disagreements), policy.max_disagreement_rate
+    k, n = ev.recent_disagreements, ev.recent_code_verified
+    if k >= least and n and k / n > limit:
+        older_k, older_n = ev.disagreements - k, ev.code_verified - n
+        if older_n < n:  # no earlier record to compare with: held to the policy's rate
+            return (f"{k} of the {n} most recent verified code answers disagreed with feedback "
+                    f"({k / n:.0%} > {limit:.0%})")
+        from scipy.stats import fisher_exact  # slow to import; off the import path
+
+        p = float(fisher_exact([[k, n - k], [older_k, older_n - older_k]], alternative="greater")[1])
+        if p <= policy.drift_alpha:
+            return (f"{k} of the {n} most recent verified code answers disagreed with feedback ({k / n:.0%}), "
+                    f"up from {older_k} of {older_n} before (drift, Fisher exact p={p:.2g})")
+    k, n = ev.disagreements, ev.code_verified
+    if k >= least and n and k / n > limit:
+        if ev.shadow_verified >= max(1, policy.min_shadow_checks) and ev.shadow_llm_right < ev.shadow_code_right:
+            return None  # wrong too often, but the LLM is wrong more often on the same inputs
+        return f"{k} of the {n} verified code answers disagreed with feedback ({k / n:.0%} > {limit:.0%})"
+    return None
+
+
 def next_moves(ev: TaskEvidence, policy: GradePolicy = GradePolicy()) -> list[str]:
     """What would move the task, in words, with where it stands now.
 
@@ -473,12 +513,13 @@ def next_moves(ev: TaskEvidence, policy: GradePolicy = GradePolicy()) -> list[st
         out.append(f"G4 → G5 after {policy.promote_after} code answers in a row with no fallback; "
                    f"currently {ev.streak}")
         out.append(f"G4 → {down} (soften) if verified disagreements exceed {policy.max_disagreement_rate:.0%} "
-                   f"(at least {policy.min_disagreements}) of the window or of the {policy.recent} most recent; "
-                   f"currently {ev.disagreements} of {ev.code_verified}, {ev.recent_disagreements} of "
-                   f"{ev.recent_code_verified}")
-        out.append(f"G4 → {down} (soften) if the code cannot answer over {policy.max_fallback_rate:.0%} of inputs "
-                   f"(at least {policy.min_code_attempts} tried); currently "
-                   f"{sum(ev.fallbacks.values())} of {ev.code_attempts}")
+                   f"(at least {policy.min_disagreements}) and rise, or stay above it with the LLM no worse; "
+                   f"currently {ev.recent_disagreements} of the {ev.recent_code_verified} most recent, "
+                   f"{ev.disagreements} of {ev.code_verified} in the window")
+        failed = ev.fallbacks.get("exception", 0) + ev.fallbacks.get("schema", 0)
+        out.append(f"G4 → {down} (soften) if the code fails on over {policy.max_fallback_rate:.0%} of inputs "
+                   f"(at least {policy.min_code_attempts} tried); currently {failed} of {ev.code_attempts}"
+                   f" (abstained on {ev.fallbacks.get('abstain', 0)})")
         return out
     out.append(f"{g} → G4 when crystallised code reproduces held-out verified cases "
                f"(crystallise learner; {ev.verified_cases} verified cases so far)")

@@ -124,7 +124,7 @@ class PromptOptLearner:
 
     def __init__(self, reflect: Backend, metric: Callable[[Any, Any], bool], *, rounds: int = 3, minibatch: int = 4,
                  pareto_size: int = 12, max_examples: int = 3, example_candidates: int = 4, min_cases: int = 8,
-                 budget_calls: int = 400, seed: int = 0) -> None:
+                 budget_calls: int = 400, reflect_max_tokens: int = 300, seed: int = 0) -> None:
         self.reflect = reflect
         self.metric = metric
         self.rounds = rounds
@@ -134,6 +134,7 @@ class PromptOptLearner:
         self.example_candidates = example_candidates
         self.min_cases = min_cases
         self.budget_calls = budget_calls
+        self.reflect_max_tokens = reflect_max_tokens
         self.seed = seed
         self._tried: set[str] = set()  # inputs already searched from: the same search is not run twice
         self.calls = 0
@@ -264,7 +265,8 @@ class PromptOptLearner:
                 + "\n\n".join(shown) + "\n\nWrite the improved instructions.")
         try:
             reply = self.reflect.complete(CompletionRequest(
-                messages=[Message("system", REFLECT_SYSTEM), Message("user", user)], max_tokens=400)).text
+                messages=[Message("system", REFLECT_SYSTEM), Message("user", user)],
+                max_tokens=self.reflect_max_tokens)).text
         except Exception:  # noqa: BLE001 - a failed reflection proposes nothing this round
             return ""
         text = parse_instruction(reply)

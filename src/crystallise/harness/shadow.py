@@ -1,7 +1,7 @@
 """Shadow checks: for a share of code answers, ask the LLM too, off the hot path, and record what it said.
 
     checker = ShadowChecker(home, "ratio", metric, rate=0.05)        # background thread
-    if checker.wanted(trace_id):                                     # a stable 5 % of traces
+    if checker.wanted(key):                                          # a stable 5 % of answers
         checker.submit(trace_id=..., value=x, code_output=out, runtime=rt, scope=scope)
     ...
     checker.flush()                                                  # before reading evidence
@@ -59,11 +59,14 @@ class ShadowChecker:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def wanted(self, trace_id: str) -> bool:
-        """Whether this answer is one of the shadow-checked share (a hash of its id: stable, uniform)."""
+    def wanted(self, key: str) -> bool:
+        """Whether this answer is one of the shadow-checked share: a hash of `key` (the loop passes the
+        answer's number in the stream and its input, so a rerun of the same stream checks the same answers)."""
         if self.rate <= 0:
             return False
-        return int(hashlib.sha256(trace_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < self.rate
+        if self.rate >= 1:
+            return True
+        return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < self.rate
 
     def submit(self, *, trace_id: str, value: Any, code_output: Any, runtime: Any, scope: Scope,
                record: dict[str, Any] | None = None) -> bool:
