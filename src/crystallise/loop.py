@@ -35,7 +35,8 @@ from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.reflect import ReflectionLearner, credit
-from crystallise.errors import ValidationError
+from crystallise.errors import ProtectedError, ValidationError
+from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.gate.verifiers import verify
 from crystallise.harness import grades, lifecycle
@@ -283,7 +284,7 @@ class Loop:
         ev = self.evidence(history)
         move = grades.decide(ev, self.config.grade_policy)
         cs = lifecycle.lifecycle_changeset(view, spec, ev, move, self.config.grade_policy)
-        if cs is None:
+        if cs is None or self._waiting(cs):
             return False
         if move is not None and move.to_grade == "G5":
             if self._promotion_refused(ev.code_sha):
@@ -295,9 +296,17 @@ class Loop:
         if cs.verdict is None or cs.verdict.decision != "accept":
             self.store.save_changeset(cs)
             return False
-        report.committed.append(self.committer.commit(cs))
+        try:
+            report.committed.append(self.committer.commit(cs))
+        except (ProtectedError, PendingReview):
+            return False  # refused (kept as evidence) or waiting for a person: `crystallise review list`
         self._runtime = None
         return move is not None
+
+    def _waiting(self, cs: ChangeSet) -> bool:
+        """A lifecycle change set of this task already waits for review: do not propose it again."""
+        return any(p.learner == "lifecycle" and p.evidence.get("task") == self.spec.name and p.summary == cs.summary
+                   for p in self.store.list_changesets(status="needs_review", limit=1000))
 
     def _promotion_refused(self, sha: str | None) -> bool:
         for cs in self.store.list_changesets(status="rejected", limit=1000):
@@ -389,7 +398,12 @@ class Loop:
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
             return None
-        version = self.committer.commit(cs)
+        try:
+            version = self.committer.commit(cs)
+        except ProtectedError:
+            return None  # refused by construction; the committer kept it as rejected evidence
+        except PendingReview:
+            return None  # waits for a person: `crystallise review list`
         self._runtime = None
         return version
 
