@@ -1,16 +1,15 @@
 """`crystallise bench drift`: drift injected into a crystallised task's stream; how soon is it softened, at what cost?
 
 A stream of formula questions (three templates, two dollar amounts each) is answered by the
-loop with feedback, learning every --learn-every records. At --drift-at the world changes
-for one template: its right answer becomes --drift-factor times the old one (a unit or policy
-change), so the crystallised program starts answering that template wrongly. Two arms see
-the same stream:
+loop with feedback, learning every --learn-every records. At --drift-at the world changes for
+one template (the most frequent after the drift point; ties: the first), so the crystallised
+program starts answering that template wrongly. Two arms see the same stream:
 
   lifecycle   the loop with the grade rules on (shadow checks at --shadow-rate)
   frozen      the same loop with the lifecycle off: the drifted program keeps serving
 
 Drift (--drift): `formula` (default, synthetic stream) — one template's definition changes
-over the same amounts (gross margin (a-b)/a becomes markup (a-b)/b); `scale` — its right
+over the same amounts (the asset ratio a/b becomes (a-b)/b); `scale` — its right
 answer becomes --drift-factor times the old one (a unit change; the only kind with --data).
 
 Reported: the records from the drift until the task was softened (and until it was
