@@ -160,6 +160,7 @@ class TaskRuntime:
         self.code = view.read(task_path(spec.name, "code.py")) if spec.grade in ("G4", "G5") else None
         self.code_sha = code_sha(self.code)
         self._validator = _validator(spec.output_schema)
+        self._plain_text = spec.output_schema == {"type": "string"}
         self.instructions = view.read(task_path(spec.name, "prompt.md")) or spec.description or DEFAULT_INSTRUCTIONS
         self.examples = view.jsonl(task_path(spec.name, "examples.jsonl"))
 
@@ -192,7 +193,9 @@ class TaskRuntime:
         return out
 
     def _schema_error(self, out: Any) -> str | None:
-        """Why `out` breaks the output schema, or None when it fits."""
+        """Why `out` breaks the output schema, or None when it fits (plain strings skip jsonschema: hot path)."""
+        if self._plain_text:
+            return None if isinstance(out, str) else f"at (root): {out!r} is not of type 'string'"
         import jsonschema
 
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(out))
