@@ -399,3 +399,21 @@ def test_an_eval_suite_makes_a_task_g3_and_its_cases_join_the_gate(tmp_path):
     gate = loop.gate_cases(loop._trace_gate(history))
     assert {f"h{i}" for i in range(6)} <= {c.trace_id for c in gate}
     assert loop._verifiers["h0"] == {"kind": "numeric"}
+
+
+def test_a_new_program_for_a_g5_task_starts_at_g4(tmp_path):
+    from crystallise.ledger import Committer
+    from crystallise.types import ChangeSet, Delta, Verdict
+
+    home = new_home(tmp_path)
+    loop = make_loop(home, GradePolicy(shadow_rate=0.0))
+    Committer(home).commit(ChangeSet(learner="test", layer="harness", verdict=Verdict("accept", "test"), deltas=[
+        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
+              after="def solve(x):\n    return None\n"),
+        Delta(op="set", target="artifact", path="tasks/ratio/spec.json", before=home.repo.read("tasks/ratio/spec.json"),
+              after=TaskSpec(name="ratio", metric="numeric", grade="G5").to_json())]))
+    cs = ChangeSet(learner="crystallise", layer="harness", deltas=[
+        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=home.repo.read("tasks/ratio/code.py"),
+              after="def solve(x):\n    return '1'\n")])
+    loop._new_program_starts_at_g4(cs)
+    assert TaskSpec.from_json(cs.deltas[-1].after).grade == "G4" and cs.deltas[-1].path == "tasks/ratio/spec.json"

@@ -255,12 +255,26 @@ class Loop:
             cs = propose()
             if cs is None:
                 continue
+            self._new_program_starts_at_g4(cs)
             report.proposed.append(cs)
             version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
             if version:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))
         return report
+
+    def _new_program_starts_at_g4(self, cs: ChangeSet) -> None:
+        """A change set that replaces the program of a G5 task puts it back to G4: the new code earns
+        "code only" with its own streak, like the first one did."""
+        spec_path, code_path = task_path(self.spec.name, "spec.json"), task_path(self.spec.name, "code.py")
+        spec = self._spec()
+        if spec.grade != "G5" or not any(d.path == code_path and d.after for d in cs.deltas):
+            return
+        if any(d.path == spec_path for d in cs.deltas):
+            return
+        after = TaskSpec(**{**spec.__dict__, "grade": "G4"}).to_json()
+        cs.deltas.append(Delta(op="set", target="artifact", path=spec_path, before=self.home.repo.read(spec_path),
+                               after=after, reason="a new program starts at G4"))
 
     def evidence(self, history: list[Any] | None = None) -> grades.TaskEvidence:
         """The current grade's evidence (`crystallise tasks show` prints the same)."""
