@@ -6,6 +6,7 @@
     crystallise items list|show|history   learned context items and their ledger
     crystallise remember|forget           explicit memory; forget --user U deletes a user
     crystallise tasks list|show           tasks, their grade and evidence
+    crystallise advise                    which layer should learn next, and why
     crystallise log|show|diff|revert      versions: the audit trail and undo
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
     crystallise serve                     HTTP API + OTLP ingest (the `serve` extra)
@@ -133,6 +134,7 @@ from crystallise.cli import inspect as _inspect  # noqa: E402
 from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
+from crystallise.cli import tasks as _tasks  # noqa: E402
 
 _history.register(main)
 _inspect.register(main)
@@ -140,5 +142,6 @@ _memory.register(main)  # after inspect: it extends the `items` group
 _bench.register(main)
 _serve.register(main)
 _review.register(main)
+_tasks.register(main)
 
 __all__ = ["main"]
