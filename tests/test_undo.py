@@ -70,7 +70,8 @@ def test_undo_a_user_reverts_what_they_taught_and_nothing_else(world):
     before = len(home.store.list_versions())
     plan, version = undo(home, user="A", reason="poisoning")
     assert len(home.store.list_versions()) == before + 1  # one new version
-    assert set(plan.versions) == {v["a"].number, v["ab"].number, v["evals"].number, v["mine"].number}
+    assert v["mine"].number == 0  # a user-level change: the store's user ledger, not a version
+    assert set(plan.versions) == {v["a"].number, v["ab"].number, v["evals"].number}
     status = {k: home.store.get_item(w[k].id).status for k in ("x", "y", "z", "mine")}
     assert status == {"x": "retired", "y": "active", "z": "active", "mine": "retired"}
     assert home.store.get_item(w["z"].id).provenance == [w["b1"]]  # still supported by B: kept, trimmed

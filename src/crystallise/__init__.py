@@ -6,11 +6,13 @@
         pack = crystallise.context(agent="support", user="u1", query=q)
         t.output = my_agent(pack.text, q)
     t.feedback(score=0.0, correction="the right answer")
+    crystallise.remember("prefers metric units", agent="support", user="u1")   # now, for u1 only
 
 See docs/loop.md for the whole loop and docs/cli.md for the command line.
 """
 
 from crystallise.context.assemble import ContextPack, assemble
+from crystallise.context.memory import forget, remember
 from crystallise.errors import CrystalliseError, UserError
 from crystallise.harness.task import Task, task
 from crystallise.home import Home
@@ -31,6 +33,8 @@ __all__ = [
     "UserError",
     "context",
     "current_trace",
+    "forget",
+    "remember",
     "task",
     "trace",
     "wrap_openai",

@@ -1,7 +1,7 @@
 """The home directory: every piece of state crystallise keeps, in one place.
 
     $CRYSTALLISE_HOME (default ./.crystallise)
-    ├── config.json      settings (model spec, store URL); optional
+    ├── config.json      settings (model spec, store URL, "pii" redaction); optional
     ├── store.db         the SQLite store (unless config/env names a PostgreSQL URL)
     ├── artifacts/       the git repository of learned agent/org-level artifacts
     └── models/          GGUF files assembled by `crystallise models pull`
@@ -85,9 +85,11 @@ class Home:
     @property
     def store(self) -> Any:
         if self._store is None:
+            from crystallise.context.pii import policy_from_config
             from crystallise.store import open_store
 
             self._store = open_store(self.store_url)
+            self._store.redactor = policy_from_config(self.config)  # PII redaction: on unless config says off
         return self._store
 
     @property

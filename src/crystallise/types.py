@@ -187,6 +187,7 @@ class Item(_Record):
     valid_from: float | None = None
     valid_to: float | None = None
     superseded_by: str | None = None
+    key: str | None = None  # the subject.attribute a fact is about ("user.city"): see context/temporal.py
     provenance: list[str] = field(default_factory=list)  # trace ids
     meta: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: new_id("it_"))

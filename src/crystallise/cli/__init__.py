@@ -3,7 +3,8 @@
     crystallise init                      create the home (store + artifact repository)
     crystallise models pull|list          local offline models
     crystallise traces list|show          what agents did
-    crystallise items list                learned context items
+    crystallise items list|show|history   learned context items and their ledger
+    crystallise remember|forget           explicit memory; forget --user U deletes a user
     crystallise tasks list|show           tasks, their grade and evidence
     crystallise advise                    which layer should learn next, and why
     crystallise log|show|diff|revert      versions: the audit trail and undo
@@ -130,12 +131,14 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
+from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
 from crystallise.cli import tasks as _tasks  # noqa: E402
 
 _history.register(main)
 _inspect.register(main)
+_memory.register(main)  # after inspect: it extends the `items` group
 _bench.register(main)
 _serve.register(main)
 _review.register(main)

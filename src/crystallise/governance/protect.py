@@ -37,7 +37,8 @@ __all__ = ["APPEND_ONLY", "HUMAN_LEARNERS", "IMMUTABLE", "Violation", "check_pro
 APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl")
 IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*")
 # Change sets made by people (or on their explicit behalf), not by learners.
-HUMAN_LEARNERS = frozenset({"define", "human", "user", "review", "revert", "undo"})
+HUMAN_LEARNERS = frozenset({"define", "human", "user", "review", "revert", "undo",
+                            "remember", "forget", "accept", "forget-user"})  # context/memory.py, forget_user.py
 _TARGETS = ("item", "artifact")
 
 

@@ -13,6 +13,21 @@ from typing import Protocol, runtime_checkable
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Trace, Version
 
 
+class Redactor(Protocol):
+    """What the store calls to remove PII before anything is written (context/pii.py implements it).
+
+    Each method returns a redacted copy and leaves its argument alone.
+    """
+
+    def redact_text(self, text: str) -> str: ...
+
+    def redact_trace(self, trace: Trace) -> Trace: ...
+
+    def redact_feedback(self, feedback: Feedback) -> Feedback: ...
+
+    def redact_delta(self, delta: Delta) -> Delta: ...
+
+
 @runtime_checkable
 class Store(Protocol):
     url: str
@@ -62,9 +77,13 @@ class Store(Protocol):
         section: str | None = None,
         text: str | None = None,
         limit: int = 1000,
+        as_of: float | None = None,
+        key: str | None = None,
     ) -> list[Item]:
         """Items visible to a scope: agent-level items of `agent`, org-level of `org`,
-        user-level of `user` only. With `text`, rank by lexical match (FTS5 / tsvector)."""
+        user-level of `user` only. With `text`, rank by lexical match (FTS5 / tsvector).
+        Active items only while valid at `as_of` (default now); with `as_of`, superseded
+        items count for the times they were valid. `key`: facts about that subject.attribute."""
         ...
 
     def bump_items(self, item_ids: Iterable[str], *, shown: int = 0, helpful: int = 0, harmful: int = 0) -> None:

@@ -19,6 +19,7 @@ advisory transaction lock, and re-reads what was applied after taking it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -222,9 +223,50 @@ def m001_initial(conn: Connection) -> None:
     )
 
 
+def m002_context_core(conn: Connection) -> None:
+    """Context layer write path: fact keys on items; who a change set / ledger row belongs to.
+
+    - `items.fact_key`: the subject.attribute a fact is about ("user.city"), so a newer
+      contradicting fact can find and supersede the older one (context/temporal.py);
+    - `changesets.user_id` / `org_id` / `reverted_by`: user-level change sets live in the
+      store's own ledger (never git), so they must be findable per user (deletion, history)
+      and revertible without a version;
+    - `item_deltas.org_id`: user ids are unique only within an org, so per-user deletion
+      needs the org next to the user id.
+    Existing rows are back-filled from their JSON (scope, before/after) in Python, which
+    works the same on SQLite and PostgreSQL.
+    """
+    for ddl in (
+        "ALTER TABLE items ADD COLUMN fact_key TEXT",
+        "ALTER TABLE changesets ADD COLUMN user_id TEXT",
+        "ALTER TABLE changesets ADD COLUMN org_id TEXT",
+        "ALTER TABLE changesets ADD COLUMN reverted_by TEXT",
+        "ALTER TABLE item_deltas ADD COLUMN org_id TEXT",
+        "CREATE INDEX ix_items_fact_key ON items (fact_key, level, status)",
+        "CREATE INDEX ix_changesets_user_id ON changesets (user_id, org_id)",
+        "CREATE INDEX ix_item_deltas_changeset_id ON item_deltas (changeset_id)",
+    ):
+        conn.exec_driver_sql(ddl)
+    md = sa.MetaData()
+    cs = sa.Table("changesets", md, sa.Column("id", sa.Text), sa.Column("scope", sa.Text),
+                  sa.Column("user_id", sa.Text), sa.Column("org_id", sa.Text))
+    for row in conn.execute(sa.select(cs.c.id, cs.c.scope)).all():
+        scope = json.loads(row.scope) if row.scope else {}
+        if isinstance(scope, dict) and scope.get("user"):
+            conn.execute(sa.update(cs).where(cs.c.id == row.id).values(user_id=scope["user"], org_id=scope.get("org")))
+    ledger = sa.Table("item_deltas", md, sa.Column("seq", sa.Integer), sa.Column("user_id", sa.Text),
+                      sa.Column("org_id", sa.Text), sa.Column("before_json", sa.Text), sa.Column("after_json", sa.Text))
+    query = sa.select(ledger.c.seq, ledger.c.before_json, ledger.c.after_json).where(ledger.c.user_id.is_not(None))
+    for row in conn.execute(query).all():
+        snapshot = json.loads(row.after_json or row.before_json or "{}")
+        if isinstance(snapshot, dict) and snapshot.get("org_id"):
+            conn.execute(sa.update(ledger).where(ledger.c.seq == row.seq).values(org_id=snapshot["org_id"]))
+
+
 # Append only. Never edit, reorder or remove a shipped entry.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", m001_initial),
+    ("context_core", m002_context_core),
 ]
 
 

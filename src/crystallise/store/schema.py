@@ -138,10 +138,12 @@ items = sa.Table(
     sa.Column("meta", sa.Text),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("fact_key", sa.Text),  # m002: Item.key, the subject.attribute a fact is about
     sa.Index("ix_items_agent", "level", "agent_id", "status"),
     sa.Index("ix_items_org", "level", "org_id", "status"),
     sa.Index("ix_items_user", "level", "user_id", "status"),
     sa.Index("ix_items_updated_at", "updated_at"),
+    sa.Index("ix_items_fact_key", "fact_key", "level", "status"),
     sqlite_autoincrement=True,
 )
 
@@ -160,8 +162,13 @@ changesets = sa.Table(
     sa.Column("deltas", sa.Text),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # m002: user-level change sets are the store's own ledger (never git): whose, and undone by which
+    sa.Column("user_id", sa.Text),
+    sa.Column("org_id", sa.Text),
+    sa.Column("reverted_by", sa.Text),
     sa.Index("ix_changesets_status", "status", "created_at"),
     sa.Index("ix_changesets_created_at", "created_at"),
+    sa.Index("ix_changesets_user_id", "user_id", "org_id"),
 )
 
 versions = sa.Table(
@@ -196,9 +203,11 @@ item_deltas = sa.Table(
     sa.Column("after_json", sa.Text),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("org_id", sa.Text),  # m002: user ids are unique within an org only
     sa.Index("ix_item_deltas_item_id", "item_id", "seq"),
     sa.Index("ix_item_deltas_version", "version"),
     sa.Index("ix_item_deltas_user_id", "user_id"),
+    sa.Index("ix_item_deltas_changeset_id", "changeset_id"),
     sqlite_autoincrement=True,
 )
 

@@ -29,12 +29,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from crystallise.errors import CrystalliseError, NotFoundError, ValidationError
-from crystallise.store import codec
+from crystallise.store import codec, userdata
+from crystallise.store.base import Redactor
 from crystallise.store.deltas import apply_deltas
-from crystallise.store.engine import is_postgres, make_engine, mask_url, translate_errors, write_connection
-from crystallise.store.schema import changesets, items, spans, traces, versions, watermarks
+from crystallise.store.engine import WRITE, is_postgres, make_engine, mask_url, translate_errors, write_connection
+from crystallise.store.schema import changesets, item_deltas, items, spans, traces, versions, watermarks
 from crystallise.store.schema import feedback as feedback_table
 from crystallise.store.search import query_tokens, ranked
+from crystallise.store.userdata import temporal_filter
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Level, Span, Trace, Version, now
 
 __all__ = ["SqlStore"]
@@ -76,6 +78,9 @@ class SqlStore:
         self._serial: AbstractContextManager[Any] = (
             threading.RLock() if isinstance(self.engine.pool, StaticPool) else nullcontext()
         )
+        # PII redaction applied before anything is stored (context/pii.py); `Home.store` sets
+        # it from the home's config. None stores text as given.
+        self.redactor: Redactor | None = None
 
     def __repr__(self) -> str:
         return f"SqlStore({mask_url(self.url)!r})"
@@ -116,6 +121,8 @@ class SqlStore:
         Returns a copy with `seq` set and the children's `trace_id` filled in; the
         argument is not modified. Raises ValidationError if the id was recorded before.
         """
+        if self.redactor is not None:
+            trace = self.redactor.redact_trace(trace)
         trace_row = codec.trace_row(trace, recorded_at=now())
         span_rows = codec.span_rows(trace)
         feedback_rows = [codec.feedback_row(fb, trace.id) for fb in trace.feedback]
@@ -149,6 +156,8 @@ class SqlStore:
         """Attach feedback to an acknowledged trace (NotFoundError if the trace is unknown)."""
         if not feedback.trace_id:
             raise ValidationError("feedback needs trace_id: the id of the trace it is about")
+        if self.redactor is not None:
+            feedback = self.redactor.redact_feedback(feedback)
         row = codec.feedback_row(feedback, feedback.trace_id)
         with self._write(f"adding feedback to trace {feedback.trace_id}") as conn:
             if conn.execute(sa.select(traces.c.seq).where(traces.c.id == feedback.trace_id)).first() is None:
@@ -240,6 +249,8 @@ class SqlStore:
         section: str | None = None,
         text: str | None = None,
         limit: int = 1000,
+        as_of: float | None = None,
+        key: str | None = None,
     ) -> list[Item]:
         """Items visible to a scope, best lexical match first with `text`, else newest first.
 
@@ -253,6 +264,12 @@ class SqlStore:
           unique within an org. Nothing ever returns another user's items.
 
         A `text` with no word characters (only punctuation or emoji) matches nothing.
+
+        Temporal validity (m002, context/temporal.py): an active item is shown only while
+        it is valid (`valid_from <= t < valid_to`, a missing bound is open), where t is
+        `as_of` or now. With `as_of`, superseded items (retired with `superseded_by` set)
+        count as active for the times they were valid, so the query answers "what was
+        true at t". `key` keeps only facts about that subject.attribute.
         """
         _check_limit(limit)
         unknown = set(levels) - LEVELS
@@ -273,7 +290,9 @@ class SqlStore:
         tokens = query_tokens(text) if text is not None else []
         if not visible or not status or limit == 0 or (text is not None and not tokens):
             return []
-        query = sa.select(items).where(sa.or_(*visible), items.c.status.in_(list(status))).limit(limit)
+        query = sa.select(items).where(sa.or_(*visible), temporal_filter(status, as_of)).limit(limit)
+        if key is not None:
+            query = query.where(items.c.fact_key == key)
         if kind is not None:
             query = query.where(items.c.kind == kind)
         if section is not None:
@@ -312,7 +331,7 @@ class SqlStore:
 
     def save_changeset(self, changeset: ChangeSet) -> None:
         """Insert or update a change set; a committed one is frozen (its version is history)."""
-        row = codec.changeset_row(changeset, updated_at=now())
+        row = codec.changeset_row(self._redacted(changeset), updated_at=now())
         with self._write(f"saving change set {changeset.id}") as conn:
             self._refuse_committed(conn, changeset.id, "it can no longer change")
             conn.execute(self._upsert(changesets, row, "id"))
@@ -357,6 +376,8 @@ class SqlStore:
         a missing item, an add of an existing one, or a malformed `after` raises
         ValidationError and nothing in the batch is applied.
         """
+        if self.redactor is not None:
+            deltas = [self.redactor.redact_delta(delta) for delta in deltas]
         with self._write("applying item deltas") as conn:
             apply_deltas(conn, deltas, version=None, changeset_id=None)
 
@@ -376,6 +397,7 @@ class SqlStore:
             raise ValidationError(
                 f"version.changeset_id {version.changeset_id!r} is not the change set given ({changeset.id!r})"
             )
+        changeset = self._redacted(changeset)
         committed = dataclasses.replace(changeset, status="committed")
         changeset_row = codec.changeset_row(committed, updated_at=now())
         item_changes = [delta for delta in changeset.deltas if delta.target == "item"]
@@ -437,6 +459,150 @@ class SqlStore:
         with self._write(f"setting watermark {name}") as conn:
             conn.execute(self._upsert(watermarks, row, "name"))
 
+    # -- context layer: user ledger, item history, per-user deletion (ctx-core, m002) ---------
+
+    def _redacted(self, changeset: ChangeSet) -> ChangeSet:
+        """The change set with its item deltas' text redacted (a copy; unchanged without a redactor)."""
+        if self.redactor is None or not changeset.deltas:
+            return changeset
+        return dataclasses.replace(changeset, deltas=[self.redactor.redact_delta(d) for d in changeset.deltas])
+
+    def commit_user_changeset(self, changeset: ChangeSet) -> ChangeSet:
+        """Apply a user-level change set in the store's own ledger (no version, never git), atomically.
+
+        Every delta must be about items of `changeset.scope.user` (in `scope.org`); the change set
+        is stored as committed with its owner, and each delta writes a ledger row carrying the
+        change set id. Undo with `crystallise items revert CHANGESET_ID` (`Committer.revert_user`).
+        """
+        changeset = self._redacted(changeset)
+        committed = userdata.committed_user_changeset(changeset)
+        row = codec.changeset_row(committed, updated_at=now())
+        with self._write(f"committing user change set {changeset.id}") as conn:
+            self._refuse_committed(conn, changeset.id, "it cannot be applied twice")
+            userdata.user_owner(conn, changeset.deltas, changeset.scope.user, changeset.scope.org)
+            apply_deltas(conn, changeset.deltas, version=None, changeset_id=changeset.id)
+            conn.execute(self._upsert(changesets, row, "id"))
+        return committed
+
+    def list_user_changesets(self, user: str, *, org: str | None = None, limit: int = 100) -> list[ChangeSet]:
+        """A user's change sets in the user ledger, newest first; `evidence["reverted_by"]` names the
+        change set that undid one."""
+        _check_limit(limit)
+        with self._read(f"listing change sets of user {user}") as conn:
+            rows = conn.execute(userdata.user_changesets_query(user, org, limit)).mappings().all()
+        found = []
+        for row in rows:
+            cs = codec.changeset_from_row(row)
+            if row["reverted_by"]:
+                cs.evidence["reverted_by"] = row["reverted_by"]
+            found.append(cs)
+        return found
+
+    def changeset_reverted_by(self, changeset_id: str) -> str | None:
+        """The id of the change set that undid a user-level change set, if one did."""
+        with self._read(f"reading change set {changeset_id}") as conn:
+            return conn.execute(
+                sa.select(changesets.c.reverted_by).where(changesets.c.id == changeset_id)
+            ).scalar()
+
+    def mark_changeset_reverted(self, changeset_id: str, by: str) -> None:
+        """Record that user-level change set `by` undid `changeset_id` (once)."""
+        with self._write(f"marking change set {changeset_id} reverted") as conn:
+            current = conn.execute(
+                sa.select(changesets.c.reverted_by).where(changesets.c.id == changeset_id)
+            ).first()
+            if current is None:
+                raise NotFoundError(f"change set {changeset_id} not found: see `crystallise items history --user U`")
+            if current[0] not in (None, by):
+                raise ValidationError(f"change set {changeset_id} was already reverted by {current[0]}")
+            conn.execute(sa.update(changesets).where(changesets.c.id == changeset_id).values(reverted_by=by))
+
+    def item_history(self, item_id: str) -> list[dict[str, Any]]:
+        """Every ledger row of an item, oldest first: seq, version (None in the user ledger),
+        changeset_id, op, reason, created_at, before, after (item dicts or None)."""
+        query = sa.select(item_deltas).where(item_deltas.c.item_id == item_id).order_by(item_deltas.c.seq)
+        with self._read(f"reading the history of item {item_id}") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            {"seq": r["seq"], "version": r["version"], "changeset_id": r["changeset_id"], "op": r["op"],
+             "reason": r["reason"], "created_at": r["created_at"],
+             "before": codec.load_json(r["before_json"]), "after": codec.load_json(r["after_json"])}
+            for r in rows
+        ]
+
+    def user_orgs(self, user: str) -> list[str | None]:
+        """The orgs (None: no org) in which `user` has traces, items or change sets."""
+        found: set[str | None] = set()
+        with self._read(f"finding the orgs of user {user}") as conn:
+            for table, extra in ((traces, None), (items, items.c.level == "user"), (changesets, None)):
+                query = sa.select(table.c.org_id).where(table.c.user_id == user).distinct()
+                if extra is not None:
+                    query = query.where(extra)
+                found.update(row[0] for row in conn.execute(query))
+        return sorted(found, key=lambda o: (o is not None, o or ""))
+
+    def items_of_all_users(self, *, org: str | None, agent: str | None = None,
+                           status: Sequence[str] = ("active",), kind: str | None = None) -> list[Item]:
+        """User-level items of every user of `org` (org None: users without an org, of `agent`).
+
+        Not a visibility query — nothing serves these to anyone: it is what the promotion
+        learner reads to find lessons several users hold independently.
+        """
+        query = sa.select(items).where(items.c.level == "user", items.c.status.in_(list(status)))
+        query = query.where(items.c.org_id.is_(None) if org is None else items.c.org_id == org)
+        if agent is not None:
+            query = query.where(items.c.agent_id == agent)
+        if kind is not None:
+            query = query.where(items.c.kind == kind)
+        with self._read("reading items of all users") as conn:
+            rows = conn.execute(query.order_by(items.c.rid)).mappings().all()
+        return [codec.item_from_row(row) for row in rows]
+
+    def derived_items(self, user: str, *, org: str | None = None) -> list[Item]:
+        """Agent/org items whose provenance is only this user's traces (what deletion also removes)."""
+        with self._read(f"finding items derived from user {user}") as conn:
+            ids = userdata.derived_item_ids(conn, userdata.user_trace_ids(conn, user, org))
+            rows = [
+                row for chunk in _chunks(ids)
+                for row in conn.execute(sa.select(items).where(items.c.id.in_(chunk))).mappings()
+            ]
+        return [codec.item_from_row(row) for row in rows]
+
+    def delete_user_data(self, user: str, *, org: str | None = None,
+                         purge_items: Sequence[str] = ()) -> dict[str, int]:
+        """Hard-delete a user's traces, spans, feedback, items, ledger rows and change sets, plus
+        `purge_items`, in one transaction; returns the number of rows deleted per table.
+
+        Deleted text must not survive on disk either: SQLite runs the delete with
+        `secure_delete` (freed pages are zeroed), merges the FTS index and truncates the
+        WAL; PostgreSQL vacuums the touched tables afterwards.
+        """
+        if not isinstance(user, str) or not user:
+            raise ValidationError("delete_user_data needs the user id (a non-empty string)")
+        with self._serial, translate_errors(self.url, f"deleting the data of user {user}"):
+            with self.engine.connect() as conn:
+                raw = None if self._pg else conn.connection.dbapi_connection
+                if raw is not None:  # outside any transaction: the driver connection is in autocommit
+                    raw.execute("PRAGMA secure_delete = ON")
+                conn.execution_options(**{WRITE: True})
+                try:
+                    with conn.begin():
+                        if self._pg:
+                            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(TRACE_LOCK)))
+                        counts = userdata.delete_user(conn, user, org, purge_items)
+                        if raw is not None:
+                            conn.exec_driver_sql("INSERT INTO items_fts(items_fts) VALUES ('optimize')")
+                finally:
+                    if raw is not None:
+                        raw.execute("PRAGMA secure_delete = OFF")
+                if raw is not None:
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._pg:
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    for table in ("traces", "spans", "feedback", "items", "item_deltas", "changesets", "versions"):
+                        conn.exec_driver_sql(f"VACUUM {table}")
+        return counts
+
     # -- interfaces: batched trace ingest (group commit, see store/group.py) ---------------
 
     def write_traces(self, batch: Sequence[Trace]) -> list[Trace | CrystalliseError]:
@@ -453,6 +619,8 @@ class SqlStore:
         ids: set[str] = set()
         for i, trace in enumerate(batch):
             try:
+                if self.redactor is not None:  # PII never reaches the database (context/pii.py)
+                    trace = self.redactor.redact_trace(trace)
                 if trace.id in ids:
                     raise ValidationError(f"trace {trace.id} was already recorded; traces are immutable")
                 row, span_rows = codec.trace_row(trace, recorded_at=now()), codec.span_rows(trace)
