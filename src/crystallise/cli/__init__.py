@@ -129,10 +129,12 @@ from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
+from crystallise.cli import skills as _skills  # noqa: E402
 
 _history.register(main)
 _inspect.register(main)
 _bench.register(main)
 _serve.register(main)
+_skills.register(main)
 
 __all__ = ["main"]

@@ -235,6 +235,10 @@ def skill_changeset(home: Home, skills: list[Skill], *, learner: str, summary: s
             after = current.to_dict() | {k: v for k, v in item.to_dict().items()
                                          if k not in ("shown", "helpful", "harmful", "created_at")}
             after["status"] = "active"
+            keep = ("shown", "helpful", "harmful", "created_at", "updated_at")
+            if {k: v for k, v in after.items() if k not in keep} == {
+                    k: v for k, v in current.to_dict().items() if k not in keep}:
+                continue
             deltas.append(Delta(op="update", target="item", item_id=item.id, before=current.to_dict(), after=after,
                                 reason=f"skill {skill.name}"))
     scope = Scope(agent=skills[0].agent, org=skills[0].org if skills[0].level == "org" else None) if skills else Scope()
