@@ -137,7 +137,7 @@ def search(
             level = {i: index.where[i][0] for i in fused if i in index.where}
             order = sorted(level, key=lambda i: (-fused[i], _LEVEL_ORDER[level[i]], i))
     t2 = time.perf_counter()
-    hits = _fresh(store, index, order[: 2 * k + 5], agent, org, user, kinds, fused, ranks)[:k]
+    hits = _fresh(store, index, order[: k + 10], agent, org, user, kinds, fused, ranks)[:k]
     t3 = time.perf_counter()
     if timings is not None:
         timings.update(sync_ms=(t1 - t0) * 1e3, embed_ms=t_embed * 1e3, search_ms=(t2 - t1 - t_embed) * 1e3,
