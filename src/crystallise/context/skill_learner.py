@@ -172,6 +172,7 @@ class SkillLearner:
     def learn(self, home: Home, traces: Sequence[Trace], *, agent: str = "default", org: str | None = None,
               runner: Runner | None = None) -> list[tuple[ChangeSet, Version | None]]:
         """Propose, gate and commit: accepted skills become versions; the rest are kept as evidence."""
+        from crystallise.governance.review import PendingReview
         from crystallise.ledger import Committer
 
         results: list[tuple[ChangeSet, Version | None]] = []
@@ -180,7 +181,10 @@ class SkillLearner:
             cs.verdict = decide(old, new, self.policy)
             cs.evidence["gate_cases"] = len(old)
             if cs.verdict.decision == "accept":
-                results.append((cs, Committer(home).commit(cs)))
+                try:
+                    results.append((cs, Committer(home).commit(cs)))
+                except PendingReview:  # a review rule holds learned skills: it waits, saved, for a person
+                    results.append((cs, None))
             else:
                 cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
                 home.store.save_changeset(cs)
