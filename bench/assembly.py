@@ -220,11 +220,15 @@ def command(sizes: str, users_text: str, queries: int, embedder: str, query_embe
     result: dict[str, Any] = {"pinned": pinned, "embedder": embedder, "queries": queries, "layouts": {}}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
-        for users in layouts:
-            key = "one scope" if users == 1 else f"{users} users"
-            result["layouts"][key] = [run_size(n, min(users, n), queries, embedder, bar, seed) for n in ns]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for n in ns:
+            for users in layouts:
+                key = "one scope" if users == 1 else f"{users} users"
+                row = run_size(n, min(users, n), queries, embedder, bar, seed)
+                result["layouts"].setdefault(key, []).append(row)
+                # long runs: keep what is done
+                (out_dir / "partial.json").write_text(json.dumps(result, indent=2) + "\n")
         result["query_embedding"] = query_embedding(query_embedder, queries, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(result, out_dir)
     if as_json:

@@ -232,6 +232,7 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
     assembly_ms: list[float] = []
     embed_ms: list[float] = []
     n_items = 0
+    links_written = 0
     variants = {f"{m}{' + links' if links else ''}": (m, links) for m in ("hybrid", "lexical", "vector")
                 for links in (False, True) if compare and (m, links) != (mode, follow_links)
                 and (m == "hybrid" or not links)}
@@ -250,6 +251,11 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
             embed_job = bar.add_task(f"embed ({emb.name})", total=n_items)
             index.sync(home.store, progress=lambda _d, done, total: bar.update(embed_job, completed=done, total=total))
             bar.update(embed_job, completed=n_items, total=n_items)
+            if kind == "note":  # a bulk load links notes on request (notes.py), as `crystallise notes link` does
+                from crystallise.context.notes import link_all
+
+                bar.update(embed_job, description="linking notes")
+                links_written = link_all(home.store, index)
             qs = [(s, q) for s in samples for q in questions(s, {d for t in _turns(s) for d in [t.get("dia_id")] if d})]
             ejob = bar.add_task("embed questions", total=len(qs))
             for start_q in range(0, len(qs), 64):  # batched into the embedder's cache: assembly is timed without it
@@ -283,7 +289,7 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
         "assembly_ms_p50": round(pct(assembly_ms, 0.5), 2), "assembly_ms_p95": round(pct(assembly_ms, 0.95), 2),
         "embed_ms_p50": round(pct(embed_ms, 0.5), 2), "embed_ms_p95": round(pct(embed_ms, 0.95), 2),
         "floor": floor(samples, ks), "mode": mode, "follow_links": follow_links, "kind": kind,
-        "embedder": emb.name, "items": n_items, "samples": len(samples),
+        "embedder": emb.name, "items": n_items, "samples": len(samples), "links": links_written,
         "wall_s": round(time.perf_counter() - start, 1),
     })
     if compare:
