@@ -6,7 +6,9 @@ posting lists are as skewed as in real text. Layout (`--users`): all N items in 
 user's scope (the worst case: every query scans all N), or spread over U users.
 
 Timed per query (p50 / p95 over `--queries` queries, after one warm-up that loads the
-index; that load is reported on its own):
+index; that load is reported on its own), as wall time and as the thread's CPU time
+(`cpu_p50`/`cpu_p95`: what the call costs one core, whatever else shares it; it leaves out
+I/O waits such as the fsync of the `shown` counter write):
 
     store FTS        the store's own lexical search (`Store.query_items(text=...)`), for comparison
     lexical          retrieve.search(mode="lexical"): sync + in-process BM25 + re-read of the winners
@@ -105,12 +107,18 @@ def _fill(home: Any, corpus: Corpus, n: int, users: int, bar: Any, job: Any) -> 
             batch = []
 
 
-def _time(fn: Any, queries: list[tuple[str, str]]) -> list[float]:
-    out = []
+CPU: dict[str, list[float]] = {}  # CPU ms of this thread per timed call, by the name of the last _time run
+
+
+def _time(fn: Any, queries: list[tuple[str, str]], name: str = "") -> list[float]:
+    """Wall ms per call; the thread's CPU ms go to CPU[name] (immune to other processes on a shared core)."""
+    out, cpu = [], []
     for user, q in queries:
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         fn(user, q)
         out.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    CPU[name] = cpu
     return out
 
 
@@ -137,17 +145,22 @@ def run_size(n: int, users: int, n_queries: int, embedder: str, bar: Any, seed: 
         emb.embed([q for _, q in queries])  # cached: the hybrid rows exclude query embedding
         bar.update(job, description=f"{n:,} items: timing")
         stats: dict[str, list[float]] = {
-            "store_fts": _time(lambda u, q: home.store.query_items(agent="bench", user=u, text=q, limit=50), queries),
+            "store_fts": _time(lambda u, q: home.store.query_items(agent="bench", user=u, text=q, limit=50), queries,
+                               "store_fts"),
             "lexical": _time(lambda u, q: search(q, agent="bench", user=u, k=10, mode="lexical", home=home,
-                                                 embedder=emb), queries),
-            "hybrid": _time(lambda u, q: search(q, agent="bench", user=u, k=10, home=home, embedder=emb), queries),
-            "assemble": _time(lambda u, q: crystallise.context(agent="bench", user=u, query=q, home=home), queries),
+                                                 embedder=emb), queries, "lexical"),
+            "hybrid": _time(lambda u, q: search(q, agent="bench", user=u, k=10, home=home, embedder=emb), queries,
+                            "hybrid"),
+            "assemble": _time(lambda u, q: crystallise.context(agent="bench", user=u, query=q, home=home), queries,
+                              "assemble"),
         }
         home.close()
     row: dict[str, Any] = {"items": n, "users": users, "index_load_s": round(load_s, 2)}
     for name, values in stats.items():
+        cpu = CPU.get(name, [])
         row[name] = {"p50": round(pct(values, 0.5), 3), "p95": round(pct(values, 0.95), 3),
-                     "mean": round(statistics.fmean(values), 3)}
+                     "mean": round(statistics.fmean(values), 3),
+                     "cpu_p50": round(pct(cpu, 0.5), 3), "cpu_p95": round(pct(cpu, 0.95), 3)}
     return row
 
 
@@ -162,8 +175,10 @@ def query_embedding(spec: str, n: int, seed: int) -> dict[str, Any] | None:
         inner.embed(["warm up"])
     except Exception as e:  # the extra may be missing: report, do not fail the latency run
         return {"embedder": spec, "error": str(e)}
-    values = _time(lambda _u, q: inner.embed([q]), [("", t) for t in texts])
-    return {"embedder": inner.name, "p50": round(pct(values, 0.5), 3), "p95": round(pct(values, 0.95), 3)}
+    values = _time(lambda _u, q: inner.embed([q]), [("", t) for t in texts], "query_embedding")
+    cpu = CPU["query_embedding"]
+    return {"embedder": inner.name, "p50": round(pct(values, 0.5), 3), "p95": round(pct(values, 0.95), 3),
+            "cpu_p50": round(pct(cpu, 0.5), 3), "cpu_p95": round(pct(cpu, 0.95), 3)}
 
 
 def _plot(result: dict[str, Any], out: Path) -> None:
