@@ -14,6 +14,7 @@ runs SQLite alone and never starts a server. Where PostgreSQL cannot be started
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,10 @@ import pytest
 
 from crystallise.store import Store, open_store
 from tests.pg import PostgresServer, postgres_unavailable
+
+# Context retrieval embeds with the deterministic offline double unless a test asks for
+# the real MiniLM (tests/test_retrieval.py, marked slow): loading torch costs seconds.
+os.environ.setdefault("CRYSTALLISE_EMBEDDER", "hash")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

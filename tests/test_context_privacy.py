@@ -256,3 +256,18 @@ def test_batched_ingest_is_redacted_too(home: Home) -> None:
     assert not isinstance(stored, Exception)
     again = home.store.get_trace(stored.id)
     assert again.input == "ping [EMAIL]" and again.spans[0].output == "[PHONE]"
+
+
+def test_forget_user_empties_the_retrieval_index_of_this_process(home: Home) -> None:
+    from crystallise.context import index as ix
+    from crystallise.context.retrieve import recall
+
+    remember("zed lives in Lisbon near the tram stop", agent="travel", org="acme", user="zed", home=home)
+    remember("ann lives in Oslo", agent="travel", org="acme", user="ann", home=home)
+    assert recall("where does zed live", agent="travel", org="acme", user="zed", home=home)
+    indexed = lambda: [k for i in ix._INDEXES.values() for k in i.blocks if k[0] == "user"]  # noqa: E731
+    assert ("user", "acme", "zed") in indexed()
+    forget_user(home, "zed", org="acme")
+    assert ("user", "acme", "zed") not in indexed() and ("user", "acme", "ann") in indexed()
+    assert recall("where does zed live", agent="travel", org="acme", user="zed", home=home) == []
+    assert recall("Oslo", agent="travel", org="acme", user="ann", home=home)

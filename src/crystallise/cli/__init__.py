@@ -135,12 +135,14 @@ from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
 from crystallise.cli import tasks as _tasks  # noqa: E402
+from crystallise.cli import skills as _skills  # noqa: E402
 
 _history.register(main)
 _inspect.register(main)
 _memory.register(main)  # after inspect: it extends the `items` group
 _bench.register(main)
 _serve.register(main)
+_skills.register(main)
 _review.register(main)
 _tasks.register(main)
 

@@ -3,15 +3,24 @@
     pack = crystallise.context(agent="support", org="acme", user="u1", query=q, budget_tokens=600)
     prompt = pack.text + "\n\n" + q
 
-Items come from three scopes with precedence user > org > agent; a user's items are
-only ever visible to that user. Within a scope, items matching the query lexically
-come first, then the rest by value (helpful - harmful). Items are added until the
-token budget is spent. Inside a `crystallise.trace` the pack is recorded as a
-retrieval span listing the ids shown, which is what credit assignment reads.
+With a query, items come from hybrid retrieval (`retrieve.search`: BM25 + embeddings,
+fused by reciprocal rank) over the three scopes the caller may see; the best are added
+in fused order until the token budget is spent. Without a query, every visible item is
+a candidate, best value (helpful - harmful) first. Either way the pack shows user items
+first, then org, then agent (precedence user > org > agent), and a user's items are only
+ever visible to that user.
+
+Skills are shown by name and description only (progressive disclosure); a skill's body
+enters the pack when it is asked for (`load_skills=["name"]`, or `crystallise.load_skill`)
+or, with `auto_skills=True`, when the query matches it strongly: the skill ranks in the
+top 3 of *both* the lexical and the vector list. Inside a `crystallise.trace` the pack is
+recorded as a retrieval span listing the ids shown (what credit assignment reads) and
+the skills loaded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from crystallise.errors import ValidationError
@@ -23,6 +32,8 @@ from crystallise.types import Item
 __all__ = ["ContextPack", "assemble"]
 
 _LEVEL_ORDER = {"user": 0, "org": 1, "agent": 2}
+AUTO_SKILL_RANK = 3
+CANDIDATES = 50  # hits fetched per query; the budget decides how many are shown
 
 
 @dataclass
@@ -30,10 +41,16 @@ class ContextPack:
     text: str
     items: list[Item] = field(default_factory=list)
     tokens: int = 0
+    skills_loaded: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def item_ids(self) -> list[str]:
         return [it.id for it in self.items]
+
+
+def _line(it: Item) -> str:
+    return f"- {it.text}"
 
 
 def assemble(
@@ -45,40 +62,70 @@ def assemble(
     budget_tokens: int = 800,
     kind: str | None = None,
     home: Home | None = None,
+    mode: str = "hybrid",
+    follow_links: bool = False,
+    load_skills: Sequence[str] = (),
+    auto_skills: bool = False,
 ) -> ContextPack:
     """The context pack for a scope and query (see the module docstring)."""
-    if budget_tokens <= 0:
-        raise ValidationError(f"budget_tokens must be positive, got {budget_tokens}")
+    if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens <= 0:
+        raise ValidationError(f"budget_tokens must be a positive integer, got {budget_tokens!r}")
     h = home or Home.from_env()
     store = h.store
-    matched = store.query_items(agent=agent, org=org, user=user, text=query, kind=kind, limit=200) if query else []
-    rest = store.query_items(agent=agent, org=org, user=user, kind=kind, limit=1000)
-    seen: set[str] = set()
-    ranked: list[Item] = []
-    for group, items in ((0, matched), (1, sorted(rest, key=lambda i: -(i.helpful - i.harmful)))):
-        for it in sorted(items, key=lambda i: _LEVEL_ORDER.get(i.level, 3)) if group else items:
-            if it.id not in seen:
-                seen.add(it.id)
-                ranked.append(it)
-    ranked.sort(key=lambda i: _LEVEL_ORDER.get(i.level, 3))  # stable: keeps query order within a level
+    timings: dict[str, float] = {}
+    triggered: list[str] = []
+    if query is not None and query.strip():
+        from crystallise.context.retrieve import search
+
+        hits = search(query, agent=agent, org=org, user=user, k=CANDIDATES, kind=kind, mode=mode,  # type: ignore[arg-type]
+                      follow_links=follow_links, home=h, timings=timings)
+        ranked = [hit.item for hit in hits]
+        if auto_skills:
+            triggered = [hit.item.meta.get("skill", "") for hit in hits if hit.item.kind == "skill"
+                         and hit.ranks.get("lexical", 99) <= AUTO_SKILL_RANK
+                         and hit.ranks.get("vector", 99) <= AUTO_SKILL_RANK]
+    else:
+        rest = store.query_items(agent=agent, org=org, user=user, kind=kind, limit=1000)
+        ranked = sorted(rest, key=lambda i: (_LEVEL_ORDER.get(i.level, 3), -(i.helpful - i.harmful)))
     chosen: list[Item] = []
     used = 0
     for it in ranked:
-        cost = approx_tokens(it.text) + 2
+        cost = approx_tokens(_line(it)) + 2
         if used + cost > budget_tokens:
             continue
         chosen.append(it)
         used += cost
+    chosen.sort(key=lambda i: _LEVEL_ORDER.get(i.level, 3))  # stable: keeps relevance order within a level
     lines: list[str] = []
     for level, title in (("user", "About this user"), ("org", "Organisation rules"), ("agent", "Playbook")):
-        block = [f"- {it.text}" for it in chosen if it.level == level]
+        block = [_line(it) for it in chosen if it.level == level and it.kind != "skill"]
         if block:
             lines += [f"## {title}", *block, ""]
-    pack = ContextPack(text="\n".join(lines).strip(), items=chosen, tokens=used)
+    skills = [it for it in chosen if it.kind == "skill"]
+    if skills:
+        lines += ["## Skills (load one with load_skill(name) for its instructions)", *map(_line, skills), ""]
+    loaded: list[str] = []
+    wanted = list(dict.fromkeys([*load_skills, *[t for t in triggered if t]]))
+    if wanted:
+        from crystallise.context.skills import load_skill
+
+        for name in wanted:
+            skill = load_skill(name, home=h, agent=agent, org=org)
+            body = f"## Skill: {skill.name}\n{skill.body.strip()}"
+            cost = approx_tokens(body) + 2
+            if used + cost > budget_tokens:
+                continue
+            lines += [body, ""]
+            used += cost
+            loaded.append(skill.name)
+    pack = ContextPack(text="\n".join(lines).strip(), items=chosen, tokens=used, skills_loaded=loaded,
+                       timings=timings)
     t = current_trace()
     if t is not None:
         with t.span("context", "retrieval", input={"query": query, "budget_tokens": budget_tokens}) as s:
             s.attributes["shown_items"] = pack.item_ids
+            if loaded:
+                s.attributes["loaded_skills"] = loaded
             s.output = {"tokens": used, "items": len(chosen)}
     if chosen:
         store.bump_items(pack.item_ids, shown=1)

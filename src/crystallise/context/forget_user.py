@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from crystallise.context.index import forget_user_block
 from crystallise.context.items import validate_scope
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.home import Home
@@ -91,5 +92,6 @@ def forget_user(home: Home, user: str, *, org: str | None = None, all_orgs: bool
             made = Committer(home).purge(derived, reason=f"forget --user (org {target or 'none'})")
             version = made.number if made else None
         counts = store.delete_user_data(user, org=target, purge_items=[it.id for it in derived])
+        forget_user_block(target, user, [it.id for it in derived])  # nor in this process's retrieval index
         reports.append(DeletionReport(user=user, org=target, counts=counts, purge_version=version))
     return reports

@@ -261,12 +261,45 @@ def m002_context_core(conn: Connection) -> None:
         snapshot = json.loads(row.after_json or row.before_json or "{}")
         if isinstance(snapshot, dict) and snapshot.get("org_id"):
             conn.execute(sa.update(ledger).where(ledger.c.seq == row.seq).values(org_id=snapshot["org_id"]))
+def m003_retrieval(conn: Connection) -> None:
+    """Vectors and links for hybrid retrieval and linked notes (context/index.py, context/notes.py).
+
+    item_vectors: one float32 vector per (item, embedder name), stored as raw little-endian
+    bytes (`numpy.tobytes`, never pickle), with the sha256 of the text it embeds so an
+    edited item is re-embedded. item_links: directed links between related items, written
+    in both directions. Both cascade on item deletion, so deleting a user's items deletes
+    their vectors and links too.
+    """
+    md = sa.MetaData()
+    sa.Table("items", md, sa.Column("id", sa.Text, primary_key=True))  # the FK target, already created
+    sa.Table(
+        "item_vectors", md,
+        sa.Column("item_id", sa.Text, sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("model", sa.Text, primary_key=True),
+        sa.Column("dim", sa.Integer, nullable=False),
+        sa.Column("text_sha", sa.Text, nullable=False),
+        sa.Column("vector", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Index("ix_item_vectors_model", "model"),
+    )  # fmt: skip
+    sa.Table(
+        "item_links", md,
+        sa.Column("src_id", sa.Text, sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("dst_id", sa.Text, sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("score", sa.Double, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Index("ix_item_links_dst_id", "dst_id"),
+    )  # fmt: skip
+    md.tables["item_vectors"].create(conn)
+    md.tables["item_links"].create(conn)
 
 
 # Append only. Never edit, reorder or remove a shipped entry.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", m001_initial),
     ("context_core", m002_context_core),
+    ("retrieval", m003_retrieval),
 ]
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "changesets",
     "feedback",
     "item_deltas",
+    "item_links",
+    "item_vectors",
     "items",
     "metadata",
     "schema_migrations",
@@ -217,4 +219,30 @@ watermarks = sa.Table(
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# Retrieval (migration "retrieval"): one vector per (item, embedder), raw float32 bytes, and
+# the text hash it was computed from; directed links between related items (both directions
+# are written). Both cascade when the item is deleted (a user's deletion leaves no vectors).
+item_vectors = sa.Table(
+    "item_vectors",
+    metadata,
+    sa.Column("item_id", sa.Text, sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("text_sha", sa.Text, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_item_vectors_model", "model"),
+)
+
+item_links = sa.Table(
+    "item_links",
+    metadata,
+    sa.Column("src_id", sa.Text, sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("dst_id", sa.Text, sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("score", sa.Double, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_item_links_dst_id", "dst_id"),
 )

@@ -31,6 +31,7 @@ from sqlalchemy.pool import StaticPool
 from crystallise.errors import CrystalliseError, NotFoundError, ValidationError
 from crystallise.store import codec, userdata
 from crystallise.store.base import Redactor
+from crystallise.store import vectors as vec
 from crystallise.store.deltas import apply_deltas
 from crystallise.store.engine import WRITE, is_postgres, make_engine, mask_url, translate_errors, write_connection
 from crystallise.store.schema import changesets, item_deltas, items, spans, traces, versions, watermarks
@@ -602,6 +603,48 @@ class SqlStore:
                     for table in ("traces", "spans", "feedback", "items", "item_deltas", "changesets", "versions"):
                         conn.exec_driver_sql(f"VACUUM {table}")
         return counts
+
+    # -- retrieval: vectors, links, the item change feed (context/index.py) -------------------
+
+    def item_watermark(self) -> tuple[int, int]:
+        """(max ledger seq, max item rid): a cheap token that moves when any item changes by a delta."""
+        with self._read("reading the item watermark") as conn:
+            return vec.item_watermark(conn)
+
+    def changed_item_ids(self, after_seq: int, after_rid: int) -> list[str]:
+        """Ids of items changed by a delta after `after_seq` or inserted after `after_rid`."""
+        with self._read("reading the item change feed") as conn:
+            return vec.changed_item_ids(conn, after_seq, after_rid)
+
+    def items_by_ids(self, ids: Sequence[str]) -> dict[str, Item]:
+        """The items that exist among `ids`, by id, in one snapshot."""
+        with self._read("reading items by id") as conn:
+            return vec.items_by_ids(conn, ids)
+
+    def scan_items(self, status: Sequence[str] = ("active",)) -> list[Item]:
+        """Every item of every scope with one of `status` (for building an index, never for serving)."""
+        with self._read("scanning items") as conn:
+            return vec.scan_items(conn, status)
+
+    def get_vectors(self, model: str, ids: Sequence[str] | None = None) -> dict[str, tuple[str, Any]]:
+        """item id -> (text sha, float32 vector) stored for embedder `model` (all of them with ids=None)."""
+        with self._read(f"reading {model} vectors") as conn:
+            return vec.get_vectors(conn, model, ids)
+
+    def put_vectors(self, model: str, vectors: Any) -> int:
+        """Store {item id: (text sha, vector)} for embedder `model`; returns how many were written."""
+        with self._write(f"writing {model} vectors") as conn:
+            return vec.put_vectors(conn, model, vectors)
+
+    def put_links(self, links: Iterable[tuple[str, str, float, str]]) -> int:
+        """Insert or update directed item links (src, dst, score, reason)."""
+        with self._write("writing item links") as conn:
+            return vec.put_links(conn, links)
+
+    def get_links(self, ids: Sequence[str]) -> list[tuple[str, str, float]]:
+        """Outgoing links (src, dst, score) of the given items."""
+        with self._read("reading item links") as conn:
+            return vec.get_links(conn, ids)
 
     # -- interfaces: batched trace ingest (group commit, see store/group.py) ---------------
 
