@@ -26,6 +26,7 @@ from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.reflect import ReflectionLearner, credit
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.harness.learn import (
+    DEFAULT_STRATEGIES,
     CrystalliseLearner,
     FewShotLearner,
     VerifiedCase,
@@ -85,6 +86,8 @@ class LoopConfig:
     gate_max_cases: int = 48
     examples_k: int = 3
     synth_budget_s: float = 2.0
+    strategies: Sequence[str] = DEFAULT_STRATEGIES  # crystallise's synthesis strategies, cheapest first
+    coder_model: str | None = None  # model spec for LLM-written code and hybrids (None: model-free only)
 
 
 @dataclass
@@ -117,7 +120,9 @@ class Loop:
         self.committer = Committer(home)
         self.store = home.store
         self.spec = self._define(spec)
-        self.crystallise = CrystalliseLearner(metric, budget_s=self.config.synth_budget_s)
+        coder = home.backend(self.config.coder_model) if self.config.coder_model else None
+        self.crystallise = CrystalliseLearner(metric, budget_s=self.config.synth_budget_s,
+                                              strategies=self.config.strategies, coder=coder, extractor=backend)
         self.fewshot = FewShotLearner()
         self.reflection = ReflectionLearner(reflect_backend or backend)
         self._runtime: TaskRuntime | None = None

@@ -34,7 +34,7 @@ _TOKEN = re.compile(r"\w+")
 @dataclass
 class Answer:
     output: Any
-    served_by: str  # "code" | "llm" | "none"
+    served_by: str  # "code" | "hybrid" (LLM-extracted fields, code computed) | "llm" | "none"
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -124,6 +124,11 @@ class TaskRuntime:
                 if out is not None:
                     return Answer(output=out, served_by="code")
                 reason = "code abstained"
+                from crystallise.harness.synth.hybrid import answer as hybrid_answer  # LLM fills fields, code computes
+
+                hybrid = hybrid_answer(self, value, record)
+                if hybrid is not None:
+                    return hybrid
             if self.spec.grade == "G5":
                 return Answer(output=None, served_by="none", fallback_reason=reason)
         ans = self._llm(value, record)
