@@ -35,6 +35,7 @@ demo: setup
 
 test: setup
 	$(CRYS) models pull smollm2-135m
+	$(CRYS) models pull qwen2.5-coder-0.5b
 	CRYSTALLISE_REQUIRE_LOCAL=1 $(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -150,7 +150,7 @@ class CrystalliseLearner:
         coder: Any = None,
         extractor: Any = None,
         precision: float = 0.95,
-        hybrid_precision: float = 0.8,
+        hybrid_precision: float = 0.5,
     ) -> None:
         unknown = set(strategies) - set(DEFAULT_STRATEGIES)
         if unknown:
@@ -208,8 +208,7 @@ class CrystalliseLearner:
             summary=f"{spec.name}: crystallise ({'+'.join(found.parts)}, {found.units} verified units)",
             provenance=[c.id for c in learn],
             evidence={"task": spec.name, "units": found.units, "strategies": found.parts,
-                      "learning_cases": len(learn), "fit_cases": meta["fit_cases"],
-                      "heldout_cases": meta["heldout_cases"]},
+                      "learning_cases": len(learn)},
         )
 
 

@@ -103,6 +103,23 @@ class ArithStrategy:
     holdout: bool = True
 
     # -- synthesis --------------------------------------------------------------------
+    def partition(self, texts: Sequence[str]) -> list[str | None]:
+        """The sub-group ("<template> | (d, p, n)") of each text, as `synthesise` would form them:
+        what a caller stratifies its held-out split by, so every rule can be checked."""
+        mode = self._choose_mode(list(texts))
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, x in enumerate(texts):
+            groups[template_key(x, mode)].append(i)
+        out: list[str | None] = [None] * len(texts)
+        for key, idx in groups.items():
+            prefix = os.path.commonprefix([texts[i] for i in idx])
+            prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""
+            skip = {k: len(v) for k, v in extract_numbers(prefix).items()}
+            for i in idx:
+                nums = extract_numbers(texts[i])
+                out[i] = f"{key} | {tuple(len(nums[k]) - skip[k] for k in _KINDS)}"
+        return out
+
     def synthesise(
         self,
         cases: Sequence[tuple[str, str]],

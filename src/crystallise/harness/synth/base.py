@@ -59,14 +59,33 @@ def is_heldout(value: Any) -> bool:
     >>> sum(is_heldout(f"case {i}") for i in range(300)) in range(80, 120)
     True
     """
-    return int(hashlib.sha256(("heldout:" + _key(value)).encode()).hexdigest()[:8], 16) % 3 == 0
+    return int(_hash(value)[:8], 16) % 3 == 0
 
 
-def split(cases: Sequence[Case]) -> tuple[list[Case], list[Case]]:
-    """(fit, held-out): the held-out cases are never shown to a strategy."""
-    fit = [c for c in cases if not is_heldout(c.input)]
-    held = [c for c in cases if is_heldout(c.input)]
+def split(cases: Sequence[Case], units: Sequence[str | None] | None = None) -> tuple[list[Case], list[Case]]:
+    """(fit, held-out): the held-out cases are never shown to a strategy.
+
+    One case in three by hash. With `units` (the part of the task each case belongs to, as a
+    strategy would group them) the split is stratified: a unit of three or more cases that the
+    hash left without a held-out case gives up its lowest-hash case, so every unit a strategy
+    can learn can also be checked. Only inputs decide this, never answers.
+    """
+    held_flags = [is_heldout(c.input) for c in cases]
+    if units is not None:
+        members: dict[str, list[int]] = {}
+        for i, u in enumerate(units):
+            if u is not None:
+                members.setdefault(u, []).append(i)
+        for idx in members.values():
+            if len(idx) >= 3 and not any(held_flags[i] for i in idx):
+                held_flags[min(idx, key=lambda i: _hash(cases[i].input))] = True
+    fit = [c for c, h in zip(cases, held_flags) if not h]
+    held = [c for c, h in zip(cases, held_flags) if h]
     return fit, held
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(("heldout:" + _key(value)).encode()).hexdigest()
 
 
 @dataclass
@@ -107,7 +126,11 @@ class Candidate:
 
 
 class Strategy(Protocol):
-    """A way to turn verified cases into a program. One required method."""
+    """A way to turn verified cases into a program. One required method.
+
+    Optionally `partition(cases) -> [unit or None per case]` says how the strategy will group
+    the cases, so the learner can stratify the held-out split by it (the default groups by
+    template, `strategies.template_units`)."""
 
     name: str
 

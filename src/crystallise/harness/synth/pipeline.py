@@ -1,10 +1,10 @@
 """Strategies cheapest first, each verified by replay, composed into one program.
 
     synthesise(learning cases)
-      fit, held-out = split(cases)                       # held-out: never shown to a strategy
       for strategy in lookup, arith, strings, coder, hybrid:
-          candidate  = strategy.propose(fit cases still uncovered)
-          verdict    = verify(candidate, uncovered fit, uncovered held-out)   # sandbox replay, per unit
+          fit, held-out = split(uncovered cases, by the strategy's units)   # held-out: never shown to it
+          candidate  = strategy.propose(fit)
+          verdict    = verify(candidate, fit, held-out)          # sandbox replay, unit by unit
           keep the verified units; the cases they answer are covered
       compose(kept parts) -> code.py;   how each part was made -> program.json;
       hybrid extraction specs of verified units -> hybrid.json
@@ -24,6 +24,7 @@ from typing import Any
 from crystallise.errors import SandboxError
 from crystallise.harness.synth.base import Case, Problem, Strategy, case_key, split
 from crystallise.harness.synth.compose import Part, compose
+from crystallise.harness.synth.strategies import template_units
 from crystallise.harness.synth.verify import Policy, replay, verify
 
 __all__ = ["Synthesis", "synthesise"]
@@ -56,16 +57,16 @@ def synthesise(
     """The verified program for `cases`, or None when no strategy's program verified."""
     previous = previous or {}
     policies = policies or {}
-    fit, held = split(cases)
-    left_fit, left_held = list(fit), list(held)
+    left = list(cases)
     parts: list[Part] = []
-    meta: dict[str, Any] = {"learning_cases": len(cases), "fit_cases": len(fit), "heldout_cases": len(held),
-                            "parts": {}, "tried": {}}
+    meta: dict[str, Any] = {"learning_cases": len(cases), "parts": {}, "tried": {}}
     hybrid: dict[str, Any] | None = None
     for strategy in strategies:
-        if not left_fit:
+        if not left:
             break
         name = strategy.name
+        partition = getattr(strategy, "partition", template_units)
+        left_fit, left_held = split(left, partition(left))
         given = list(cases) if name == "lookup" else left_fit
         problem = Problem(task, given, metric, description=description, numeric=numeric,
                           previous=previous.get("parts", {}).get(name, {}), budget_s=budget_s, progress=progress)
@@ -92,8 +93,7 @@ def synthesise(
         if candidate.extraction is not None and units is not None:
             hybrid = {"mode": candidate.extraction.get("mode"),
                       "units": {u: s for u, s in candidate.extraction["units"].items() if u in units}}
-        left_fit = [c for c in left_fit if case_key(c) not in covered]
-        left_held = [c for c in left_held if case_key(c) not in covered]
+        left = [c for c in left if case_key(c) not in covered]
     if not parts:
         return None
     code = compose(parts, title=task)

@@ -32,11 +32,12 @@ from crystallise.harness.synth.template import (
     OutputCodec,
     Template,
     choose_mode,
+    key_of,
     render_grouped,
     templates,
 )
 
-__all__ = ["ArithPart", "StringsPart", "group_cases", "retry"]
+__all__ = ["ArithPart", "StringsPart", "group_cases", "retry", "template_units"]
 
 
 class ArithPart:
@@ -44,11 +45,18 @@ class ArithPart:
 
     name = "arith"
 
-    def __init__(self, *, max_size: int = 7) -> None:
+    def __init__(self, *, max_size: int = 7, min_cases: int = 2) -> None:
         self.max_size = max_size
+        self.min_cases = min_cases  # fit cases per rule; the held-out ones come on top
+
+    def partition(self, cases: list[Case]) -> list[str | None]:
+        texts = [c.input for c in cases if isinstance(c.input, str)]
+        units = iter(ArithStrategy().partition(texts)) if texts else iter(())
+        return [next(units) if isinstance(c.input, str) else None for c in cases]
 
     def propose(self, problem: Problem) -> Candidate | None:
-        strategy = ArithStrategy(budget_s=problem.budget_s, max_size=self.max_size, holdout=False)
+        strategy = ArithStrategy(budget_s=problem.budget_s, max_size=self.max_size, holdout=False,
+                                 min_cases=self.min_cases)
         verified = set(problem.previous.get("units", []))
         state = problem.previous.get("state", {})
         previous = [r for r in (ArithRule.from_dict(d) for d in state.get("rules", [])) if r.unit in verified]
@@ -67,14 +75,21 @@ class ArithPart:
                          notes={"rules": len(rules)})
 
 
+def template_units(cases: list[Case], min_cases: int = 3) -> list[str | None]:
+    """The template group of each case (the default partition for a stratified split)."""
+    texts = [c.input for c in cases if isinstance(c.input, str)]
+    mode = choose_mode(texts, min_cases) if texts else "none"
+    return [key_of(c.input, mode) if isinstance(c.input, str)
+            else "args:" + ",".join(sorted(c.input)) if isinstance(c.input, dict) and c.input else None
+            for c in cases]
+
+
 def group_cases(cases: list[Case], min_cases: int) -> tuple[str, dict[str, Template], dict[str, list[Case]]]:
     """(mode, templates, cases by unit) for string inputs; mapping inputs group by their keys."""
     texts = [c.input for c in cases if isinstance(c.input, str)]
     mode = choose_mode(texts, min_cases) if texts else "none"
     tpls = templates(texts, mode) if texts else {}
     groups: dict[str, list[Case]] = defaultdict(list)
-    from crystallise.harness.synth.template import key_of
-
     for c in cases:
         if isinstance(c.input, str):
             groups[key_of(c.input, mode)].append(c)
