@@ -19,6 +19,7 @@ bbh.png to --out; --json prints the summary.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import time
@@ -41,8 +42,36 @@ def _stream() -> Any:
     return module
 
 
+class DiskCache:
+    """A coder backend whose temperature-0 replies are kept in a JSON file, so a second run (the
+    same training halves with another recorded LLM) gets the same code without the model.
+    The file is a plain map of request hash -> reply text."""
+
+    def __init__(self, inner: Any, path: Path) -> None:
+        self.inner, self.name, self.path = inner, inner.name, path
+        self.memo: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+        self.hits = 0
+
+    def complete(self, request: Any) -> Any:
+        from crystallise.backends.base import Completion
+
+        key = hashlib.sha256(json.dumps([self.name, [[m.role, m.content] for m in request.messages],
+                                         request.schema, request.max_tokens], sort_keys=True).encode()).hexdigest()
+        if request.temperature == 0 and key in self.memo:
+            self.hits += 1
+            return Completion(text=self.memo[key], model=self.name)
+        completion = self.inner.complete(request)
+        if request.temperature == 0:
+            self.memo[key] = completion.text
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.memo, indent=0, sort_keys=True))
+        return completion
+
+
 def run_task(home: Home, path: Path, model: str, config: LoopConfig, train_share: float, limit: int | None,
-             stamp: str) -> dict[str, Any]:
+             stamp: str, coder: Any = None) -> dict[str, Any]:
+    from crystallise.harness.learn import CrystalliseLearner
+
     stream = _stream()
     records = stream.load_records(path, limit)
     cut = max(1, int(len(records) * train_share))
@@ -50,6 +79,9 @@ def run_task(home: Home, path: Path, model: str, config: LoopConfig, train_share
     task = f"bbh-{path.stem.replace('_', '-')[:40]}-{stamp}"
     start = time.perf_counter()
     run = stream.Run(home, task, model, "exact", config, records=records)
+    if coder is not None:  # the cached coder in place of the one the loop made from config.coder_model
+        run.loop.crystallise = CrystalliseLearner(run.metric, budget_s=config.synth_budget_s,
+                                                  strategies=config.strategies, coder=coder, extractor=run.backend)
     for rec in train:
         run.step(rec, learn=True, baseline=False, label_only=True)
     report = run.loop.learn()
@@ -85,6 +117,8 @@ def run_task(home: Home, path: Path, model: str, config: LoopConfig, train_share
 @click.option("--model", default="replay:llm_direct", show_default=True,
               help="The LLM: replay:llm_direct or replay:llm_cot (recorded answers), or any model spec.")
 @click.option("--coder-model", default=None, help="Model for LLM-written code (e.g. local:qwen2.5-coder-1.5b).")
+@click.option("--coder-cache", type=click.Path(path_type=Path), default=None,
+              help="JSON file of the coder's replies (temperature 0), reused by a later run.")
 @click.option("--strategies", default="lookup,arith,strings,coder", show_default=True)
 @click.option("--tasks", default=None, help="Comma-separated task names (file stems); default all.")
 @click.option("--train-share", type=float, default=0.5, show_default=True,
@@ -94,8 +128,8 @@ def run_task(home: Home, path: Path, model: str, config: LoopConfig, train_share
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/bbh"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
-def command(ctx: click.Context, data_dir: Path, model: str, coder_model: str | None, strategies: str,
-            tasks: str | None, train_share: float, limit: int | None, gate_cases: int, out_dir: Path,
+def command(ctx: click.Context, data_dir: Path, model: str, coder_model: str | None, coder_cache: Path | None,
+            strategies: str, tasks: str | None, train_share: float, limit: int | None, gate_cases: int, out_dir: Path,
             as_json: bool) -> None:
     """BIG-Bench-Hard: per task, how far crystallisation lifts accuracy above the recorded LLM."""
     from rich.console import Console
@@ -116,11 +150,12 @@ def command(ctx: click.Context, data_dir: Path, model: str, coder_model: str | N
     config = LoopConfig(learners=("crystallise",), gate_max_cases=gate_cases, strategies=chosen,
                         coder_model=coder_model)
     home = Home.open(ctx.obj["home_path"])
+    coder = DiskCache(home.backend(coder_model), coder_cache) if coder_model and coder_cache else None
     stamp = time.strftime("%H%M%S")
     rows = []
     for f in files:
         console.log(f"bbh: {f.stem} ...")
-        rows.append(run_task(home, f, model, config, train_share, limit, stamp))
+        rows.append(run_task(home, f, model, config, train_share, limit, stamp, coder))
         r = rows[-1]
         console.log(f"bbh: {f.stem}: LLM {r['accuracy_llm']:.1%} -> {r['accuracy_learning']:.1%} "
                     f"(code {r['served_by_code']:.0%}, {r['strategies'] or '-'}, learn {r['learn_s']} s)")
@@ -139,6 +174,7 @@ def command(ctx: click.Context, data_dir: Path, model: str, coder_model: str | N
                                 4),
         "tasks_lifted": sum(1 for r in rows if r["lift"] > 0),
         "tasks_hurt": sum(1 for r in rows if r["lift"] < 0),
+        "coder_cache_hits": coder.hits if coder else None,
         "per_task": rows,
     }
     summary["lift"] = round(summary["accuracy_learning"] - summary["accuracy_llm"], 4)

@@ -5,7 +5,8 @@
     1. fewer than policy.min_cases paired cases           -> needs_review
     2. losses / n > policy.max_regression_rate            -> reject  (no-regression rule)
     3. new beats old at p <= alpha (one-sided, paired)    -> accept
-    4. same pass set, new mean cost < old mean cost       -> accept  (equal and cheaper)
+    4. no case worse (losses = 0), new mean cost < old    -> accept  (equal or better on every case,
+                                                                      and cheaper)
     5. anything else                                      -> reject  (not better)
 
 wins = cases new passes and old fails; losses = the reverse. The verdict's `reason`
@@ -178,6 +179,9 @@ def decide(old: Sequence[CaseResult], new: Sequence[CaseResult], policy: GatePol
     elif wins == 0 and losses == 0 and policy.prefer_cheaper and new_cost < old_cost:
         decision = "accept"
         reason = f"accept: equal and cheaper: same {new_passed}/{n} cases pass, {costs}"
+    elif losses == 0 and policy.prefer_cheaper and new_cost < old_cost:  # wins, not yet significant
+        decision = "accept"
+        reason = f"accept: no case worse and cheaper: {summary}, {costs}"
     else:
         decision = "reject"
         if wins == 0 and losses == 0:
