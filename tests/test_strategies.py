@@ -347,3 +347,18 @@ def test_learning_again_keeps_verified_parts_and_skips_unchanged(tmp_path):
     feed(loop, [Case(r["context"], r["target"]) for r in records[24:]])
     loop.learn()
     assert home.repo.read("tasks/ratio/code.py") == code  # the verified rule is kept, not re-rolled
+
+
+def test_coder_crystallises_in_the_loop_and_an_exception_falls_back_to_the_llm(tmp_path):
+    home = new_home(tmp_path)
+    code = "```python\ndef solve(x):\n    return str(eval(x))\n```"
+    loop = make_loop(home, lambda request: "False", strategies=("coder",), coder_model="scripted:" + code)
+    feed(loop, boolean_cases(64))
+    report = loop.learn()
+    assert report.committed and report.proposed[0].evidence["strategies"] == ["coder"]
+    program = json.loads(home.repo.read("tasks/t/program.json"))
+    assert program["parts"]["coder"]["notes"]["llm_calls"] == 1
+    ans, _ = loop.answer("not not True and True is")
+    assert (ans.served_by, ans.output) == ("code", "True")
+    ans, _ = loop.answer("True and and is")  # eval raises SyntaxError in the sandbox: the LLM answers
+    assert (ans.served_by, ans.output) == ("llm", "False")
