@@ -108,7 +108,26 @@ def test_output_codec_types_and_back():
     assert OutputCodec.infer(["8", "12", "3"]).kind == "int"
     yes = OutputCodec.infer(["yes", "no"])
     assert (yes.kind, yes.decode("no"), yes.encode(True)) == ("bool", False, "yes")
-    assert OutputCodec.infer(["(A)", "(B)"]).kind == "str" and OutputCodec.infer([1, 2]).kind == "any"
+    assert OutputCodec.infer(["(A) x", "(B)"]).kind == "str" and OutputCodec.infer([1, 2]).kind == "any"
+    option = OutputCodec.infer(["(A)", "(C)"])
+    question = "Which is largest?\nOptions:\n(A) 3\n(B) 12\n(C) 7"
+    assert option.kind == "option" and option.encode("12", question) == "(B)"  # the option's text -> its label
+    assert option.encode("C", question) == "(C)" and option.encode("(A)", question) == "(A)"
+    assert option.encode("99", question) is None  # not an option: abstain
+
+
+def test_coder_may_answer_a_multiple_choice_task_with_the_option_text():
+    rng = random.Random(5)
+    cases = []
+    for i in range(12):
+        nums = rng.sample(range(1, 99), 3)
+        opts = "\n".join(f"({'ABC'[j]}) {n}" for j, n in enumerate(nums))
+        cases.append(Case(f"Which is largest?\nOptions:\n{opts}", f"({'ABC'[nums.index(max(nums))]})", str(i)))
+    code = ("```python\nimport re\n\ndef solve(x):\n    return str(max(int(n) for n in re.findall(r'\\) (\\d+)', x)))\n```")
+    fake = ScriptedBackend(lambda request: code)
+    cand = CoderStrategy(fake).propose(Problem("t", cases, score_exact))
+    assert cand is not None and "text of that option" in fake.requests[0].messages[-1].content
+    assert _run(cand, "Which is largest?\nOptions:\n(A) 5\n(B) 2\n(C) 40") == "(C)"
 
 
 # -- each strategy on small cases, through the one interface ----------------------------------------

@@ -191,9 +191,13 @@ class CoderStrategy:
             parts.append("Every input has the form below; only the part <x> is passed to solve:\n"
                          f"{template.prefix[-1500:]}<x>{template.suffix[:300]}")
         parts.append("Examples:\n" + "\n".join(shown))
-        parts.append(f"Use only these standard-library modules if any: {', '.join(sorted(DEFAULT_ALLOWED))}. "
-                     "No input(), print(), files, network or global statements. "
-                     "Return the answer exactly as in the examples.")
+        rules = (f"Use only these standard-library modules if any: {', '.join(sorted(DEFAULT_ALLOWED))}. "
+                 "No input(), print(), files, network or global statements. ")
+        if OutputCodec.infer([c.output for c in cases]).kind == "option":
+            rules += "Return the letter of the right option, like '(B)', or the text of that option."
+        else:
+            rules += "Return the answer exactly as in the examples."
+        parts.append(rules)
         return "\n\n".join(parts)
 
     def _examples(self, template: Template, cases: Sequence[Case], keys: tuple[str, ...] | None) -> list[str]:

@@ -11,9 +11,11 @@ find (for an enumerator or a small coder model) over the varying part alone:
 1. Inputs are grouped by *key*: their leading sentence when it repeats across cases (the
    same mode choice as the arith strategy), else their first line, else one group.
 2. Per group the longest common prefix and suffix are the template, cut back to a token
-   boundary (never inside a word or a number); the rest is the payload, whitespace-stripped.
+   boundary (never inside a word or a number) and, across lines, to whole lines; the rest is
+   the payload, whitespace-stripped.
 3. Outputs that are all strings of one type become that type for synthesis (`"8"` -> 8,
-   `"True"`/`"yes"` -> a bool), and generated programs turn answers back into those strings.
+   `"True"`/`"yes"` -> a bool), and generated programs turn answers back into those strings;
+   for multiple-choice answers (`"(B)"`) a program may return the option's text instead.
 
 The same few lines (`RUNTIME`) run inside every generated program, so `payload` means the
 same thing at learn time and at serve time.
@@ -54,17 +56,29 @@ def payload(text, prefix, suffix):
     return text[len(prefix):len(text) - len(suffix)].strip()
 
 
-def encode(value, kind, true="True", false="False"):
-    """A typed answer back to the task's string form; None (abstain) stays None."""
+_OPTION = re.compile(r"^\s*(\([A-Z]\))\s*(.+?)\s*$", re.M)
+
+
+def encode(value, kind, true="True", false="False", text=""):
+    """A typed answer back to the task's string form; None (abstain) stays None.
+
+    For multiple-choice tasks (answers like "(B)") a program may return the text of an option
+    of the input ("12/25/1937"), which becomes that option's label."""
     if value is None or kind == "any":
         return value
     if kind == "bool" and isinstance(value, bool):
         return true if value else false
     if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, (int, float, str)):
-        return str(value).strip()
-    return None
+        value = str(value)
+    if not isinstance(value, (int, float, str)):
+        return None
+    value = str(value).strip()
+    if kind == "option" and not re.fullmatch(r"\([A-Z]\)", value):
+        if re.fullmatch(r"[A-Z]", value):
+            return "(" + value + ")"
+        labels = [m.group(1) for m in _OPTION.finditer(text) if m.group(2).strip().lower() == value.lower()]
+        return labels[0] if len(labels) == 1 else None
+    return value
 '''
 
 _ns: dict[str, Any] = {}
@@ -111,11 +125,15 @@ def _common(texts: Sequence[str]) -> tuple[str, str]:
     while i > 0 and not all(_boundary(t, i) for t in distinct):
         i -= 1
     prefix = prefix[:i]
+    if "\n" in prefix:  # whole lines only: never the start of a line that goes on to vary
+        prefix = prefix[: prefix.rfind("\n") + 1]
     rev = os.path.commonprefix([t[::-1] for t in distinct])
     j = min(len(rev), len(shortest) - len(prefix))  # prefix and suffix never overlap
     while j > 0 and not all(_boundary(t, len(t) - j) for t in distinct):
         j -= 1
     suffix = rev[:j][::-1] if j > 0 else ""
+    if "\n" in suffix:
+        suffix = suffix[suffix.find("\n"):]
     return prefix, suffix
 
 
@@ -143,7 +161,7 @@ class OutputCodec:
     8
     """
 
-    kind: str  # "str" | "int" | "bool" | "any" (outputs are not all strings: left as they are)
+    kind: str  # "str" | "int" | "bool" | "option" ("(B)") | "any" (not all strings: left as they are)
     true: str = "True"
     false: str = "False"
 
@@ -154,6 +172,8 @@ class OutputCodec:
         values = {o.strip() for o in outputs}
         if all(_INT.fullmatch(v) for v in values):
             return cls("int")
+        if all(re.fullmatch(r"\([A-Z]\)", v) for v in values):
+            return cls("option")
         if len(values) == 2:
             pairs = [("True", "False"), ("true", "false"), ("Yes", "No"), ("yes", "no"), ("valid", "invalid")]
             for t, f in pairs:
@@ -168,9 +188,10 @@ class OutputCodec:
             return str(output).strip() == self.true
         return output
 
-    def encode(self, value: Any) -> Any:
-        """A typed answer back to the task's form (None stays None: abstain)."""
-        return _encode(value, self.kind, self.true, self.false)
+    def encode(self, value: Any, text: str = "") -> Any:
+        """A typed answer back to the task's form (None stays None: abstain); `text` is the
+        input, where a multiple-choice answer's options are."""
+        return _encode(value, self.kind, self.true, self.false, text)
 
 
 # -- programs over payloads, one per group ---------------------------------------------------------
@@ -232,5 +253,5 @@ def solve(value):
         out = fn(*[value[k] for k in arg_keys])
     else:
         out = fn(payload(value, prefix, suffix))
-    return encode(out, *codec)
+    return encode(out, *codec, value if isinstance(value, str) else "")
 '''
