@@ -19,7 +19,7 @@ part, and answers are normalised to the task's string form by the program, not b
 >>> from crystallise.harness.synth.base import Case, Problem
 >>> fake = ScriptedBackend(["```python\\ndef solve(x):\\n    return str(eval(x))\\n```"])
 >>> cases = [Case(f"{a} and {b} is", str(a and b)) for a in (True, False) for b in (True, False)]
->>> CoderStrategy(fake).propose(Problem("t", cases, score_exact)).notes["groups"]
+>>> CoderStrategy(fake, min_cases=3).propose(Problem("t", cases, score_exact)).notes["groups"]
 1
 """
 
@@ -93,16 +93,19 @@ class CoderStrategy:
 
     name = "coder"
 
-    def __init__(self, backend: Backend, *, rounds: int = 3, examples: int = 6, max_groups: int = 12,
-                 min_cases: int = 3, min_fit: float = 0.95, max_tokens: int = 400, feedback: int = 3) -> None:
+    def __init__(self, backend: Backend, *, rounds: int = 3, examples: int = 6, max_groups: int = 6,
+                 min_cases: int = 8, min_fit: float = 0.95, max_tokens: int = 400, feedback: int = 3,
+                 example_chars: int = 2400, max_payload_chars: int = 600) -> None:
         self.backend = backend
         self.rounds = rounds
         self.examples = examples
         self.max_groups = max_groups
-        self.min_cases = min_cases
+        self.min_cases = min_cases  # fit cases a group needs: fewer rarely pin the function down
         self.min_fit = min_fit
         self.max_tokens = max_tokens
         self.feedback = feedback
+        self.example_chars = example_chars  # the examples' share of the prompt (at least 3 are shown)
+        self.max_payload_chars = max_payload_chars  # groups with longer inputs (median) are left to the LLM
         self.tried: dict[str, int] = {}
         self.calls = 0
 
@@ -112,7 +115,7 @@ class CoderStrategy:
         found: list[GroupProgram] = []
         log: dict[str, Any] = {}
         todo = [(u, cs) for u, cs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
-                if retry(self.tried, u, len(cs))][: self.max_groups]
+                if retry(self.tried, u, len(cs)) and self._short(u, cs, tpls)][: self.max_groups]
         calls0 = self.calls
         for i, (unit, cases) in enumerate(todo):
             problem.say(f"coder: group {i + 1}/{len(todo)} ({len(cases)} cases)")
@@ -130,6 +133,13 @@ class CoderStrategy:
                              f"{len(found)} template group(s).", mode, found)
         return Candidate(self.name, src, state={"tried": dict(self.tried)},
                          notes={"groups": len(found), "llm_calls": self.calls - calls0, "rounds": log})
+
+    def _short(self, unit: str, cases: Sequence[Case], tpls: dict[str, Template]) -> bool:
+        """Inputs short enough for a small model to read six of them and write code."""
+        if unit.startswith("args:"):
+            return True
+        sizes = sorted(len(tpls[unit].payload(c.input) or "") for c in cases)
+        return sizes[len(sizes) // 2] <= self.max_payload_chars
 
     # -- one group ---------------------------------------------------------------------------------
 
@@ -208,10 +218,17 @@ class CoderStrategy:
         for c in ranked:
             by_out.setdefault(repr(c.output), []).append(c)
         chosen: list[Case] = []
+        used = 0
         while len(chosen) < self.examples and any(by_out.values()):
             for bucket in by_out.values():
-                if bucket and len(chosen) < self.examples:
-                    chosen.append(bucket.pop(0))
+                if not bucket or len(chosen) >= self.examples:
+                    continue
+                size = len(str(bucket[0].input))
+                if len(chosen) >= 3 and used + size > self.example_chars:
+                    bucket.clear()  # over the budget: no more of this answer
+                    continue
+                chosen.append(bucket.pop(0))
+                used += size
         return [f"assert {self._call(c, template, keys)} == {_show(c.output)}" for c in chosen]
 
     @staticmethod
@@ -226,9 +243,9 @@ class CoderStrategy:
         for o in wrong[: self.feedback]:
             call = self._call(o.case, template, keys)
             if o.error:
-                lines.append(f"{call} raised {_plain(o.error)} (expected {_show(o.case.output)})")
+                lines.append(f"{call} raised {_plain(o.error)} (expected {_show(o.case.output, 300)})")
             else:
-                lines.append(f"{call} returned {_show(o.output)} (expected {_show(o.case.output)})")
+                lines.append(f"{call} returned {_show(o.output, 300)} (expected {_show(o.case.output, 300)})")
         return (f"Your function is wrong on {len(wrong)} of {len(outcomes)} examples, for instance:\n"
                 + "\n".join(lines)
                 + "\nFix the function so that it works for all inputs like these. Reply with the complete "
