@@ -123,7 +123,8 @@ def test_coder_may_answer_a_multiple_choice_task_with_the_option_text():
         nums = rng.sample(range(1, 99), 3)
         opts = "\n".join(f"({'ABC'[j]}) {n}" for j, n in enumerate(nums))
         cases.append(Case(f"Which is largest?\nOptions:\n{opts}", f"({'ABC'[nums.index(max(nums))]})", str(i)))
-    code = ("```python\nimport re\n\ndef solve(x):\n    return str(max(int(n) for n in re.findall(r'\\) (\\d+)', x)))\n```")
+    code = ("```python\nimport re\n\ndef solve(x):\n"
+            "    return str(max(int(n) for n in re.findall(r'\\) (\\d+)', x)))\n```")
     fake = ScriptedBackend(lambda request: code)
     cand = CoderStrategy(fake).propose(Problem("t", cases, score_exact))
     assert cand is not None and "text of that option" in fake.requests[0].messages[-1].content
