@@ -43,9 +43,9 @@ def _stream() -> Any:
 
 
 class DiskCache:
-    """A coder backend whose temperature-0 replies are kept in a JSON file, so a second run (the
-    same training halves with another recorded LLM) gets the same code without the model.
-    The file is a plain map of request hash -> reply text."""
+    """A coder backend whose repeatable replies (temperature 0, or sampled with a seed) are kept in
+    a JSON file, so a second run (the same training halves with another recorded LLM) gets the
+    same code without the model. The file is a plain map of request hash -> reply text."""
 
     def __init__(self, inner: Any, path: Path) -> None:
         self.inner, self.name, self.path = inner, inner.name, path
@@ -55,13 +55,16 @@ class DiskCache:
     def complete(self, request: Any) -> Any:
         from crystallise.backends.base import Completion
 
+        extra = [] if request.temperature == 0 else [request.temperature, request.seed]
         key = hashlib.sha256(json.dumps([self.name, [[m.role, m.content] for m in request.messages],
-                                         request.schema, request.max_tokens], sort_keys=True).encode()).hexdigest()
-        if request.temperature == 0 and key in self.memo:
+                                         request.schema, request.max_tokens, *extra], sort_keys=True).encode()
+                             ).hexdigest()
+        repeatable = request.temperature == 0 or request.seed is not None
+        if repeatable and key in self.memo:
             self.hits += 1
             return Completion(text=self.memo[key], model=self.name)
         completion = self.inner.complete(request)
-        if request.temperature == 0:
+        if repeatable:
             self.memo[key] = completion.text
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.memo, indent=0, sort_keys=True))
@@ -209,17 +212,17 @@ def _write(out: Path, s: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(s, indent=1) + "\n")
     rows = s["per_task"]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], [r["accuracy_llm"] for r in rows], 0.4, label=f"recorded LLM ({s['model']})")
     ax.bar([x + 0.2 for x in xs], [r["accuracy_learning"] for r in rows], 0.4, label="crystallised (code first)")
     ax.scatter(list(xs), [r["served_by_code"] for r in rows], color="black", marker="x", zorder=3,
                label="share served by code")
-    ax.set_xticks(list(xs), [r["task"].replace("_", "\n", 1) for r in rows], fontsize=7)
+    ax.set_xticks(list(xs), [r["task"].replace("_", " ") for r in rows], fontsize=8, rotation=35, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("exact-match accuracy (second half of each file)")
     ax.set_title("BIG-Bench-Hard: crystallisation over recorded LLM answers")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "bbh.png", dpi=120)
     plt.close(fig)

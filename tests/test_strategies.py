@@ -197,6 +197,18 @@ def test_coder_writes_code_and_feedback_carries_the_exact_failure():
     assert _run(cand, "not False and True is") == "True"
 
 
+def test_a_coder_that_repeats_itself_is_asked_again_with_sampling():
+    stuck = "```python\ndef solve(x):\n    return 'True'\n```"
+    right = "```python\ndef solve(x):\n    return str(eval(x))\n```"
+    fake = ScriptedBackend(lambda request: right if request.temperature > 0 else stuck)
+    cand = CoderStrategy(fake).propose(Problem("t", boolean_cases(24), score_exact))
+    assert cand is not None and cand.notes["llm_calls"] == 3  # first try, a repeat, then the sampled retry
+    sampled = [r for r in fake.requests if r.temperature > 0]
+    assert len(sampled) == 1 and sampled[0].seed == 1
+    assert CoderStrategy(ScriptedBackend(lambda r: right if r.temperature > 0 else stuck), sample_repeats=False,
+                         rounds=3).propose(Problem("t", boolean_cases(24), score_exact)) is None
+
+
 def test_clean_code_drops_top_level_tests_and_aliases_the_function():
     code = "import math\n\ndef area(r):\n    return math.pi * r * r\n\nprint(area(2))\nassert area(1) > 3\n"
     cleaned = clean_code(code)

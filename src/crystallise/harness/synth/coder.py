@@ -6,7 +6,9 @@
       2. the model replies with a function; it is cleaned (top-level tests and prints dropped)
          and run *in the sandbox* on every fit case of the group
       3. all right -> done; else the exact failing inputs, expected and got values (or the
-         exception) go back to the model for another round (`rounds` in all)
+         exception) go back to the model for another round (`rounds` in all); a small model
+         often answers feedback with the same code again, and then it is asked once more with
+         sampling (temperature 0.8, seeded by the round, so runs repeat)
       4. the best round is kept if it reproduces >= `min_fit` of the fit cases; the learner
          then verifies it on held-out cases the model never saw
 
@@ -95,7 +97,7 @@ class CoderStrategy:
 
     def __init__(self, backend: Backend, *, rounds: int = 3, examples: int = 6, max_groups: int = 6,
                  min_cases: int = 8, min_fit: float = 0.95, max_tokens: int = 400, feedback: int = 3,
-                 example_chars: int = 2400, max_payload_chars: int = 600) -> None:
+                 example_chars: int = 2400, max_payload_chars: int = 600, sample_repeats: bool = True) -> None:
         self.backend = backend
         self.rounds = rounds
         self.examples = examples
@@ -106,6 +108,7 @@ class CoderStrategy:
         self.feedback = feedback
         self.example_chars = example_chars  # the examples' share of the prompt (at least 3 are shown)
         self.max_payload_chars = max_payload_chars  # groups with longer inputs (median) are left to the LLM
+        self.sample_repeats = sample_repeats  # a repair that repeats earlier code is asked again, sampled
         self.tried: dict[str, int] = {}
         self.calls = 0
 
@@ -151,15 +154,17 @@ class CoderStrategy:
         messages = [Message("system", SYSTEM), Message("user", self._prompt(problem, template, cases, keys))]
         best: tuple[int, GroupProgram] | None = None
         scores: list[int] = []
-        for _ in range(self.rounds):
+        seen: set[str] = set()
+        for round_ in range(self.rounds):
             try:
-                reply = self.backend.complete(CompletionRequest(messages=list(messages), max_tokens=self.max_tokens))
+                reply = self._complete(messages, round_, seen)
             except CrystalliseError as e:
                 scores.append(-1)
                 return None, {"scores": scores, "error": str(e)[:200]}
-            self.calls += 1
             code = extract_code(reply.text)
             code = clean_code(code) if code else None
+            if code:
+                seen.add(_normal(code))
             messages.append(Message("assistant", reply.text))
             if code is None:
                 scores.append(0)
@@ -187,6 +192,17 @@ class CoderStrategy:
         if best is None or best[0] < self.min_fit * len(cases):
             return None, info
         return best[1], info
+
+    def _complete(self, messages: list[Message], round_: int, seen: set[str]) -> Any:
+        """The model's reply; if it only repeats code it already wrote, one sampled retry (seeded)."""
+        reply = self.backend.complete(CompletionRequest(messages=list(messages), max_tokens=self.max_tokens))
+        self.calls += 1
+        code = extract_code(reply.text)
+        if code and clean_code(code) and _normal(clean_code(code) or "") in seen and self.sample_repeats:
+            reply = self.backend.complete(CompletionRequest(messages=list(messages), max_tokens=self.max_tokens,
+                                                            temperature=0.8, seed=round_))
+            self.calls += 1
+        return reply
 
     def _prompt(self, problem: Problem, template: Template, cases: Sequence[Case], keys: tuple[str, ...] | None) -> str:
         shown = self._examples(template, cases, keys)
@@ -250,6 +266,11 @@ class CoderStrategy:
                 + "\n".join(lines)
                 + "\nFix the function so that it works for all inputs like these. Reply with the complete "
                   "corrected function in one ```python block.")
+
+
+def _normal(code: str) -> str:
+    """Code without comments and blank space, to spot a reply that repeats an earlier one."""
+    return re.sub(r"\s+", "", re.sub(r"#[^\n]*", "", code))
 
 
 def _plain(error: str) -> str:
