@@ -311,6 +311,8 @@ def _write(out: Path, run: Run, result: dict[str, Any], data_path: Path, n_train
         "baseline": run.base_flags,
         "served by code": run.served_code[n_train:],
     }
+    if "hybrid" in run.served_by:
+        held_out["served by code or hybrid"] = [b in ("code", "hybrid") for b in run.served_by[n_train:]]
     images = ["curve.png"]
     if result["mode"] == "online":
         learning_curve(out / "curve.png", title, held_out, markers=run.markers)
