@@ -157,6 +157,9 @@ def test_no_case_worse_and_cheaper_accepts_without_significance() -> None:
                        "mean cost 1 -> 0"
     assert decide(old, results([True] * 24 + [False], [0.0] * 25)).decision == "reject"  # one loss: no
     assert decide(old, new, GatePolicy(prefer_cheaper=False)).decision == "reject"
+    assert decide(old, new, GatePolicy(dominance_min_cases=0)).decision == "reject"
+    few = decide(results([False, True], [1.0] * 2), results([True, True], [0.0] * 2))
+    assert few.decision == "reject" and "not better" in few.reason  # two cases are too thin for it
 
 
 def test_min_cases_needs_review() -> None:

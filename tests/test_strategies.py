@@ -385,9 +385,9 @@ def test_coder_crystallises_in_the_loop_and_an_exception_falls_back_to_the_llm(t
     home = new_home(tmp_path)
     code = "```python\ndef solve(x):\n    return str(eval(x))\n```"
     loop = make_loop(home, lambda request: "False", strategies=("coder",), coder_model="scripted:" + code)
-    feed(loop, boolean_cases(64))
+    feed(loop, boolean_cases(120))
     report = loop.learn()
-    assert report.committed and report.proposed[0].evidence["strategies"] == ["coder"]
+    assert report.committed and report.proposed[0].evidence["strategies"] == ["coder"], report.proposed[0].verdict
     program = json.loads(home.repo.read("tasks/t/program.json"))
     assert program["parts"]["coder"]["notes"]["llm_calls"] == 1
     ans, _ = loop.answer("not not True and True is")
