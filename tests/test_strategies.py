@@ -360,6 +360,11 @@ def test_hybrid_in_the_loop_serves_by_extraction_then_code_and_reverts(tmp_path)
     served = [loop.answer(c.input)[0] for c in cases[48:]]
     assert all(a.served_by == "hybrid" and a.llm_calls == 1 for a in served)
     assert all(score_numeric(a.output, c.output) for a, c in zip(served, cases[48:]))
+    hybrid = next(s for s in loop.crystallise.strategies if s.name == "hybrid")
+    asked = len(hybrid.coder.requests)
+    feed(loop, debt_equity(90)[60:])
+    loop.learn()  # more evidence: the verified unit is kept, the coder is not asked again
+    assert len(hybrid.coder.requests) == asked
 
     Committer(home).revert(version.number)  # revert: the previous behaviour is back
     assert home.repo.read("tasks/de/hybrid.json") is None and home.repo.read("tasks/de/code.py") is None

@@ -18,7 +18,9 @@ A hybrid part splits the two:
     serve (`answer`): code abstains -> hybrid_unit(value) -> one extraction call -> solve(value, fields)
 
 The extraction schema, instructions and examples are plain JSON in `tasks/<name>/hybrid.json`;
-the formula code is part of `code.py` and runs in the sandbox like any crystallised code.
+the formula code is part of `code.py` and runs in the sandbox like any crystallised code. A unit
+verified before is kept as it was when its group comes up again (no new coder call); it is
+replayed on the new held-out cases like every candidate.
 """
 
 from __future__ import annotations
@@ -179,8 +181,13 @@ class HybridStrategy:
         units: dict[str, dict[str, Any]] = {}
         log: dict[str, Any] = {}
         before = dict(self.calls)
+        kept = {k: u for k, u in problem.previous.get("state", {}).get("units", {}).items()
+                if k in set(problem.previous.get("units") or [])}  # verified last time: no new coder call
         for i, (key, group) in enumerate(todo):
             problem.say(f"hybrid: group {i + 1}/{len(todo)} ({len(group)} cases)")
+            if key in kept and kept[key].get("prefix") == tpls[key].prefix:
+                units[key], log[key[:80]] = kept[key], {"kept": True}
+                continue
             spec, info = self._unit(problem, tpls[key], group)
             log[key[:80]] = info
             if spec is None:
@@ -202,7 +209,7 @@ class HybridStrategy:
             seen = self._last.get((tuple(spec["fields"]), text))
             return seen if seen is not None else self._extract(spec, text)
 
-        return Candidate(self.name, render(mode, units), state={"tried": dict(self.tried)},
+        return Candidate(self.name, render(mode, units), state={"tried": dict(self.tried), "units": units},
                          notes={"units": len(units), "coder_calls": self.calls["coder"] - before["coder"],
                                 "extract_calls": self.calls["extract"] - before["extract"], "groups": log},
                          extraction={"mode": mode, "units": specs}, extract=extract)
