@@ -42,6 +42,7 @@ browser:
 
 test: setup browser
 	$(CRYS) models pull smollm2-135m
+	$(CRYS) models pull qwen2.5-coder-0.5b
 	CRYSTALLISE_REQUIRE_LOCAL=1 CRYSTALLISE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 test-fast: setup

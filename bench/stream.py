@@ -12,11 +12,16 @@ replay backend reads them). Two arms run side by side on the same model:
 
 Scoring: --metric numeric (default; the ACE Formula rule: float equality after removing
 commas, string equality when either side is not a number) or exact.
+
+Crystallisation: --strategies (default lookup,arith,strings,coder,hybrid; coder and hybrid
+run only with --coder-model). `served_by_code` counts answers of code alone; `served_by_hybrid`
+answers whose fields the LLM extracted and code computed; `served_by_program` both.
 Writes curve.png, report.md and result.json to --out; --json prints result.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,6 +34,7 @@ from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.runtime import TaskRuntime, close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
 from crystallise.home import Home
+from crystallise.harness.learn import DEFAULT_STRATEGIES
 from crystallise.loop import KNOWN_LEARNERS, LEARNERS, CachedBackend, Loop, LoopConfig
 from crystallise.report import learning_curve
 
@@ -68,13 +74,35 @@ def record_input(rec: dict[str, Any]) -> Any:
     return rec["context"] if "context" in rec else rec["input"]
 
 
+class RecordLookup:
+    """A replay backend that also answers requests without a record, by finding the record whose
+    input is the request's last user message. The gate asks the task's LLM about its gate cases
+    with no record attached; without this a replayed LLM would fail every one of them and the
+    gate would compare new code against nothing instead of against the recorded answers."""
+
+    def __init__(self, inner: Any, records: list[dict[str, Any]]) -> None:
+        self.inner, self.name = inner, inner.name
+        self.by_input = {str(record_input(r)): r for r in records}
+
+    def complete(self, request: Any) -> Any:
+        if "record" not in request.metadata:
+            users = [m.content for m in request.messages if m.role == "user"]
+            record = self.by_input.get(users[-1]) if users else None
+            if record is not None:
+                request = dataclasses.replace(request, metadata={**request.metadata, "record": record})
+        return self.inner.complete(request)
+
+
 class Run:
     """Both arms over one backend, with the per-record bookkeeping the report needs."""
 
     def __init__(self, home: Home, task: str, model: str, metric: str, config: LoopConfig,
-                 reflect_model: str | None = None) -> None:
+                 reflect_model: str | None = None, records: list[dict[str, Any]] | None = None) -> None:
         self.metric = METRICS[metric]
-        self.backend = CachedBackend(home.backend(model))
+        inner = home.backend(model)
+        if model.startswith("replay:") and records:
+            inner = RecordLookup(inner, records)
+        self.backend = CachedBackend(inner)
         reflect = CachedBackend(home.backend(reflect_model)) if reflect_model else None
         spec = TaskSpec(name=task, description=INSTRUCTIONS, metric=metric, max_tokens=24)
         self.loop = Loop(home, spec, self.backend, self.metric, config, reflect_backend=reflect)
@@ -83,6 +111,7 @@ class Run:
         self.learn_flags: list[bool] = []
         self.base_flags: list[bool] = []
         self.served_code: list[bool] = []
+        self.served_by: list[str] = []
         self.context_tokens: list[int] = []
         self.llm_calls = 0
         self.markers: list[int] = []
@@ -98,6 +127,7 @@ class Run:
             self.loop.feedback(trace_id, target, ok)
         self.learn_flags.append(ok)
         self.served_code.append(ans.served_by == "code")
+        self.served_by.append(ans.served_by)
         self.context_tokens.append(ans.context_tokens)
         self.llm_calls += ans.llm_calls
         if baseline:
@@ -127,6 +157,13 @@ class Run:
 @click.option("--learn-every", type=int, default=None,
               help="Run the learners every N records [default: 50; with --label-only, once after --train].")
 @click.option("--learners", default=",".join(LEARNERS), show_default=True)
+@click.option("--strategies", default=",".join(DEFAULT_STRATEGIES), show_default=True,
+              help="Synthesis strategies of the crystallise learner, cheapest first (coder and hybrid need "
+                   "--coder-model).")
+@click.option("--coder-model", default=None,
+              help="Model that writes code for the coder and hybrid strategies (e.g. local:qwen2.5-coder-1.5b).")
+@click.option("--synth-budget-s", type=float, default=2.0, show_default=True,
+              help="Seconds per enumerative search (per arith group, per strings group).")
 @click.option("--reflect-model", default=None,
               help="Model for reflection (default: --model; required for reflection with replay:FIELD).")
 @click.option("--task", "task_name", default=None, help="Task name (default: stream-<data stem>-<time>).")
@@ -136,7 +173,7 @@ class Run:
 @click.pass_context
 def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_path: Path | None, limit: int | None,
             train_limit: int | None, epochs: int, label_only: bool, gate_cases: int, metric: str,
-            learn_every: int | None, learners: str,
+            learn_every: int | None, learners: str, strategies: str, coder_model: str | None, synth_budget_s: float,
             reflect_model: str | None, task_name: str | None, seed: int, out_dir: Path | None, as_json: bool) -> None:
     """StreamBench: answer a stream with learning on vs off; report the gain."""
     from rich.console import Console
@@ -167,7 +204,9 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
     task = task_name or f"stream-{data_path.stem.replace('_', '-').lower()[:40]}-{stamp}"
     out = out_dir or Path("reports") / task
     start = time.perf_counter()
-    run = Run(home, task, model, metric, LoopConfig(learners=chosen, gate_max_cases=gate_cases), reflect_model)
+    config = LoopConfig(learners=chosen, gate_max_cases=gate_cases, strategies=_strategies(strategies),
+                        coder_model=coder_model, synth_budget_s=synth_budget_s)
+    run = Run(home, task, model, metric, config, reflect_model, records=train + data)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
         def say(msg: str) -> None:
@@ -215,6 +254,14 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
         console.print(_summary(result, out))
 
 
+def _strategies(text: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = set(chosen) - set(DEFAULT_STRATEGIES)
+    if unknown:
+        raise ValidationError(f"unknown strategies {sorted(unknown)}: choose from {', '.join(DEFAULT_STRATEGIES)}")
+    return chosen
+
+
 def _acc(phase: str, run: Run, skip: int = 0) -> str:
     flags = run.learn_flags[skip:]
     acc = sum(flags) / len(flags) if flags else 0.0
@@ -227,9 +274,12 @@ def _result(run: Run, mode: str, flags: list[bool], base: list[bool], n_train: i
             metric: str, wall_s: float) -> dict[str, Any]:
     n = len(flags)
     served = run.served_code[n_train:]
+    by = run.served_by[n_train:]
     tokens = run.context_tokens[n_train:]
     acc_l = sum(flags) / n
     acc_b = sum(base) / n if base else 0.0
+    program = [b in ("code", "hybrid") for b in by]
+    program_right = sum(1 for p, f in zip(program, flags) if p and f)
     return {
         "n": n,
         "mode": mode,
@@ -238,6 +288,9 @@ def _result(run: Run, mode: str, flags: list[bool], base: list[bool], n_train: i
         "accuracy_baseline": round(acc_b, 4),
         "gain": round(acc_l - acc_b, 4),
         "served_by_code": round(sum(served) / n, 4),
+        "served_by_hybrid": round(by.count("hybrid") / n, 4),
+        "served_by_program": round(sum(program) / n, 4),  # code + hybrid: the answer computed by code
+        "program_precision": round(program_right / max(1, sum(program)), 4),
         "llm_calls": run.llm_calls,
         "llm_calls_computed": run.backend.computed,
         "context_tokens_mean": round(sum(tokens) / n, 1),
@@ -258,6 +311,8 @@ def _write(out: Path, run: Run, result: dict[str, Any], data_path: Path, n_train
         "baseline": run.base_flags,
         "served by code": run.served_code[n_train:],
     }
+    if "hybrid" in run.served_by:
+        held_out["served by code or hybrid"] = [b in ("code", "hybrid") for b in run.served_by[n_train:]]
     images = ["curve.png"]
     if result["mode"] == "online":
         learning_curve(out / "curve.png", title, held_out, markers=run.markers)
@@ -282,7 +337,8 @@ def _summary(r: dict[str, Any], out: Path) -> str:
         f"[bold]{r['task']}[/bold] ({r['mode']}, {r['model']}, n={r['n']})\n"
         f"  accuracy  learning {r['accuracy_learning']:.1%}   baseline {r['accuracy_baseline']:.1%}   "
         f"gain {r['gain']:+.1%}\n"
-        f"  served by code {r['served_by_code']:.1%}   LLM calls {r['llm_calls']}   "
+        f"  served by code {r['served_by_code']:.1%}   hybrid {r['served_by_hybrid']:.1%}   "
+        f"program precision {r['program_precision']:.1%}   LLM calls {r['llm_calls']}   "
         f"context tokens/answer {r['context_tokens_mean']}\n"
         f"  versions committed {r['versions_committed']}   wall {r['wall_s']} s\n"
         f"  report: {out / 'report.md'}   curve: {out / 'curve.png'}"

@@ -147,6 +147,21 @@ def test_not_significant_reject() -> None:
     assert v.reason == "reject: not better: 3 wins / 0 losses of 40 cases, McNemar exact p=0.12 > alpha 0.05"
 
 
+def test_no_case_worse_and_cheaper_accepts_without_significance() -> None:
+    # crystallised code that passes a superset of what the LLM passed, at no model cost
+    old = results([False] * 3 + [True] * 22, [1.0] * 25)
+    new = results([True] * 25, [0.0] * 25)
+    v = decide(old, new)
+    assert v.decision == "accept" and v.p_value == pytest.approx(1 / 8)
+    assert v.reason == "accept: no case worse and cheaper: 3 wins / 0 losses of 25 cases, McNemar exact p=0.12, " \
+                       "mean cost 1 -> 0"
+    assert decide(old, results([True] * 24 + [False], [0.0] * 25)).decision == "reject"  # one loss: no
+    assert decide(old, new, GatePolicy(prefer_cheaper=False)).decision == "reject"
+    assert decide(old, new, GatePolicy(dominance_min_cases=0)).decision == "reject"
+    few = decide(results([False, True], [1.0] * 2), results([True, True], [0.0] * 2))
+    assert few.decision == "reject" and "not better" in few.reason  # two cases are too thin for it
+
+
 def test_min_cases_needs_review() -> None:
     v = decide(results([False] * 6), results([True] * 6), GatePolicy(min_cases=10))
     assert v.decision == "needs_review"

@@ -127,6 +127,16 @@ def solve(kind):
         return f(0)
     if kind == "allocate":
         return len(bytearray(2 * 1024**3))
+    if kind == "grow":  # a little at a time, without bound
+        chunks = []
+        while True:
+            chunks.append(bytearray(8 * 1024**2))
+    if kind == "read-by-module":  # json imports codecs, and codecs.open reads files
+        import json
+        return getattr(json, "codecs").open("/etc/passwd").read()
+    if kind == "read-by-linecache":  # the traceback machinery reads source files
+        import functools
+        return getattr(functools, "linecache", None) or getattr(statistics, "linecache").getlines("/etc/passwd")
     if kind == "loop":
         while True:
             pass
@@ -244,7 +254,9 @@ def test_close_context_manager_and_run_once() -> None:
 # -- the escape suite: the language layer -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["os", "sys", "socket", "ctypes", "subprocess", "io", "pathlib", "builtins"])
+@pytest.mark.parametrize("module", ["os", "sys", "socket", "ctypes", "subprocess", "io", "pathlib", "builtins",
+                                    "importlib", "multiprocessing", "threading", "shutil", "pickle", "urllib",
+                                    "signal", "resource", "time", "select", "asyncio", "http"])
 def test_non_allowed_imports_are_rejected(module: str) -> None:
     with pytest.raises(SandboxError, match=f"import of '{module}' is not allowed.*allowed: bisect"):
         Sandbox(f"import {module}\ndef solve():\n    return 1\n")
@@ -302,6 +314,29 @@ def test_memory_blow_up_kills_and_restarts(attacks: Sandbox) -> None:
     with pytest.raises(SandboxCrashed, match="ran out of memory"):
         attacks.call("allocate")
     assert attacks.call("ping") == "alive" and attacks.restarts == restarts + 1
+
+
+def test_gradual_unbounded_allocation_is_stopped(attacks: Sandbox) -> None:
+    with pytest.raises((SandboxCrashed, SandboxTimeout)):
+        attacks.call("grow")
+    assert attacks.call("ping") == "alive"
+
+
+@pytest.mark.parametrize("kind", ["read-by-module", "read-by-linecache"])
+def test_allowed_modules_lead_nowhere(attacks: Sandbox, kind: str) -> None:
+    with pytest.raises(CodeRaised):
+        attacks.call(kind)
+    assert attacks.call("ping") == "alive"
+
+
+def test_unit_and_other_public_functions_can_be_called_but_not_private_ones() -> None:
+    src = "def unit(x):\n    return 'u'\n\ndef _secret(x):\n    return 's'\n\ndef solve(x):\n    return x\n"
+    with Sandbox(src) as box:
+        assert box.call_fn("unit", 1) == "u" and box.call(2) == 2
+        for name in ("_secret", "__import__", "missing", "__builtins__"):
+            with pytest.raises(CodeRaised, match="NameError"):
+                box.call_fn(name, 1)
+        assert box.call(3) == 3
 
 
 def test_infinite_loop_times_out_and_restarts(attacks: Sandbox) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crystallise.gate import score_numeric
-from crystallise.harness.learn import compose
+from crystallise.harness.synth.compose import Part, compose
 from crystallise.harness.synth.arith import ArithStrategy, template_key
 from crystallise.harness.synth.enumerate import enumerate_expressions
 from crystallise.harness.synth.lookup import LookupStrategy
@@ -27,7 +27,8 @@ def test_extract_numbers_types_scales_and_names():
 
 @pytest.mark.parametrize(
     ("value", "places", "rounding", "want"),
-    [(0.055, 2, "half_up", "0.06"), (2.0, 2, "half_up", "2.00"), (2.675, 2, "half_even", "2.68"), (1 / 3, -1, "", "0.3333333333333333")],
+    [(0.055, 2, "half_up", "0.06"), (2.0, 2, "half_up", "2.00"), (2.675, 2, "half_even", "2.68"),
+     (1 / 3, -1, "", "0.3333333333333333")],
 )
 def test_fmt_number(value, places, rounding, want):
     assert fmt_number(value, places, rounding) == want
@@ -41,7 +42,8 @@ def test_enumerator_finds_smallest_expression():
 def test_enumerator_finds_compound_interest():
     pv, r, n = [1000.0, 500.0, 2000.0], [0.05, 0.1, 0.02], [2.0, 3.0, 10.0]
     targets = [p * (1 + x) ** k for p, x, k in zip(pv, r, n)]
-    found = enumerate_expressions({"d0": pv, "p0": r, "n0": n}, targets, tolerance=1e-6)
+    # a generous budget: the search stops at the first fit, and a loaded CI machine is slow
+    found = enumerate_expressions({"d0": pv, "p0": r, "n0": n}, targets, tolerance=1e-6, budget_s=60)
     assert found is not None
     assert eval(found.source, {}, {"d0": 100.0, "p0": 0.5, "n0": 2.0}) == pytest.approx(225.0)
 
@@ -64,7 +66,8 @@ def test_arith_strategy_synthesises_a_verified_program_that_abstains_elsewhere()
     assert found is not None
     source, rules, mode = found
     assert mode == "sentence" and len(rules) == 1 and rules[0].expression == "(d0 / d1)"
-    assert run(source, "Use formula Ratio X to answer. Question: A shop has $900 of assets and $300 of debt in 1999.") == "3.00"
+    question = "Use formula Ratio X to answer. Question: A shop has $900 of assets and $300 of debt in 1999."
+    assert run(source, question) == "3.00"
     assert run(source, "Use formula Unknown to answer. Question: $900 and $300.") is None  # unknown template
     assert run(source, "Use formula Ratio X to answer. Question: $900 only.") is None  # unknown signature
     assert run(source, 12345) is None
@@ -96,7 +99,7 @@ def test_lookup_answers_seen_inputs_only_and_drops_conflicts():
 def test_compose_tries_strategies_in_order():
     a = 'def solve(value):\n    return "A" if value == 1 else None\n'
     b = 'def solve(value):\n    return "B"\n'
-    src = compose([("first", a), ("second", b)])
+    src = compose([Part("first", a, None), Part("second", b, None)])
     assert run(src, 1) == "A" and run(src, 2) == "B"
 
 

@@ -43,6 +43,7 @@ from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.gate.verifiers import verify
 from crystallise.harness import grades, lifecycle
 from crystallise.harness.learn import (
+    DEFAULT_STRATEGIES,
     CrystalliseLearner,
     FewShotLearner,
     VerifiedCase,
@@ -106,6 +107,8 @@ class LoopConfig:
     gate_max_cases: int = 48
     examples_k: int = 3
     synth_budget_s: float = 2.0
+    strategies: Sequence[str] = DEFAULT_STRATEGIES  # crystallise's synthesis strategies, cheapest first
+    coder_model: str | None = None  # model spec for LLM-written code and hybrids (None: model-free only)
     grade_policy: grades.GradePolicy = field(default_factory=grades.GradePolicy)
     lifecycle: bool = True  # run the grade rules in learn()
     shadow: str = "background"  # background | inline | off
@@ -143,7 +146,9 @@ class Loop:
         self.committer = Committer(home)
         self.store = home.store
         self.spec = self._define(spec)
-        self.crystallise = CrystalliseLearner(metric, budget_s=self.config.synth_budget_s)
+        coder = home.backend(self.config.coder_model) if self.config.coder_model else None
+        self.crystallise = CrystalliseLearner(metric, budget_s=self.config.synth_budget_s,
+                                              strategies=self.config.strategies, coder=coder, extractor=backend)
         self.fewshot = FewShotLearner()
         self.schema = SchemaLearner()
         self.reflection = ReflectionLearner(reflect_backend or backend)

@@ -6,7 +6,10 @@
     2. losses / n > policy.max_regression_rate            -> reject  (no-regression rule)
     3. new beats old at p <= alpha (one-sided, paired)    -> accept
     4. same pass set, new mean cost < old mean cost       -> accept  (equal and cheaper)
-    5. anything else                                      -> reject  (not better)
+    5. no case worse, some better, cheaper, and at least
+       policy.dominance_min_cases cases                   -> accept  (better on some, worse on none,
+                                                                      cheaper: before significance)
+    6. anything else                                      -> reject  (not better)
 
 wins = cases new passes and old fails; losses = the reverse. The verdict's `reason`
 reads as a git commit trailer, e.g.
@@ -42,6 +45,9 @@ class GatePolicy:
     test                 "mcnemar" (exact, pass/fail) or "bootstrap" (paired, on 0/1 passes;
                          anti-conservative on tiny suites, so raise min_cases with it).
     prefer_cheaper       accept an identical pass set when the new mean cost is lower.
+    dominance_min_cases  accept a cheaper version that passes a superset of the old pass set
+                         (wins, no losses) from this many paired cases on, even before the wins
+                         are significant; 0 turns the rule off.
     bootstrap_resamples, seed   the bootstrap's resamples and RNG seed (deterministic).
 
     >>> GatePolicy(max_regression_rate=0.02, min_cases=20).test
@@ -53,6 +59,7 @@ class GatePolicy:
     min_cases: int = 1
     test: Literal["mcnemar", "bootstrap"] = "mcnemar"
     prefer_cheaper: bool = True
+    dominance_min_cases: int = 20
     bootstrap_resamples: int = 2000
     seed: int = 0
 
@@ -64,6 +71,10 @@ class GatePolicy:
             raise ValidationError(f"GatePolicy.max_regression_rate must be in [0, 1], e.g. 0.02; got {rate!r}")
         if isinstance(self.min_cases, bool) or not isinstance(self.min_cases, int) or self.min_cases < 0:
             raise ValidationError(f"GatePolicy.min_cases must be an integer >= 0; got {self.min_cases!r}")
+        if isinstance(self.dominance_min_cases, bool) or not isinstance(self.dominance_min_cases, int) \
+                or self.dominance_min_cases < 0:
+            raise ValidationError(f"GatePolicy.dominance_min_cases must be an integer >= 0; got "
+                                  f"{self.dominance_min_cases!r}")
         if self.test not in _STAT_NAMES:
             raise ValidationError(f"GatePolicy.test must be 'mcnemar' or 'bootstrap'; got {self.test!r}")
 
@@ -178,6 +189,10 @@ def decide(old: Sequence[CaseResult], new: Sequence[CaseResult], policy: GatePol
     elif wins == 0 and losses == 0 and policy.prefer_cheaper and new_cost < old_cost:
         decision = "accept"
         reason = f"accept: equal and cheaper: same {new_passed}/{n} cases pass, {costs}"
+    elif (losses == 0 and policy.prefer_cheaper and new_cost < old_cost and policy.dominance_min_cases
+          and n >= policy.dominance_min_cases):  # wins, not yet significant
+        decision = "accept"
+        reason = f"accept: no case worse and cheaper: {summary}, {costs}"
     else:
         decision = "reject"
         if wins == 0 and losses == 0:

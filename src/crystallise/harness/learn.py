@@ -6,24 +6,33 @@ set of artifact deltas. They never write; the loop gates and commits.
 
 Cases are split by a hash of the input: a quarter are *gate cases* (the eval suite
 the verdict is computed on), never shown to a synthesiser; the rest are *learning
-cases*. The arith strategy further holds out a third of its learning cases itself.
+cases*. The crystallise learner holds out a third of those again (`synth/base.split`):
+strategies see only the rest, and a program part is kept only if it reproduces the
+held-out cases (`synth/verify.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from crystallise.errors import ValidationError
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
-from crystallise.harness.synth.arith import ArithRule, ArithStrategy
+from crystallise.harness.synth.arith import ArithRule
+from crystallise.harness.synth.base import Case, Strategy
+from crystallise.harness.synth.coder import CoderStrategy
+from crystallise.harness.synth.hybrid import HybridStrategy
 from crystallise.harness.synth.lookup import LookupStrategy
+from crystallise.harness.synth.pipeline import synthesise
+from crystallise.harness.synth.strategies import ArithPart, StringsPart
+from crystallise.harness.synth.verify import Policy
 from crystallise.types import ChangeSet, Delta, Trace
 
-__all__ = ["CrystalliseLearner", "FewShotLearner", "VerifiedCase", "is_gate_case", "verified_cases"]
+__all__ = ["DEFAULT_STRATEGIES", "CrystalliseLearner", "FewShotLearner", "VerifiedCase", "is_gate_case",
+           "verified_cases"]
 
 
 @dataclass
@@ -114,85 +123,100 @@ class FewShotLearner:
         )
 
 
+DEFAULT_STRATEGIES = ("lookup", "arith", "strings", "coder", "hybrid")
+
+
 class CrystalliseLearner:
-    """G4: synthesise a deterministic program from verified cases, cheapest strategy first."""
+    """G4: a deterministic program from verified cases — strategies cheapest first, each verified
+    by replay on held-out cases, composed into one program (`synth/pipeline.py`).
+
+    `coder` (a model backend) enables LLM-written code; `coder` and `extractor` (the task's own
+    model) together enable hybrid programs. Without them only the model-free strategies run.
+
+    >>> from crystallise.gate import score_numeric
+    >>> [s.name for s in CrystalliseLearner(score_numeric).strategies]
+    ['lookup', 'arith', 'strings']
+    """
 
     name = "crystallise"
     layer = "harness"
 
-    def __init__(self, metric: Callable[[Any, Any], bool], *, budget_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        metric: Callable[[Any, Any], bool],
+        *,
+        budget_s: float = 2.0,
+        strategies: Sequence[str] = DEFAULT_STRATEGIES,
+        coder: Any = None,
+        extractor: Any = None,
+        precision: float = 0.95,
+        hybrid_precision: float = 0.5,
+    ) -> None:
+        unknown = set(strategies) - set(DEFAULT_STRATEGIES)
+        if unknown:
+            raise ValidationError(f"unknown strategies {sorted(unknown)}: choose from {', '.join(DEFAULT_STRATEGIES)}")
         self.metric = metric
-        self.arith = ArithStrategy(budget_s=budget_s)
-        self.lookup = LookupStrategy()
+        self.budget_s = budget_s
+        self.policies = {"hybrid": Policy(precision=hybrid_precision)}
+        self.default_policy = Policy(precision=precision)
+        made: dict[str, Strategy] = {"lookup": LookupStrategy(), "arith": ArithPart(), "strings": StringsPart()}
+        if coder is not None:
+            made["coder"] = CoderStrategy(coder)
+            if extractor is not None:
+                made["hybrid"] = HybridStrategy(coder, extractor)
+        self.strategies: list[Strategy] = [made[n] for n in DEFAULT_STRATEGIES if n in strategies and n in made]
 
     def propose(
         self,
         view: View,
         spec: TaskSpec,
         cases: Sequence[VerifiedCase],
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> ChangeSet | None:
-        learn = [c for c in cases if not is_gate_case(c.input)]
+        learn = [Case(c.input, c.output, c.trace_id) for c in cases if not is_gate_case(c.input)]
         if not learn:
             return None
-        parts: list[tuple[str, str]] = []
-        inputs = [json.dumps(c.input, sort_keys=True) for c in learn]
-        if len(set(inputs)) < len(inputs):  # inputs repeat: a table pays
-            src = self.lookup.synthesise([(c.input, c.output) for c in learn])
-            if src:
-                parts.append(("lookup", src))
-        meta: dict[str, Any] = {"strategies": [], "learning_cases": len(learn)}
-        texts = [(c.input, str(c.output)) for c in learn if isinstance(c.input, str)]
-        current = json.loads(view.read(task_path(spec.name, "program.json")) or "{}")
-        previous = [ArithRule.from_dict(r) for r in current.get("arith_rules", [])]
-        found = self.arith.synthesise(texts, metric=lambda p, t: bool(self.metric(p, t)), progress=progress,
-                                      previous=previous, previous_mode=current.get("arith_mode"))
-        if found:
-            src, rules, mode = found
-            parts.append(("arith", src))
-            meta["arith_mode"] = mode
-            meta["arith_rules"] = [r.to_dict() for r in sorted(rules, key=lambda r: (r.key, r.signature))]
-        if not parts:
+        current = _program(view.read(task_path(spec.name, "program.json")))
+        policies = {s.name: self.policies.get(s.name, self.default_policy) for s in self.strategies}
+        found = synthesise(spec.name, learn, self.strategies, lambda p, t: bool(self.metric(p, t)),
+                           previous=current, policies=policies, description=spec.description,
+                           numeric=spec.metric == "numeric", budget_s=self.budget_s, progress=progress)
+        if found is None:
             return None
-        meta["strategies"] = [n for n, _ in parts]
-        code = compose(parts)
-        if code == view.read(task_path(spec.name, "code.py")):
+        if found.code == view.read(task_path(spec.name, "code.py")):
             return None  # nothing new was learned: no change set, no gate run
+        meta = {**found.meta, "policy": {"precision": self.default_policy.precision,
+                                         "hybrid_precision": self.policies["hybrid"].precision}}
+        hybrid = json.dumps(found.hybrid, indent=1, sort_keys=True, ensure_ascii=False) + "\n" if found.hybrid else None
         deltas = [
             d
             for d in (
-                _set(view, task_path(spec.name, "code.py"), code, "crystallised program"),
-                _set(view, task_path(spec.name, "program.json"), json.dumps(meta, indent=1, sort_keys=True) + "\n",
-                     "how the program was made"),
+                _set(view, task_path(spec.name, "code.py"), found.code, "crystallised program"),
+                _set(view, task_path(spec.name, "program.json"),
+                     json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n", "how the program was made"),
+                _set(view, task_path(spec.name, "hybrid.json"), hybrid, "what the LLM extracts for hybrid parts"),
                 _with_grade(view, spec, "G4", "code reproduces held-out verified cases"),
             )
             if d
         ]
         if not deltas:
             return None
-        n_rules = len(meta.get("arith_rules", []))
         return ChangeSet(
             learner=self.name,
             layer="harness",
             deltas=deltas,
-            summary=f"{spec.name}: crystallise ({'+'.join(meta['strategies'])}, {n_rules} verified rules)",
-            provenance=[c.trace_id for c in learn],
-            evidence={"task": spec.name, "rules": n_rules,
-                      **{k: v for k, v in meta.items() if k not in ("arith_rules", "arith_mode")}},
+            summary=f"{spec.name}: crystallise ({'+'.join(found.parts)}, {found.units} verified units)",
+            provenance=[c.id for c in learn],
+            evidence={"task": spec.name, "units": found.units, "strategies": found.parts,
+                      "learning_cases": len(learn)},
         )
 
 
-def compose(parts: Sequence[tuple[str, str]]) -> str:
-    """One module from several strategies' modules: the first that answers wins."""
-    if len(parts) == 1:
-        return parts[0][1]
-    chunks, names = [], []
-    for name, src in parts:
-        fn = f"_solve_{name}"
-        chunks.append(f"# ---- strategy: {name} ----\n" + re.sub(r"^def solve\(", f"def {fn}(", src, flags=re.M))
-        names.append(fn)
-    tail = "\n\ndef solve(value):\n"
-    for fn in names:
-        tail += f"    out = {fn}(value)\n    if out is not None:\n        return out\n"
-    tail += "    return None\n"
-    return "\n\n".join(chunks) + tail
+def _program(text: str | None) -> dict[str, Any]:
+    """program.json of the current version, in the pipeline's form (older arith-only files too)."""
+    data = json.loads(text) if text else {}
+    if "parts" not in data and data.get("arith_rules"):
+        rules = [ArithRule.from_dict(r) for r in data["arith_rules"]]
+        data = {"parts": {"arith": {"units": [r.unit for r in rules],
+                                    "state": {"mode": data.get("arith_mode"), "rules": data["arith_rules"]}}}}
+    return data

@@ -3,6 +3,8 @@
     answer(input)
       1. G4/G5 with tasks/<name>/code.py: run `solve(input)` in the sandbox
          -> a value that fits the output schema: served by code (no LLM call)
+         -> None, and a hybrid unit claims the input (tasks/<name>/hybrid.json): one
+            extraction call fills its fields, `solve(input, fields)` computes: served by "hybrid"
          -> None (abstain), an exception, a timeout, or a value that breaks the output
             schema: fall through to the LLM (G4) / return None (G5), with the reason
             in `Answer.fallback_reason` (`fallback_kind` names its class)
@@ -80,7 +82,7 @@ def constrains_text(schema: dict[str, Any]) -> bool:
 @dataclass
 class Answer:
     output: Any
-    served_by: str  # "code" | "llm" | "none"
+    served_by: str  # "code" | "hybrid" (LLM-extracted fields, code computed) | "llm" | "none"
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -174,6 +176,12 @@ class TaskRuntime:
             else:
                 if out is None:
                     reason = ABSTAINED
+                    from crystallise.harness.synth.hybrid import answer as hybrid  # LLM fills fields, code computes
+
+                    ans = hybrid(self, value, record)
+                    if ans is not None and self._schema_error(self._normalise(ans.output)) is None:
+                        ans.output, ans.code_sha = self._normalise(ans.output), self.code_sha
+                        return ans
                 else:
                     out = self._normalise(out)
                     broken = self._schema_error(out)

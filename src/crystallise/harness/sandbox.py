@@ -136,8 +136,15 @@ class Sandbox:
         Raises CodeRaised (the code raised), SandboxTimeout, SandboxCrashed, or SandboxError
         (arguments or result not JSON, output too large).
         """
+        return self.call_fn("solve", *args)
+
+    def call_fn(self, name: str, *args: Any) -> Any:
+        """Like `call`, for another public module-level function of the program (e.g. `unit`).
+
+        A name that is private (`_x`) or not a function raises CodeRaised (NameError)."""
         try:
-            payload = (json.dumps({"args": list(args)}) + "\n").encode("ascii")
+            message = {"args": list(args)} if name == "solve" else {"fn": name, "args": list(args)}
+            payload = (json.dumps(message) + "\n").encode("ascii")
         except (TypeError, ValueError) as e:
             raise SandboxError(f"arguments for crystallised code must be JSON values: {e}") from None
         with self._lock:

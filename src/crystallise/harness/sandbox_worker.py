@@ -275,11 +275,15 @@ except BaseException as e:
     send(describe(e)); os._exit(0)
 send({"ready": True, "isolation": ISOLATION})
 while True:
-    args = recv()["args"]
+    msg = recv()
+    args, name = msg["args"], msg.get("fn", "solve")
     setlimit(resource.RLIMIT_CPU, min(CPU_HARD, int(cpu() + CFG["timeout"]) + 2), CPU_HARD)
     out = '{"error": "memory"}'
     try:
-        result = NS["solve"](*args)
+        fn = NS.get(name) if isinstance(name, str) and not name.startswith("_") else None
+        if not callable(fn):
+            raise NameError("the program defines no function %r" % (name,))
+        result = fn(*args)
     except MemoryError:
         pass
     except BaseException as e:

@@ -79,6 +79,11 @@ class ArithRule:
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "signature": list(self.signature)}
 
+    @property
+    def unit(self) -> str:
+        """The unit id the rendered program's `unit(text)` gives this rule's inputs."""
+        return f"{self.key} | {tuple(self.signature)}"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArithRule:
         return cls(**{**data, "signature": tuple(data["signature"])})
@@ -93,8 +98,28 @@ class ArithStrategy:
     max_size: int = 7
     budget_s: float = 2.0
     rules: list[ArithRule] = field(default_factory=list)
+    # Hold out a third of each sub-group and keep a rule only if it reproduces them. Off when the
+    # caller verifies on cases it kept back itself (the crystallise learner does: `synth/verify.py`).
+    holdout: bool = True
 
     # -- synthesis --------------------------------------------------------------------
+    def partition(self, texts: Sequence[str]) -> list[str | None]:
+        """The sub-group ("<template> | (d, p, n)") of each text, as `synthesise` would form them:
+        what a caller stratifies its held-out split by, so every rule can be checked."""
+        mode = self._choose_mode(list(texts))
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, x in enumerate(texts):
+            groups[template_key(x, mode)].append(i)
+        out: list[str | None] = [None] * len(texts)
+        for key, idx in groups.items():
+            prefix = os.path.commonprefix([texts[i] for i in idx])
+            prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""
+            skip = {k: len(v) for k, v in extract_numbers(prefix).items()}
+            for i in idx:
+                nums = extract_numbers(texts[i])
+                out[i] = f"{key} | {tuple(len(nums[k]) - skip[k] for k in _KINDS)}"
+        return out
+
     def synthesise(
         self,
         cases: Sequence[tuple[str, str]],
@@ -158,11 +183,14 @@ class ArithStrategy:
     def _fit(self, key: str, sig: tuple[int, int, int], members: list, metric: Metric) -> ArithRule | None:
         if len(members) < self.min_cases or sum(sig) == 0:
             return None
-        fit = [m for m in members if not _holdout(m[1])]
-        held = [m for m in members if _holdout(m[1])]
-        if len(fit) < 2 or not held:  # too few on one side: move one across, keep both non-empty
-            ordered = sorted(members, key=lambda m: hashlib.sha256(m[1].encode()).hexdigest())
-            held, fit = ordered[: max(1, len(ordered) // 3)], ordered[max(1, len(ordered) // 3):]
+        if self.holdout:
+            fit = [m for m in members if not _holdout(m[1])]
+            held = [m for m in members if _holdout(m[1])]
+            if len(fit) < 2 or not held:  # too few on one side: move one across, keep both non-empty
+                ordered = sorted(members, key=lambda m: hashlib.sha256(m[1].encode()).hexdigest())
+                held, fit = ordered[: max(1, len(ordered) // 3)], ordered[max(1, len(ordered) // 3):]
+        else:
+            fit, held = list(members), []
         # By position (d0 = first $ amount) and, where a kind occurs twice or more, by rank
         # (D0 = largest $ amount): phrasings that reorder the numbers keep their magnitudes.
         terminals = {
@@ -238,7 +266,7 @@ def _key(text):
     return ""
 
 
-def solve(text):
+def _match(text):
     if not isinstance(text, str):
         return None
     key = _key(text)
@@ -246,9 +274,22 @@ def solve(text):
     if skip is None:
         return None
     nums = {k: v[skip[k]:] for k, v in extract_numbers(text).items()}
-    rule = RULES.get((key, (len(nums["$"]), len(nums["%"]), len(nums["n"]))))
-    if rule is None:
+    sig = (len(nums["$"]), len(nums["%"]), len(nums["n"]))
+    rule = RULES.get((key, sig))
+    return None if rule is None else (key, sig, nums, rule)
+
+
+def unit(text):
+    """The rule this input belongs to: "<template> | (d, p, n)", or None."""
+    m = _match(text)
+    return None if m is None else "%s | %s" % (m[0], m[1])
+
+
+def solve(text):
+    m = _match(text)
+    if m is None:
         return None
+    key, sig, nums, rule = m
     fn, places, rounding = rule
     try:
         ranked = [sorted(nums[k], reverse=True) for k in ("$", "%", "n")]

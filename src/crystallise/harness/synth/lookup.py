@@ -1,7 +1,8 @@
 """The cheapest program: a table of verified input -> output.
 
 It answers only inputs it has seen verified and abstains on everything else, so it
-can never be wrong on a new input — it just rarely helps unless inputs repeat.
+can never be wrong on a new input — it just rarely helps unless inputs repeat (the learner
+proposes one only then).
 Conflicting outputs for one input are left out (the evidence disagrees).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+
+from crystallise.harness.synth.base import Candidate, Problem
 
 __all__ = ["LookupStrategy"]
 
@@ -34,6 +37,21 @@ class LookupStrategy:
             '"""Crystallised by the lookup strategy: verified input -> output; abstains elsewhere."""\n'
             "import json\n\n"
             f"TABLE = json.loads({body!r})\n\n\n"
+            "def unit(value):\n"
+            "    return \"table\" if json.dumps(value, sort_keys=True, ensure_ascii=False) in TABLE else None\n\n\n"
             "def solve(value):\n"
             "    return TABLE.get(json.dumps(value, sort_keys=True, ensure_ascii=False))\n"
         )
+
+    def propose(self, problem: Problem) -> Candidate | None:
+        """A table, only when some input repeats (otherwise it would answer nothing new).
+
+        It is verified by construction — it answers exactly the inputs it holds, with their
+        verified answer — so the learner gives it all learning cases, not just the fit ones."""
+        keys = [json.dumps(c.input, sort_keys=True, ensure_ascii=False) for c in problem.fit]
+        if len(set(keys)) == len(keys):
+            return None
+        src = self.synthesise([(c.input, c.output) for c in problem.fit])
+        if src is None:
+            return None
+        return Candidate(self.name, src, notes={"entries": len(set(keys))})

@@ -1,0 +1,407 @@
+"""Hybrid programs: the LLM fills a typed schema, code computes the answer.
+
+Some tasks are arithmetic the small model cannot do over values only a model can pick out
+(which number is the risk-free rate when the question states three percentages in any order).
+A hybrid part splits the two:
+
+    learn, per template group (e.g. one financial formula):
+      1. the coder model writes `compute(<one parameter per input value>)` from the template's
+         constant text (the formula and its explanation) and a few questions with answers;
+         its parameters are the fields of the extraction schema
+      2. the extraction model (the task's own LLM) fills {field: number} for each fit case, as
+         schema-constrained JSON; the code *snaps* each value to a number written in the text
+         and types it there (5% -> 0.05, $1.2 million -> 1200000), so the model only has to say
+         which number plays which role
+      3. compute -> format (the rounding that reproduces the answers) -> compare; fit cases that
+         come out right become few-shot examples for the extraction prompt; failures go back
+         to the coder (exact values, expected, got) or are extracted again with the examples
+    serve (`answer`): code abstains -> hybrid_unit(value) -> one extraction call -> solve(value, fields)
+
+The extraction schema, instructions and examples are plain JSON in `tasks/<name>/hybrid.json`;
+the formula code is part of `code.py` and runs in the sandbox like any crystallised code. A unit
+verified before is kept as it was when its group comes up again (no new coder call); it is
+replayed on the new held-out cases like every candidate.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from crystallise.backends.base import Backend, CompletionRequest, Message
+from crystallise.errors import CrystalliseError, SandboxError
+from crystallise.harness.sandbox import Sandbox
+from crystallise.harness.synth.base import Candidate, Case, Problem
+from crystallise.harness.synth.coder import SYSTEM, clean_code, extract_code
+from crystallise.harness.synth.compose import _indent
+from crystallise.harness.synth.numbers import RUNTIME as NUMBERS
+from crystallise.harness.synth.strategies import group_cases, retry
+from crystallise.harness.synth.template import RUNTIME as TEMPLATE
+from crystallise.harness.synth.template import Template
+
+__all__ = ["HybridStrategy", "answer", "extraction_request"]
+
+FORMATS = [(2, "half_up"), (2, "half_even"), (0, "half_up"), (1, "half_up"), (3, "half_up"), (4, "half_up"),
+           (-1, "")]
+
+_SNAP = r'''
+
+def number_spans(text):
+    """(digits as written, with scale words applied, typed) for each number in text."""
+    out = []
+    for m in _NUM.finditer(text):
+        raw = float(m.group("num").replace(",", ""))
+        scaled = raw * _SCALE[m.group("scale").lower()] if m.group("scale") else raw
+        out.append((raw, scaled, scaled / 100.0 if m.group("pct") else scaled))
+    return out
+
+
+def snap(text, x):
+    """The typed number of text that x names (x as written, scaled, or already typed), else x."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+
+    def close(a, b):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+    spans = number_spans(text)
+    if any(close(x, t) for _, _, t in spans):
+        return x
+    hits = {t for r, s, t in spans if close(x, r) or close(x, s)}
+    return hits.pop() if len(hits) == 1 else x
+'''
+
+_SOLVE = '''
+
+def unit(value):
+    if not isinstance(value, str):
+        return None
+    key = template_key(value, MODE)
+    u = _UNITS.get(key)
+    return key if u is not None and payload(value, u[0], u[1]) is not None else None
+
+
+def solve(value, fields=None):
+    """None without fields (a hybrid part answers only after the LLM filled the schema)."""
+    key = unit(value) if isinstance(fields, dict) else None
+    if key is None:
+        return None
+    prefix, suffix, compute, names, places, rounding = _UNITS[key]
+    text = payload(value, prefix, suffix)
+    args = [snap(text, fields.get(n)) for n in names]
+    if None in args:
+        return None
+    try:
+        out = compute(*args)
+    except (ArithmeticError, ValueError, TypeError, OverflowError):
+        return None
+    if isinstance(out, bool) or not isinstance(out, (int, float)):
+        return None
+    return fmt_number(out, places, rounding)
+'''
+
+
+def params(code: str, name: str = "compute") -> list[str] | None:
+    """The positional parameter names of `name` in `code`."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            a = node.args
+            if a.vararg or a.kwarg or a.kwonlyargs:
+                return None
+            return [p.arg for p in a.posonlyargs + a.args]
+    return None
+
+
+def render(mode: str, units: dict[str, dict[str, Any]]) -> str:
+    """The hybrid module: number runtime, template runtime, one compute per unit, solve."""
+    out = ['"""Crystallised by the hybrid strategy: the LLM fills each unit\'s fields (tasks/<name>/hybrid.json),\n'
+           'this code snaps them to the numbers in the text and computes the answer."""', NUMBERS, TEMPLATE, _SNAP,
+           f"MODE = {mode!r}", ""]
+    table = []
+    for i, (key, u) in enumerate(sorted(units.items())):
+        out += [f"def _unit{i}():", _indent(u["code"].rstrip()), "    return compute", "", ""]
+        table.append(f"    {key!r}: ({u['prefix']!r}, {u['suffix']!r}, _unit{i}(), {tuple(u['fields'])!r}, "
+                     f"{u['places']!r}, {u['rounding']!r}),")
+    out += ["_UNITS = {  # unit: (prefix, suffix, compute, fields, places, rounding)", *table, "}", _SOLVE]
+    return "\n".join(out)
+
+
+def extraction_request(spec: dict[str, Any], text: str) -> tuple[CompletionRequest, dict[str, Any]]:
+    """The chat request and JSON schema that make the LLM fill one unit's fields for `text`."""
+    fields = spec["fields"]
+    schema = {"type": "object", "properties": {f: {"type": "number"} for f in fields}, "required": list(fields),
+              "additionalProperties": False}
+    system = (f"{spec['instructions']}\n\nRead the question and give each field's value as a JSON number, "
+              "copied as written in the question (5% -> 5, $1.2 million -> 1.2). Fields: " + ", ".join(fields)
+              + ". Reply with one JSON object.")
+    messages = [Message("system", system)]
+    for shot in spec.get("shots", []):
+        messages += [Message("user", shot["x"]), Message("assistant", json.dumps(shot["fields"]))]
+    messages.append(Message("user", text))
+    return CompletionRequest(messages=messages, schema=schema, max_tokens=24 + 16 * len(fields)), schema
+
+
+class HybridStrategy:
+    """Coder-written compute + LLM-extracted fields, per template group (module docstring)."""
+
+    name = "hybrid"
+
+    def __init__(self, coder: Backend, extractor: Backend, *, rounds: int = 2, min_cases: int = 3,
+                 max_groups: int = 25, shots: int = 3, max_fields: int = 8, min_fit: float = 0.6,
+                 examples: int = 4) -> None:
+        self.coder = coder
+        self.extractor = extractor
+        self.rounds = rounds
+        self.min_cases = min_cases
+        self.max_groups = max_groups
+        self.shots = shots
+        self.max_fields = max_fields
+        self.min_fit = min_fit
+        self.examples = examples
+        self.tried: dict[str, int] = {}
+        self.calls = {"coder": 0, "extract": 0}
+        self.metric: Any = None
+        self._memo: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        self._last: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}  # latest fields per (schema, text)
+
+    def propose(self, problem: Problem) -> Candidate | None:
+        self.metric = problem.metric
+        cases = [c for c in problem.fit if isinstance(c.input, str) and _number(c.output) is not None]
+        mode, tpls, groups = group_cases(cases, self.min_cases)
+        self.tried = {**problem.previous.get("state", {}).get("tried", {}), **self.tried}
+        todo = [(u, cs) for u, cs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+                if not u.startswith("args:") and retry(self.tried, u, len(cs))][: self.max_groups]
+        units: dict[str, dict[str, Any]] = {}
+        log: dict[str, Any] = {}
+        before = dict(self.calls)
+        kept = {k: u for k, u in problem.previous.get("state", {}).get("units", {}).items()
+                if k in set(problem.previous.get("units") or [])}  # verified last time: no new coder call
+        for i, (key, group) in enumerate(todo):
+            problem.say(f"hybrid: group {i + 1}/{len(todo)} ({len(group)} cases)")
+            if key in kept and kept[key].get("prefix") == tpls[key].prefix:
+                units[key], log[key[:80]] = kept[key], {"kept": True}
+                continue
+            spec, info = self._unit(problem, tpls[key], group)
+            log[key[:80]] = info
+            if spec is None:
+                self.tried[key] = len(group)
+            else:
+                self.tried.pop(key, None)
+                units[key] = spec
+        if not units:
+            return None
+        specs = {k: _public(u) for k, u in units.items()}
+        memo_specs = dict(specs)
+
+        def extract(value: Any, unit: str) -> dict[str, Any] | None:
+            """Fit cases: the fields measured while scoring; new (held-out) cases: one call, with shots."""
+            spec = memo_specs.get(unit)
+            text = Template(unit, spec["prefix"], spec["suffix"]).payload(value) if spec else None
+            if text is None:
+                return None
+            seen = self._last.get((tuple(spec["fields"]), text))
+            return seen if seen is not None else self._extract(spec, text)
+
+        return Candidate(self.name, render(mode, units), state={"tried": dict(self.tried), "units": units},
+                         notes={"units": len(units), "coder_calls": self.calls["coder"] - before["coder"],
+                                "extract_calls": self.calls["extract"] - before["extract"], "groups": log},
+                         extraction={"mode": mode, "units": specs}, extract=extract)
+
+    # -- one unit ------------------------------------------------------------------------------------
+
+    def _unit(self, problem: Problem, template: Template, cases: Sequence[Case]) -> tuple[dict[str, Any] | None,
+                                                                                             dict[str, Any]]:
+        texts = [template.payload(c.input) or "" for c in cases]
+        instructions = _instructions(template)
+        messages = [Message("system", SYSTEM), Message("user", self._prompt(template, cases, texts))]
+        best: tuple[int, dict[str, Any]] | None = None
+        scores: list[int] = []
+        shots: list[dict[str, Any]] = []
+        for _ in range(self.rounds):
+            code = self._ask(messages)
+            fields = params(code, "compute") if code else None
+            if code is None or not fields or len(fields) > self.max_fields:
+                scores.append(-1)
+                messages.append(Message("user", "Reply with one ```python block defining `def compute(...)` with "
+                                                "one parameter per input value."))
+                continue
+            if shots and sorted(shots[0]["fields"]) != sorted(fields):
+                shots = []  # examples of other fields than this compute takes
+            spec = {"prefix": template.prefix, "suffix": template.suffix, "fields": fields, "code": code,
+                    "instructions": instructions, "shots": list(shots)}
+            results = self._score(spec, cases, texts)
+            if results is None:
+                scores.append(-1)
+                messages.append(Message("user", "The function failed to run. Reply with a corrected `compute` in "
+                                                "one ```python block, using only the math module."))
+                continue
+            right, spec, shots, wrong = results
+            scores.append(right)
+            if best is None or right > best[0]:
+                best = (right, spec)
+            if right == len(cases):
+                break
+            messages += [Message("user", self._feedback(spec, wrong, len(cases)))]
+        info = {"scores": scores, "cases": len(cases)}
+        if best is None or best[0] < self.min_fit * len(cases):
+            return None, info
+        return best[1], info
+
+    def _ask(self, messages: list[Message]) -> str | None:
+        try:
+            reply = self.coder.complete(CompletionRequest(messages=list(messages), max_tokens=400))
+        except CrystalliseError:
+            return None
+        self.calls["coder"] += 1
+        messages.append(Message("assistant", reply.text))
+        code = extract_code(reply.text)
+        return clean_code(code, "compute") if code else None
+
+    def _score(self, spec: dict[str, Any], cases: Sequence[Case], texts: list[str]):
+        """Extract (twice for failures, the second time with verified examples), compute, pick the format."""
+        try:
+            box = Sandbox(render("none", {"": {**spec, "places": -1, "rounding": ""}}), timeout_s=2.0)
+        except SandboxError:
+            return None
+        with box:
+            def values(i: int, shots: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, float | None]:
+                fields = self._extract({**spec, "shots": shots}, texts[i])
+                if fields is None:
+                    return None, None
+                try:
+                    raw = box.call(cases[i].input, fields)
+                except SandboxError:
+                    return fields, None
+                return fields, _number(raw)
+
+            got = [values(i, spec["shots"]) for i in range(len(cases))]
+            places, rounding = _best_format([g[1] for g in got], cases, self.metric)
+            ok = [self._right(g[1], c, places, rounding) for g, c in zip(got, cases)]
+            shots = [{"x": texts[i], "fields": got[i][0]} for i in range(len(cases)) if ok[i]][: self.shots]
+            if shots and not all(ok) and not spec["shots"]:
+                for i in range(len(cases)):  # again, with the verified examples in the prompt
+                    if not ok[i]:
+                        got[i] = values(i, shots)
+                        ok[i] = self._right(got[i][1], cases[i], places, rounding)
+        spec = {**spec, "places": places, "rounding": rounding, "shots": shots}
+        wrong = [(texts[i], got[i][0], got[i][1], cases[i].output) for i in range(len(cases)) if not ok[i]]
+        return sum(ok), spec, shots, wrong
+
+    def _right(self, value: float | None, case: Case, places: int, rounding: str) -> bool:
+        from crystallise.harness.synth.numbers import fmt_number
+
+        return value is not None and bool(self.metric(fmt_number(value, places, rounding) or "", case.output))
+
+    def _extract(self, spec: dict[str, Any], text: str) -> dict[str, Any] | None:
+        key = (json.dumps(spec["fields"]), json.dumps(spec.get("shots", []), sort_keys=True), text)
+        if key in self._memo:
+            return self._memo[key]
+        from crystallise.backends.structured import complete_json
+
+        request, schema = extraction_request(spec, text)
+        try:
+            value, _, _ = complete_json(self.extractor, request, schema)
+        except CrystalliseError:
+            value = None
+        self.calls["extract"] += 1
+        self._memo[key] = value if isinstance(value, dict) else None
+        if self._memo[key] is not None:
+            self._last[(tuple(spec["fields"]), text)] = self._memo[key]
+        return self._memo[key]
+
+    def _prompt(self, template: Template, cases: Sequence[Case], texts: list[str]) -> str:
+        shown = "\n".join(f"Q: {t[:400]}\nA: {c.output}" for t, c in list(zip(texts, cases))[: self.examples])
+        return (
+            "Write a Python function `compute(...)` for this calculation.\n\n"
+            f"{_instructions(template)}\n\nQuestions of this kind, with their answers:\n{shown}\n\n"
+            "compute takes one parameter per number it needs, named in snake_case after what the number is "
+            "(for example net_credit_sales), and returns the answer as a number, unrounded. Percentages arrive "
+            "as fractions (5% is 0.05) and amounts in full ($1.2 million is 1200000). Use only the math module "
+            "if you need one. No print(), no input()."
+        )
+
+    @staticmethod
+    def _feedback(spec: dict[str, Any], wrong: list[tuple[str, Any, Any, Any]], n: int) -> str:
+        lines = []
+        for text, fields, got, want in wrong[:3]:
+            call = ", ".join(f"{k}={v!r}" for k, v in (fields or {}).items())
+            lines.append(f"Q: {text[:300]}\ncompute({call}) returned {got!r}; the answer is {want}")
+        return (f"compute is wrong on {len(wrong)} of {n} questions, for instance:\n" + "\n".join(lines)
+                + "\nFix compute (keep one parameter per input value) and reply with it in one ```python block.")
+
+
+def _instructions(template: Template) -> str:
+    """The constant text of the template, which states what is to be computed."""
+    return template.prefix.strip()[:1200] or "Compute the answer to the question."
+
+
+def _public(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the runtime needs to ask for a unit's fields (hybrid.json)."""
+    return {k: spec[k] for k in ("prefix", "suffix", "fields", "instructions", "shots")}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(str(value).replace(",", "").strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _best_format(values: list[float | None], cases: Sequence[Case], metric: Any) -> tuple[int, str]:
+    from crystallise.harness.synth.numbers import fmt_number
+
+    def hits(fmt: tuple[int, str]) -> int:
+        return sum(1 for v, c in zip(values, cases) if v is not None and metric(fmt_number(v, *fmt) or "", c.output))
+
+    return max(FORMATS, key=hits)
+
+
+# -- serving ----------------------------------------------------------------------------------------
+
+
+def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> Any:
+    """For `TaskRuntime`: the hybrid answer to `value`, or None (then the LLM answers).
+
+    Reads `tasks/<name>/hybrid.json` once per runtime; one extraction call to the runtime's
+    backend, then `solve(value, fields)` in the sandbox."""
+    from crystallise.backends.structured import complete_json
+    from crystallise.harness.runtime import Answer, _sandbox_for
+    from crystallise.harness.spec import task_path
+
+    specs = getattr(runtime, "_hybrid_specs", None)
+    if specs is None:
+        text = runtime.view.read(task_path(runtime.spec.name, "hybrid.json"))
+        specs = json.loads(text).get("units", {}) if text else {}
+        runtime._hybrid_specs = specs
+    if not specs or not runtime.code:
+        return None
+    box = _sandbox_for(runtime.code)
+    try:
+        unit = box.call_fn("hybrid_unit", value)
+    except SandboxError:
+        return None
+    spec = specs.get(unit) if isinstance(unit, str) else None
+    text = Template(unit, spec["prefix"], spec["suffix"]).payload(value) if spec else None
+    if text is None:
+        return None
+    request, schema = extraction_request(spec, text)
+    if record:
+        request.metadata["record"] = record
+    try:
+        fields, completion, repaired = complete_json(runtime.backend, request, schema)
+        out = box.call(value, fields)
+    except CrystalliseError:
+        return None
+    if out is None:
+        return None
+    return Answer(output=out, served_by="hybrid", llm_calls=2 if repaired else 1,
+                  prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
