@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from math import comb
 from typing import Any
@@ -321,7 +322,7 @@ def test_add_returns_new_suite_and_protects_existing() -> None:
             grown.add([changed])
     with pytest.raises(ValidationError, match="already exists"):
         base.add([Case("c9", 1, 1), Case("c9", 1, 2)])
-    with pytest.raises(Exception):  # frozen: no in-place edits
+    with pytest.raises(dataclasses.FrozenInstanceError):  # frozen: no in-place edits
         base.cases[0].expected = "5"  # type: ignore[misc]
     with pytest.raises(ValidationError, match="duplicate case id"):
         EvalSuite("x", [Case("a", 1, 1), Case("a", 1, 1)])

@@ -19,7 +19,8 @@ from crystallise.backends.local import LocalBackend
 from crystallise.errors import ConfigError, ValidationError
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("CRYSTALLISE_MODELS_DIR") or Path(os.environ.get("CRYSTALLISE_HOME") or REPO / ".crystallise") / "models")
+_HOME = Path(os.environ.get("CRYSTALLISE_HOME") or REPO / ".crystallise")
+MODELS_DIR = Path(os.environ.get("CRYSTALLISE_MODELS_DIR") or _HOME / "models")
 MODEL = "smollm2-135m"
 
 _MISSING = importlib.util.find_spec("llama_cpp") is None or not (MODELS_DIR / f"{MODEL}.gguf").is_file()

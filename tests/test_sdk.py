@@ -112,7 +112,8 @@ def test_context_pack_scopes_budget_and_shown_items(tmp_path, store_url):
         Item(text="Always answer with two decimals", level="agent", agent_id="fin"),
         Item(text="Org rule: cite the formula", level="org", agent_id="fin", org_id="acme"),
         Item(text="User u1 prefers euros", kind="memory", level="user", agent_id="fin", org_id="acme", user_id="u1"),
-        Item(text="User u2 secret preference", kind="memory", level="user", agent_id="fin", org_id="acme", user_id="u2"),
+        Item(text="User u2 secret preference", kind="memory", level="user", agent_id="fin", org_id="acme",
+             user_id="u2"),
     ]
     home.store.apply_item_deltas([Delta(op="add", target="item", item_id=i.id, after=i.to_dict()) for i in items])
     with crystallise.trace("q", agent="fin", org="acme", user="u1", home=home) as t:

@@ -40,7 +40,9 @@ from crystallise.context.lexical import BM25Index
 from crystallise.store.vectors import text_sha
 from crystallise.types import Item
 
-__all__ = ["Block", "BlockKey", "ScopeIndex", "block_key", "forget_ids", "forget_user_block", "index_for", "visible_keys"]
+__all__ = [
+    "Block", "BlockKey", "ScopeIndex", "block_key", "forget_ids", "forget_user_block", "index_for", "visible_keys",
+]
 
 BlockKey = tuple[str, str | None, str | None]
 Progress = Callable[[str, int, int], None]

@@ -22,7 +22,8 @@ import json
 import math
 import re
 from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jsonschema
 
