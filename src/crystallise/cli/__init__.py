@@ -8,6 +8,7 @@
     crystallise log|show|diff|revert      versions: the audit trail and undo
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
     crystallise serve                     HTTP API + OTLP ingest (the `serve` extra)
+    crystallise weights export|train|...  LoRA adapters (the `weights` extra)
 """
 
 from __future__ import annotations
@@ -129,10 +130,12 @@ from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
+from crystallise.cli import weights as _weights  # noqa: E402
 
 _history.register(main)
 _inspect.register(main)
 _bench.register(main)
 _serve.register(main)
+_weights.register(main)
 
 __all__ = ["main"]
