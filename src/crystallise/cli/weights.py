@@ -87,7 +87,7 @@ def register(main: click.Group) -> None:
     @click.option("--rank", default=8, show_default=True)
     @click.option("--replay-share", default=0.25, show_default=True, help="Share of every batch from retention data.")
     @click.option("--regulariser", type=click.Choice(["l2", "ewc", "none"]), default="l2", show_default=True)
-    @click.option("--reg-weight", default=0.1, show_default=True)
+    @click.option("--reg-weight", default=0.05, show_default=True)
     @click.option("--objective", type=click.Choice(["sft", "dpo"]), default="sft", show_default=True)
     @click.option("--max-forgetting", default=0.05, show_default=True, help="Gate tolerance, accuracy points / 100.")
     @click.option("--verifier", type=click.Choice(["exact", "casefold", "numeric"]), default="exact", show_default=True)

@@ -63,7 +63,7 @@ class TrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     replay_share: float = 0.25
     regulariser: Regulariser = "l2"
-    reg_weight: float = 0.1
+    reg_weight: float = 0.05
     objective: Literal["sft", "dpo"] = "sft"
     dpo_beta: float = 0.1
     fisher_batches: int = 4
@@ -99,6 +99,7 @@ class TrainResult:
     device: str
     losses: list[float] = field(default_factory=list)
     drift: float = 0.0  # the final ||ΔW||² (or Fisher-weighted) penalty, unweighted
+    model: Any = None  # the trained PEFT model (eval mode) when asked for with keep_model=True
 
     def summary(self) -> dict[str, Any]:
         tail = self.losses[-5:] or [math.nan]
@@ -200,6 +201,7 @@ def train_adapter(
     retention: Sequence[dict[str, Any]] = (),
     init_from: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    keep_model: bool = False,
 ) -> TrainResult:
     """Train a LoRA adapter on `examples` and save it (PEFT format) in `out_dir`.
 
@@ -270,7 +272,9 @@ def train_adapter(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
-    return TrainResult(out_dir, config.steps, time.perf_counter() - start, device, losses, drift_value)
+    model.eval()
+    return TrainResult(out_dir, config.steps, time.perf_counter() - start, device, losses, drift_value,
+                       model=model if keep_model else None)
 
 
 def _dpo_loss(torch: Any, model: Any, rows: list[Any], pad: int, device: str, beta: float) -> Any:
