@@ -13,6 +13,7 @@ Strategies (the ones the weight layer offers, on a model small enough to run in 
               mixed into every batch
     l2        + lambda * ||theta - theta_previous||^2 (L2 to the weights before the task)
     ewc       + lambda * sum F (theta - theta_previous)^2, F the diagonal Fisher of earlier tasks
+              (normalised to mean 1, as in the LoRA trainer, so lambda is on the l2 scale)
     joint     all tasks' data at once (the ceiling: .978)
 
 Writes result.json and digits.png to --out.
@@ -86,6 +87,8 @@ def _run(strategy: str, seed: int, epochs: int, buffer: int, lam: float, xtr: An
                 for g, p in zip(grads, net.parameters()):
                     g += p.grad.detach().pow(2) / len(x_task)
             fisher = [g + (fisher[k] if fisher else 0) for k, g in enumerate(grads)]
+            mean = torch.cat([f.flatten() for f in fisher]).mean().clamp_min(1e-12)
+            fisher = [f / mean for f in fisher]  # mean 1: lambda means the same as for l2
         if strategy == "replay":  # class-balanced buffer of the classes seen so far
             seen = [c for a, b in TASKS[: i + 1] for c in (a, b)]
             per = max(1, buffer // len(seen))
@@ -121,14 +124,15 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 @click.command()
 @click.option("--strategies", default="naive,replay,l2,ewc,joint", show_default=True)
 @click.option("--epochs", default=10, show_default=True)
+@click.option("--joint-epochs", default=30, show_default=True, help="Epochs of the joint ceiling (all data).")
 @click.option("--buffer", default=100, show_default=True, help="Replay buffer size (examples, all classes).")
 @click.option("--l2", "lam_l2", default=1.0, show_default=True, help="L2 strength.")
-@click.option("--ewc", "lam_ewc", default=100.0, show_default=True, help="EWC strength.")
+@click.option("--ewc", "lam_ewc", default=1.0, show_default=True, help="EWC strength.")
 @click.option("--seeds", default=3, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/digits"), show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def command(strategies: str, epochs: int, buffer: int, lam_l2: float, lam_ewc: float, seeds: int, out_dir: Path,
-            as_json: bool) -> None:
+def command(strategies: str, epochs: int, joint_epochs: int, buffer: int, lam_l2: float, lam_ewc: float, seeds: int,
+            out_dir: Path, as_json: bool) -> None:
     """Split digits (5 tasks): naive vs replay vs L2 vs EWC vs joint — average accuracy, forgetting, BWT."""
     require("torch").set_num_threads(1)
     results: dict[str, Any] = {}
@@ -138,7 +142,7 @@ def command(strategies: str, epochs: int, buffer: int, lam_l2: float, lam_ewc: f
         for seed in range(seeds):
             data = _data(seed)
             lam = lam_l2 if name == "l2" else lam_ewc
-            runs.append(_run(name, seed, epochs, buffer, lam, *data))
+            runs.append(_run(name, seed, joint_epochs if name == "joint" else epochs, buffer, lam, *data))
         matrix = [[sum(r[i][j] for r in runs) / len(runs) for j in range(5)] for i in range(5)]
         per_seed = [summarise(r)["average"] for r in runs]
         results[name] = {**summarise(matrix), "matrix": matrix, "average_per_seed": per_seed}
@@ -147,7 +151,7 @@ def command(strategies: str, epochs: int, buffer: int, lam_l2: float, lam_ewc: f
             click.echo(f"{name:7s} average {m['average']:.3f}  forgetting {m['forgetting']:.3f}  BWT {m['bwt']:+.3f}"
                        f"  (seeds: {', '.join(f'{a:.3f}' for a in per_seed)})", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"strategies": results, "epochs": epochs, "buffer": buffer, "seeds": seeds,
+    summary = {"strategies": results, "epochs": epochs, "joint_epochs": joint_epochs, "buffer": buffer, "seeds": seeds,
                "wall_s": round(time.perf_counter() - start, 1)}
     (out_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot(results, out_dir / "digits.png")

@@ -18,7 +18,6 @@ Writes result.json and ttt.png to --out.
 from __future__ import annotations
 
 import json
-import re
 import string
 import sys
 import time

@@ -140,7 +140,7 @@ def _plot(results: dict[str, Any], tasks: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4 * (len(tasks) + 1), 3.6), sharey=True)
     stages = range(0, len(tasks) + 1)
     for name, r in results.items():
-        for j, task in enumerate(tasks):
+        for j in range(len(tasks)):
             axes[j].plot(stages, [r["before"][j]] + [row[j] for row in r["matrix"]], marker="o", label=name)
         axes[-1].plot(stages, [r["probes_before"]] + r["probes"], marker="o", label=name)
     for j, task in enumerate(tasks):
@@ -213,7 +213,7 @@ def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_le
                 result = train_adapter(
                     base, train[task], config, Path(tmp) / f"stage{i}", retention=replay if config.replay_share else (),
                     init_from=prev_dir,
-                    progress=lambda s, n, loss, task=task: log(f"{name} {task} step {s}/{n} loss {loss:.3f}")
+                    progress=lambda s, n, loss, task=task, name=name: log(f"{name} {task} step {s}/{n} loss {loss:.3f}")
                     if s % 8 == 0 or s == n else None)
                 train_s.append(time.perf_counter() - t0)
                 model, tok = load_with_adapter(base, result.adapter_dir, device)
@@ -243,7 +243,8 @@ def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_le
     lines = ["| strategy | " + " | ".join(f"{t} (before → after its stage → final)" for t in tasks)
              + " | probes final | average | forgetting | BWT | gain |", "|---" * (len(tasks) + 6) + "|"]
     for name, r in results.items():
-        cells = [f"{r['before'][j]:.3f} → {r['matrix'][j][j]:.3f} → {r['matrix'][-1][j]:.3f}" for j in range(len(tasks))]
+        cells = [f"{r['before'][j]:.3f} → {r['matrix'][j][j]:.3f} → {r['matrix'][-1][j]:.3f}"
+                 for j in range(len(tasks))]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['probes'][-1]:.3f} | {r['average']:.3f} | "
                      f"{r['forgetting']:.3f} | {r['bwt']:+.3f} | {r['gain']:+.3f} |")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -44,7 +44,8 @@ def _run(home: Home, question: str, answer: str, *, agent: str = "support", org:
     return t.id
 
 
-def test_export_keeps_verified_runs_only_with_provenance_and_no_pii(home: Home, tmp_path: Path) -> None:
+def test_export_keeps_verified_runs_only_with_provenance_and_no_pii(store_url: str, tmp_path: Path) -> None:
+    home = Home.init(tmp_path / "pghome", store_url=store_url)  # SQLite and PostgreSQL
     ok = _run(home, "Reset the password for ann@example.com", "Sent a link.", score=1.0)
     fixed = _run(home, "Card 4111 1111 1111 1111 was charged twice, call +1 (415) 555-0100", "Refund it.",
                  correction="Open a billing dispute for ann.lee@example.org.", score=0.0)
@@ -71,6 +72,7 @@ def test_export_keeps_verified_runs_only_with_provenance_and_no_pii(home: Home, 
     assert [r["org"] for r in org.sft] == ["acme"]
     with pytest.raises(ValidationError, match="never per user"):
         export_dataset(home.store, Scope(agent="support", user="u1"))
+    home.close()
 
 
 def test_redactor_leaves_numbers_that_are_not_pii() -> None:
@@ -165,3 +167,36 @@ def test_forgetting_metrics() -> None:
     assert m["gain"] == pytest.approx((0.8 + 0.9 + 0.6) / 3)
     with pytest.raises(ValidationError):
         summarise([[1.0, 0.5]])
+
+
+def test_cli_exports_lists_shows_and_reverts_adapters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from crystallise.cli import main
+
+    monkeypatch.delenv("CRYSTALLISE_HOME", raising=False)
+    home_path = tmp_path / "home"
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, ["--home", str(home_path), *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("init")
+    home = Home.open(home_path)
+    tid = _run(home, "Where is my parcel? Reach me at bob@example.com", "Lost.", correction="In transit.")
+    info = json.loads(run("weights", "export", "--agent", "support", "--out", str(tmp_path / "ds"), "--json"))
+    assert info["sft"]["examples"] == 1 and info["pairs"]["examples"] == 1 and info["redactions"] == {"email": 2}
+    row = json.loads((tmp_path / "ds" / "sft.jsonl").read_text())
+    assert row["trace_id"] == tid and "bob@example.com" not in json.dumps(row)
+    assert "no adapters yet" in run("weights", "list")
+    assert "serves the base model" in run("weights", "show", "--agent", "support", code=2)
+
+    number = _commit_adapter(home, Scope(agent="support"), _fake_adapter(tmp_path, "cli"), "support-cli")
+    listed = json.loads(run("weights", "list", "--json"))
+    assert [(r["scope"], r["name"]) for r in listed] == [("agent support", "support-cli")]
+    assert json.loads(run("weights", "show", "--agent", "support"))["name"] == "support-cli"
+    run("revert", str(number))
+    assert json.loads(run("weights", "list", "--json")) == []
+    home.close()

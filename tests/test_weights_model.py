@@ -65,8 +65,9 @@ def test_adapter_trains_saves_reloads_identically_and_changes_outputs(base, tmp_
         assert torch.allclose(result.model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-5)
     question = [[{"role": "user", "content": "What is the secret code of vault 77?"}]]
     base_model, base_tok = base.shared()
-    assert generate(reloaded, tok, question, max_new_tokens=8) == generate(result.model, tok, question, max_new_tokens=8)
-    assert CODE in generate(reloaded, tok, question, max_new_tokens=8)[0]
+    answer = generate(reloaded, tok, question, max_new_tokens=8)
+    assert answer == generate(result.model, tok, question, max_new_tokens=8)
+    assert CODE in answer[0]
     assert CODE not in generate(base_model, base_tok, question, max_new_tokens=8)[0]
 
 

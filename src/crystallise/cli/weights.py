@@ -147,10 +147,11 @@ def register(main: click.Group) -> None:
         home = open_home(ctx)
         rows = []
         for path in home.repo.list_files("adapters/"):
-            if path.endswith("/adapter.json"):
+            parts = path.split("/")
+            if len(parts) == 4 and parts[3] == "adapter.json":
                 m = json.loads(home.repo.read(path) or "{}")
                 t = m.get("metrics", {}).get("target", {})
-                rows.append({"scope": f"{m['scope']['level']} {m['scope']['owner']}", "name": m.get("name"),
+                rows.append({"scope": f"{parts[1]} {parts[2]}", "name": m.get("name"),
                              "weights": m["weights"]["sha256"], "base": m["base"]["name"],
                              "target": t.get("suite"), "gain": t.get("gain"),
                              "forgetting": m.get("metrics", {}).get("forgetting")})
