@@ -175,11 +175,19 @@ def _plot(results: dict[str, Any], tasks: list[str], path: Path) -> None:
 @click.option("--device", default=None)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/weights"), show_default=True)
+@click.option("--combine", "combine", multiple=True, type=click.Path(path_type=Path),
+              help="Merge the result.json of earlier runs (e.g. one strategy per process) into --out; trains nothing.")
 @click.option("--json", "as_json", is_flag=True)
 def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_len: int, lr: float,
             replay_share: float, reg_weight: float, train_n: int, test_n: int, finer_tags: int, base_name: str,
-            device: str | None, seed: int, out_dir: Path, as_json: bool) -> None:
+            device: str | None, seed: int, out_dir: Path, combine: tuple[Path, ...], as_json: bool) -> None:
     """Sequential LoRA on 3 tasks: per-task accuracy after each stage, average, forgetting, BWT per strategy."""
+    if combine:
+        runs = [json.loads(Path(p).read_text()) for p in combine]
+        merged = {**runs[0], "strategies": {k: v for r in runs for k, v in r["strategies"].items()},
+                  "wall_s": max(r["wall_s"] for r in runs), "combined_from": [str(p) for p in combine]}
+        _write(merged, out_dir, as_json)
+        return
     start = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - start:7.1f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     built = {"formula-name": formula_task(data_dir), "finer-tag": finer_task(data_dir, finer_tags),
@@ -235,9 +243,14 @@ def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_le
         out_dir.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
         (out_dir / "partial.json").write_text(json.dumps({"tasks": tasks, "strategies": results}, indent=2) + "\n")
     wall = time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
     report = {"tasks": tasks, "strategies": results, "steps": steps, "train_n": train_n, "test_n": test_n,
               "wall_s": round(wall, 1), "base": base_name}
+    _write(report, out_dir, as_json)
+
+
+def _write(report: dict[str, Any], out_dir: Path, as_json: bool) -> None:
+    tasks, results = report["tasks"], report["strategies"]
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "result.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(results, tasks, out_dir / "weights.png")
     lines = ["| strategy | " + " | ".join(f"{t} (before → after its stage → final)" for t in tasks)
@@ -252,4 +265,4 @@ def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_le
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo("\n".join(lines))
-        click.echo(f"wall {wall:.0f} s; wrote {out_dir}/result.json, report.md, weights.png", err=True)
+        click.echo(f"wall {report['wall_s']:.0f} s; wrote {out_dir}/result.json, report.md, weights.png", err=True)

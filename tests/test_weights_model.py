@@ -143,3 +143,23 @@ def test_star_keeps_only_verified_samples(base) -> None:
     for r in rows:
         p = next(p for p in problems if p.id == r["trace_id"])
         assert r["messages"][-1]["content"].strip().lower() == p.expected
+
+
+def test_star_rounds_stop_at_the_gate(base, tmp_path: Path) -> None:
+    """A round whose adapter the gate does not accept ends the loop and commits nothing."""
+    from crystallise.weights.distill import Problem, StarConfig, star
+    from crystallise.weights.train import TrainConfig
+
+    os.environ["CRYSTALLISE_MODELS_DIR"] = str(MODELS_DIR)
+    home = Home.init(tmp_path / "home")
+    words = ["apple", "river", "stone", "cloud", "tiger", "lemon"]
+    probs = [Problem(f"p{i}", [{"role": "user", "content": f"Repeat exactly this word: {w}"}], w,
+                     {"kind": "exact", "casefold": True}) for i, w in enumerate(words)]
+    reports = star(home, Scope(agent="star"), "repeat", probs[:4], probs[4:],
+                   StarConfig(rounds=3, samples=2, temperature=0.9), train_config=TrainConfig(steps=2, seed=0),
+                   policy=WeightsPolicy(min_cases=5))  # 2 gate problems < 5: needs review, never accepted
+    assert len(reports) == 1 and reports[0].decision in ("needs_review", "stop"), [r.reason for r in reports]
+    if reports[0].decision == "needs_review":
+        assert reports[0].kept > 0 and reports[0].version is None
+        assert home.repo.read("adapters/agent/star/adapter.json") is None
+    home.close()
