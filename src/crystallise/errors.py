@@ -10,6 +10,7 @@
         │   └── ModelOutputError  the model's output broke the schema, even after repair
         ├── StoreError            the trace/item store failed
         ├── ArtifactError         the git artifact repository failed or conflicts
+        ├── ProtectedError        a change set touched a grader, an eval case or a log
         └── SandboxError          crystallised code broke a limit
 
 `UserError`s are the caller's to fix and print without a traceback in the CLI;
@@ -25,6 +26,7 @@ __all__ = [
     "CrystalliseError",
     "ModelOutputError",
     "NotFoundError",
+    "ProtectedError",
     "RuntimeFailure",
     "SandboxError",
     "StoreError",
@@ -79,3 +81,8 @@ class ArtifactError(RuntimeFailure):
 
 class SandboxError(RuntimeFailure):
     """Crystallised code broke a limit (time, memory, imports)."""
+
+
+class ProtectedError(RuntimeFailure):
+    """A change set tried to change what learners may not: graders, existing eval cases, logs.
+    It is refused by the committer and kept as rejected evidence (`governance/protect.py`)."""

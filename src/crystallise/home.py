@@ -112,6 +112,12 @@ class Home:
 
         return get_backend(spec or self.model_spec, models_dir=self.models_dir)
 
+    def save_config(self) -> None:
+        """Write `config` back to `config.json` (atomically: a torn config would lock the user out)."""
+        from crystallise.artifacts.gitcli import atomic_write
+
+        atomic_write(self.path / "config.json", (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode())
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

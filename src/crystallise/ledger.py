@@ -19,9 +19,11 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
+from crystallise.governance.protect import APPEND_ONLY, check_protected, is_protected_path
+from crystallise.governance.review import PendingReview, load_rules, requires_review
 from crystallise.home import Home
-from crystallise.types import ChangeSet, Delta, Item, Verdict, Version
+from crystallise.types import ChangeSet, Delta, Item, Verdict, Version, now
 
 __all__ = ["Committer", "playbook_path", "render_playbook"]
 
@@ -72,6 +74,14 @@ class Committer:
                 f"change set {cs.id} has no accept verdict ({cs.verdict.decision if cs.verdict else 'not gated'}): "
                 "only gated change sets are committed; run it through the gate or approve it in review"
             )
+        # One committer at a time (threads and processes): the protection and staleness checks,
+        # the rendered playbooks, the git commit and the version number all see the same state.
+        with self.repo.transaction():
+            self._refuse_protected(cs)
+            self._hold_for_review(cs)
+            return self._commit_locked(cs)
+
+    def _commit_locked(self, cs: ChangeSet) -> Version:
         files = self._files_after(cs.deltas)
         cs.status = "accepted"
         self.store.save_changeset(cs)
@@ -86,6 +96,27 @@ class Committer:
             reverts=cs.evidence.get("reverts"),
         )
         return self.store.add_version(version, cs)
+
+    def _hold_for_review(self, cs: ChangeSet) -> None:
+        """A learned change set under a review rule waits for a person (governance/review.py)."""
+        rule = requires_review(cs, load_rules(self.home.config))
+        if rule is None:
+            return
+        cs.status = "needs_review"
+        cs.evidence = {**cs.evidence, "review": {"required_by": rule.describe(), "at": now()}}
+        self.store.save_changeset(cs)
+        raise PendingReview(cs, rule)
+
+    def _refuse_protected(self, cs: ChangeSet) -> None:
+        """Graders, existing eval cases and logs are outside a learner's reach, whatever the gate said."""
+        violations = check_protected(cs, read=self.repo.read)
+        if not violations:
+            return
+        reason = "refused: " + "; ".join(str(v) for v in violations)
+        cs.verdict = Verdict(decision="reject", reason=reason, details={"protected": [str(v) for v in violations]})
+        cs.status = "rejected"
+        self.store.save_changeset(cs)
+        raise ProtectedError(f"change set {cs.id} from learner {cs.learner!r} {reason}")
 
     def _files_after(self, deltas: list[Delta]) -> dict[str, str | None]:
         files: dict[str, str | None] = {}
@@ -158,7 +189,9 @@ class Committer:
         if version.reverted_by:
             raise ValidationError(f"version {number} was already reverted by version {version.reverted_by}")
         cs = self.store.get_changeset(version.changeset_id)
-        undo = [d.inverted() for d in reversed(cs.deltas)]
+        # Eval cases recorded by the version stay: they are evidence about the task, not part of
+        # the change (and an append-only file cannot be shortened, by a revert either).
+        undo = [d.inverted() for d in reversed(cs.deltas) if not is_protected_path(d.path, APPEND_ONLY)]
         for d in undo:
             if d.target == "item":
                 d.op = "add" if d.before is None else "update"
@@ -183,7 +216,11 @@ class Committer:
         done: list[Version] = []
         if not self.repo.exists():
             return done
-        for info in self.repo.log(limit=20):
+        with self.repo.transaction():  # a commit in flight in another process is not a crash
+            return self._recover_locked(done)
+
+    def _recover_locked(self, done: list[Version]) -> list[Version]:
+        for info in reversed(self.repo.log(limit=20)):  # oldest first: numbers follow git's order
             for cs_id in info.trailers.get(TRAILER_CS, []):
                 try:
                     cs = self.store.get_changeset(cs_id)
@@ -201,6 +238,9 @@ class Committer:
                     reverts=cs.evidence.get("reverts"),
                 )
                 done.append(self.store.add_version(v, cs))
+        for v in self.store.list_versions(limit=20):  # a revert recorded, its target not yet marked
+            if v.reverts and self.store.get_version(v.reverts).reverted_by is None:
+                self.store.mark_reverted(v.reverts, v.number)
         return done
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.reflect import ReflectionLearner, credit
+from crystallise.errors import ProtectedError
+from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.harness.learn import (
     CrystalliseLearner,
@@ -235,7 +237,12 @@ class Loop:
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
             return None
-        version = self.committer.commit(cs)
+        try:
+            version = self.committer.commit(cs)
+        except ProtectedError:
+            return None  # refused by construction; the committer kept it as rejected evidence
+        except PendingReview:
+            return None  # waits for a person: `crystallise review list`
         self._runtime = None
         return version
 

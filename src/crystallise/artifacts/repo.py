@@ -11,12 +11,20 @@ One commit is one version. Commit trailers carry provenance and the gate verdict
       3. write-tree; same tree as HEAD -> None (no empty commits)
       4. commit-tree + compare-and-swap of HEAD -> the new sha
 
+A journal (`.git/crystallise-journal.json`: HEAD before and each path's old content) is
+written, synced, before step 1 and removed after step 4. A process killed in between
+leaves it behind; the next use of the repository (under the same lock) finishes the job:
+HEAD unmoved -> the old files are put back; HEAD moved -> the working tree is made to
+agree with the commit. Either way the working tree never shows a half-made version.
+
 git runs with a controlled environment: no system or user config, a private HOME,
 no hooks, no fsmonitor, literal pathspecs, LC_ALL=C (gitcli.py builds it, with the other pure helpers).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import threading
@@ -109,6 +117,7 @@ class ArtifactRepo:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).absolute()
         self._lock = threading.RLock()
+        self._flock_depth = 0  # guarded by _lock: nested transactions take the file lock once
         self._known = False
 
     def __repr__(self) -> str:
@@ -146,6 +155,47 @@ class ArtifactRepo:
         if not self.exists():
             raise ConfigError(f"no artifact repository at {self.path}: run `crystallise init`")
         self._known = True
+        if self._journal.exists():
+            with self.transaction():
+                self._finish_interrupted()
+
+    @property
+    def _journal(self) -> Path:
+        return self.path / ".git" / "crystallise-journal.json"
+
+    def _write_journal(self, head: str | None, before: Mapping[str, bytes | None]) -> None:
+        entry = {"head": head, "pid": os.getpid(),
+                 "files": {p: None if b is None else base64.b64encode(b).decode("ascii") for p, b in before.items()}}
+        atomic_write(self._journal, json.dumps(entry, sort_keys=True).encode("utf-8"))
+
+    def _finish_interrupted(self) -> bool:
+        """Finish a commit whose process died (call with the file lock held); True if there was one."""
+        try:
+            entry = json.loads(self._journal.read_bytes())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            entry = None  # torn journal: it was being written, so no file had been touched yet
+        if entry is not None:
+            paths = [validate_path(p) for p in entry["files"]]
+            for p in paths:  # a writer killed inside atomic_write leaves its temp file beside the target
+                target = self.path / p
+                if target.parent.is_dir():
+                    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+                        tmp.unlink(missing_ok=True)
+            if self.head() == entry["head"]:  # the commit never landed: put the old files back
+                for p in paths:
+                    old = entry["files"][p]
+                    self._restore(p, None if old is None else base64.b64decode(old))
+            else:  # it landed: the working tree must show exactly the committed files
+                now = self._blobs(self.head(), paths)
+                for p in paths:
+                    self._write(p, now[p])
+                self._git("reset", "-q", "HEAD", "--", *paths)
+        self._journal.unlink(missing_ok=True)
+        for tmp in self._journal.parent.glob(f".{self._journal.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return True
 
     def _resolve(self, rev: str) -> str:
         """The full sha of commit `rev`, or NotFoundError."""
@@ -340,10 +390,13 @@ class ArtifactRepo:
                 raise ValidationError(f"content of {p!r} must be str or None (delete), not {type(text).__name__}")
         text_message = compose_message(message, trailers or {})
         self._require()
-        with self._lock, self._file_lock():
+        with self.transaction():
+            self._finish_interrupted()  # a writer that died holding nothing but its journal
             head = self.head()
             before = {p: self._snapshot(p) for p in paths}
             index = self.path / ".git" / f"crystallise-index-{os.getpid()}-{threading.get_ident()}"
+            self._write_journal(head, before)
+            keep_journal = False
             try:
                 for p in paths:
                     self._write(p, files[p])
@@ -368,14 +421,49 @@ class ArtifactRepo:
                         f"the artifact repository at {self.path} moved while committing (another writer?): "
                         f"retry the commit; git said: {e.stderr}"
                     ) from e
+                self._git("reset", "-q", "HEAD", "--", *paths)  # the real index agrees with HEAD for these paths
             except BaseException:
-                for p, content in before.items():
-                    self._restore(p, content)
+                try:
+                    landed = self.head() != head
+                except Exception:  # noqa: BLE001 - cannot tell: keep the journal, the next use finishes it
+                    keep_journal = True
+                    raise
+                if not landed:  # failed before the commit landed: nothing happened
+                    for p, content in before.items():
+                        self._restore(p, content)
                 raise
             finally:
                 index.unlink(missing_ok=True)
-            self._git("reset", "-q", "HEAD", "--", *paths)  # the real index now agrees with HEAD for these paths
+                if not keep_journal:
+                    self._journal.unlink(missing_ok=True)
             return sha
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the repository's writer lock (this thread and, through flock, other processes).
+
+        Re-entrant: `commit()` takes it too, so a caller can make a read-decide-commit
+        sequence atomic against other committers (the ledger does, to keep rendered files
+        and the store's version order in step with git's):
+
+            with repo.transaction():
+                text = repo.read("context/agent/x/playbook.md")
+                repo.commit({"context/agent/x/playbook.md": text + "- new\\n"}, "Add a bullet")
+        """
+        with self._lock:
+            if self._flock_depth:
+                self._flock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._flock_depth -= 1
+                return
+            with self._file_lock():
+                self._flock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._flock_depth = 0
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:

@@ -9,6 +9,7 @@
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
     crystallise serve                     HTTP API + OTLP ingest (the `serve` extra)
     crystallise weights export|train|...  LoRA adapters (the `weights` extra)
+    crystallise review|changesets         proposals waiting for a person; every change set
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
+from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
 from crystallise.cli import weights as _weights  # noqa: E402
 
@@ -137,5 +139,6 @@ _inspect.register(main)
 _bench.register(main)
 _serve.register(main)
 _weights.register(main)
+_review.register(main)
 
 __all__ = ["main"]

@@ -71,13 +71,39 @@ def register(main: click.Group) -> None:
         click.echo(home.repo.diff(va.commit, vb.commit))
 
     @main.command()
-    @click.argument("version", type=int)
+    @click.argument("version", type=int, required=False)
+    @click.option("--trace", "traces", multiple=True, help="Undo everything learned from this trace (repeatable).")
+    @click.option("--user", default=None, help="Undo everything learned from this user's traces and memories.")
     @click.option("--reason", default="requested by the user", show_default=True)
+    @click.option("--dry-run", is_flag=True, help="Say what an undo by --trace/--user would do; change nothing.")
+    @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
-    def revert(ctx: click.Context, version: int, reason: str) -> None:
-        """Undo a version, as a new version (history only grows)."""
+    def revert(ctx: click.Context, version: int | None, traces: tuple[str, ...], user: str | None, reason: str,
+               dry_run: bool, as_json: bool) -> None:
+        """Undo a version, or everything learned from a trace or user, as one new version."""
+        from crystallise.errors import ValidationError
+        from crystallise.governance.undo import plan_undo, undo
         from crystallise.ledger import Committer
 
         home = open_home(ctx)
-        new = Committer(home).revert(version, reason=reason)
-        out.print(f"version {new.number} reverts version {version} (commit {new.commit[:8] or '—'})")
+        if version is not None:
+            if traces or user:
+                raise ValidationError("give a VERSION, or --trace/--user, not both")
+            new = Committer(home).revert(version, reason=reason)
+            if not emit(new.to_dict(), as_json):
+                out.print(f"version {new.number} reverts version {version} (commit {new.commit[:8] or '—'})")
+            return
+        if dry_run:
+            plan = plan_undo(home, traces=traces, user=user, reason=reason)
+            if not emit(plan.to_dict(), as_json):
+                out.print(f"would undo {plan.cause}: {plan.to_dict()}", highlight=False)
+            return
+        plan, new = undo(home, traces=traces, user=user, reason=reason)
+        if emit({"plan": plan.to_dict(), "version": new.to_dict() if new else None}, as_json):
+            return
+        if new is None:
+            out.print(f"nothing was learned from {plan.cause}; its {len(plan.traces)} trace(s) are marked revoked")
+            return
+        out.print(f"version {new.number} undoes {plan.cause}: versions {plan.versions or '—'}, "
+                  f"files {len(plan.files)}, items retired {len(plan.retired)}, trimmed {len(plan.trimmed)}, "
+                  f"eval cases voided {len(plan.voided_cases)}; {len(plan.traces)} trace(s) revoked")

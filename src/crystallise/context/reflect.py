@@ -56,7 +56,7 @@ def credit(traces: Sequence[Trace]) -> tuple[Counter[str], Counter[str]]:
     harmful: Counter[str] = Counter()
     for t in traces:
         outcome = t.outcome
-        if outcome is None:
+        if outcome is None or any(f.kind == "revoked" for f in t.feedback):
             continue
         for item_id in shown_items(t):
             (helpful if outcome >= 0.5 else harmful)[item_id] += 1

@@ -174,15 +174,22 @@ class EvalSuite:
     @classmethod
     def from_jsonl(cls, name: str, text: str) -> EvalSuite:
         """Parse `to_jsonl` output. Blank lines are skipped; a bad line raises
-        `ValidationError` naming its 1-based line number."""
+        `ValidationError` naming its 1-based line number. A row `{"id": ..., "voids": CASE_ID}`
+        (appended by an undo: the file stays append-only) drops that case from the suite."""
         cases: list[Case] = []
         seen: dict[str, int] = {}
+        voided: set[str] = set()
         # split on "\n" only: str.splitlines() would also split on U+2028 inside strings
         for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
-                case = Case.from_dict(json.loads(line))
+                row = json.loads(line)
+                if isinstance(row, dict) and "voids" in row:  # a void row: the case it names no longer counts
+                    voided.add(str(row["voids"]))
+                    seen[str(row.get("id"))] = number
+                    continue
+                case = Case.from_dict(row)
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"suite {name!r} line {number}: not valid JSON ({exc.msg})") from None
             except (ValidationError, TypeError) as exc:
@@ -193,7 +200,7 @@ class EvalSuite:
                 )
             seen[case.id] = number
             cases.append(case)
-        return cls(name, cases)
+        return cls(name, [c for c in cases if c.id not in voided])
 
 
 def _unpack(returned: Any) -> tuple[Any, float, str | None]:

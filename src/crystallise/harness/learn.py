@@ -37,8 +37,8 @@ def verified_cases(traces: Sequence[Trace], task: str) -> list[VerifiedCase]:
     """Cases with a known right answer, from traces of `task` (latest feedback wins)."""
     out: list[VerifiedCase] = []
     for t in traces:
-        if t.name != task or t.status != "ok":
-            continue
+        if t.name != task or t.status != "ok" or any(fb.kind == "revoked" for fb in t.feedback):
+            continue  # a revoked trace (undone by `crystallise revert --trace/--user`) is no evidence
         truth: Any = None
         for fb in t.feedback:
             if fb.source != "explicit":

@@ -325,7 +325,7 @@ class SqlStore:
             ).scalar()
             raise ValidationError(
                 f"change set {changeset_id} is already committed as version {number}; {consequence} "
-                "(propose a new change set, or revert the version with `crystallise versions revert`)"
+                "(propose a new change set, or undo the version with `crystallise revert N`)"
             )
 
     def get_changeset(self, changeset_id: str) -> ChangeSet:
@@ -396,7 +396,7 @@ class SqlStore:
 
     @staticmethod
     def _version_not_found(number: int) -> NotFoundError:
-        return NotFoundError(f"version {number} not found: run `crystallise versions list` to see version numbers")
+        return NotFoundError(f"version {number} not found: run `crystallise log` to see version numbers")
 
     def get_version(self, number: int) -> Version:
         with self._read(f"reading version {number}") as conn:

@@ -1,0 +1,20 @@
+"""Governance: what learners may never change, review mode, and (later) undo by cause.
+
+    from crystallise.governance import check_protected
+    problems = check_protected(changeset, read=repo.read)   # [] when the change set is allowed
+"""
+
+from crystallise.governance.protect import HUMAN_LEARNERS, Violation, check_protected
+from crystallise.governance.review import PendingReview, ReviewRule, approve, load_rules, reject, requires_review
+
+__all__ = [
+    "HUMAN_LEARNERS",
+    "PendingReview",
+    "ReviewRule",
+    "Violation",
+    "approve",
+    "check_protected",
+    "load_rules",
+    "reject",
+    "requires_review",
+]
