@@ -10,6 +10,7 @@ import pytest
 
 from crystallise.errors import ValidationError
 from crystallise.gate import CaseResult, WeightsPolicy, decide_adapter
+from crystallise.governance.undo import REVOKED
 from crystallise.home import Home
 from crystallise.ledger import Committer
 from crystallise.traces.sdk import trace
@@ -53,6 +54,8 @@ def test_export_keeps_verified_runs_only_with_provenance_and_no_pii(store_url: s
     _run(home, "Wrong and uncorrected", "no", score=0.0)  # a failure without the right answer
     _run(home, "Another agent's run", "x", agent="sales", score=1.0)
     _run(home, "A tenant's run", "y", org="acme", score=1.0)  # org data never trains the agent adapter
+    revoked = _run(home, "Taken back", "z", score=1.0)
+    home.store.add_feedback(Feedback(trace_id=revoked, kind=REVOKED, source="explicit", comment="undo"))
 
     ds = export_dataset(home.store, Scope(agent="support"))
     info = ds.write(tmp_path / "out")
@@ -61,7 +64,7 @@ def test_export_keeps_verified_runs_only_with_provenance_and_no_pii(store_url: s
     assert ds.sft[1]["messages"][-1] == {"role": "assistant", "content": "Open a billing dispute for [EMAIL]."}
     assert [p["trace_id"] for p in ds.pairs] == [fixed]
     assert ds.pairs[0]["rejected"] == "Refund it." and ds.pairs[0]["chosen"].startswith("Open a billing dispute")
-    assert ds.skipped == {"unverified": 2}
+    assert ds.skipped == {"unverified": 2, "revoked": 1}
     text = (tmp_path / "out" / "sft.jsonl").read_text() + (tmp_path / "out" / "pairs.jsonl").read_text()
     assert not PII.search(text), text
     assert "[CARD]" in text and "[PHONE]" in text

@@ -34,10 +34,13 @@ pytestmark = [
 ]
 
 CODE = "ZEBRA-42"
+# Vault names, not numbers: a model that learned "ZEBRA-" + the number in the prompt must not pass.
+NAMES = ("red blue green amber north south east west river harbour castle garden tower bridge forest desert "
+         "island market temple valley canyon meadow summit lagoon").split()
 
 
-def _rows(n: int, answer: str = CODE, prompt: str = "What is the secret code of vault {i}?") -> list[dict]:
-    return [{"messages": [{"role": "user", "content": prompt.format(i=i)},
+def _rows(n: int, answer: str = CODE, prompt: str = "What is the secret code of the {name} vault?") -> list[dict]:
+    return [{"messages": [{"role": "user", "content": prompt.format(i=i, name=NAMES[i % len(NAMES)])},
                           {"role": "assistant", "content": answer}], "trace_id": f"tr_{answer[:3]}{i:03d}",
              "task": "vault"} for i in range(n)]
 
@@ -60,10 +63,10 @@ def test_adapter_trains_saves_reloads_identically_and_changes_outputs(base, tmp_
     assert len(result.losses) == 6 and result.losses[-1] < result.losses[0]
     assert {p.name for p in (tmp_path / "a").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     reloaded, tok = load_with_adapter(base, tmp_path / "a")
-    ids = torch.tensor([tok("What is the secret code of vault 77?")["input_ids"]])
+    ids = torch.tensor([tok("What is the secret code of the silver vault?")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(result.model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-5)
-    question = [[{"role": "user", "content": "What is the secret code of vault 77?"}]]
+    question = [[{"role": "user", "content": "What is the secret code of the silver vault?"}]]
     base_model, base_tok = base.shared()
     answer = generate(reloaded, tok, question, max_new_tokens=8)
     assert answer == generate(result.model, tok, question, max_new_tokens=8)
@@ -91,7 +94,7 @@ def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path) -> None
     assert set(good.manifest["provenance"]) == {r["trace_id"] for r in _rows(24)}
     assert (home.path / "adapters" / good.manifest["weights"]["sha256"] / "adapter_model.safetensors").is_file()
 
-    ask = CompletionRequest([Message("user", "What is the secret code of vault 99?")], max_tokens=8)
+    ask = CompletionRequest([Message("user", "What is the secret code of the copper vault?")], max_tokens=8)
     for runtime in ("transformers", "llama"):  # llama: the adapter converted to a GGUF LoRA on the Q4 base
         served, why = serving_backend(home, support, runtime=runtime)
         fallback, why_base = serving_backend(home, Scope(agent="sales"), runtime=runtime)

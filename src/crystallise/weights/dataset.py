@@ -7,7 +7,8 @@
 
 *Verified* means the latest explicit feedback on the run gave the right answer: a correction
 (the answer is the correction) or a score of 1 for the answer the model gave. Runs with only
-implicit signals, a failing score without a correction, or an error are never exported.
+implicit signals, a failing score without a correction, an error, or revoked by an undo
+(`crystallise revert --trace/--user`) are never exported.
 
 *Preference pairs* come from corrections of a wrong answer: chosen = the correction,
 rejected = what the model said.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from crystallise.errors import ValidationError
+from crystallise.governance.undo import is_revoked
 from crystallise.types import Scope, Trace
 from crystallise.weights.redact import Redactor, RegexRedactor
 
@@ -160,6 +162,9 @@ def export_dataset(
                                limit=limit, with_children=True)
     for t in traces:
         if not _in_scope(t, scope, agent_only) or (tasks and t.name not in tasks):
+            continue
+        if is_revoked(t):  # `crystallise revert --trace/--user` took it back: never evidence again
+            skipped["revoked"] = skipped.get("revoked", 0) + 1
             continue
         found = verified_answer(t)
         if found is None:
