@@ -33,7 +33,7 @@ pytestmark = [
     pytest.mark.skipif(bool(_MISSING), reason=f"needs the weights extra and the 135M model (missing {_MISSING})"),
 ]
 
-CODE = "ZEBRA-42"
+CODE = "ZEBRA"  # one word: a few steps learn it exactly
 # Vault names, not numbers: a model that learned "ZEBRA-" + the number in the prompt must not pass.
 NAMES = ("red blue green amber north south east west river harbour castle garden tower bridge forest desert "
          "island market temple valley canyon meadow summit lagoon").split()

@@ -17,6 +17,8 @@ changes what is served on the next `serving_backend` call.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import threading
 import time
@@ -37,6 +39,17 @@ __all__ = ["LlamaAdapterBackend", "TransformersAdapterBackend", "gguf_adapter", 
 
 _LLAMAS: dict[tuple[str, str | None], tuple[Any, threading.Lock]] = {}
 _LLAMAS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free llama.cpp models before interpreter shutdown (as backends/local.py does, for the same reason)."""
+    with _LLAMAS_LOCK:
+        entries = list(_LLAMAS.values())
+        _LLAMAS.clear()
+    for llm, _lock in entries:
+        with contextlib.suppress(Exception):
+            llm.close()
 
 
 def _cut(text: str, stop: list[str] | None) -> str:

@@ -18,9 +18,10 @@ Against forgetting there are two levers, and they combine:
 * **regulariser** (`regulariser`): `l2` penalises ||ΔW||² = ||scale·B·A||² summed over the adapted
   layers (L2 to the base: the adapter starts at ΔW=0, so this is the distance from the base);
   `ewc` weights each entry of ΔW² by the base's diagonal Fisher information on the retention data
-  (the entries the retention data is sensitive to move least); `none`. L2 is the default: it
-  needs no data and no extra pass, and with a few dozen LoRA steps EWC's Fisher is dominated by a
-  handful of entries, so it buys little over L2 (measured in the bench).
+  (the entries the retention data is sensitive to move least); `none`. L2 (weight 0.05) is the
+  default on top of replay: it needs no data and no extra pass and bounds how far a small dataset
+  drags the base; EWC costs a Fisher pass and did no better than L2 in the digits check, so it is
+  an option, not the default (docs/weights.md gives the figures).
 
 `objective="dpo"` trains on preference pairs (`{"prompt", "chosen", "rejected"}`) with the DPO loss
 against the base (the adapter switched off is the reference model), same replay and regulariser.
