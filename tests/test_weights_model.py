@@ -84,7 +84,7 @@ def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path) -> None
     os.environ["CRYSTALLISE_MODELS_DIR"] = str(MODELS_DIR)
     home = Home.init(tmp_path / "home")
     support = Scope(agent="support")
-    gentle = TrainConfig(steps=8, lr=3e-3, replay_share=0.5, seed=0)
+    gentle = TrainConfig(steps=10, lr=2e-3, replay_share=0.5, seed=0)
     good = learn_adapter(home, support, _rows(24), task="vault", config=gentle,
                          policy=WeightsPolicy(max_forgetting=0.2))
     m = good.manifest["metrics"]
@@ -95,7 +95,10 @@ def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path) -> None
     assert (home.path / "adapters" / good.manifest["weights"]["sha256"] / "adapter_model.safetensors").is_file()
 
     ask = CompletionRequest([Message("user", "What is the secret code of the copper vault?")], max_tokens=8)
-    for runtime in ("transformers", "llama"):  # llama: the adapter converted to a GGUF LoRA on the Q4 base
+    runtimes = ("transformers", "llama") if importlib.util.find_spec("llama_cpp") else ("transformers",)
+    if os.environ.get("CRYSTALLISE_REQUIRE_LOCAL") == "1":
+        assert "llama" in runtimes, "CRYSTALLISE_REQUIRE_LOCAL=1 but llama_cpp is missing"
+    for runtime in runtimes:  # llama: the adapter converted to a GGUF LoRA, served on the Q4 base
         served, why = serving_backend(home, support, runtime=runtime)
         fallback, why_base = serving_backend(home, Scope(agent="sales"), runtime=runtime)
         assert why.digest == good.manifest["weights"]["sha256"] and why_base.manifest is None

@@ -7,7 +7,8 @@ A weights suite is an `EvalSuite` whose case inputs are chat messages
 (`[{"role": "user", "content": ...}]`) and whose verifier is any of `gate.verifiers`.
 
     probe_suite(model, tok)   the `base-probes` retention suite: the eval half of `probes.PROBES`,
-                              expected = the given model's (the base's) greedy answer, exact match
+                              expected = the given model's (the base's) greedy answer; passes when
+                              the answer's word-overlap F1 with it is >= 0.5 (PROBE_VERIFIER)
     probe_replay(model, tok)  the replay half as SFT records with the base's answers
     held_out(rows)            split SFT records by a hash of their trace id: 1 in 4 for the gate
 """
@@ -36,6 +37,27 @@ __all__ = [
 
 PROBE_SUITE = "base-probes"
 PROBE_TOKENS = 16
+# "Same behaviour as the base": word-overlap F1 >= 0.5 with the base's answer. Exact match of 16
+# greedy tokens is too brittle (any update flips a late token); a collapsed or off-topic answer fails.
+PROBE_VERIFIER = {
+    "kind": "python",
+    "name": "base-agreement",
+    "source": (
+        "def check(output, expected):\n"
+        "    a, b = str(output).lower().split(), str(expected).lower().split()\n"
+        "    if not a or not b:\n"
+        "        return a == b\n"
+        "    pool, common = list(b), 0\n"
+        "    for w in a:\n"
+        "        if w in pool:\n"
+        "            pool.remove(w)\n"
+        "            common += 1\n"
+        "    if not common:\n"
+        "        return False\n"
+        "    p, r = common / len(a), common / len(b)\n"
+        "    return 2 * p * r / (p + r) >= 0.5\n"
+    ),
+}
 
 
 def load_with_adapter(base: BaseModel, adapter_dir: Path | None, device: str | None = None) -> tuple[Any, Any]:
@@ -70,7 +92,7 @@ def probe_suite(model: Any, tok: Any) -> EvalSuite:
     prompts = eval_prompts()
     answers = generate(model, tok, [_messages(p) for p in prompts], max_new_tokens=PROBE_TOKENS)
     cases = [Case(f"probe-{hashlib.sha256(p.encode()).hexdigest()[:10]}", _messages(p), a,
-                  verifier={"kind": "exact"}, tags=["probe"], created_by="weights") for p, a in zip(prompts, answers)]
+                  verifier=PROBE_VERIFIER, tags=["probe"], created_by="weights") for p, a in zip(prompts, answers)]
     return EvalSuite(PROBE_SUITE, cases)
 
 
