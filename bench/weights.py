@@ -44,7 +44,14 @@ import click
 from crystallise.gate import WeightsPolicy, decide_adapter, suite_accuracy
 from crystallise.home import models_dir_for, default_home_path
 from crystallise.weights.base import BaseModel
-from crystallise.weights.evaluate import evaluate, load_with_adapter, probe_replay, probe_suite, suite_from_rows
+from crystallise.weights.evaluate import (
+    PROBE_TOKENS,
+    evaluate,
+    load_with_adapter,
+    probe_replay,
+    probe_suite,
+    suite_from_rows,
+)
 from crystallise.weights.forgetting import summarise
 from crystallise.weights.train import TrainConfig, train_adapter
 
@@ -164,7 +171,8 @@ def _plot(results: dict[str, Any], tasks: list[str], path: Path) -> None:
               help=f"Comma-separated, of {', '.join(STRATEGIES)}.")
 @click.option("--steps", default=24, show_default=True, help="Training steps per task.")
 @click.option("--batch-size", default=4, show_default=True)
-@click.option("--max-len", default=128, show_default=True)
+@click.option("--max-len", default=192, show_default=True, help="Tokens per training example (finer-tag: ~165).")
+@click.option("--max-new-tokens", default=32, show_default=True, help="Generated tokens per test answer (tags: <= 27).")
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--replay-share", default=0.25, show_default=True)
 @click.option("--reg-weight", default=0.05, show_default=True)
@@ -178,8 +186,9 @@ def _plot(results: dict[str, Any], tasks: list[str], path: Path) -> None:
 @click.option("--combine", "combine", multiple=True, type=click.Path(path_type=Path),
               help="Merge the result.json of earlier runs (e.g. one strategy per process) into --out; trains nothing.")
 @click.option("--json", "as_json", is_flag=True)
-def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_len: int, lr: float,
-            replay_share: float, reg_weight: float, train_n: int, test_n: int, finer_tags: int, base_name: str,
+def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_len: int, max_new_tokens: int,
+            lr: float, replay_share: float, reg_weight: float, train_n: int, test_n: int, finer_tags: int,
+            base_name: str,
             device: str | None, seed: int, out_dir: Path, combine: tuple[Path, ...], as_json: bool) -> None:
     """Sequential LoRA on 3 tasks: per-task accuracy after each stage, average, forgetting, BWT per strategy."""
     if combine:
@@ -200,9 +209,9 @@ def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_le
     probes = probe_suite(bm, btok)
     replay_probes = probe_replay(bm, btok)
     log(f"tasks: {', '.join(f'{t} ({len(train[t])} train / {len(suites[t])} test)' for t in tasks)}")
-    before_results = {t: evaluate(bm, btok, suites[t], max_new_tokens=16) for t in tasks}
+    before_results = {t: evaluate(bm, btok, suites[t], max_new_tokens=max_new_tokens) for t in tasks}
     before = [suite_accuracy(before_results[t]) for t in tasks]
-    probes_base = evaluate(bm, btok, probes, max_new_tokens=16)
+    probes_base = evaluate(bm, btok, probes, max_new_tokens=PROBE_TOKENS)
     log("base: " + ", ".join(f"{t} {a:.3f}" for t, a in zip(tasks, before)))
     results: dict[str, Any] = {}
     for name in [s.strip() for s in strategies.split(",") if s.strip()]:
@@ -225,8 +234,8 @@ def command(data_dir: Path, strategies: str, steps: int, batch_size: int, max_le
                     if s % 8 == 0 or s == n else None)
                 train_s.append(time.perf_counter() - t0)
                 model, tok = load_with_adapter(base, result.adapter_dir, device)
-                now = {t: evaluate(model, tok, suites[t], max_new_tokens=16) for t in tasks}
-                now["base-probes"] = evaluate(model, tok, probes, max_new_tokens=16)
+                now = {t: evaluate(model, tok, suites[t], max_new_tokens=max_new_tokens) for t in tasks}
+                now["base-probes"] = evaluate(model, tok, probes, max_new_tokens=PROBE_TOKENS)
                 matrix.append([suite_accuracy(now[t]) for t in tasks])
                 probes_acc.append(suite_accuracy(now["base-probes"]))
                 retention = {t: (prev_results[t], now[t]) for t in [*tasks[:i], "base-probes"]}

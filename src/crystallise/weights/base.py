@@ -36,6 +36,7 @@ __all__ = ["BaseModel", "Messages", "encode_example", "generate", "prompt_ids"]
 
 Messages = list[dict[str, str]]
 _MARKER = "crystallise.json"
+_HEAD = 32  # prompt tokens kept from the start when a long example is cut (the chat headers)
 _CONVERT_LOCK = threading.Lock()
 # Inference copies of base models, one per (dir, device): loading is cheap but not free.
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -128,8 +129,9 @@ def prompt_ids(tok: Any, messages: Messages) -> list[int]:
 def encode_example(tok: Any, messages: Messages, max_len: int) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one chat example: loss only on the last (assistant) message.
 
-    The prompt is cut from the left when prompt + answer exceed `max_len`, so the answer
-    (what is learned) always survives; labels are -100 on prompt tokens.
+    When prompt + answer exceed `max_len` the middle of the prompt is cut: its first
+    `_HEAD` tokens (the chat template's system and user headers) and its end (the question)
+    stay, and the answer (what is learned) always survives; labels are -100 on prompt tokens.
 
     >>> ids, labels = encode_example(tok, [{"role": "user", "content": "2+2?"},
     ...                                   {"role": "assistant", "content": "4"}], 128)   # doctest: +SKIP
@@ -141,7 +143,10 @@ def encode_example(tok: Any, messages: Messages, max_len: int) -> tuple[list[int
     answer = tok(messages[-1]["content"], add_special_tokens=False)["input_ids"]
     answer = answer + ([end] if isinstance(end, int) and end >= 0 else [tok.eos_token_id])
     answer = answer[:max_len]
-    prompt = prompt[-(max_len - len(answer)) :] if max_len > len(answer) else []
+    room = max_len - len(answer)
+    if len(prompt) > room:
+        head = min(_HEAD, room // 2)
+        prompt = prompt[:head] + prompt[len(prompt) - (room - head) :] if room > 0 else []
     return prompt + answer, [-100] * len(prompt) + answer
 
 

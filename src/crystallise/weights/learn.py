@@ -34,6 +34,7 @@ from crystallise.weights.base import BaseModel
 from crystallise.weights.dataset import dump_jsonl, read_jsonl
 from crystallise.weights.evaluate import (
     PROBE_SUITE,
+    PROBE_TOKENS,
     evaluate,
     held_out,
     load_with_adapter,
@@ -160,7 +161,9 @@ def learn_adapter(
     _say(progress, "evaluate: parent vs candidate on the target and retention suites")
     old_model, old_tok = load_with_adapter(base, parent_dir, config.device)
     new_model, new_tok = load_with_adapter(base, weights_dir(home, digest), config.device)
-    ev = lambda m, t, s: evaluate(m, t, s, max_new_tokens=max_new_tokens)  # noqa: E731
+    def ev(m: Any, t: Any, s: EvalSuite) -> list[Any]:  # probes: as many tokens as their expected answers
+        return evaluate(m, t, s, max_new_tokens=PROBE_TOKENS if s.name == PROBE_SUITE else max_new_tokens)
+
     t_old, t_new = ev(old_model, old_tok, target), ev(new_model, new_tok, target)
     retention = {n: (ev(old_model, old_tok, s), ev(new_model, new_tok, s)) for n, s in retention_suites.items()}
     timings["eval_s"] = time.perf_counter() - t2
