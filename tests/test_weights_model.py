@@ -108,12 +108,13 @@ def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path) -> None
         assert CODE in served.complete(ask).text, runtime
         assert CODE not in fallback.complete(ask).text, runtime
 
-    # An adapter that answers everything with one word improves its own target but breaks the base probes.
+    # An over-driven adapter (lr 1e-2, no replay) wrecks what the scope had learned: the forgetting rule
+    # rejects it whatever it does on its own target, and the good adapter keeps serving.
     harsh = TrainConfig(steps=12, lr=1e-2, replay_share=0.0, regulariser="none", seed=0)
     bad_rows = _rows(24, answer="BANANA", prompt="Question {i}: tell me anything at all.")
     bad = learn_adapter(home, support, bad_rows, task="banana", config=harsh, policy=policy)
-    assert bad.manifest["metrics"]["target"]["gain"] > 0.5
     assert bad.verdict.decision == "reject" and "forgetting rule" in bad.verdict.reason, bad.verdict.reason
+    assert bad.manifest["metrics"]["forgetting"] > 0.6
     assert bad.version is None and home.store.get_changeset(bad.changeset.id).status == "rejected"
     assert resolve(home, support, base.sha256).digest == good.manifest["weights"]["sha256"]  # still the good one
 
