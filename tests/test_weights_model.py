@@ -74,14 +74,14 @@ def test_adapter_trains_saves_reloads_identically_and_changes_outputs(base, tmp_
     assert CODE not in generate(base_model, base_tok, question, max_new_tokens=8)[0]
 
 
-def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path) -> None:
+def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Accept a useful adapter, serve it per scope (both runtimes), reject one that forgets, revert."""
     from crystallise.weights.learn import learn_adapter
     from crystallise.weights.modules import resolve
     from crystallise.weights.serve import serving_backend
     from crystallise.weights.train import TrainConfig
 
-    os.environ["CRYSTALLISE_MODELS_DIR"] = str(MODELS_DIR)
+    monkeypatch.setenv("CRYSTALLISE_MODELS_DIR", str(MODELS_DIR))
     home = Home.init(tmp_path / "home")
     support = Scope(agent="support")
     gentle = TrainConfig(steps=10, lr=2e-3, replay_share=0.5, seed=0)
@@ -164,12 +164,12 @@ def test_star_keeps_only_verified_samples(base) -> None:
         assert p.expected.lower() in r["messages"][-1]["content"].lower()
 
 
-def test_star_rounds_stop_at_the_gate(base, tmp_path: Path) -> None:
+def test_star_rounds_stop_at_the_gate(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A round whose adapter the gate does not accept ends the loop and commits nothing."""
     from crystallise.weights.distill import StarConfig, star
     from crystallise.weights.train import TrainConfig
 
-    os.environ["CRYSTALLISE_MODELS_DIR"] = str(MODELS_DIR)
+    monkeypatch.setenv("CRYSTALLISE_MODELS_DIR", str(MODELS_DIR))
     home = Home.init(tmp_path / "home")
     probs = _easy_problems()
     reports = star(home, Scope(agent="star"), "trivia", probs[:4], probs[4:],
