@@ -7,7 +7,7 @@ DATA   ?= $(abspath ../shared/data)
 # Models are shared by every home (and by the tests) through this folder.
 export CRYSTALLISE_MODELS_DIR ?= $(CURDIR)/.crystallise/models
 
-.PHONY: setup models demo test test-fast clean
+.PHONY: setup models demo test test-fast clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,16 @@ demo: setup
 	$(CRYS) log --limit 5
 	@echo "inspect a version: $(CRYS) show N   undo it: $(CRYS) revert N   curve: reports/demo/curve.png"
 
-test: setup
+# The web UI's browser test drives Debian's Chromium (never a browser Playwright downloads).
+# Installed once when missing (CI runs as root on a fresh Debian machine); instant afterwards.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install -y chromium (tests/test_browser.py needs it)"; exit 1; fi; }
+
+test: setup browser
 	$(CRYS) models pull smollm2-135m
-	CRYSTALLISE_REQUIRE_LOCAL=1 $(BIN)/python -m pytest -q
+	CRYSTALLISE_REQUIRE_LOCAL=1 CRYSTALLISE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not postgres"

@@ -143,8 +143,8 @@ def test_unknown_ids_name_the_id_and_the_command(store: Store) -> None:
         (lambda: store.get_trace("tr_x"), "tr_x.*crystallise traces list"),
         (lambda: store.get_item("it_x"), "it_x.*crystallise items list"),
         (lambda: store.get_changeset("cs_x"), "cs_x.*crystallise changesets list"),
-        (lambda: store.get_version(42), "42.*crystallise versions list"),
-        (lambda: store.mark_reverted(42, 43), "42.*crystallise versions list"),
+        (lambda: store.get_version(42), "42.*crystallise log"),
+        (lambda: store.mark_reverted(42, 43), "42.*crystallise log"),
     ]
     for call, pattern in calls:
         with pytest.raises(NotFoundError, match=pattern):

@@ -21,20 +21,23 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-from crystallise.api import routes_context, routes_traces, routes_versions
+from crystallise.api import proxy, routes_changesets, routes_context, routes_traces, routes_versions
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
 from crystallise.api.problems import install_handlers
+from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.home import Home
+from crystallise.store.group import GroupCommit
 
-__all__ = ["OTLP_PREFIX", "create_app"]
+__all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
 
 log = logging.getLogger("crystallise.api")
 
 OTLP_PREFIX = "/otlp"
+UI_PREFIX = "/ui"
 DESCRIPTION = """\
 Record agent runs, read what crystallise learned, and undo it.
 
@@ -42,6 +45,8 @@ Record agent runs, read what crystallise learned, and undo it.
   An org's key only ever reads and writes its own org's data.
 * Errors are RFC 9457 problem details (`application/problem+json`).
 * OpenTelemetry exporters: `POST /otlp/v1/traces` (protobuf or JSON; OTLP/HTTP).
+* OpenAI clients: base URL `http://HOST:PORT/v1`, the crystallise key as the API key
+  (`POST /v1/chat/completions`: the learned context is injected and the call recorded).
 """
 
 
@@ -51,15 +56,22 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_otlp_body_bytes: int = 8 << 20,
     otlp_flush_after_s: float = 300.0,
+    upstream: str | None = None,
+    max_proxy_body_bytes: int = 8 << 20,
+    reports_dir: str | None = None,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
     `max_body_bytes` caps JSON bodies (413 above it); OTLP batches get `max_otlp_body_bytes`.
     Spans whose root span has not arrived wait up to `otlp_flush_after_s` (see otlp_spool.py).
+    `upstream` is where `/v1/chat/completions` forwards: an http(s) URL or a backend spec
+    (default: $CRYSTALLISE_PROXY_UPSTREAM, the config's `proxy_upstream`, the home's model); chat
+    bodies get `max_proxy_body_bytes`. `reports_dir` holds the bench reports the web UI lists.
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
     otlp = create_otlp_app(home, keys, flush_after_s=otlp_flush_after_s, max_body_bytes=max_otlp_body_bytes)
+    chat_upstream = resolve_upstream(home, upstream)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +79,10 @@ def create_app(
             log.warning("no API keys configured: the API is OPEN to anyone who can reach it; "
                         "create one with `crystallise serve --create-key ORG`")
         async with periodic_flush(otlp.state.ingestor):
-            yield
+            try:
+                yield
+            finally:
+                await chat_upstream.aclose()
 
     from crystallise import __version__
 
@@ -78,20 +93,42 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
     )
-    app.state.home, app.state.keys = home, keys
+    app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
+    app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
     app.include_router(routes_traces.router)
     app.include_router(routes_context.router)
     app.include_router(routes_versions.router)
+    app.include_router(routes_changesets.router)
+    app.include_router(proxy.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")
     def health() -> Health:
         return Health(version=__version__, open=keys.open)
 
     app.mount(OTLP_PREFIX, otlp)
+    _mount_ui(app, home, keys, reports_dir)
 
     def limit_for(path: str) -> int:
-        return max_otlp_body_bytes if path.startswith(OTLP_PREFIX + "/") else max_body_bytes
+        if path.startswith(OTLP_PREFIX + "/"):
+            return max_otlp_body_bytes
+        return max_proxy_body_bytes if path == "/v1/chat/completions" else max_body_bytes
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
     return app
+
+
+def _mount_ui(app: FastAPI, home: Home, keys: KeyRing, reports_dir: str | None) -> None:
+    """The web UI at /ui (Jinja2 ships with the `serve` extra); `/` sends browsers there."""
+    from pathlib import Path
+
+    from fastapi.responses import RedirectResponse
+
+    from crystallise.web import create_web_app
+
+    reports = Path(reports_dir or home.config.get("reports_dir") or "reports")
+    app.mount(UI_PREFIX, create_web_app(home, keys, reports_dir=reports))
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(UI_PREFIX + "/", status_code=307)

@@ -8,6 +8,9 @@ makes it:
 
 A request carries `Authorization: Bearer KEY`. The key's org is forced onto every write and
 filter (see `Principal`); the org `*` marks an admin key that reads and writes every org.
+A key can also be bound to one user of its org (`create_key(home, "acme", user="u1")`, for
+clients that act for one end user): then that user is forced too, and the key never reads
+another user's traces, items or memories.
 With no keys configured the server is *open*: every request acts as admin, which
 `crystallise serve` allows on a loopback address only.
 
@@ -50,6 +53,7 @@ class Principal:
 
     org: str
     key_id: str | None = None
+    user: str | None = None  # a user-bound key: only this user's user-level data
 
     @property
     def admin(self) -> bool:
@@ -70,9 +74,26 @@ class Principal:
         """The org filter of a read: the key's org for an org key; what was asked for an admin."""
         return self.write_org(requested)
 
-    def sees(self, org: str | None) -> bool:
-        """Whether a record of `org` is visible to this caller (org keys: their org only)."""
+    def sees(self, org: str | None, user: str | None = None) -> bool:
+        """Whether a record of `org` (and `user`) is visible: org keys see their org only,
+        user-bound keys their own user's records only."""
+        if self.user is not None and user != self.user:
+            return False
         return self.admin or org == self.org
+
+    def write_user(self, requested: str | None) -> str | None:
+        """The user a write (or a read's user filter) gets: a user-bound key's own user, whatever
+        was left out; naming another user is refused."""
+        if self.user is None:
+            return requested
+        if requested is not None and requested != self.user:
+            raise Forbidden(
+                f"this API key is bound to user {self.user!r} and cannot act for user {requested!r}: "
+                "leave the user out (it is taken from the key) or use an org key"
+            )
+        return self.user
+
+    read_user = write_user
 
 
 def _sha(key: str) -> str:
@@ -115,11 +136,17 @@ def _save(path: Path, keys: list[dict[str, Any]]) -> None:
     os.replace(tmp, f)
 
 
-def create_key(home_path: Path | Any, org: str) -> tuple[str, dict[str, Any]]:
-    """Make a key for `org` (`"*"`: admin), store its sha256; returns (key, record). Show the key once."""
+def create_key(home_path: Path | Any, org: str, *, user: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Make a key for `org` (`"*"`: admin), optionally bound to one `user` of that org; store its
+    sha256; returns (key, record). Show the key once."""
     path = Path(getattr(home_path, "path", home_path))
     key = "cr_" + secrets.token_urlsafe(32)
     record = {"id": new_id("key_"), "org": _check_org(org), "sha256": _sha(key), "created_at": now()}
+    if user is not None:
+        if org == ADMIN or not _ORG.match(user) or user == ADMIN:
+            raise ValidationError(f"user {user!r} is invalid for a user-bound key: give an org (not '*') and a user "
+                                  "of 1-200 letters, digits or _ . @ : - starting with a letter or digit")
+        record["user"] = user
     keys = _load(path)
     keys.append(record)
     _save(path, keys)
@@ -176,7 +203,7 @@ class KeyRing:
         found: Principal | None = None
         for record in self._keys:  # compare against every record: no early exit, constant-time compare
             if hmac.compare_digest(digest, record["sha256"]):
-                found = Principal(org=record["org"], key_id=record.get("id"))
+                found = Principal(org=record["org"], key_id=record.get("id"), user=record.get("user"))
         return found
 
 

@@ -189,7 +189,10 @@ def create_otlp_app(home: Home, keys: KeyRing, *, flush_after_s: float = 300.0,
               responses={200: {"content": {"application/x-protobuf": {}, "application/json": {}},
                                "description": "ExportTraceServiceResponse"}})
     async def export(request: Request) -> Response:
-        who: Principal = get_principal(request)
+        who: Principal = await get_principal(request)
+        if who.user is not None:
+            raise Problem(403, f"this API key is bound to user {who.user!r}: OTLP exporters send every user's spans, "
+                               "so they need an org key (`crystallise serve --create-key ORG`)")
         body = await request.body()
         try:
             message, kind = decode_request(body, request.headers.get("content-type"),

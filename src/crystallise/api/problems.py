@@ -17,6 +17,7 @@ How exceptions map (first match wins):
     Forbidden                          403 forbidden
     other UserError                    400 bad-request     (ValidationError, ConfigError ...)
     ArtifactError                      409 conflict        (a change collides with a later one)
+    ProtectedError                     409 conflict        (a change set touched graders, eval cases, logs)
     StoreError                         503 unavailable
     anything else                      500 internal        (details only in the server log)
 """
@@ -32,7 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crystallise.api.auth import Forbidden
-from crystallise.errors import ArtifactError, NotFoundError, StoreError, UserError
+from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_handlers", "problem_response"]
 
@@ -50,6 +51,7 @@ _TITLES = {
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation", "Invalid request"),
     500: ("internal", "Internal server error"),
+    502: ("bad-gateway", "Upstream model server unavailable"),
     503: ("unavailable", "Store unavailable"),
 }
 
@@ -62,12 +64,19 @@ class Problem(Exception):
         self.status, self.detail, self.headers, self.extra = status, detail, headers, extra
 
 
+# OpenAI clients read an error's text from `error.message`: problems on the proxy's paths carry
+# that member too (an RFC 9457 extension member), so `openai.BadRequestError` shows the fix.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+
+
 def problem_body(status: int, detail: str, instance: str | None = None, **extra: Any) -> dict[str, Any]:
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:crystallise:problem:{slug}", "title": title, "status": status,
                             "detail": detail}
     if instance:
         body["instance"] = instance
+    if instance in OPENAI_PATHS:
+        body["error"] = {"message": detail, "type": slug.replace("-", "_"), "code": status, "param": None}
     body.update(extra)
     return body
 
@@ -135,7 +144,8 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(status, str(exc), request.url.path)
 
     @app.exception_handler(ArtifactError)
-    async def _conflict(request: Request, exc: ArtifactError) -> JSONResponse:
+    @app.exception_handler(ProtectedError)
+    async def _conflict(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(409, str(exc), request.url.path)
 
     @app.exception_handler(StoreError)

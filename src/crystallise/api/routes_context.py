@@ -1,6 +1,7 @@
 """The context layer out: learned items by scope, and assembled context packs.
 
-    GET  /v1/items?agent=support&user=u1&status=active&text=refund       -> {"items": [...]}
+    GET  /v1/items?agent=support&user=u1&status=active&text=refund       -> {"items": [...], "next_offset"}
+    GET  /v1/items/{id}                                                   -> one item
     POST /v1/context {"agent": "support", "user": "u1", "query": "...", "budget_tokens": 600}
                                                                           -> {"text", "items", "span", ...}
 
@@ -15,11 +16,14 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from fastapi import Path as ApiPath
 
+from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import ContextIn, ContextOut, ItemPage
 from crystallise.context.assemble import assemble
-from crystallise.types import Span, now
+from crystallise.errors import NotFoundError
+from crystallise.types import Item, Span, now
 
 __all__ = ["router"]
 
@@ -46,14 +50,41 @@ def list_items(
     section: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     text: Annotated[str | None, Query(min_length=1, max_length=2000, description="rank by lexical match")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=100_000, description="skip this many (from `next_offset`)")] = 0,
 ) -> ItemPage:
     """User-level items appear only when `user` is given, and only that user's."""
     statuses = _ALL if status and "all" in status else tuple(status or ("active",))
     items = home.store.query_items(
-        agent=agent, org=who.read_org(org), user=user, levels=tuple(level or ("agent", "org", "user")),
-        status=statuses, kind=kind, section=section, text=text, limit=limit,
+        agent=agent, org=who.read_org(org), user=who.read_user(user), levels=tuple(level or ("agent", "org", "user")),
+        status=statuses, kind=kind, section=section, text=text, limit=offset + limit + 1,
     )
-    return ItemPage(items=items)
+    page = items[offset: offset + limit]
+    return ItemPage(items=page, next_offset=offset + limit if len(items) > offset + limit else None)
+
+
+def visible_item(who: Principal, item: Item) -> bool:
+    """Agent-level items: everyone. Org- and user-level: that org's keys; user-level items of a
+    user-bound key's own user only."""
+    if who.admin:
+        return True
+    if item.level == "agent":
+        return True
+    if item.org_id != who.org:
+        return False
+    return item.level != "user" or who.user is None or item.user_id == who.user
+
+
+@router.get("/items/{item_id}", response_model=Item, summary="One learned item")
+def get_item(item_id: Annotated[str, ApiPath(min_length=1, max_length=200)], home: HomeDep,
+             who: PrincipalDep) -> Item:
+    """404 for an unknown item and, alike, for one this key may not see."""
+    try:
+        item: Item | None = home.store.get_item(item_id)
+    except NotFoundError:
+        item = None
+    if item is None or not visible_item(who, item):
+        raise NotFoundError(f"item {item_id} not found: GET /v1/items lists the items this key can see")
+    return item
 
 
 @router.post("/context", response_model=ContextOut, summary="Assemble a context pack")
@@ -64,7 +95,7 @@ def post_context(body: ContextIn, home: HomeDep, who: PrincipalDep) -> ContextOu
     run's `spans` when you POST the trace, so credit assignment knows what the agent was shown.
     """
     started, t0 = now(), time.perf_counter()
-    pack = assemble(agent=body.agent, org=who.read_org(body.org), user=body.user, query=body.query,
+    pack = assemble(agent=body.agent, org=who.read_org(body.org), user=who.read_user(body.user), query=body.query,
                     budget_tokens=body.budget_tokens, kind=body.kind, home=home)
     span = Span(
         name="context", kind="retrieval", input={"query": body.query, "budget_tokens": body.budget_tokens},

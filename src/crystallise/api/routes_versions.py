@@ -124,6 +124,8 @@ def _sees(who: Principal, changeset: ChangeSet) -> bool:
         return False
     if changeset.scope.org is None and changeset.scope.user is not None:
         return False
+    if who.user is not None and changeset.scope.user not in (None, who.user):
+        return False  # a user-bound key: never another user's memories
     for d in changeset.deltas:
         if d.target == "artifact":
             parts = (d.path or "").split("/")
@@ -134,6 +136,9 @@ def _sees(who: Principal, changeset: ChangeSet) -> bool:
             continue
         for snap in (d.before, d.after):
             if isinstance(snap, dict) and snap.get("level") in ("org", "user") and snap.get("org_id") != who.org:
+                return False
+            if who.user is not None and isinstance(snap, dict) and snap.get("level") == "user" \
+                    and snap.get("user_id") != who.user:
                 return False
     return True
 
@@ -176,5 +181,8 @@ def revert_version(
     _, changeset = _visible(home, who, number)
     if not who.admin and changeset.scope.org != who.org:
         raise Forbidden(f"version {number} is agent-level (shared by every org): reverting it needs the admin key")
+    if who.user is not None and changeset.scope.user != who.user:
+        raise Forbidden(f"this API key is bound to user {who.user!r}: it can only revert versions of that user's "
+                        "own items; use the org's key")
     reason = body.reason if body else "requested through the API"
     return Committer(home).revert(number, reason=reason)

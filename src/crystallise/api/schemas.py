@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from crystallise.types import ChangeSet, Feedback, Item, Span, Trace, Version, now
 
 __all__ = [
+    "ChangeSetPage",
     "ContextIn",
     "ContextOut",
     "FeedbackIn",
@@ -142,7 +143,17 @@ class TracePage(BaseModel):
 
 
 class ItemPage(BaseModel):
+    """Items, best first. `next_offset` (None on the last page) is the `offset` of the next page."""
+
     items: list[Item]
+    next_offset: int | None = None
+
+
+class ChangeSetPage(BaseModel):
+    """Change sets with the gate's verdict and evidence, newest first; pass `next_before` as `before`."""
+
+    changesets: list[ChangeSet]
+    next_before: str | None = None
 
 
 class ContextIn(_In):

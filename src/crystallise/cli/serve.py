@@ -1,8 +1,10 @@
-"""`crystallise serve`: the HTTP API and OTLP receiver over the current home, with uvicorn.
+"""`crystallise serve`: the HTTP API, OTLP receiver, OpenAI-compatible proxy and web UI, with uvicorn.
 
     crystallise serve                          # http://127.0.0.1:8400, open (no keys) on loopback only
     crystallise serve --create-key acme        # prints a new key for org acme, once
     crystallise serve --host 0.0.0.0           # refused until at least one key exists
+    crystallise serve --upstream http://127.0.0.1:8080/v1    # where /v1/chat/completions forwards
+    crystallise serve --reports-dir reports    # the bench reports the web UI (/ui) lists
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ def register(main: click.Group) -> None:
     @click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
     @click.option("--create-key", "create_key_org", metavar="ORG", default=None,
                   help="Create an API key for ORG ('*' = admin), print it once, and exit.")
+    @click.option("--key-user", metavar="USER", default=None,
+                  help="With --create-key: bind the key to this user of ORG (only that user's data).")
     @click.option("--list-keys", is_flag=True, help="List key ids and orgs (never the keys) and exit.")
     @click.option("--revoke-key", "revoke_key_id", metavar="KEY_ID", default=None,
                   help="Delete the key with this id and exit.")
@@ -25,27 +29,41 @@ def register(main: click.Group) -> None:
                   help="Largest JSON request body (413 above).")
     @click.option("--max-otlp-body-bytes", default=8 << 20, show_default=True, type=click.IntRange(1),
                   help="Largest OTLP export body.")
+    @click.option("--upstream", default=None, metavar="URL|SPEC",
+                  help="Where the OpenAI-compatible proxy forwards: an http(s)://HOST/v1 URL, or a backend spec "
+                       "(local, local:NAME). Default: $CRYSTALLISE_PROXY_UPSTREAM, config `proxy_upstream`, "
+                       "the home's model. The upstream's key: $CRYSTALLISE_PROXY_UPSTREAM_KEY.")
+    @click.option("--max-proxy-body-bytes", default=8 << 20, show_default=True, type=click.IntRange(1),
+                  help="Largest chat completion request body.")
+    @click.option("--reports-dir", type=click.Path(file_okay=False), default=None,
+                  help="Folder of bench reports for the web UI (default: config `reports_dir`, else ./reports).")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
-    def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, list_keys: bool,
-              revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, log_level: str) -> None:
-        """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json) and OTLP ingest (/otlp/v1/traces)."""
+    def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, key_user: str | None,
+              list_keys: bool,
+              revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
+              max_proxy_body_bytes: int, reports_dir: str | None, log_level: str) -> None:
+        """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
+        OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
             from crystallise.api import KeyRing, create_app, create_key, is_loopback, revoke_key
         except ImportError as e:
             raise click.ClickException(str(e)) from e
 
         home = open_home(ctx)
+        if key_user is not None and create_key_org is None:
+            raise click.UsageError("--key-user needs --create-key ORG: a user-bound key belongs to an org")
         if create_key_org is not None:
-            key, record = create_key(home.path, create_key_org)
-            console.print(f"API key {record['id']} for org {record['org']!r} (shown once; store it now):",
+            key, record = create_key(home.path, create_key_org, user=key_user)
+            bound = f", bound to user {key_user!r}" if key_user else ""
+            console.print(f"API key {record['id']} for org {record['org']!r}{bound} (shown once; store it now):",
                           highlight=False)
             click.echo(key)  # alone on stdout: KEY=$(crystallise serve --create-key acme)
             return
         if list_keys:
             for r in KeyRing(home.path).records():
-                out.print(f"{r.get('id')}  org={r.get('org')!r}")
+                out.print(f"{r.get('id')}  org={r.get('org')!r}" + (f"  user={r['user']!r}" if r.get("user") else ""))
             return
         if revoke_key_id is not None:
             r = revoke_key(home.path, revoke_key_id)
@@ -63,8 +81,11 @@ def register(main: click.Group) -> None:
 
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
 
-        app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes)
+        app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
+                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
         shown = f"[{host}]" if ":" in host else host
-        console.print(f"crystallise API on http://{shown}:{port} (home {home.path}); "
-                      f"OTLP: http://{shown}:{port}/otlp/v1/traces", highlight=False, soft_wrap=True)
+        base = f"http://{shown}:{port}"
+        console.print(f"crystallise API on {base} (home {home.path}); OTLP: {base}/otlp/v1/traces; "
+                      f"OpenAI base URL: {base}/v1 (upstream {app.state.upstream.label}); UI: {base}/ui/",
+                      highlight=False, soft_wrap=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)

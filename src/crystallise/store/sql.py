@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from crystallise.errors import NotFoundError, ValidationError
+from crystallise.errors import CrystalliseError, NotFoundError, ValidationError
 from crystallise.store import codec
 from crystallise.store.deltas import apply_deltas
 from crystallise.store.engine import is_postgres, make_engine, mask_url, translate_errors, write_connection
@@ -436,3 +436,71 @@ class SqlStore:
         row = codec.checked({"name": name, "value": value, "updated_at": now()}, f"watermark {name!r}")
         with self._write(f"setting watermark {name}") as conn:
             conn.execute(self._upsert(watermarks, row, "name"))
+
+    # -- interfaces: batched trace ingest (group commit, see store/group.py) ---------------
+
+    def write_traces(self, batch: Sequence[Trace]) -> list[Trace | CrystalliseError]:
+        """Record many traces in one transaction — one commit, so one fsync — each all or nothing.
+
+        Returns, in order, each trace as stored (`seq` set) or the error that trace alone caused
+        (an id recorded before or twice in the batch, a value a database cannot store); the rest
+        are written regardless. Should a span or feedback id collide with another trace's (rare:
+        ids are random), the batch falls back to one `write_trace` per trace. A store failure
+        raises StoreError for the whole batch, and then nothing of it was written.
+        """
+        results: list[Trace | CrystalliseError | None] = [None] * len(batch)
+        prepared: list[tuple[int, Trace, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = []
+        ids: set[str] = set()
+        for i, trace in enumerate(batch):
+            try:
+                if trace.id in ids:
+                    raise ValidationError(f"trace {trace.id} was already recorded; traces are immutable")
+                row, span_rows = codec.trace_row(trace, recorded_at=now()), codec.span_rows(trace)
+                fb_rows = [codec.feedback_row(fb, trace.id) for fb in trace.feedback]
+                for kind, rows in (("span", span_rows), ("feedback", fb_rows)):
+                    repeated = [k for k, n in Counter(r["id"] for r in rows).items() if n > 1]
+                    if repeated:
+                        raise ValidationError(f"trace {trace.id!r} has two {kind} records with id {repeated[0]!r}")
+            except CrystalliseError as error:
+                results[i] = error
+                continue
+            ids.add(trace.id)
+            prepared.append((i, trace, row, span_rows, fb_rows))
+        try:
+            if not prepared:
+                raise _BatchConflict()  # nothing valid to write: the fallback below is a no-op
+            with self._write(f"recording {len(prepared)} traces", lock=TRACE_LOCK) as conn:
+                known: set[str] = set()
+                for chunk in _chunks([p[1].id for p in prepared]):
+                    known |= set(conn.execute(sa.select(traces.c.id).where(traces.c.id.in_(chunk))).scalars())
+                todo = [p for p in prepared if p[1].id not in known]
+                for i, trace, *_ in prepared:
+                    if trace.id in known:
+                        results[i] = ValidationError(f"trace {trace.id} was already recorded; traces are immutable")
+                try:  # three statements for the whole batch, whatever its size (executemany + RETURNING)
+                    seqs: dict[str, int] = {}
+                    if todo:
+                        insert = sa.insert(traces).returning(traces.c.id, traces.c.seq, sort_by_parameter_order=True)
+                        seqs = {r.id: int(r.seq) for r in conn.execute(insert, [p[2] for p in todo])}
+                    for table, rows in ((spans, [r for p in todo for r in p[3]]),
+                                        (feedback_table, [r for p in todo for r in p[4]])):
+                        if rows:
+                            conn.execute(sa.insert(table), rows)
+                    for i, trace, *_ in todo:
+                        results[i] = dataclasses.replace(
+                            trace, seq=seqs[trace.id],
+                            spans=[dataclasses.replace(s, trace_id=trace.id) for s in trace.spans],
+                            feedback=[dataclasses.replace(fb, trace_id=trace.id) for fb in trace.feedback])
+                except exc.IntegrityError:
+                    raise _BatchConflict() from None
+        except _BatchConflict:
+            for i, trace, *_ in prepared:
+                try:
+                    results[i] = self.write_trace(trace)
+                except CrystalliseError as error:
+                    results[i] = error
+        return [r if r is not None else ValidationError("not written") for r in results]
+
+
+class _BatchConflict(Exception):
+    """A child id of one trace in a batch collided: the batch is retried trace by trace."""

@@ -1,0 +1,80 @@
+"""Group commit: concurrent trace writes share one transaction, so they share one fsync.
+
+    writer = GroupCommit(home.store)
+    stored = await writer.write_trace(trace)     # from many requests at once; returns once committed
+
+A durable commit costs one fsync (about 8 ms on the VM the benchmarks ran on), and SQLite runs
+one writer at a time, so trace ingest written one transaction per request tops out near
+1000 / 8 = 125 traces/s however many requests wait. Here the traces that arrive while a commit
+is in flight wait together and go into the next one: a single drain task writes every trace
+waiting at that moment in one transaction (`SqlStore.write_traces`, in a worker thread) and
+answers each waiting request. Under load each commit carries many traces; alone, a trace is
+written at once (no timer, no added latency). It also saves a thread hop per request: one
+worker-thread call per batch, not per trace.
+
+Durability is unchanged: `write_trace` returns only after the transaction holding that trace
+committed, and each trace is still all or nothing (one bad trace fails alone, see
+`SqlStore.write_traces`). A request cancelled while waiting (the client hung up) does not
+cancel the write: the trace was accepted for writing and is written. A store without
+`write_traces` is written one trace at a time.
+
+One GroupCommit serves one event loop at a time (the server's); a new loop starts its own drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+
+from crystallise.types import Trace
+
+__all__ = ["GroupCommit"]
+
+
+class GroupCommit:
+    """`await write_trace(trace)` for many concurrent requests, batched into shared commits.
+
+    >>> writer = GroupCommit(store)                              # doctest: +SKIP
+    >>> (await writer.write_trace(Trace(name="answer"))).seq     # doctest: +SKIP
+    1
+    """
+
+    def __init__(self, store: Any, *, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._pending: list[tuple[Trace, asyncio.Future[Trace]]] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self.batches = 0  # commits made (how well writes were grouped: written / batches)
+        self.written = 0
+
+    async def write_trace(self, trace: Trace) -> Trace:
+        """Record `trace` durably (as `Store.write_trace`), sharing a commit with concurrent callers."""
+        if not hasattr(self.store, "write_traces"):
+            return await anyio.to_thread.run_sync(self.store.write_trace, trace)  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Trace] = loop.create_future()
+        self._pending.append((trace, future))
+        task = self._drain_task
+        if task is None or task.done() or task.get_loop() is not loop:  # (a test client's loop may have closed)
+            self._drain_task = asyncio.create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                results: list[Any] = await anyio.to_thread.run_sync(self.store.write_traces, [t for t, _ in batch])
+            except BaseException as error:  # the store failed: every caller of this batch gets the error
+                results = [error] * len(batch)
+            self.batches += 1
+            self.written += len(batch)
+            for (_, future), result in zip(batch, results):
+                if future.done() or future.get_loop().is_closed():
+                    continue  # its request is gone (cancelled, or its loop closed); the trace is written
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)

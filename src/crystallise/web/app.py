@@ -1,0 +1,163 @@
+"""The web UI's app: server-rendered pages (Jinja2), one small vanilla JS file, no build step.
+
+    app = create_web_app(home, keys, reports_dir=Path("reports"))   # mounted at /ui by crystallise.api
+
+Who is looking: the same org API keys as the HTTP API. `/ui/login` takes a key and keeps it
+in an HttpOnly, SameSite=Strict cookie; every page then reads through the same visibility
+rules as the API (`crystallise.api.routes_*`), so an org's key shows that org's traces,
+items and versions and nothing of another org's. With no keys configured the server is
+open on loopback only, exactly like the API.
+
+Forms that change something (revert, feedback) carry a CSRF token derived from the cookie
+(an HMAC with a per-process secret), checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
+from crystallise.errors import ArtifactError, NotFoundError, StoreError, UserError
+from crystallise.home import Home
+
+__all__ = ["COOKIE", "LoginRequired", "create_web_app", "csrf_token", "form", "render", "ui_principal"]
+
+log = logging.getLogger("crystallise.web")
+
+COOKIE = "crystallise_key"
+STATIC = Path(__file__).parent / "static"
+
+
+class LoginRequired(Exception):
+    """No (valid) key in the cookie: the page answers with a redirect to the login form."""
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(float(ts), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _short(value: Any, n: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("crystallise.web", "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(when=_when, pretty=_pretty, short=_short, q=lambda s: quote(str(s), safe=""))
+    return env
+
+
+def ui_principal(request: Request) -> Principal:
+    """The caller from the cookie (open server: admin for loopback clients); LoginRequired otherwise."""
+    keys: KeyRing = request.app.state.keys
+    if keys.open:
+        client = request.client.host if request.client else ""
+        if is_loopback(client):
+            return Principal(org=ADMIN)
+        raise Forbidden("this server has no API keys, so its UI only answers on this machine: "
+                        "create a key with `crystallise serve --create-key ORG`")
+    key = request.cookies.get(COOKIE)
+    principal = keys.verify(key) if key else None
+    if principal is None:
+        raise LoginRequired()
+    return principal
+
+
+def csrf_token(request: Request) -> str:
+    secret: bytes = request.app.state.csrf_secret
+    return hmac.new(secret, (request.cookies.get(COOKIE) or "open").encode(), hashlib.sha256).hexdigest()[:40]
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The posted urlencoded form (first value of each field), with its CSRF token checked."""
+    body = (await request.body()).decode("utf-8", "replace")
+    fields = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    if not hmac.compare_digest(fields.get("csrf", ""), csrf_token(request)):
+        raise Forbidden("the form's security token is missing or stale: reload the page and try again")
+    return fields
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    env: Environment = request.app.state.jinja
+    who = context.pop("who", None)
+    html = env.get_template(template).render(request=request, who=who, csrf=csrf_token(request),
+                                             open=request.app.state.keys.open, **context)
+    return HTMLResponse(html, status_code=status)
+
+
+def _error(request: Request, status: int, message: str) -> HTMLResponse:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None) -> FastAPI:
+    """The UI over `home`; `reports_dir` holds `crystallise bench ... --out` folders (default ./reports)."""
+    from crystallise.web import pages
+
+    app = FastAPI(title="crystallise UI", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.home, app.state.keys = home, keys
+    app.state.reports_dir = Path(reports_dir or "reports").resolve()
+    app.state.csrf_secret = secrets.token_bytes(32)
+    app.state.jinja = _environment()
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(pages.router)
+
+    @app.exception_handler(LoginRequired)
+    async def _login(request: Request, exc: LoginRequired) -> Response:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/login?next={quote(path, safe='')}", 303)
+
+    @app.exception_handler(UserError)
+    async def _user(request: Request, exc: UserError) -> Response:
+        status = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, Forbidden) else 400
+        return _error(request, status, str(exc))
+
+    @app.exception_handler(ArtifactError)
+    async def _conflict(request: Request, exc: ArtifactError) -> Response:
+        return _error(request, 409, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> Response:
+        log.error("store failure on %s: %s", request.url.path, exc)
+        return _error(request, 503, f"the store failed: {exc}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        what = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:3])
+        return _error(request, 422, f"invalid request ({what}): fix the address or the form")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = f"no page {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return _error(request, exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(request, 500, "internal error: see the server log")
+
+    return app
