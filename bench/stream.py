@@ -29,7 +29,7 @@ from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.runtime import TaskRuntime, close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
 from crystallise.home import Home
-from crystallise.loop import LEARNERS, CachedBackend, Loop, LoopConfig
+from crystallise.loop import KNOWN_LEARNERS, LEARNERS, CachedBackend, Loop, LoopConfig
 from crystallise.report import learning_curve
 
 METRICS = {"numeric": score_numeric, "exact": score_exact}
@@ -150,9 +150,9 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
     if learn_every < 1 or epochs < 1:
         raise ValidationError("--learn-every and --epochs must be at least 1")
     chosen = [s.strip() for s in learners.split(",") if s.strip()]
-    unknown = set(chosen) - set(LEARNERS)
+    unknown = set(chosen) - set(KNOWN_LEARNERS)
     if unknown:
-        raise ValidationError(f"unknown learner(s) {sorted(unknown)}: choose from {', '.join(LEARNERS)}")
+        raise ValidationError(f"unknown learner(s) {sorted(unknown)}: choose from {', '.join(KNOWN_LEARNERS)}")
     if model.startswith("replay:") and "reflection" in chosen and not reflect_model:
         chosen.remove("reflection")
         console.print("reflection off: a replay model only answers benchmark records (pass --reflect-model to use one)")

@@ -7,11 +7,22 @@
 
 `learn()` runs, in order (cheapest gate first):
   1. credit: shown items earn helpful/harmful from the outcomes of new runs;
-  2. crystallise (harness, G4): code from verified cases;
-  3. few-shot (harness, G1): the verified example pool;
-  4. reflection (context): playbook bullets from new failures.
-Each change set is gated old-vs-new on the task's gate cases (never seen by a
-learner) and committed only on an accept verdict; rejected ones are saved as evidence.
+  2. lifecycle (harness, always): the grade's evidence from the stored answers and shadow
+     checks -> soften (G5 -> G4, G4 -> the LLM grade), crystallise (G4 -> G5, -> G3) or
+     record verified disagreements as eval cases (`harness/grades.py`, `harness/lifecycle.py`);
+  3. crystallise (harness, G4): code from verified cases;
+  4. schema (harness, G2, opt-in): a learned output schema for text answers;
+  5. few-shot (harness, G1): the verified example pool;
+  6. promptopt (harness, opt-in): reflective instruction evolution + few-shot selection;
+  7. reflection (context): playbook bullets from new failures.
+Each learner's change set is gated old-vs-new on the task's gate cases (never seen by a
+learner; at G3 and above the eval suite's cases too) and committed only on an accept
+verdict; rejected ones are saved as evidence. Lifecycle moves carry the verdict of the
+grade rule that fired; a promotion to G5 must also lose no gate case.
+
+Shadow checks (`harness/shadow.py`): a share (`GradePolicy.shadow_rate`) of code answers is
+answered by the LLM as well, after the answer has been returned, in a background thread
+(`LoopConfig.shadow="background"`; "inline" for a fixed order, "off" for none).
 """
 
 from __future__ import annotations
@@ -24,9 +35,11 @@ from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.reflect import ReflectionLearner, credit
-from crystallise.errors import ProtectedError
+from crystallise.errors import ProtectedError, ValidationError
 from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
+from crystallise.gate.verifiers import verify
+from crystallise.harness import grades, lifecycle
 from crystallise.harness.learn import (
     CrystalliseLearner,
     FewShotLearner,
@@ -34,16 +47,20 @@ from crystallise.harness.learn import (
     is_gate_case,
     verified_cases,
 )
-from crystallise.harness.runtime import Answer, TaskRuntime
+from crystallise.harness.promptopt import PromptOptLearner
+from crystallise.harness.runtime import Answer, TaskRuntime, constrains_text
+from crystallise.harness.shadow import ShadowChecker
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
+from crystallise.harness.structure import SchemaLearner
 from crystallise.home import Home
 from crystallise.ledger import Committer
 from crystallise.traces.sdk import trace
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version
 
-__all__ = ["CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task"]
+__all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task"]
 
-LEARNERS = ("crystallise", "fewshot", "reflection")
+LEARNERS = ("crystallise", "fewshot", "reflection")  # the default set
+KNOWN_LEARNERS = ("crystallise", "schema", "fewshot", "promptopt", "reflection")  # in the order learn() runs them
 
 
 class CachedBackend:
@@ -87,6 +104,10 @@ class LoopConfig:
     gate_max_cases: int = 48
     examples_k: int = 3
     synth_budget_s: float = 2.0
+    grade_policy: grades.GradePolicy = field(default_factory=grades.GradePolicy)
+    lifecycle: bool = True  # run the grade rules in learn()
+    shadow: str = "background"  # background | inline | off
+    promptopt_rounds: int = 3
 
 
 @dataclass
@@ -121,8 +142,18 @@ class Loop:
         self.spec = self._define(spec)
         self.crystallise = CrystalliseLearner(metric, budget_s=self.config.synth_budget_s)
         self.fewshot = FewShotLearner()
+        self.schema = SchemaLearner()
         self.reflection = ReflectionLearner(reflect_backend or backend)
+        self.promptopt = PromptOptLearner(reflect_backend or backend, metric, rounds=self.config.promptopt_rounds)
+        if self.config.shadow not in ("background", "inline", "off"):
+            raise ValidationError(f"LoopConfig.shadow must be background, inline or off; got {self.config.shadow!r}")
+        rate = 0.0 if self.config.shadow == "off" else self.config.grade_policy.shadow_rate
+        self.shadow = ShadowChecker(home, self.spec.name, metric, rate=rate,
+                                    background=self.config.shadow == "background")
         self._runtime: TaskRuntime | None = None
+        self._verifiers: dict[str, dict[str, Any]] = {}  # gate case id -> its eval-suite verifier
+        self._seq: dict[str, int] = {}  # trace id -> seq, of the history learn() read
+        self._answered = 0  # answers served by this loop (the shadow sample is drawn from it)
 
     # -- serve + observe ----------------------------------------------------------------
     def _define(self, spec: TaskSpec) -> TaskSpec:
@@ -159,11 +190,20 @@ class Loop:
                     shown_items=ans.shown_items,
                     grade=self.runtime().spec.grade,
                 )
+                if ans.code_sha:
+                    span.attributes["code_sha"] = ans.code_sha
                 if ans.fallback_reason:
                     span.attributes["fallback_reason"] = ans.fallback_reason
+                if ans.schema_error:
+                    span.attributes["schema_error"] = ans.schema_error
             t.output = ans.output
         if ans.shown_items:
             self.store.bump_items(ans.shown_items, shown=1)
+        self._answered += 1
+        key = f"{self._answered}:{json.dumps(value, sort_keys=True, default=str)}"  # stable across runs of a stream
+        if ans.served_by == "code" and self.shadow.wanted(key):
+            self.shadow.submit(trace_id=t.id, value=value, code_output=ans.output, runtime=self.runtime(), scope=s,
+                               record=record)
         return ans, t.id
 
     def record_labelled(self, value: Any, truth: Any) -> str:
@@ -185,15 +225,26 @@ class Loop:
         fresh = self.store.list_traces(name=self.spec.name, after_seq=since, limit=100_000, with_children=True)
         if not fresh:
             return report
+        self.shadow.flush()
         helpful, harmful = credit(fresh)
         for item_id in set(helpful) | set(harmful):
             self.store.bump_items([item_id], helpful=helpful[item_id], harmful=harmful[item_id])
         history = self.store.list_traces(name=self.spec.name, limit=100_000, with_children=True)
-        cases = verified_cases(history, self.spec.name)
-        gate_cases = [c for c in cases if is_gate_case(c.input)][-self.config.gate_max_cases:]
+        self._seq = {t.id: t.seq or 0 for t in history}
+        if self.config.lifecycle:
+            if progress:
+                progress("learn: lifecycle")
+            for _ in range(3):  # G5 -> G4 -> G3 may all be due at once (drifted code is wrong at G4 too)
+                if not self._lifecycle(history, self._trace_gate(history), report):
+                    break
+        cases = self._cases(history)
+        trace_gate = self._trace_gate(history)
         steps: list[tuple[str, Callable[[], ChangeSet | None]]] = [  # each sees the version before it
             ("crystallise", lambda: self.crystallise.propose(View.of(self.home.repo), self._spec(), cases)),
+            ("schema", lambda: self.schema.propose(View.of(self.home.repo), self._spec(), cases)),
             ("fewshot", lambda: self.fewshot.propose(View.of(self.home.repo), self._spec(), cases)),
+            ("promptopt", lambda: self.promptopt.propose(View.of(self.home.repo), self._spec(), cases,
+                                                         self._candidate_runtime)),
             ("reflection", lambda: self._reflect(fresh)),
         ]
         for name, propose in steps:
@@ -204,12 +255,124 @@ class Loop:
             cs = propose()
             if cs is None:
                 continue
+            self._new_program_starts_at_g4(cs)
             report.proposed.append(cs)
-            version = self.gate_and_commit(cs, gate_cases)
+            version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
             if version:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))
         return report
+
+    def _new_program_starts_at_g4(self, cs: ChangeSet) -> None:
+        """A change set that replaces the program of a G5 task puts it back to G4: the new code earns
+        "code only" with its own streak, like the first one did."""
+        spec_path, code_path = task_path(self.spec.name, "spec.json"), task_path(self.spec.name, "code.py")
+        spec = self._spec()
+        if spec.grade != "G5" or not any(d.path == code_path and d.after for d in cs.deltas):
+            return
+        if any(d.path == spec_path for d in cs.deltas):
+            return
+        after = TaskSpec(**{**spec.__dict__, "grade": "G4"}).to_json()
+        cs.deltas.append(Delta(op="set", target="artifact", path=spec_path, before=self.home.repo.read(spec_path),
+                               after=after, reason="a new program starts at G4"))
+
+    def evidence(self, history: list[Any] | None = None) -> grades.TaskEvidence:
+        """The current grade's evidence (`crystallise tasks show` prints the same)."""
+        self.shadow.flush()
+        return lifecycle.gather(self.store, View.of(self.home.repo), self._spec(), self.metric,
+                                self.config.grade_policy, history=history)
+
+    def _cases(self, history: list[Any]) -> list[VerifiedCase]:
+        """Verified cases from the drift point on (all of them when no drift was recorded)."""
+        since = lifecycle.drift_seq(View.of(self.home.repo), self.spec.name)
+        seq = {t.id: t.seq or 0 for t in history}
+        return [c for c in verified_cases(history, self.spec.name) if seq.get(c.trace_id, 0) >= since]
+
+    def _trace_gate(self, history: list[Any]) -> list[VerifiedCase]:
+        return [c for c in self._cases(history) if is_gate_case(c.input)][-self.config.gate_max_cases:]
+
+    def _lifecycle(self, history: list[Any], trace_gate: list[VerifiedCase], report: LearnReport) -> bool:
+        """Soften, crystallise or record disagreements, by the grade rules over the stored evidence.
+        True when the grade moved (the rules are then asked again)."""
+        view, spec = View.of(self.home.repo), self._spec()
+        ev = self.evidence(history)
+        move = grades.decide(ev, self.config.grade_policy)
+        cs = lifecycle.lifecycle_changeset(view, spec, ev, move, self.config.grade_policy)
+        if cs is None or self._waiting(cs):
+            return False
+        if move is not None and move.to_grade == "G5":
+            if self._promotion_refused(ev.code_sha):
+                return False  # this program was refused G5 before: the gate cases it would lose are still there
+            report.proposed.append(cs)
+            self._no_loss_check(cs, self.gate_cases(trace_gate))
+        else:
+            report.proposed.append(cs)
+        if cs.verdict is None or cs.verdict.decision != "accept":
+            self.store.save_changeset(cs)
+            return False
+        try:
+            report.committed.append(self.committer.commit(cs))
+        except (ProtectedError, PendingReview):
+            return False  # refused (kept as evidence) or waiting for a person: `crystallise review list`
+        self._runtime = None
+        return move is not None
+
+    def _waiting(self, cs: ChangeSet) -> bool:
+        """A lifecycle change set of this task already waits for review: do not propose it again."""
+        return any(p.learner == "lifecycle" and p.evidence.get("task") == self.spec.name and p.summary == cs.summary
+                   for p in self.store.list_changesets(status="needs_review", limit=1000))
+
+    def _promotion_refused(self, sha: str | None) -> bool:
+        for cs in self.store.list_changesets(status="rejected", limit=1000):
+            move = cs.evidence.get("move") or {}
+            if (cs.learner == "lifecycle" and cs.evidence.get("task") == self.spec.name and move.get("to_grade") == "G5"
+                    and (cs.evidence.get("evidence") or {}).get("code_sha") == sha):
+                return True
+        return False
+
+    def _no_loss_check(self, cs: ChangeSet, cases: Sequence[VerifiedCase]) -> None:
+        """G5 drops the LLM fallback: it must not lose a gate case G4 passes."""
+        old_rt, new_rt = self.runtime(), self.runtime(cs.deltas)
+        old = [self._run(old_rt, c) for c in cases]
+        new = [self._run(new_rt, c) for c in cases]
+        lost = [o.case_id for o, n in zip(old, new) if o.passed and not n.passed]
+        if cs.verdict is None:
+            return
+        cs.evidence["gate_cases"] = len(cases)
+        cs.verdict.details["gate_losses"] = lost[:20]
+        if lost:
+            cs.verdict.decision = "reject"
+            cs.status = "rejected"
+            cs.verdict.reason = (f"reject: G5 would lose {len(lost)} of {len(cases)} gate cases the LLM fallback "
+                                 f"answers at G4 ({cs.verdict.reason})")
+        else:
+            cs.verdict.reason += f"; no gate case lost ({len(cases)} cases)"
+
+    def gate_cases(self, trace_gate: Sequence[VerifiedCase]) -> list[VerifiedCase]:
+        """The cases a change set is gated on: held-out verified traces, plus, at G3 and above, the eval
+        suite (its most recent cases and every recorded disagreement), each checked by its own verifier."""
+        spec = self._spec()
+        out = list(trace_gate)
+        seen = {c.trace_id for c in out}
+        self._verifiers = {}
+        if spec.grade < "G3":
+            return out
+        view = View.of(self.home.repo)
+        since = lifecycle.drift_seq(view, spec.name)
+        suite = [c for c in lifecycle.eval_suite(view, spec.name)
+                 if c.source_trace is None or self._seq.get(c.source_trace, since) >= since]
+        regression = [c for c in suite if "disagreement" in c.tags][-2 * self.config.gate_max_cases:]
+        recent = [c for c in suite if "disagreement" not in c.tags][-self.config.gate_max_cases:]
+        for c in [*recent, *regression]:
+            if c.id in seen:
+                continue
+            seen.add(c.id)
+            out.append(VerifiedCase(c.id, c.input, c.expected))
+            self._verifiers[c.id] = c.verifier
+        return out
+
+    def _candidate_runtime(self, deltas: Sequence[Delta]) -> TaskRuntime:
+        return self.runtime(deltas)
 
     def _spec(self) -> TaskSpec:
         return View.of(self.home.repo).spec(self.spec.name) or self.spec
@@ -222,10 +385,16 @@ class Loop:
                 failures.append((c, t.output))
         if not failures:
             return None
-        return self.reflection.propose(failures[-4:], self.bullets(), self.config.scope)
+        cs = self.reflection.propose(failures[-4:], self.bullets(), self.config.scope)
+        if cs is not None:
+            cs.evidence.setdefault("task", self.spec.name)  # which task's failures taught it (the advisor reads it)
+        return cs
 
     def gate_and_commit(self, cs: ChangeSet, cases: Sequence[VerifiedCase]) -> Version | None:
-        """Old vs new on the gate cases; commit on accept, keep as evidence otherwise."""
+        """Old vs new on the gate cases; commit on accept, keep as evidence otherwise.
+
+        On top of the paired test, a program may not answer (by code) a recorded disagreement
+        wrongly: once code has been caught wrong on an input, no code goes live that repeats it."""
         if cs.layer == "harness":
             cs.deltas += self._eval_case_deltas(cases)
         old_rt, new_rt = self.runtime(), self.runtime(cs.deltas)
@@ -233,6 +402,12 @@ class Loop:
         new = [self._run(new_rt, c) for c in cases]
         cs.verdict = decide(old, new, self.config.policy)
         cs.evidence["gate_cases"] = len(cases)
+        repeated = [r.case_id for r in new if r.served_by == "code" and not r.passed and r.case_id in self._regression]
+        if repeated and cs.verdict.decision == "accept":
+            cs.verdict.decision = "reject"
+            cs.verdict.details["repeated_disagreements"] = repeated[:20]
+            cs.verdict.reason = (f"reject: the new program repeats {len(repeated)} recorded disagreement(s) "
+                                 f"({', '.join(repeated[:3])}); {cs.verdict.reason}")
         if cs.verdict.decision != "accept":
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
@@ -246,12 +421,24 @@ class Loop:
         self._runtime = None
         return version
 
+    @property
+    def _regression(self) -> set[str]:
+        """Recorded disagreements from the drift point on: no new program may answer one wrongly by code."""
+        view = View.of(self.home.repo)
+        since = lifecycle.drift_seq(view, self.spec.name)
+        return {c.id for c in lifecycle.eval_suite(view, self.spec.name) if "disagreement" in c.tags
+                and (c.source_trace is None or self._seq.get(c.source_trace, since) >= since)}
+
     def _run(self, rt: TaskRuntime, case: VerifiedCase) -> CaseResult:
         try:
             ans = rt.answer(case.input)
         except Exception as e:  # noqa: BLE001 - a failing candidate is a failed case, not a crash
             return CaseResult(case_id=case.trace_id, passed=False, output=None, error=f"{type(e).__name__}: {e}")
-        passed = ans.output is not None and bool(self.metric(ans.output, case.output))
+        verifier = self._verifiers.get(case.trace_id)
+        if verifier is not None:
+            passed = ans.output is not None and verify(verifier, ans.output, case.output)
+        else:
+            passed = ans.output is not None and bool(self.metric(ans.output, case.output))
         return CaseResult(
             case_id=case.trace_id, passed=passed, output=ans.output, cost=float(ans.llm_calls), served_by=ans.served_by
         )
@@ -284,12 +471,14 @@ def define_task(home: Home, spec: TaskSpec, committer: Committer | None = None) 
     current = View.of(home.repo).spec(spec.name)
     if current is not None:
         return current
+    if spec.grade < "G2" and (not spec.text_output or constrains_text(spec.output_schema)):
+        spec = TaskSpec(**{**spec.__dict__, "grade": "G2"})  # a typed output is validated and repaired: G2
     path = task_path(spec.name, "spec.json")
     cs = ChangeSet(
         learner="define",
         layer="harness",
         deltas=[Delta(op="set", target="artifact", path=path, before=None, after=spec.to_json(), reason="new task")],
-        summary=f"{spec.name}: define task (G0)",
+        summary=f"{spec.name}: define task ({spec.grade})",
         verdict=Verdict(decision="accept", reason="task defined by the user"),
     )
     (committer or Committer(home)).commit(cs)

@@ -5,6 +5,7 @@
     crystallise traces list|show          what agents did
     crystallise items list                learned context items
     crystallise tasks list|show           tasks, their grade and evidence
+    crystallise advise                    which layer should learn next, and why
     crystallise log|show|diff|revert      versions: the audit trail and undo
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
     crystallise serve                     HTTP API + OTLP ingest (the `serve` extra)
@@ -132,6 +133,7 @@ from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
+from crystallise.cli import tasks as _tasks  # noqa: E402
 from crystallise.cli import weights as _weights  # noqa: E402
 
 _history.register(main)
@@ -140,5 +142,6 @@ _bench.register(main)
 _serve.register(main)
 _weights.register(main)
 _review.register(main)
+_tasks.register(main)
 
 __all__ = ["main"]

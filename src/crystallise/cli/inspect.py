@@ -1,4 +1,4 @@
-"""Looking at what was recorded and learned: `traces`, `items`, `tasks`."""
+"""Looking at what was recorded and learned: `traces`, `items` (`tasks` live in `cli/tasks.py`)."""
 
 from __future__ import annotations
 
@@ -94,56 +94,3 @@ def register(main: click.Group) -> None:
             table.add_row(i.id, i.kind, i.level, i.status, i.source, str(i.shown), str(i.helpful), str(i.harmful),
                           _short(i.text, 70))
         out.print(table)
-
-    @main.group()
-    def tasks() -> None:
-        """Tasks and their grade on the verifiability gradient."""
-
-    @tasks.command("list")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_context
-    def tasks_list(ctx: click.Context, as_json: bool) -> None:
-        """Every task with its grade and evidence."""
-        from crystallise.harness.spec import View
-
-        home = open_home(ctx)
-        view = View.of(home.repo)
-        names = sorted({p.split("/")[1] for p in home.repo.list_files("tasks/") if p.count("/") >= 2})
-        rows = []
-        for n in names:
-            spec = view.spec(n)
-            if spec is None:
-                continue
-            rows.append({
-                "name": n, "grade": spec.grade,
-                "examples": len(view.jsonl(f"tasks/{n}/examples.jsonl")),
-                "eval_cases": len(view.jsonl(f"tasks/{n}/evals.jsonl")),
-                "code": view.read(f"tasks/{n}/code.py") is not None,
-            })
-        if emit(rows, as_json):
-            return
-        table = Table("task", "grade", "examples", "eval cases", "code")
-        for r in rows:
-            table.add_row(r["name"], r["grade"], str(r["examples"]), str(r["eval_cases"]), "yes" if r["code"] else "no")
-        out.print(table)
-
-    @tasks.command("show")
-    @click.argument("name")
-    @click.pass_context
-    def tasks_show(ctx: click.Context, name: str) -> None:
-        """A task's spec, how its program was made, and its files."""
-        from crystallise.errors import NotFoundError
-        from crystallise.harness.spec import View, task_path
-
-        home = open_home(ctx)
-        view = View.of(home.repo)
-        spec = view.spec(name)
-        if spec is None:
-            raise NotFoundError(f"no task {name!r}: run `crystallise tasks list`")
-        out.print(f"[bold]{spec.name}[/bold] grade {spec.grade}, metric {spec.metric}")
-        out.print(spec.description or "(no description)")
-        program = view.read(task_path(name, "program.json"))
-        if program:
-            out.print("program: " + program)
-        for f in home.repo.list_files(f"tasks/{name}/"):
-            out.print(f"  {f}")

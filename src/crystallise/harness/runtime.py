@@ -2,11 +2,18 @@
 
     answer(input)
       1. G4/G5 with tasks/<name>/code.py: run `solve(input)` in the sandbox
-         -> a value: served by code (no LLM call)
-         -> None (abstain), an exception or a timeout: fall through (G4) / return None (G5)
+         -> a value that fits the output schema: served by code (no LLM call)
+         -> None (abstain), an exception, a timeout, or a value that breaks the output
+            schema: fall through to the LLM (G4) / return None (G5), with the reason
+            in `Answer.fallback_reason` (`fallback_kind` names its class)
       2. LLM: system = instructions + playbook bullets, few-shot = the k verified
          examples most similar to the input, user = the input; JSON schema for
-         non-text outputs (validated, repaired once).
+         non-text outputs (validated, repaired once). A text task whose schema
+         constrains the string (a `pattern` or an `enum`, learned at G2) has its reply
+         checked the same way and repaired once.
+
+Code outputs of a text task are normalised first: a number or a bool becomes its
+string (`3.5` -> `"3.5"`), since programs compute values and the task answers text.
 """
 
 from __future__ import annotations
@@ -20,15 +27,54 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crystallise.backends.base import Backend, CompletionRequest, Message
+from crystallise.backends.base import Backend, Completion, CompletionRequest, Message
 from crystallise.errors import SandboxError
 from crystallise.harness.spec import TaskSpec, View, task_path
 from crystallise.types import Item
 
-__all__ = ["Answer", "TaskRuntime", "close_sandboxes", "render_bullets"]
+__all__ = [
+    "ABSTAINED",
+    "Answer",
+    "TaskRuntime",
+    "close_sandboxes",
+    "code_sha",
+    "constrains_text",
+    "fallback_kind",
+    "render_bullets",
+]
 
 DEFAULT_INSTRUCTIONS = "Answer the request. Reply with the answer only, no explanation."
 _TOKEN = re.compile(r"\w+")
+
+# Fallback reasons (their first words name the class; `fallback_kind` reads them back).
+ABSTAINED = "code abstained"
+_FAILED = "code failed"
+_SCHEMA = "code broke the output schema"
+
+
+def fallback_kind(reason: str | None) -> str | None:
+    """The class of a fallback reason: "abstain" | "exception" | "schema" (None for none).
+
+    >>> fallback_kind("code failed: CodeRaised: crystallised code raised ZeroDivisionError")
+    'exception'
+    """
+    if not reason:
+        return None
+    if reason.startswith(_SCHEMA):
+        return "schema"
+    if reason.startswith(_FAILED):
+        return "exception"
+    return "abstain"
+
+
+def code_sha(source: str | None) -> str | None:
+    """A short content hash of a program: which code answered is recorded on every task span."""
+    return hashlib.sha256(source.encode()).hexdigest()[:12] if source else None
+
+
+def constrains_text(schema: dict[str, Any]) -> bool:
+    """True for a string schema that says more than "a string" (pattern, enum, lengths, format)."""
+    return schema.get("type") == "string" and any(k for k in schema if k not in ("type", "title", "description"))
 
 
 @dataclass
@@ -41,6 +87,8 @@ class Answer:
     context_tokens: int = 0  # tokens of learned context put in the prompt (bullets + examples)
     shown_items: list[str] = field(default_factory=list)
     fallback_reason: str | None = None
+    code_sha: str | None = None  # the program that ran (served or fell back), if any
+    schema_error: str | None = None  # an LLM reply that broke a constrained text schema even after repair
 
 
 # One worker process per distinct program, shared by every runtime in the process:
@@ -110,6 +158,9 @@ class TaskRuntime:
         self.bullets = list(bullets)
         self.examples_k = examples_k
         self.code = view.read(task_path(spec.name, "code.py")) if spec.grade in ("G4", "G5") else None
+        self.code_sha = code_sha(self.code)
+        self._validator = _validator(spec.output_schema)
+        self._plain_text = spec.output_schema == {"type": "string"}
         self.instructions = view.read(task_path(spec.name, "prompt.md")) or spec.description or DEFAULT_INSTRUCTIONS
         self.examples = view.jsonl(task_path(spec.name, "examples.jsonl"))
 
@@ -119,16 +170,39 @@ class TaskRuntime:
             try:
                 out = _sandbox_for(self.code).call(value)
             except SandboxError as e:
-                out, reason = None, f"code failed: {type(e).__name__}: {e}"
+                out, reason = None, f"{_FAILED}: {type(e).__name__}: {e}"
             else:
-                if out is not None:
-                    return Answer(output=out, served_by="code")
-                reason = "code abstained"
+                if out is None:
+                    reason = ABSTAINED
+                else:
+                    out = self._normalise(out)
+                    broken = self._schema_error(out)
+                    if broken is None:
+                        return Answer(output=out, served_by="code", code_sha=self.code_sha)
+                    reason = f"{_SCHEMA}: {broken}"
             if self.spec.grade == "G5":
-                return Answer(output=None, served_by="none", fallback_reason=reason)
-        ans = self._llm(value, record)
+                return Answer(output=None, served_by="none", fallback_reason=reason, code_sha=self.code_sha)
+        ans = self.llm_answer(value, record=record)
         ans.fallback_reason = reason
+        ans.code_sha = self.code_sha
         return ans
+
+    def _normalise(self, out: Any) -> Any:
+        if self.spec.text_output and isinstance(out, (bool, int, float)):
+            return str(out)
+        return out
+
+    def _schema_error(self, out: Any) -> str | None:
+        """Why `out` breaks the output schema, or None when it fits (plain strings skip jsonschema: hot path)."""
+        if self._plain_text:
+            return None if isinstance(out, str) else f"at (root): {out!r} is not of type 'string'"
+        import jsonschema
+
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(out))
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return f"at {where}: {error.message}"
 
     def prompt(self, value: Any) -> tuple[list[Message], int]:
         """The chat messages for `value`, and how many tokens of learned context they hold."""
@@ -148,7 +222,8 @@ class TaskRuntime:
         messages.append(Message("user", text))
         return messages, learned
 
-    def _llm(self, value: Any, record: dict[str, Any] | None) -> Answer:
+    def llm_answer(self, value: Any, *, record: dict[str, Any] | None = None) -> Answer:
+        """The LLM's answer alone (no code): what serves below G4, the fallback, and the shadow check."""
         from crystallise.backends.structured import complete_json
 
         messages, learned = self.prompt(value)
@@ -156,10 +231,13 @@ class TaskRuntime:
             messages=messages, max_tokens=self.spec.max_tokens, metadata={"record": record} if record else {}
         )
         shown = [it.id for it in self.bullets]
+        schema_error = None
         if self.spec.text_output:
             c = self.backend.complete(request)
             out: Any = c.text.strip()
             calls = 1
+            if constrains_text(self.spec.output_schema):
+                out, c, calls, schema_error = self._repair_text(request, c, out)
         else:
             out, c, repaired = complete_json(self.backend, request, self.spec.output_schema)
             calls = 2 if repaired else 1
@@ -171,4 +249,30 @@ class TaskRuntime:
             completion_tokens=c.completion_tokens,
             context_tokens=learned,
             shown_items=shown,
+            schema_error=schema_error,
         )
+
+    def _repair_text(self, request: CompletionRequest, c: Completion,
+                     out: str) -> tuple[str, Completion, int, str | None]:
+        """G2 for text: a reply that breaks the learned string schema gets one repair turn."""
+        error = self._schema_error(out)
+        if error is None:
+            return out, c, 1, None
+        hint = self.spec.output_schema.get("enum") or self.spec.output_schema.get("pattern")
+        repair = [
+            *request.messages,
+            Message("assistant", c.text),
+            Message("user", f"Your reply does not have the required form ({error}). The answer must match "
+                            f"{json.dumps(hint, ensure_ascii=False)}. Reply with the answer only."),
+        ]
+        c2 = self.backend.complete(CompletionRequest(messages=repair, max_tokens=request.max_tokens,
+                                                     metadata=request.metadata))
+        fixed = c2.text.strip()
+        return fixed, c2, 2, self._schema_error(fixed)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)

@@ -89,6 +89,8 @@ class Task:
                 span.attributes.update(served_by=ans.served_by, llm_calls=ans.llm_calls, grade=rt.spec.grade,
                                        shown_items=ans.shown_items, prompt_tokens=ans.prompt_tokens,
                                        completion_tokens=ans.completion_tokens)
+                span.attributes.update({k: v for k, v in (("code_sha", ans.code_sha),
+                                                          ("fallback_reason", ans.fallback_reason)) if v})
                 if ans.llm_calls > 1:
                     t.signal("schema_repair", comment=f"task {self.name} needed a repair attempt")
                 try:
