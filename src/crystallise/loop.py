@@ -36,6 +36,8 @@ from typing import Any
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.reflect import ReflectionLearner, credit
 from crystallise.errors import ProtectedError, ValidationError
+from crystallise.governance import canary as canary_mod
+from crystallise.governance.canary import CanaryPolicy
 from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.gate.verifiers import verify
@@ -108,6 +110,7 @@ class LoopConfig:
     lifecycle: bool = True  # run the grade rules in learn()
     shadow: str = "background"  # background | inline | off
     promptopt_rounds: int = 3
+    canary: CanaryPolicy | None = None  # serve new harness versions to a share of traffic first
 
 
 @dataclass
@@ -151,6 +154,7 @@ class Loop:
         self.shadow = ShadowChecker(home, self.spec.name, metric, rate=rate,
                                     background=self.config.shadow == "background")
         self._runtime: TaskRuntime | None = None
+        self._control: tuple[str, TaskRuntime] | None = None  # (sha, runtime) of a canary's control arm
         self._verifiers: dict[str, dict[str, Any]] = {}  # gate case id -> its eval-suite verifier
         self._seq: dict[str, int] = {}  # trace id -> seq, of the history learn() read
         self._answered = 0  # answers served by this loop (the shadow sample is drawn from it)
@@ -178,9 +182,12 @@ class Loop:
 
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> tuple[Answer, str]:
         s = self.config.scope
+        rt, arm = self._serving(value)
         with trace(self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value, home=self.home) as t:
             with t.span(f"task:{self.spec.name}", "task", input=value) as span:
-                ans = self.runtime().answer(value, record=record)
+                ans = rt.answer(value, record=record)
+                if arm is not None:
+                    span.attributes["canary"] = arm
                 span.output = ans.output
                 span.attributes.update(
                     served_by=ans.served_by,
@@ -188,7 +195,7 @@ class Loop:
                     prompt_tokens=ans.prompt_tokens,
                     completion_tokens=ans.completion_tokens,
                     shown_items=ans.shown_items,
-                    grade=self.runtime().spec.grade,
+                    grade=rt.spec.grade,
                 )
                 if ans.code_sha:
                     span.attributes["code_sha"] = ans.code_sha
@@ -202,9 +209,64 @@ class Loop:
         self._answered += 1
         key = f"{self._answered}:{json.dumps(value, sort_keys=True, default=str)}"  # stable across runs of a stream
         if ans.served_by == "code" and self.shadow.wanted(key):
-            self.shadow.submit(trace_id=t.id, value=value, code_output=ans.output, runtime=self.runtime(), scope=s,
+            self.shadow.submit(trace_id=t.id, value=value, code_output=ans.output, runtime=rt, scope=s,
                                record=record)
         return ans, t.id
+
+    # -- canary (governance/canary.py) ----------------------------------------------------
+    def _canary_state(self) -> dict[str, Any] | None:
+        return canary_mod.read_state(self.home.repo.read(canary_mod.canary_path(self.spec.name)))
+
+    def _serving(self, value: Any) -> tuple[TaskRuntime, dict[str, str] | None]:
+        """The runtime that answers `value`: the current version, or during a canary the arm it hashes to."""
+        state = self._canary_state()
+        if state is None:
+            return self.runtime(), None
+        arm = canary_mod.arm_for(json.dumps(value, sort_keys=True, default=str), float(state["share"]))
+        info = {"changeset": state["changeset"], "arm": arm}
+        if arm == "candidate" or not state.get("control"):
+            return self.runtime(), info
+        if self._control is None or self._control[0] != state["control"]:
+            sha, repo = state["control"], self.home.repo
+            memo: dict[str, str | None] = {}
+
+            def read(path: str) -> str | None:
+                if path not in memo:
+                    memo[path] = repo.read(path, at=sha)
+                return memo[path]
+
+            view = View(read)
+            self._control = (sha, TaskRuntime(view.spec(self.spec.name) or self.spec, view, self.backend,
+                                              bullets=self.bullets(), examples_k=self.config.examples_k))
+        return self._control[1], info
+
+    def _canary_step(self, history: list[Any], report: LearnReport) -> bool:
+        """Decide a running canary; True while it goes on (harness learners then wait)."""
+        state = self._canary_state()
+        policy = self.config.canary
+        if state is None or policy is None:
+            return False
+        stats = canary_mod.collect(history, state["changeset"])
+        decision, reason, details = canary_mod.decide_canary(stats, policy)
+        if decision == "continue":
+            return True
+        number = next((v.number for v in self.store.list_versions(limit=10_000)
+                       if v.changeset_id == state["changeset"]), None)
+        provenance = [t.id for t in history for sp in t.spans
+                      if isinstance(sp.attributes.get("canary"), dict)
+                      and sp.attributes["canary"].get("changeset") == state["changeset"]]
+        if decision == "rollback" and number is not None:
+            report.committed.append(self.committer.revert(number, reason=reason))
+        else:
+            path = canary_mod.canary_path(self.spec.name)
+            cs = ChangeSet(learner="canary", layer="harness", summary=f"{self.spec.name}: {reason}"[:200],
+                           deltas=[Delta(op="set", target="artifact", path=path, before=self.home.repo.read(path),
+                                         after=None, reason=reason)],
+                           provenance=provenance, evidence={"canary": details, "version": number},
+                           verdict=Verdict(decision="accept", reason=reason, details=details))
+            report.committed.append(self.committer.commit(cs))
+        self._runtime, self._control = None, None
+        return False
 
     def record_labelled(self, value: Any, truth: Any) -> str:
         """Import a labelled example as a trace whose verified answer is `truth` (no model call)."""
@@ -231,7 +293,8 @@ class Loop:
             self.store.bump_items([item_id], helpful=helpful[item_id], harmful=harmful[item_id])
         history = self.store.list_traces(name=self.spec.name, limit=100_000, with_children=True)
         self._seq = {t.id: t.seq or 0 for t in history}
-        if self.config.lifecycle:
+        canary_running = self._canary_step(history, report)
+        if self.config.lifecycle and not canary_running:
             if progress:
                 progress("learn: lifecycle")
             for _ in range(3):  # G5 -> G4 -> G3 may all be due at once (drifted code is wrong at G4 too)
@@ -248,8 +311,8 @@ class Loop:
             ("reflection", lambda: self._reflect(fresh)),
         ]
         for name, propose in steps:
-            if name not in self.config.learners:
-                continue
+            if name not in self.config.learners or (canary_running and name != "reflection"):
+                continue  # while a canary runs, the harness waits for its verdict
             if progress:
                 progress(f"learn: {name}")
             cs = propose()
@@ -412,6 +475,13 @@ class Loop:
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
             return None
+        if (self.config.canary is not None and cs.layer == "harness" and cs.learner not in ("lifecycle", "canary")
+                and self._canary_state() is None):
+            path = canary_mod.canary_path(self.spec.name)
+            state = canary_mod.start_delta(self.spec.name, cs.id, self.home.repo.head(), self.config.canary)
+            cs.deltas.append(Delta(op="set", target="artifact", path=path, before=self.home.repo.read(path),
+                                   after=json.dumps(state, indent=1, sort_keys=True) + "\n",
+                                   reason=f"canary: {self.config.canary.share:.0%} of traffic first"))
         try:
             version = self.committer.commit(cs)
         except ProtectedError:
