@@ -10,6 +10,7 @@
     crystallise log|show|diff|revert      versions: the audit trail and undo
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
     crystallise serve                     HTTP API + OTLP ingest (the `serve` extra)
+    crystallise weights export|train|...  LoRA adapters (the `weights` extra)
     crystallise review|changesets         proposals waiting for a person; every change set
 """
 
@@ -136,6 +137,7 @@ from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
 from crystallise.cli import tasks as _tasks  # noqa: E402
 from crystallise.cli import skills as _skills  # noqa: E402
+from crystallise.cli import weights as _weights  # noqa: E402
 
 _history.register(main)
 _inspect.register(main)
@@ -143,6 +145,7 @@ _memory.register(main)  # after inspect: it extends the `items` group
 _bench.register(main)
 _serve.register(main)
 _skills.register(main)
+_weights.register(main)
 _review.register(main)
 _tasks.register(main)
 

@@ -7,12 +7,15 @@ Pure functions over plain data, no I/O:
     new = run_suite(suite, new_fn)
     verdict = decide(old, new, GatePolicy(alpha=0.05))    # accept | reject | needs_review
     verdict.reason  # 'accept: 12 wins / 0 losses of 40 cases, McNemar exact p=0.00024'
+
+For LoRA adapters, `decide_adapter` adds the forgetting rule on retention suites (gate/weights.py).
 """
 
 from crystallise.gate.decide import GatePolicy, decide
 from crystallise.gate.stats import mcnemar_exact, paired_bootstrap
 from crystallise.gate.suite import Case, CaseResult, EvalSuite, run_suite
 from crystallise.gate.verifiers import VERIFIER_KINDS, score_exact, score_numeric, validate_spec, verify
+from crystallise.gate.weights import WeightsPolicy, decide_adapter, suite_accuracy
 
 __all__ = [
     "Case",
@@ -20,12 +23,15 @@ __all__ = [
     "EvalSuite",
     "GatePolicy",
     "VERIFIER_KINDS",
+    "WeightsPolicy",
     "decide",
+    "decide_adapter",
     "mcnemar_exact",
     "paired_bootstrap",
     "run_suite",
     "score_exact",
     "score_numeric",
+    "suite_accuracy",
     "validate_spec",
     "verify",
 ]
