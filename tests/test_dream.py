@@ -399,3 +399,47 @@ def test_the_cli_dreams_and_shows_the_records(home: Home, monkeypatch: pytest.Mo
     assert json.loads(shown.output)[0]["scope_key"] == "agent/fin"
     bad = cli.invoke(main, ["--home", str(home.path), "dream", "--since", "soon"])
     assert bad.exit_code == 2 and "duration back from now" in bad.output
+
+
+# -- kill -9 (bench/faults.py `dream`) --------------------------------------------------------------
+
+_BENCH = Path(__file__).resolve().parents[1] / "bench" / "faults.py"
+
+
+def _faults() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crystallise_bench_faults_dream", _BENCH)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_kill_minus_nine_during_a_dream_loses_and_duplicates_nothing(tmp_path: Path, store_url: str) -> None:
+    import random
+
+    faults = _faults()
+    Home.init(tmp_path / "h", store_url=store_url).close()
+    result = faults.kill_run("dream", tmp_path / "h", random.Random(1), window_s=1.5, min_s=0.4)
+    assert result["problems"] == []
+    assert result["in_flight"] or result["acked"], result
+
+
+def test_the_dream_fault_checker_catches_a_duplicated_lesson_and_double_credit(tmp_path: Path) -> None:
+    faults = _faults()
+    h = Home.init(tmp_path / "h")
+    h.close()
+    done = subprocess.run([sys.executable, str(_BENCH), "child", "dream", str(h.path), "30", "0"],
+                          capture_output=True, text=True, env={**os.environ, "CRYSTALLISE_EMBEDDER": "hash"})
+    assert done.returncode == 0, done.stderr
+    assert faults.check("dream", h.path, set(), complete=True) == []
+    home = Home.open(h.path)
+    try:
+        t = home.store.list_traces(name="fault-dream", agent="faults", limit=1)[0]
+        seed(home, "A duplicate of an applied lesson", scope=Scope(agent="faults"), provenance=[t.id])
+        home.store.bump_items(["it_seed0"], harmful=1)
+    finally:
+        home.close()
+    problems = faults.check("dream", h.path, set(), complete=True)
+    assert any("taught 2 active items" in p for p in problems)
+    assert any("seed 0: harmful" in p for p in problems)
