@@ -170,10 +170,12 @@ def _child_dream(home: Any, n: int) -> None:
             spans=[Span("context", "retrieval", attributes={"shown_items": [_seed_item_id(i)]})],
             feedback=[Feedback(trace_id="", score=0.0, correction="right")]))
 
+    WHAT = ["units", "sign", "base", "period"]
+
     def reply(request: Any) -> str:  # four lessons per scope: adds first, then "the same lesson again"
         topic = request.messages[-1].content.split("about topic ", 1)[1][:1]
         return _json.dumps({"critique": "wrong", "deltas": [
-            {"op": "add", "text": f"Lesson for topic {topic}: check the {['units', 'sign', 'base', 'period'][int(topic)]}",
+            {"op": "add", "text": f"Lesson for topic {topic}: check the {WHAT[int(topic)]}",
              "section": "pitfalls"}]})
 
     policy = DreamPolicy(max_critiques=2, unused_days=None, token_budget={"agent": None, "org": None, "user": None})
@@ -443,7 +445,8 @@ def command(scenarios: tuple[str, ...], stores: tuple[str, ...], runs: int, writ
             raise click.UsageError(f"cannot start PostgreSQL: {reason}")
         pg = PostgresServer.start()
     summary: dict[str, Any] = {"runs": runs, "seed": seed, "results": []}
-    windows = {"ingest": 1.0, "commit": 1.5, "dream": 2.0}  # well inside the time the work takes, so kills land mid-work
+    # well inside the time the work takes, so kills land mid-work
+    windows = {"ingest": 1.0, "commit": 1.5, "dream": 2.0}
     try:
         with tempfile.TemporaryDirectory(prefix="crystallise-faults-") as tmp, Progress(console=console) as bar:
             root = Path(tmp)

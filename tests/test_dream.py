@@ -167,7 +167,8 @@ def test_a_section_is_never_rewritten_wholesale(home: Home) -> None:
     items = [seed(home, f"Rule number {w}", section="rules") for w in ("one", "two", "three", "four")]
     run(home, shown=tuple(i.id for i in items))
     reply = lambda p: {"critique": "all wrong", "deltas": [  # noqa: E731
-        {"op": "update", "ref": ref(p, f"Rule number {w}"), "text": f"Better rule {w}"} for w in ("one", "two", "three")]}
+        {"op": "update", "ref": ref(p, f"Rule number {w}"), "text": f"Better rule {w}"}
+        for w in ("one", "two", "three")]}
     (s,) = dream(home, backend=critic(reply), policy=POLICY).scopes
     assert s.counts["update"] == 2  # half of the section's four items at most
     assert any("never a whole section" in r for r in s.rejected)
@@ -190,7 +191,8 @@ def test_dedup_merges_duplicates_keeping_provenance_and_counts(home: Home) -> No
     assert kept.meta["merged"] == [dup.id] and kept.text == "Convert percentages to decimals before multiplying"
     assert home.store.get_item(other.id).status == "active"
     assert kept.provenance == ["tr_a", "tr_b"]
-    assert home.store.item_history(dup.id)[0]["after"]["text"] == "Convert percentages into decimals before you multiply"
+    first = home.store.item_history(dup.id)[0]
+    assert first["after"]["text"] == "Convert percentages into decimals before you multiply"
 
 
 def test_summaries_are_never_merged_and_negations_never_collapse(home: Home) -> None:

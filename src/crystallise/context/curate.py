@@ -107,7 +107,8 @@ class DreamPolicy:
                 raise bad(name, "an integer >= 1")
         for name in ("harm_ratio", "dedup_embedding", "dedup_lexical", "dedup_lexical_alone", "section_share"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= (10 if name == "harm_ratio" else 1):
+            top = 10 if name == "harm_ratio" else 1
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= top:
                 raise bad(name, "a number in (0, 1]" if name != "harm_ratio" else "a number in (0, 10]")
         if self.unused_days is not None and (isinstance(self.unused_days, bool) or not isinstance(
                 self.unused_days, int | float) or self.unused_days <= 0):

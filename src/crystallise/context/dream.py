@@ -181,7 +181,7 @@ def parse_since(since: Any, *, at: float | None = None) -> tuple[str, float] | N
         except ValueError:
             pass
         else:
-            return ("time", (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp())
+            return ("time", (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp())
     raise ValidationError(
         f"since {since!r} is not understood: give a trace seq (120 or seq:120), an ISO date/time "
         "(2026-11-30 or 2026-11-30T12:00) or a duration back from now (36h, 7d)"
@@ -428,6 +428,7 @@ class _ScopeRun:
         out: list[Trace] = []
         mark = start
         failures = 0
+        last_owned = start  # processed ones included: the watermark passes them too
         while True:
             batch = self.store.list_traces(after_seq=mark, limit=BATCH, with_children=True, **filters)
             if not batch:
@@ -437,14 +438,16 @@ class _ScopeRun:
             done = self.store.dream_processed(self.key, [t.id for t in mine]) if mine else set()
             for t in mine:
                 if t.id in done:
+                    last_owned = max(last_owned, t.seq or 0)
                     continue
                 if failed(t):
                     if failures >= self.policy.max_critiques:  # the rest waits for the next run
-                        r.until_seq = max(start, max((x.seq or 0 for x in out), default=start))
+                        r.until_seq = last_owned
                         return out
                     failures += 1
                 out.append(t)
-        r.until_seq = max(start, max((t.seq or 0 for t in out), default=start), self.store.get_watermark(self.mark))
+                last_owned = max(last_owned, t.seq or 0)
+        r.until_seq = max(last_owned, self.store.get_watermark(self.mark))
         return out
 
     def _items(self) -> list[Item]:

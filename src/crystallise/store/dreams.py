@@ -132,8 +132,9 @@ def finish_run(conn: Connection, run: dict[str, Any], *, watermark: str, value: 
     """Record the run as finished, its traces as processed and the scope's watermark, in one go."""
     save_run(conn, run)
     at = now()
-    _insert_ignore(conn, dream_traces, [{"scope_key": run["scope_key"], "trace_id": t, "run_id": run["id"],
-                                         "created_at": at} for t in dict.fromkeys(trace_ids)], ["scope_key", "trace_id"])
+    rows = [{"scope_key": run["scope_key"], "trace_id": t, "run_id": run["id"], "created_at": at}
+            for t in dict.fromkeys(trace_ids)]
+    _insert_ignore(conn, dream_traces, rows, ["scope_key", "trace_id"])
     current = conn.execute(sa.select(watermarks.c.value).where(watermarks.c.name == watermark)).scalar()
     if current is None:
         conn.execute(sa.insert(watermarks).values(name=watermark, value=value, updated_at=at))
@@ -142,7 +143,8 @@ def finish_run(conn: Connection, run: dict[str, Any], *, watermark: str, value: 
 
 
 def watermarks_with_prefix(conn: Connection, prefix: str) -> dict[str, int]:
-    query = sa.select(watermarks.c.name, watermarks.c.value).where(watermarks.c.name.startswith(prefix, autoescape=True))
+    query = sa.select(watermarks.c.name, watermarks.c.value).where(
+        watermarks.c.name.startswith(prefix, autoescape=True))
     return {r.name: int(r.value) for r in conn.execute(query)}
 
 
