@@ -445,3 +445,12 @@ def test_the_dream_fault_checker_catches_a_duplicated_lesson_and_double_credit(t
     problems = faults.check("dream", h.path, set(), complete=True)
     assert any("taught 2 active items" in p for p in problems)
     assert any("seed 0: harmful" in p for p in problems)
+
+
+def test_a_lesson_retired_for_harm_is_not_relearned_from_one_critique(home: Home) -> None:
+    bad = seed(home, "Guess when unsure", helpful=0, harmful=6)
+    dream(home, AGENT, backend=critic(NOTHING), policy=POLICY)
+    assert home.store.get_item(bad.id).status == "retired"
+    run(home)
+    (s,) = dream(home, backend=critic(lesson("Guess when unsure")), policy=POLICY).scopes
+    assert s.counts["add"] == 0 and any("retired for harm" in r for r in s.rejected)

@@ -247,6 +247,11 @@ class Plan:
                 self.rejected.append(f"{where}: {error}")
 
     def _add_lesson(self, text: str, section: str, critique: Critique, cause: str) -> None:
+        harmful = next((it for it in self.view.values() if it.status == "retired"
+                        and it.meta.get("forgotten_by") == "harm" and similar_text(text, it.text, self.policy)), None)
+        if harmful is not None:  # forgotten because it did more harm than good: not re-learned from one critique
+            self.rejected.append(f"{critique.trace_id} add: the same lesson as {harmful.id}, retired for harm")
+            return
         same = next((it for it in self.active() if similar_text(text, it.text, self.policy)), None)
         if same is not None:  # the scope knows it already: the evidence grows, nothing new is shown
             if critique.trace_id in same.provenance:
