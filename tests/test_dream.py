@@ -454,3 +454,21 @@ def test_a_lesson_retired_for_harm_is_not_relearned_from_one_critique(home: Home
     run(home)
     (s,) = dream(home, backend=critic(lesson("Guess when unsure")), policy=POLICY).scopes
     assert s.counts["add"] == 0 and any("retired for harm" in r for r in s.rejected)
+
+
+def test_deleting_a_user_deletes_their_dream_records_and_usage(home: Home) -> None:
+    from crystallise.context.forget_user import forget_user
+    import sqlalchemy as sa
+
+    from crystallise.store.schema import dream_runs, dream_traces, item_usage
+
+    u1 = Scope(agent="fin", org="acme", user="u1")
+    mine = seed(home, "A lesson of u1", scope=u1)
+    run(home, scope=u1, shown=(mine.id,))
+    run(home, scope=AGENT)
+    dream(home, backend=critic(lesson("Convert percentages to decimals first")), policy=POLICY)
+    forget_user(home, "u1", org="acme")
+    with home.store.engine.connect() as conn:
+        assert conn.execute(sa.select(dream_runs.c.scope_key)).scalars().all() == ["agent/fin"]
+        assert conn.execute(sa.select(sa.func.count()).select_from(dream_traces)).scalar_one() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(item_usage)).scalar_one() == 0

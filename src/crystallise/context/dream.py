@@ -43,8 +43,7 @@ from typing import Any
 
 from crystallise.context.credit import failed, usage_rows
 from crystallise.context.critique import Critic, Critique, LLMCritic
-from crystallise.context.curate import DreamPolicy, Embed, Plan
-from crystallise.context.injection import detect
+from crystallise.context.curate import DreamPolicy, Embed, Plan, evidence_gate
 from crystallise.context.items import content_words, same_scope, validate_scope
 from crystallise.context.reflect import shown_items
 from crystallise.errors import ArtifactError, BackendError, UserError, ValidationError
@@ -205,51 +204,6 @@ def _dream_lock(home: Home) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-# -- the gate ---------------------------------------------------------------------------------------
-
-
-def evidence_gate(cs: ChangeSet, policy: DreamPolicy | None = None) -> Verdict:
-    """The default gate for a dream's change set, re-checking the evidence instead of trusting the plan.
-
-    - every delta names its cause (a critiqued trace, dedup, or a forgetting rule);
-    - a retirement by the harm rule holds on the item as it is (`before`): enough rated runs and
-      harmful > harm_ratio * helpful; a budget retirement was over the budget;
-    - model-written text (added or reworded) that reads as instructions goes to review
-      (`needs_review`), not live: a poisoned trace must not write the playbook.
-    A caller with eval cases passes its own `gate=` (e.g. a paired old-vs-new test).
-    """
-    policy = policy or DreamPolicy()
-    causes = cs.evidence.get("causes", {})
-    uncaused = [d.item_id for d in cs.deltas if not causes.get(d.item_id or "")]
-    if uncaused:
-        return Verdict(decision="reject", reason=f"reject: {len(uncaused)} delta(s) without a cause "
-                                                 f"({', '.join(map(str, uncaused[:3]))})")
-    by_id = {d.item_id: d for d in cs.deltas}
-    for r in cs.evidence.get("retirements", []):
-        delta = by_id.get(r["item"])
-        before = (delta.before if delta is not None else None) or {}
-        if r["rule"] == "harm":
-            h, x = int(before.get("helpful", 0)), int(before.get("harmful", 0))
-            if h + x < policy.min_evidence or x <= policy.harm_ratio * h:
-                return Verdict(decision="reject", reason=f"reject: {r['item']} retired for harm without the evidence "
-                                                         f"({x} harmful vs {h} helpful)")
-        if r["rule"] == "budget" and int(r.get("tokens", 0)) <= int(r.get("budget", 0)):
-            return Verdict(decision="reject", reason=f"reject: {r['item']} retired for a budget it was within")
-    flagged = []
-    for d in cs.deltas:
-        after = d.after or {}
-        if after.get("status") == "active" and after.get("source") == "reflection":
-            old = (d.before or {}).get("text")
-            if after.get("text") != old and detect(str(after.get("text", ""))):
-                flagged.append(d.item_id)
-    if flagged:
-        return Verdict(decision="needs_review", reason=f"needs review: model-written text reads as instructions "
-                                                       f"({', '.join(map(str, flagged[:3]))})")
-    n = len(cs.deltas)
-    return Verdict(decision="accept", statistic="evidence rules", n=n,
-                   reason=f"dream: {n} delta(s), each with its cause; forgetting re-checked against the policy")
 
 
 # -- the run -----------------------------------------------------------------------------------------
