@@ -23,7 +23,14 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from crystallise.api import proxy, routes_changesets, routes_context, routes_traces, routes_versions
+from crystallise.api import (
+    proxy,
+    routes_changesets,
+    routes_context,
+    routes_review,
+    routes_traces,
+    routes_versions,
+)
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
@@ -104,6 +111,7 @@ def create_app(
     app.include_router(routes_context.router)
     app.include_router(routes_versions.router)
     app.include_router(routes_changesets.router)
+    app.include_router(routes_review.router)
     app.include_router(proxy.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")
