@@ -70,7 +70,7 @@ def learned(home: Home, text: str, org: str | None, provenance: list[str] = ()) 
                    deltas=[Delta(op="add", target="item", item_id=item.id, after=item.to_dict(), reason="lesson")],
                    provenance=list(provenance),
                    verdict=Verdict(decision="accept", reason="3 wins / 0 losses, McNemar exact p=0.25", n=12,
-                                   wins=3, losses=0))
+                                   old_passed=8, new_passed=11, wins=3, losses=0))
     try:
         Committer(home).commit(cs)
     except PendingReview:
