@@ -35,7 +35,7 @@ from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
-from crystallise.api.problems import install_handlers
+from crystallise.api.problems import document_problems, install_handlers
 from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.home import Home
@@ -107,6 +107,7 @@ def create_app(
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
     app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
+    _document_problems(app)
     app.include_router(routes_traces.router)
     app.include_router(routes_context.router)
     app.include_router(routes_versions.router)
@@ -130,6 +131,18 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """/openapi.json declares the problem-details errors every route answers (problems.py)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager
