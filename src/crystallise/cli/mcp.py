@@ -10,6 +10,9 @@ by `crystallise serve` at /mcp (API keys, scope headers).
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
 
 
@@ -30,4 +33,5 @@ def register(main: click.Group) -> None:
             raise click.ClickException(str(e)) from e
         binding = Binding(agent=agent, org=org, user=user).validate()  # ValidationError: exit 2, names the id
         home = open_home(ctx)
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
         create_mcp_server(home, binding=binding).run("stdio")

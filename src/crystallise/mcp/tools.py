@@ -27,6 +27,7 @@ credit assignment reads — and `feedback` attaches to the last such trace of th
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -140,8 +141,11 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
     memo = sessions or Sessions()
     from crystallise import __version__
 
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     server: MCPServer = MCPServer("crystallise", version=__version__, instructions=INSTRUCTIONS,
                                   log_level="WARNING")
+    root.handlers[:], root.level = handlers, level  # the SDK configures the root logger: not a library's call
     writes = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False)
 
     def scope(ctx: Context) -> tuple[Binding, str]:
