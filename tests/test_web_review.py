@@ -89,3 +89,32 @@ def test_reject_keeps_evidence_and_shared_proposals_need_the_admin(env: dict[str
     assert "rejected" in page and "reject by bob" in page and "too strict" in page
     assert home.store.get_changeset(held["acme"].id).status == "rejected"
     assert held["acme"].id not in c.get("/ui/review").text
+
+
+def test_undo_a_trace_from_the_ui_with_a_preview(env: dict[str, Any]) -> None:
+    from crystallise.types import Trace
+
+    c, home = env["c"], env["home"]
+    home.config["review"] = []
+    home.save_config()
+    ours = home.store.write_trace(Trace(name="answer", agent_id="support", org_id="acme"))
+    _, item = learned(home, "acme: always offer a refund", "acme", provenance=[ours.id])
+    shared_from = home.store.write_trace(Trace(name="answer", agent_id="support", org_id="acme"))
+    _, shared = learned(home, "everyone: always offer a refund", None, provenance=[shared_from.id])
+    theirs = home.store.write_trace(Trace(name="answer", agent_id="support", org_id="globex"))
+
+    assert 'id="undo-link"' in c.get(f"/ui/traces/{ours.id}").text
+    preview = c.get(f"/ui/traces/{ours.id}/undo").text
+    assert item.id in preview and 'id="undo-button"' in preview
+    assert home.store.get_item(item.id).status == "active"  # the preview is a dry run
+    assert c.post(f"/ui/traces/{ours.id}/undo", content="reason=x", headers=FORM).status_code == 403  # no token
+    r = c.post(f"/ui/traces/{ours.id}/undo", content=f"csrf={csrf(preview)}&reason=poisoned", headers=FORM)
+    assert r.status_code == 303 and "/ui/versions/" in r.headers["location"]
+    assert home.store.get_item(item.id).status == "retired"
+
+    blocked = c.get(f"/ui/traces/{shared_from.id}/undo").text
+    assert 'id="needs-admin"' in blocked and "shared by every org" in blocked and 'id="undo-button"' not in blocked
+    refused = c.post(f"/ui/traces/{shared_from.id}/undo", content=f"csrf={csrf(preview)}", headers=FORM)
+    assert refused.status_code == 403 and "admin key" in refused.text
+    assert home.store.get_item(shared.id).status == "active"
+    assert c.get(f"/ui/traces/{theirs.id}/undo").status_code == 404

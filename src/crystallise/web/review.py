@@ -1,13 +1,16 @@
-"""The UI's review pages: learned change sets waiting for a person, and their decision.
+"""The UI's review and undo pages: change sets waiting for a person, their decision, and undo by cause.
 
     /review                 what waits (newest first): learner, scope, change, why it waits, the gate
     /review/{id}            one proposal: the diff, the evidence, the verdict; approve / reject forms
     POST /review/{id}/approve   -> the version it became
     POST /review/{id}/reject    -> back to the proposal, now marked rejected
+    /traces/{id}/undo       what undoing everything learned from that trace would do (a dry run)
+    POST /traces/{id}/undo  -> the version that undid it (or back to the trace: nothing was learned)
 
 Every read and decision goes through the HTTP API's own functions (`api.routes_review`), so the
 rules are the API's: an org's key sees its org's proposals and agent-level ones, decides its
-org's only; agent-level ones need the admin key; a user-bound key decides nothing.
+org's only; agent-level ones need the admin key; a user-bound key decides nothing; an undo that
+would reach shared knowledge needs the admin key.
 """
 
 from __future__ import annotations
@@ -80,3 +83,25 @@ async def reject(request: Request, who: Who, changeset_id: ChangeSetId) -> Respo
     body = await _decision(request)
     routes_review.reject_review(changeset_id, body, request.app.state.home, who)
     return RedirectResponse(f"{_root(request)}/review/{quote(changeset_id)}", status_code=303)
+
+
+TraceId = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.get("/traces/{trace_id}/undo", response_class=HTMLResponse)
+def undo_preview(request: Request, who: Who, trace_id: TraceId) -> Response:
+    body = routes_review.UndoIn(traces=[trace_id], dry_run=True)
+    preview = routes_review.post_undo(body, request.app.state.home, who)
+    return render(request, "undo.html", who=who, root=_root(request), trace_id=trace_id, plan=preview.plan,
+                  needs_admin=preview.needs_admin)
+
+
+@router.post("/traces/{trace_id}/undo")
+async def undo_trace(request: Request, who: Who, trace_id: TraceId) -> Response:
+    fields = await form(request)
+    reason = (fields.get("reason") or "").strip()[:500] or "undone from the web UI"
+    done = routes_review.post_undo(routes_review.UndoIn(traces=[trace_id], reason=reason),
+                                   request.app.state.home, who)
+    if done.version is None:
+        return RedirectResponse(f"{_root(request)}/traces/{quote(trace_id)}", status_code=303)
+    return RedirectResponse(f"{_root(request)}/versions/{done.version.number}", status_code=303)
