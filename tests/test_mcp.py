@@ -304,3 +304,19 @@ def test_http_open_server_answers_loopback_only(home: Home, api: Server) -> None
     assert rebound.status_code == 403 and "loopback" in rebound.json()["detail"]
     cross = httpx2.post(api.url + "/mcp", json=body, headers={"Origin": "http://evil.example"})
     assert cross.status_code == 403
+
+
+def test_bench_mcp_measures_both_transports() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from crystallise.cli import main
+
+    out = CliRunner().invoke(main, ["bench", "mcp", "--items", "6", "--calls", "3", "--embedder", "hash", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    for transport in ("stdio", "http"):
+        for tool in ("get_playbook", "recall", "remember", "feedback"):
+            s = result[transport][tool]
+            assert 0 < s["p50_ms"] <= s["p95_ms"] <= s["max_ms"]
