@@ -94,10 +94,12 @@ async def _http(url: str, key: str, n: int) -> dict[str, Any]:
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
+    timeout = httpx2.Timeout(30, read=300)  # the SDK's MCP defaults: the first call loads the embedder
     headers = {"Authorization": f"Bearer {key}", "X-Crystallise-Agent": "coder", "X-Crystallise-User": "me"}
     # the org comes from the key (acme)
     t0 = time.perf_counter()
-    async with Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers))) as c:
+    http = httpx2.AsyncClient(headers=headers, timeout=timeout)
+    async with Client(streamable_http_client(url, http_client=http)) as c:
         await c.list_tools()
         startup = (time.perf_counter() - t0) * 1000
         times = await _calls(c, n)

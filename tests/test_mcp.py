@@ -29,6 +29,7 @@ from crystallise.context.skills import import_skills  # noqa: E402
 from crystallise.home import Home  # noqa: E402
 from tests.servers import Server  # noqa: E402
 
+TIMEOUT = httpx2.Timeout(30, read=300)  # the SDK's own MCP timeouts
 SKILL = """---
 name: release-notes
 description: Write release notes from a git log; use when preparing a release.
@@ -218,7 +219,8 @@ def http(api: Server, key: str | None, **headers: str) -> Client:
     sent = {f"X-Crystallise-{k.capitalize()}": v for k, v in headers.items()}
     if key is not None:
         sent["Authorization"] = f"Bearer {key}"
-    return Client(streamable_http_client(api.url + "/mcp", http_client=httpx2.AsyncClient(headers=sent)))
+    transport = streamable_http_client(api.url + "/mcp", http_client=httpx2.AsyncClient(headers=sent, timeout=TIMEOUT))
+    return Client(transport)
 
 
 def test_http_tools_with_org_keys(home: Home, api: Server) -> None:

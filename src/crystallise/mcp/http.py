@@ -19,7 +19,8 @@ A client (Python SDK):
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
-    http = httpx2.AsyncClient(headers={"Authorization": "Bearer cr_...", "X-Crystallise-User": "u1"})
+    http = httpx2.AsyncClient(headers={"Authorization": "Bearer cr_...", "X-Crystallise-User": "u1"},
+                              timeout=httpx2.Timeout(30, read=300))   # the SDK's own MCP timeouts
     async with Client(streamable_http_client("http://127.0.0.1:8400/mcp", http_client=http)) as c:
         await c.call_tool("remember", {"text": "I prefer tabs"})
 """
