@@ -134,6 +134,7 @@ from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import dream as _dream  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
+from crystallise.cli import mcp as _mcp  # noqa: E402
 from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
@@ -151,5 +152,6 @@ _weights.register(main)
 _review.register(main)
 _tasks.register(main)
 _dream.register(main)
+_mcp.register(main)
 
 __all__ = ["main"]
