@@ -37,6 +37,7 @@ import numpy as np
 
 from crystallise.context.embed import Embedder
 from crystallise.context.lexical import BM25Index
+from crystallise.context.query_dates import observed_at
 from crystallise.store.vectors import text_sha
 from crystallise.types import Item
 
@@ -76,6 +77,21 @@ def embed_text(item: Item) -> str:
     return item.text
 
 
+def lexical_text(item: Item) -> str:
+    """What BM25 indexes: the text plus `meta["context"]`, text a learner attached to help find the item.
+
+    Contextual indexing: a conversational turn ("I loved it, so inspiring!") is found by the
+    words of the turns around it ("Which book was your favourite?"). The context is matched
+    but never shown (the pack shows `text`) and never embedded: mixing it into the vector
+    blurs what the item itself says (docs/retrieval.md measures both).
+
+    >>> lexical_text(Item(text="I loved it", meta={"context": "Which book?"}))
+    'I loved it Which book?'
+    """
+    context = item.meta.get("context") if isinstance(item.meta, dict) else None
+    return f"{item.text} {context}" if isinstance(context, str) and context else item.text
+
+
 @dataclass
 class Block:
     """One scope owner's items: a growable float32 matrix, per-slot facts, and a BM25 index."""
@@ -93,6 +109,7 @@ class Block:
         self.valid_from = np.full(cap, -math.inf)
         self.valid_to = np.full(cap, math.inf)
         self.superseded = np.zeros(cap, dtype=bool)
+        self.when = np.zeros(cap)  # observed_at: what a date named in the query is compared with
         self.bm25 = BM25Index()
 
     def __len__(self) -> int:
@@ -115,6 +132,7 @@ class Block:
         self.valid_from = grow(self.valid_from, -math.inf)
         self.valid_to = grow(self.valid_to, math.inf)
         self.superseded = grow(self.superseded, False)
+        self.when = grow(self.when, 0.0)
 
     def put(self, item: Item, vector: np.ndarray) -> None:
         self.remove(item.id)
@@ -132,7 +150,8 @@ class Block:
         self.valid_from[slot] = -math.inf if item.valid_from is None else item.valid_from
         self.valid_to[slot] = math.inf if item.valid_to is None else item.valid_to
         self.superseded[slot] = item.superseded_by is not None
-        self.bm25.add(slot, embed_text(item))
+        self.when[slot] = observed_at(item)
+        self.bm25.add(slot, lexical_text(item))
 
     def remove(self, item_id: str) -> None:
         slot = self.slot_of.pop(item_id, None)
