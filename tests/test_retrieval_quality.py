@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -15,7 +15,7 @@ from tests.helpers import new_home
 
 
 def ts(y: int, m: int, d: int) -> float:
-    return datetime(y, m, d, tzinfo=timezone.utc).timestamp()
+    return datetime(y, m, d, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture

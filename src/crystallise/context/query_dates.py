@@ -26,7 +26,7 @@ left out; times are UTC.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from crystallise.types import Item
 
@@ -48,7 +48,7 @@ _YEAR_ONLY = re.compile(rf"\b(?:in|during|of|throughout)\s+{_YEAR}\b")
 
 def _ts(year: int, month: int, day: int = 1) -> float | None:
     try:
-        return datetime(year, month, day, tzinfo=timezone.utc).timestamp()
+        return datetime(year, month, day, tzinfo=UTC).timestamp()
     except ValueError:  # "31 February": not a date
         return None
 
