@@ -87,7 +87,7 @@ def turn_context(turns: list[dict[str, Any]], i: int, width: int) -> str:
     return "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in near)
 
 
-def learn_conversation(home: Any, sample: dict[str, Any], kind: str, context_width: int = 1) -> int:
+def learn_conversation(home: Any, sample: dict[str, Any], kind: str, context_width: int = 2) -> int:
     """Ingest one sample as traces of its user and commit its memories; returns the items written."""
     from crystallise.context.query_dates import parse_date
     from crystallise.ledger import Committer
@@ -216,7 +216,7 @@ def _report(result: dict[str, Any], out: Path) -> None:
 @click.option("--follow-links", is_flag=True, help="Also rank the items linked to the top hits (one hop).")
 @click.option("--kind", type=click.Choice(["note", "memory"]), default="note", show_default=True,
               help="Item kind of the learned memories (notes get links).")
-@click.option("--turn-context", "context_width", type=int, default=1, show_default=True,
+@click.option("--turn-context", "context_width", type=int, default=2, show_default=True,
               help="Turns before and after each turn indexed with it for BM25 (meta.context); 0 = none.")
 @click.option("--no-dates", is_flag=True, help="Ignore dates named in the questions (no date list).")
 @click.option("--embedder", default=None, help="auto, minilm, hash (default: the home's, else auto).")

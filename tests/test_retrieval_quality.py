@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, UTC
 
+import numpy as np
 import pytest
 
 from crystallise.context.index import embed_text, lexical_text
@@ -125,3 +126,55 @@ def test_locomo_learner_keeps_provenance_context_and_dates(home, tmp_path):
     hits = search("Which book did Bob suggest in May 2023?", agent="locomo", user="conv-x", k=3, mode="lexical",
                   home=home)
     assert {d for h in hits[:2] for d in h.item.meta["dia_ids"]} == {"D1:1", "D1:2"}  # the answer, by its context
+
+
+# -- the hot path: BM25 accumulation, sign-bit prefilter -------------------------------------------
+
+
+def test_bm25_dense_and_sparse_accumulation_agree():
+    from crystallise.context.lexical import BM25Index
+
+    ix = BM25Index()
+    docs = ["red apple pie", "green apple", "red car", "blue car wash", "apple red red"] * 40
+    for i, d in enumerate(docs):
+        ix.add(i, d)
+    dense_slots, dense = ix.scores("red apple car")  # many postings: the dense accumulator
+    assert len(dense_slots) == len(docs)
+    ix2 = BM25Index()
+    for i, d in enumerate(docs):
+        ix2.add(i, d)
+    ix2._lengths = np.zeros(100_000, dtype=np.float32)  # noqa: SLF001 - force the sparse (sort) path
+    ix2._lengths[: len(docs)] = ix._lengths[: len(docs)]
+    sparse_slots, sparse = ix2.scores("red apple car")
+    assert np.array_equal(dense_slots, sparse_slots) and np.allclose(dense, sparse)
+    ix.add(0, "nothing in common")  # a change invalidates cached weights
+    assert 0 not in set(ix.scores("red apple car")[0].tolist())
+
+
+def test_sign_bit_prefilter_finds_the_exact_best_and_respects_the_mask(monkeypatch):
+    from crystallise.context import index as index_mod
+    from crystallise.context.index import Block
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    block = Block(64)
+    items = [Item(text=f"t{i}", kind="memory", level="user", user_id="u") for i in range(3000)]
+    for it, v in zip(items, vectors):
+        block.put(it, v)
+    mask = block.mask(None, None)
+    monkeypatch.setattr(index_mod, "PREFILTER_MIN", 0)
+    for i in range(0, 3000, 300):  # an item's own vector: Hamming 0, so it survives the prefilter and wins
+        assert block.vector_top(vectors[i], 10, mask)[0][0] == items[i].id
+    hidden = mask.copy()
+    hidden[5] = False
+    assert items[5].id not in {i for i, _ in block.vector_top(vectors[5], 10, hidden)}
+    late = Item(text="late", kind="memory", level="user", user_id="u")
+    block.put(late, vectors[7])  # added after the bits were built: indexed on put
+    assert {i for i, _ in block.vector_top(vectors[7], 2, block.mask(None, None))} == {late.id, items[7].id}
+    mask = block.mask(None, None)
+    monkeypatch.setattr(index_mod, "PREFILTER_MIN", 10**9)
+    exact = [i for i, _ in block.vector_top(vectors[1], 10, mask)]
+    monkeypatch.setattr(index_mod, "PREFILTER_MIN", 0)
+    approx = [i for i, _ in block.vector_top(vectors[1], 10, mask)]
+    assert len(set(exact) & set(approx)) >= 8  # 1,000 of 3,000 candidates kept: near-exact
