@@ -361,6 +361,8 @@ def test_bad_input_gets_errors_that_name_the_fix(home: Home) -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         dream(home, backend=critic(NOTHING))
     assert parse_since("seq:12") == ("seq", 12) and parse_since("2026-11-30")[0] == "time"
+    with pytest.raises(ValidationError, match="between 0 and"):  # past a 64-bit seq: not a database error
+        dream(home, since="99999999999999999999999", backend=critic(NOTHING))
 
 
 def test_empty_or_huge_proposals_are_refused_and_huge_runs_are_cut(home: Home) -> None:

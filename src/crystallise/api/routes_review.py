@@ -17,8 +17,8 @@ org* (`plan_undo(org=...)`), traces must be the org's own, and a plan that would
 shared (agent-level) knowledge or another org's is refused with 403 before anything is written;
 `dry_run` shows the plan with the reasons in `needs_admin` instead.
 
-Dream runs are not served here: `crystallise dream` (context/dream.py) is being built on its own
-branch; its runs and proposals will get their endpoints once it records them.
+Dream runs have their own routes (routes_dream.py); a dream's change set held for review
+waits here like any other.
 """
 
 from __future__ import annotations

@@ -143,6 +143,9 @@ def _owns(scope: Scope, trace: Trace) -> bool:
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 
 
+MAX_SEQ = 2**63 - 1  # trace seqs are 64-bit integers in both stores
+
+
 def parse_since(since: Any, *, at: float | None = None) -> tuple[str, float] | None:
     """`since` as ("seq", n) or ("time", epoch seconds); None means "from the watermark".
 
@@ -158,8 +161,8 @@ def parse_since(since: Any, *, at: float | None = None) -> tuple[str, float] | N
     if isinstance(since, bool):
         raise ValidationError(f"since must be a trace seq, a time or a duration, not {since!r}")
     if isinstance(since, int):
-        if since < 0:
-            raise ValidationError(f"since seq must be >= 0, not {since}")
+        if not 0 <= since <= MAX_SEQ:
+            raise ValidationError(f"since seq must be between 0 and {MAX_SEQ} (a trace seq), not {since}")
         return ("seq", since)
     if isinstance(since, float):
         return ("time", since)
@@ -170,7 +173,7 @@ def parse_since(since: Any, *, at: float | None = None) -> tuple[str, float] | N
         if text.startswith("seq:"):
             text = text[4:]
         if text.isdigit():
-            return ("seq", int(text))
+            return parse_since(int(text))
         m = _DURATION.fullmatch(text)
         if m:
             unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
