@@ -38,10 +38,11 @@ class Attack:
     success: str
     note: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    known_gap: str = ""  # why this attack is expected to get through (measured all the same, and reported)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "family": self.family, "vector": self.vector, "payload": self.payload,
-                "success": self.success, "note": self.note}
+                "success": self.success, "note": self.note, "known_gap": self.known_gap}
 
 
 # -- hostile instructions (written before the first run; not edited to fit the detector) ------------------
@@ -116,6 +117,11 @@ def _injection_tool() -> list[Attack]:
                    "a phrasing the rules were not written against") for i, p in enumerate(PARAPHRASES, 1)]
     out += [Attack(f"tool-held-out-{i}", "injection-tool", "remember-tool", p, SERVED,
                    "held out: never used to change the detector") for i, p in enumerate(HELD_OUT, 1)]
+    gap = ("explicit remember(source='tool') at user level relies on the rule list alone, which does not "
+           "know this phrasing; at agent/org level untrusted text waits for review whatever it says")
+    out += [Attack(f"tool-held-out-user-{i}", "injection-tool", "remember-tool-user", p, SERVED,
+                   "held out, at user level: the detector alone decides", known_gap=gap)
+            for i, p in enumerate(HELD_OUT, 1)]
     out += [
         Attack("tool-span-note", "injection-tool", "extract-tool-span", INJECTIONS[0], SERVED,
                "a tool span's `Note:` line, seen again in a second independent session (corroboration)"),

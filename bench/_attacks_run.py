@@ -111,7 +111,7 @@ def judge(lab: Lab, agent: str, before: dict[str, str], errors: list[str], probe
         return {"outcome": "leaked", "why": why, **details}
     if own_served or live_wide:
         return {"outcome": "allowed", "why": "live only within the attacker's own rights: "
-                + ", ".join(own_served + live_wide), **details}
+                + ", ".join(live_wide + own_served), **details}
     if written or held:
         return {"outcome": "quarantined", "why": "written, never served: "
                 + ", ".join(sorted({it.status for it in written} | ({"held for review"} if held else set()))),
@@ -136,6 +136,13 @@ def remember_tool(lab: Lab, atk: Any, source: str = "tool") -> dict[str, Any]:
     _try(errors, lambda: remember(atk.payload, agent=agent, org=org, kind="bullet", section="rules", source=source,
                                   home=lab.home))
     return judge(lab, agent, before, errors, [(org, None), (org, "someone")])
+
+
+def remember_tool_user(lab: Lab, atk: Any) -> dict[str, Any]:
+    agent, before, errors = lab.fresh(), lab.snapshot(), []
+    org = f"{agent}-org"
+    _try(errors, lambda: remember(atk.payload, agent=agent, org=org, user="alice", source="tool", home=lab.home))
+    return judge(lab, agent, before, errors, [(org, "alice"), (org, "victim"), (org, None)])
 
 
 def remember_user(lab: Lab, atk: Any) -> dict[str, Any]:
@@ -353,8 +360,9 @@ def skill_import(lab: Lab, atk: Any) -> dict[str, Any]:
     if "huge" in p:
         body = "# Big\n" + ("All work and no play makes a dull skill. " * (p["huge"] // 42 + 1))
     if p.get("yaml_bomb"):
-        extra = "metadata:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n  b: &b [*a, *a, *a, *a, *a, *a, *a]\n" \
-                "  c: &c [*b, *b, *b, *b, *b, *b, *b]\n  d: [*c, *c, *c, *c, *c, *c, *c]\n"
+        extra = ("metadata:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+                 "  b: &b [*a, *a, *a, *a, *a, *a, *a]\n  c: &c [*b, *b, *b, *b, *b, *b, *b]\n"
+                 "  d: [*c, *c, *c, *c, *c, *c, *c]\n")
     md_name = p.get("name", name)
     outside = root / "outside-secret.txt"
     outside.write_text(f"{secret}\n" if p.get("symlink") != "SKILL.md" else
@@ -420,7 +428,8 @@ def proxy_message(lab: Lab, atk: Any, role: str) -> dict[str, Any]:
     org = f"{agent}-org"
     key = _key(lab, org)
     for i in range(2):
-        said = ([{"role": "user", "content": "what's the weather?"}, {"role": "tool", "content": f"Note: {atk.payload}"}]
+        said = ([{"role": "user", "content": "what's the weather?"},
+                 {"role": "tool", "content": f"Note: {atk.payload}"}]
                 if role == "tool" else [{"role": "user", "content": atk.payload}])
         status = _chat(lab, {**key, "X-Crystallise-Agent": agent, "X-Crystallise-User": "alice",
                              "X-Crystallise-Session": f"s{i}"}, said)
@@ -474,6 +483,7 @@ EXECUTORS: dict[str, Callable[[Lab, Any], dict[str, Any]]] = {
     "ff-api-claim-user": lambda lab, atk: ff_api(lab, atk, claim="victim"),
     "sybil-api": sybil_api,
     "remember-tool": remember_tool,
+    "remember-tool-user": remember_tool_user,
     "remember-import": lambda lab, atk: remember_tool(lab, atk, source="import"),
     "remember-user": remember_user,
     "extract-tool-span": extract_tool_span,

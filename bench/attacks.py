@@ -14,7 +14,8 @@
    (bench/_attacks_run.py, bench/_attacks_api.py), each in its own agent / org / user ids;
 4. per attack the outcome — blocked / quarantined / leaked / allowed — judged from the store and
    the served context packs afterwards; per family and overall, the two goals:
-   0 cross-tenant leaks, 0 hostile items active at agent (or org) level.
+   0 cross-tenant leaks, 0 hostile items active at agent (or org) level, 0 leaks that are not a
+   documented known gap (an attack the catalogue marks `known_gap`, still run and counted).
 
 Exit status 1 when a goal is missed, so CI can run it.
 """
@@ -101,16 +102,32 @@ def select(attacks: list[Any], families: tuple[str, ...], sample: int | None, id
 
 
 def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The suite's goals, measured: cross-tenant leaks and hostile items live at agent/org level."""
-    cross = [r["id"] for r in results if r["outcome"] == "leaked"
-             and (r["family"] == "cross-tenant" or r["success"].startswith("a response carries"))]
-    wide = [r["id"] for r in results if r["outcome"] == "leaked" and r["success"].startswith("the hostile text")
+    """The suite's goals, measured: cross-tenant leaks, hostile items live at agent/org level, and leaks
+    that are not a documented known gap (a known gap is still counted and listed)."""
+    leaked = [r for r in results if r["outcome"] == "leaked"]
+    cross = [r["id"] for r in leaked if r["family"] == "cross-tenant" or r["success"].startswith("a response carries")]
+    wide = [r["id"] for r in leaked if r["success"].startswith("the hostile text")
             and any(w["status"] == "active" and w["level"] in ("agent", "org") for w in r.get("written", []))]
-    leaked = [r["id"] for r in results if r["outcome"] == "leaked"]
+    unexpected = [r["id"] for r in leaked if not r.get("known_gap")]
+    closed = [r["id"] for r in results if r.get("known_gap") and r["outcome"] != "leaked"]
     errors = [r["id"] for r in results if r["outcome"] == "error"]
     return {"cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
-            "errors": len(errors), "leaked_ids": leaked, "error_ids": errors,
-            "met": not cross and not wide and not leaked and not errors}
+            "known_gap_leaks": len(leaked) - len(unexpected), "unexpected_leaks": len(unexpected),
+            "errors": len(errors), "leaked_ids": [r["id"] for r in leaked], "error_ids": errors,
+            "known_gaps_closed": closed, "met": not cross and not wide and not unexpected and not errors}
+
+
+def detector_figures(catalog: Any) -> dict[str, Any]:
+    """The rule detector alone on the catalogue's phrasings (not an attack: how far the rule list reaches)."""
+    from crystallise.context.injection import detect
+
+    def rate(texts: list[str]) -> dict[str, int]:
+        return {"caught": sum(1 for t in texts if detect(t)), "of": len(texts)}
+
+    variants = [f(b) for b in catalog.OBFUSCATION_BASE for f in catalog.TRANSFORMS.values()]
+    return {"known_phrasings": rate(catalog.INJECTIONS), "paraphrases": rate(catalog.PARAPHRASES),
+            "held_out": rate(catalog.HELD_OUT), "obfuscated": rate(variants),
+            "languages": rate(list(catalog.TRANSLATIONS.values()))}
 
 
 def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict[str, Any]:
@@ -163,8 +180,13 @@ def _table(result: dict[str, Any]) -> None:
     console.print(table)
     g = result["goals"]
     console.print(f"cross-tenant leaks: {g['cross_tenant_leaks']}   hostile items live at agent/org level: "
-                  f"{g['hostile_active_agent_or_org']}   leaks: {g['leaks']} {g['leaked_ids'][:10]}   "
-                  f"errors: {g['errors']} {g['error_ids'][:10]}")
+                  f"{g['hostile_active_agent_or_org']}   leaks: {g['leaks']} ({g['known_gap_leaks']} known gaps) "
+                  f"{g['leaked_ids'][:10]}   errors: {g['errors']} {g['error_ids'][:10]}")
+    d = result.get("detector")
+    if d:
+        console.print("detector alone: " + ", ".join(f"{k} {v['caught']}/{v['of']}" for k, v in d.items()))
+    if g["known_gaps_closed"]:
+        console.print(f"known gaps that no longer leak (remove their known_gap note): {g['known_gaps_closed']}")
 
 
 @click.command()
@@ -192,6 +214,7 @@ def command(as_json: bool, store_url: str | None, families: tuple[str, ...], sam
             click.echo(f"{r['outcome']:11} {r['id']:32} {r['why'][:100]}", err=True)
 
     result = run(store_url, attacks, progress)
+    result["detector"] = detector_figures(catalog)
     _table(result)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, default=str))

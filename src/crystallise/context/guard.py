@@ -79,7 +79,8 @@ def guard_changeset(cs: ChangeSet, detector: Detector | None = None) -> list[str
         shared = untrusted and level in ("agent", "org") and after.get("kind") != "skill"
         if not rules and not shared:
             continue
-        d.after = {**after, "status": "quarantined",
-                   "meta": {**meta, "quarantine": _reason(rules, source, level), **({"injection": rules} if rules else {})}}
+        flags = {"injection": rules} if rules else {}
+        why = _reason(rules, source, level)
+        d.after = {**after, "status": "quarantined", "meta": {**meta, "quarantine": why, **flags}}
         held.append(str(d.item_id))
     return held

@@ -17,8 +17,9 @@ A write is planned by `temporal.plan_write` against the scope's items: the same 
 is merged (not duplicated), a fact contradicting an active one with the same key supersedes
 it, instruction-like text from an untrusted source (`source="tool"`, `"import"`, or trust
 < 0.5) is quarantined instead of shown, and so is any untrusted text at agent or org level
-(shared by every run there: a person reviews it first, whatever the detector said). `forget` retires (soft, revertible); the hard,
-irreversible deletion of everything of a user is `crystallise forget --user U` (forget_user.py).
+(shared by every run there: a person reviews it first, whatever the detector said).
+`forget` retires (soft, revertible); the hard, irreversible deletion of everything of a user
+is `crystallise forget --user U` (forget_user.py).
 
 The names and keyword arguments of `remember` and `forget` are a contract: the MCP tools and
 HTTP endpoints are built on them.
