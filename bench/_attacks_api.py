@@ -219,6 +219,80 @@ PROBES: dict[str, tuple[str, Callable[[Probe], None]]] = {
     "proxy-foreign-user": ("evil", lambda p: _chat(p, {"X-Crystallise-User": "v1", "X-Crystallise-Agent": AGENT})),
 }
 
+def _harness(p: Probe) -> None:
+    """Org `victim` runs a task through the loop (its inputs hold the canary); learning makes versions
+    and change sets from those runs. Does another org's key read the victim's inputs back?"""
+    from crystallise.backends.scripted import ScriptedBackend
+    from crystallise.gate import score_numeric
+    from crystallise.harness.spec import TaskSpec
+    from crystallise.loop import CachedBackend, Loop, LoopConfig
+    from crystallise.types import Scope
+
+    canary, home = p.lab.world["canary"], p.lab.home
+    loop = Loop(home, TaskSpec(name=f"ratio-{canary[-8:]}", metric="numeric"),
+                CachedBackend(ScriptedBackend(lambda request: "0")), score_numeric,
+                LoopConfig(scope=Scope(agent=AGENT, org=VICTIM), learners=("crystallise", "fewshot")))
+    for i in range(1, 25):
+        a, b = 1000 * i + 500, 250 * (i % 4 + 1)
+        ans, tid = loop.answer(f"Client {canary}: assets ${a:,}, debt ${b:,}. Ratio?")
+        loop.feedback(tid, f"{round(a / b, 2)}", False)
+    loop.learn()
+    # a later shared version, so that a diff between two versions this key sees spans the victim's
+    remember("Greet the customer by name", agent=AGENT, kind="bullet", section="rules", home=home)
+    _pages(p, "/v1/versions", "before", "next_before", limit=20)
+    mine = [v["number"] for v in p.client.get("/v1/versions", headers=_h(p.lab, p.who),
+                                              params={"limit": 500}).json()["versions"]]
+    for n in mine:
+        p.call("GET", f"/v1/versions/{n}")
+    if len(mine) >= 2:  # a diff between two versions this key may see, across the victim's
+        p.call("GET", f"/v1/versions/{min(mine)}/diff/{max(mine)}")
+    _changesets(p)
+    p.call("GET", "/v1/tasks")
+    p.call("GET", f"/v1/tasks/ratio-{canary[-8:]}")
+
+
+def _ratio_answer(request: Any) -> str:
+    """A scripted model that answers right once it has seen worked examples (so few-shot passes the gate)."""
+    import re
+
+    text = "\n".join(m.content for m in request.messages)
+    found = re.findall(r"assets \$([\d,]+), debt \$([\d,]+)", request.messages[-1].content)
+    if text.count("Ratio?") < 2 or not found:
+        return "0"
+    a, b = (int(x.replace(",", "")) for x in found[-1])
+    return f"{round(a / b, 2)}"
+
+
+def _harness_served(p: Probe) -> None:
+    """The victim's runs become few-shot examples of a task; another org runs the same task: what is its
+    model shown? (Tasks are agent-level artifacts, shared by every org.)"""
+    from crystallise.backends.scripted import ScriptedBackend
+    from crystallise.gate import score_numeric
+    from crystallise.harness.spec import TaskSpec
+    from crystallise.loop import Loop, LoopConfig
+    from crystallise.types import Scope
+
+    canary, home = p.lab.world["canary"], p.lab.home
+    name = f"share-{canary[-8:]}"
+    victim = Loop(home, TaskSpec(name=name, metric="numeric"), ScriptedBackend(_ratio_answer), score_numeric,
+                  LoopConfig(scope=Scope(agent=AGENT, org=VICTIM), learners=("fewshot",)))
+    for i in range(1, 61):  # enough runs that the gate's held-out share is never too small to decide
+        a, b = 1000 * i + 500, 250 * (i % 4 + 1)
+        _, tid = victim.answer(f"Client {canary}: assets ${a:,}, debt ${b:,}. Ratio?")
+        victim.feedback(tid, f"{round(a / b, 2)}", False)
+    report = victim.learn()
+    p.statuses.append(f"victim's loop: {report.line()}: " + "; ".join(c.verdict.reason for c in report.proposed
+                                                                        if c.verdict))
+    spy = ScriptedBackend(_ratio_answer)
+    evil = Loop(home, TaskSpec(name=name, metric="numeric"), spy, score_numeric,
+                LoopConfig(scope=Scope(agent=AGENT, org=EVIL), learners=()))
+    evil.answer("Client evil: assets $1,500, debt $250. Ratio?")
+    p.look(json.dumps([[m.content for m in r.messages] for r in spy.requests]), "the other org's prompt")
+
+
+PROBES["harness-learned-from-victim"] = ("evil", _harness)
+PROBES["harness-examples-served"] = ("evil", _harness_served)
+
 # What each attacker may legitimately see: the v2 key is of the victim org, so org-level secrets are its own.
 _SECRETS = {"evil": ("canary", "ucanary"), "v2": ("ucanary",)}
 

@@ -251,11 +251,23 @@ _PROBES = [
     ("proxy-user-header", "proxy: user-bound key with X-Crystallise-User: <other user>"),
     ("proxy-body-user", "proxy: user-bound key with the body's `user` set to another user"),
     ("proxy-foreign-user", "proxy: another org's key naming the victim's user id; what was injected?"),
+    ("harness-learned-from-victim", "the victim org's task runs become code, examples and eval cases: "
+                                    "another org's key reads versions, change sets and tasks"),
+    ("harness-examples-served", "the victim org's runs become few-shot examples; another org runs the same "
+                                "task: are the victim's inputs in its prompt?"),
 ]
 
 
+_CT_GAPS = {
+    "harness-examples-served": "task artifacts (few-shot examples, eval cases, code) are agent-level files shared by "
+                               "every org: what an org's loop learns from its runs is served to every org's runs "
+                               "of that task; per-org task artifacts are a harness-layer design change",
+}
+
+
 def _cross_tenant() -> list[Attack]:
-    return [Attack(f"ct-{name}", "cross-tenant", "api", name, READ, note) for name, note in _PROBES]
+    return [Attack(f"ct-{name}", "cross-tenant", "api", name, READ, note, known_gap=_CT_GAPS.get(name, ""))
+            for name, note in _PROBES]
 
 
 def _skills() -> list[Attack]:
