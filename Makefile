@@ -25,6 +25,8 @@ models: setup
 # The main job, short: learn ACE Formula from its training split, then answer the first
 # 40 validation records with learning on vs off; prints the result and the versions.
 demo: setup
+	@test -f $(DATA)/finance/formula_val.jsonl || { \
+	  echo "benchmark data not found under $(DATA): run make demo DATA=/path/to/shared/data"; exit 1; }
 	$(CRYS) init
 	$(CRYS) models pull
 	$(CRYS) bench stream --mode offline --label-only \

@@ -33,24 +33,20 @@ import numpy as np
 
 from crystallise.harness.synth.enumerate import enumerate_expressions
 from crystallise.harness.synth.numbers import RUNTIME, extract_numbers, fmt_number
+from crystallise.harness.synth.template import key_of
 
 __all__ = ["ArithRule", "ArithStrategy", "template_key"]
 
 Metric = Callable[[str, str], bool]
 _KINDS = ("$", "%", "n")
 _VAR = {"$": "d", "%": "p", "n": "n"}
-_SENTENCE = re.compile(r"[^.?!\n]*[.?!\n]")
 _FORMATS = [(2, "half_up"), (2, "half_even"), (0, "half_up"), (1, "half_up"), (3, "half_up"), (4, "half_up"), (-1, "")]
 
 
 def template_key(text: str, mode: str) -> str:
-    """The part of an input that names its template: `sentence`, `line` or `none`."""
-    if mode == "sentence":
-        m = _SENTENCE.match(text.lstrip())
-        return m.group(0).strip() if m else text.strip()
-    if mode == "line":
-        return text.lstrip().split("\n", 1)[0].strip()
-    return ""
+    """The part of an input that names its template: `sentence`, `line` or `none` (the same
+    function generated programs run, from template.RUNTIME)."""
+    return str(key_of(text, mode))
 
 
 def _holdout(text: str) -> bool:
