@@ -290,7 +290,22 @@ def _harness_served(p: Probe) -> None:
     p.look(json.dumps([[m.content for m in r.messages] for r in spy.requests]), "the other org's prompt")
 
 
+def _ui(p: Probe) -> None:
+    """The web UI with another org's key in its cookie: every page that takes an id or a filter."""
+    w = p.lab.world
+    p.client.cookies.set("crystallise_key", p.lab.keys[p.who])
+    hdrs: dict[str, str] = {}
+    for path in (f"/ui/traces/{w['org_trace']}", f"/ui/traces/{w['user_trace']}", f"/ui/items/{w['org_item']}",
+                 f"/ui/items/{w['user_item']}", f"/ui/versions/{w['v_org']}", f"/ui/versions/{w['v_before']}/diff/"
+                 f"{w['v_after']}", "/ui/traces", "/ui/items", "/ui/versions", "/ui/tasks", "/ui/"):
+        p.call("GET", path, headers=hdrs)
+    for params in ({"org": VICTIM}, {"user": "v1"}, {"user": "v1", "status": "quarantined"}):
+        p.call("GET", "/ui/items", headers=hdrs, params=params)
+        p.call("GET", "/ui/traces", headers=hdrs, params=params if "status" not in params else {"user": "v1"})
+
+
 PROBES["harness-learned-from-victim"] = ("evil", _harness)
+PROBES["ui-pages"] = ("evil", _ui)
 PROBES["harness-examples-served"] = ("evil", _harness_served)
 
 # What each attacker may legitimately see: the v2 key is of the victim org, so org-level secrets are its own.

@@ -251,6 +251,7 @@ _PROBES = [
     ("proxy-user-header", "proxy: user-bound key with X-Crystallise-User: <other user>"),
     ("proxy-body-user", "proxy: user-bound key with the body's `user` set to another user"),
     ("proxy-foreign-user", "proxy: another org's key naming the victim's user id; what was injected?"),
+    ("ui-pages", "the web UI with another org's key in the cookie: the victim's ids and filters"),
     ("harness-learned-from-victim", "the victim org's task runs become code, examples and eval cases: "
                                     "another org's key reads versions, change sets and tasks"),
     ("harness-examples-served", "the victim org's runs become few-shot examples; another org runs the same "

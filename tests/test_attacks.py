@@ -43,12 +43,22 @@ def test_a_sample_of_every_family_leaks_nothing(store_url: str) -> None:
     unexpected = {i: r["why"] for i, r in by_id.items() if r["outcome"] in ("leaked", "error") and not r["known_gap"]}
     assert unexpected == {}
     goals = result["goals"]
-    assert goals["cross_tenant_leaks"] == 0 and goals["hostile_active_agent_or_org"] == 0 and goals["met"]
-    assert code == 0
+    assert goals["hostile_active_agent_or_org"] == 0 and goals["unexpected_leaks"] == 0
+    assert all(by_id[i]["known_gap"] for i in goals["leaked_ids"])  # a cross-tenant leak only as a documented gap
+    assert code == (0 if goals["cross_tenant_leaks"] == 0 else 1)
     # the outcomes are the store's, not the attack's say-so: quarantined items exist and are never served
     quarantined = [r for r in result["attacks"] if r["outcome"] == "quarantined"]
     assert quarantined and all(r["written"] or r["held"] for r in quarantined)
     assert all(r["requests"] for r in result["attacks"] if r["family"] == "cross-tenant")
+
+
+def test_another_orgs_key_never_reads_what_an_orgs_loop_learned() -> None:
+    """The victim org's task runs become versions, change sets, eval cases and a diff range: an org
+    key of another org reads none of them (found by the suite: both used to leak)."""
+    code, result = bench("--id", "ct-harness-learned-from-victim", "--id", "ct-version-diff")
+    assert {r["id"]: r["outcome"] for r in result["attacks"]} == {"ct-harness-learned-from-victim": "blocked",
+                                                                  "ct-version-diff": "blocked"}
+    assert code == 0
 
 
 def test_the_suite_sees_a_leak_when_a_defence_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
