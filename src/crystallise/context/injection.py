@@ -131,7 +131,8 @@ RULES: list[tuple[str, str]] = [
     ("void-prior",
      rf"\b{_PRIOR}(?: \w+){{0,2}} (?:guidance|{_ORDERS}) (?:is|are|has been|have been|was|were) (?:now )?"
      r"(?:void|null|invalid|cancelled|canceled|revoked|obsolete|superseded|no longer (?:valid|apply|applies))\b"),
-    ("obey-only", r"\b(?:obey|follow|listen to) only\b"),
+    ("obey-only", r"\b(?:obey|listen to) only\b|\bfollow only (?:the|these|this|my|our) "
+                  r"(?:text|instructions?|orders?|commands?|rules?)\b"),
     ("card-data",
      r"\b(?:send|give|copy|paste|include|insert|share|email|post|leak|reveal)\b(?: \w+){0,4} "
      r"(?:card numbers?|cvv|cvc|security codes?|card details)\b"),
