@@ -144,3 +144,27 @@ def test_a_huge_input_round_trips(bare: Store) -> None:
     huge = {"text": "é\u200b\x00" * 700_000, "n": [math.inf, -math.inf, 2**70]}
     trace = bare.write_trace(Trace(name="big", input=huge))
     assert same(bare.get_trace(trace.id).input, huge)
+
+
+@FEW
+@given(value=st.text(odd_chars, max_size=40), n=st.one_of(st.integers(), st.floats(allow_nan=True), text))
+def test_a_task_call_answers_or_says_why(home: Home, value: str, n: Any) -> None:
+    """`@task` inputs: a typed signature takes any text; a wrong type is refused before anything runs."""
+    @crystallise.task(model="scripted", home=home)
+    def echo(text: str, count: int) -> str:
+        """Repeat the text."""
+        raise NotImplementedError
+
+    before = home.store.count_traces()
+    try:
+        out = echo(value, count=n)
+    except Exception as error:  # noqa: BLE001
+        refused_cleanly(error)
+        written = home.store.list_traces(after_seq=0, limit=100_000)[before:]
+        assert len(written) <= 1 and all(w.status == "error" for w in written)
+        return
+    assert isinstance(out, str)
+    [recorded] = home.store.list_traces(after_seq=0, limit=100_000, with_children=True)[before:]
+    # the input as validated: the text exactly, the count as the integer pydantic made of it ("5" -> 5)
+    assert recorded.input["text"] == value and isinstance(recorded.input["count"], int) and recorded.status == "ok"
+    assert recorded.input["count"] == int(n)
