@@ -139,7 +139,7 @@ def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
         home = Home.init(Path(tmp) / "home", store_url=store_url)
-        lab = runner.Lab(home)
+        lab = runner.Lab(home, scratch=Path(tmp))
         lab.world = api.setup_world(lab)
         results = []
         with _Server(create_app(home, upstream="scripted")) as server:
