@@ -141,3 +141,51 @@ def test_follow_a_trace_to_its_version_revert_it_and_see_the_change(browser, ser
     shot(page, tmp_path, "ui-overview")
     assert errors == []
     context.close()
+
+
+def test_approve_a_held_change_set_from_the_review_page(browser, served, tmp_path):
+    from tests.test_api_review import learned
+
+    home = served["home"]
+    home.config["review"] = [{"layer": "context", "level": "org"}]
+    home.save_config()
+    held, _ = learned(home, "Ask acme customers for the order number first", "acme")
+    assert home.store.get_changeset(held.id).status == "needs_review"
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # 1. log in, open Review from the navigation: the held change set waits there
+    page.goto(served["url"] + "/ui/login")
+    page.fill("input[name=key]", served["key"])
+    page.click("button[type=submit]")
+    page.click("header nav a[data-nav=review]")
+    page.wait_for_url("**/ui/review")
+    assert page.locator(f"tr[data-changeset='{held.id}']").count() == 1
+
+    # 2. the proposal: why it waits, its verdict, its diff
+    page.click(f"a:text('{held.id}')")
+    page.wait_for_url(f"**/ui/review/{held.id}")
+    assert "review rule: layer context, level org" in page.inner_text("#waiting")
+    assert "McNemar" in page.inner_text("#verdict")
+    assert "Ask acme customers for the order number first" in page.inner_text("#diff")
+    shot(page, tmp_path, "ui-review")
+
+    # 3. approve it (the page asks to confirm): it becomes a version, live at once
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.fill("#approve-form input[name=by]", "alice")
+    page.fill("#approve-form input[name=note]", "checked with support")
+    page.click("#approve-button")
+    page.wait_for_url("**/ui/versions/*")
+    number = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    assert "approved by alice" in page.inner_text("#verdict")
+    version = home.store.get_version(number)
+    assert version.changeset_id == held.id and home.store.get_changeset(held.id).status == "committed"
+    page.goto(served["url"] + "/ui/items?org=acme")
+    assert "Ask acme customers for the order number first" in page.inner_text("main")
+    page.goto(served["url"] + "/ui/review")
+    assert page.locator(f"tr[data-changeset='{held.id}']").count() == 0
+    assert errors == []
+    context.close()

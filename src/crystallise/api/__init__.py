@@ -13,6 +13,8 @@
     routes_traces.py  /v1/traces, feedback
     routes_context.py /v1/items, /v1/context
     routes_versions.py /v1/tasks, /v1/versions (show, diff, revert)
+    routes_changesets.py /v1/changesets (eval results)
+    routes_review.py  /v1/review (approve, reject), /v1/undo (by trace / by user)
     otlp*.py          /otlp/v1/traces: decode, map GenAI spans, spool incomplete traces
 
 See docs/api.md. Needs the `serve` extra: pip install 'crystallise[serve]'.

@@ -10,7 +10,8 @@ Layers of one request, outside in:
     route              pydantic parses -> library call -> dataclass/pydantic out (routes_*.py)
     problem handlers   every error -> RFC 9457 problem details (problems.py)
 
-`/otlp` is the OTLP/HTTP receiver (otlp.py), its own app mounted here.
+`/otlp` is the OTLP/HTTP receiver (otlp.py), its own app mounted here; `/mcp` the MCP tools over
+streamable HTTP (crystallise.mcp.http), when the `mcp` extra is installed.
 """
 
 from __future__ import annotations
@@ -18,15 +19,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from crystallise.api import proxy, routes_changesets, routes_context, routes_traces, routes_versions
+from crystallise.api import (
+    proxy,
+    routes_changesets,
+    routes_context,
+    routes_review,
+    routes_traces,
+    routes_versions,
+)
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
-from crystallise.api.problems import install_handlers
+from crystallise.api.problems import document_problems, install_handlers
 from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.home import Home
@@ -37,6 +46,7 @@ __all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
 log = logging.getLogger("crystallise.api")
 
 OTLP_PREFIX = "/otlp"
+MCP_PATH = "/mcp"
 UI_PREFIX = "/ui"
 DESCRIPTION = """\
 Record agent runs, read what crystallise learned, and undo it.
@@ -72,13 +82,14 @@ def create_app(
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
     otlp = create_otlp_app(home, keys, flush_after_s=otlp_flush_after_s, max_body_bytes=max_otlp_body_bytes)
     chat_upstream = resolve_upstream(home, upstream)
+    mcp_endpoint = _mcp_endpoint(home)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if keys.open:
             log.warning("no API keys configured: the API is OPEN to anyone who can reach it; "
                         "create one with `crystallise serve --create-key ORG`")
-        async with periodic_flush(otlp.state.ingestor):
+        async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing():
             try:
                 yield
             finally:
@@ -96,10 +107,12 @@ def create_app(
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
     app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
+    _document_problems(app)
     app.include_router(routes_traces.router)
     app.include_router(routes_context.router)
     app.include_router(routes_versions.router)
     app.include_router(routes_changesets.router)
+    app.include_router(routes_review.router)
     app.include_router(proxy.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")
@@ -107,6 +120,8 @@ def create_app(
         return Health(version=__version__, open=keys.open)
 
     app.mount(OTLP_PREFIX, otlp)
+    if mcp_endpoint is not None:  # the MCP tools over streamable HTTP (crystallise.mcp.http)
+        app.add_route(MCP_PATH, mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     _mount_ui(app, home, keys, reports_dir)
 
     def limit_for(path: str) -> int:
@@ -116,6 +131,33 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """/openapi.json declares the problem-details errors every route answers (problems.py)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
+def _mcp_endpoint(home: Home) -> Any:
+    """The /mcp endpoint, or None (logged) when the `mcp` extra is not installed."""
+    try:
+        from crystallise.mcp.http import McpEndpoint
+    except ImportError as e:
+        log.info("no MCP endpoint at /mcp: %s", e)
+        return None
+    return McpEndpoint(home)
 
 
 def _mount_ui(app: FastAPI, home: Home, keys: KeyRing, reports_dir: str | None) -> None:

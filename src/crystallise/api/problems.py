@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from crystallise.api.auth import Forbidden
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_handlers", "problem_response"]
+__all__ = ["PROBLEM_JSON", "Problem", "document_problems", "install_handlers", "problem_response"]
 
 log = logging.getLogger("crystallise.api")
 
@@ -157,3 +157,38 @@ def install_handlers(app: FastAPI) -> None:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal error: see the server log", request.url.path)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; `errors` lists the invalid fields of a 422",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "loc": {"type": "string"}, "msg": {"type": "string"}, "type": {"type": "string"}}}},
+    },
+    "additionalProperties": True,
+}
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Say in the OpenAPI document what the handlers above really answer: every operation's 4xx
+    (and a store outage's 503) is problem details as `application/problem+json` — in place of
+    FastAPI's default 422 body, which this API never sends."""
+    openapi.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    schemas = openapi["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path_item in openapi.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status, description in (("422", "Invalid request"), ("4XX", "Client error (problem details)"),
+                                        ("503", "Store unavailable")):
+                responses[status] = {"description": description, "content": {PROBLEM_JSON: {"schema": ref}}}
+    return openapi

@@ -265,7 +265,8 @@ def _bad_gateway(call: Call, detail: str, ok: bool) -> Response:
 
 
 @router.post("/chat/completions", summary="OpenAI-compatible chat completions (streaming or not)",
-             response_description="the upstream's answer, unchanged (JSON, or text/event-stream when stream=true)")
+             response_description="the upstream's answer, unchanged (JSON, or text/event-stream when stream=true)",
+             responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}})
 async def chat_completions(
     request: Request, home: HomeDep, who: PrincipalDep, body: Annotated[ChatRequest, Body()],
 ) -> Response:

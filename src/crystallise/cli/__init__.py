@@ -132,6 +132,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
+from crystallise.cli import mcp as _mcp  # noqa: E402
 from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
 from crystallise.cli import serve as _serve  # noqa: E402
@@ -148,5 +149,6 @@ _skills.register(main)
 _weights.register(main)
 _review.register(main)
 _tasks.register(main)
+_mcp.register(main)
 
 __all__ = ["main"]

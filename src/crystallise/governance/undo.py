@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,16 +89,17 @@ def _merge(current: str | None, base: str | None, target: str | None, path: str)
     return None if target is None and not merged else merged
 
 
-def _cause_traces(store: Any, trace_ids: Sequence[str], user: str | None) -> list[str]:
+def _cause_traces(store: Any, trace_ids: Sequence[str], user: str | None, org: str | None = None) -> list[str]:
     if user is not None:
-        ids = [t.id for t in store.list_traces(user=user, limit=1_000_000)]
+        ids = [t.id for t in store.list_traces(user=user, org=org, limit=1_000_000)]
         return sorted(set(ids) | set(trace_ids))
     for tid in trace_ids:
         store.get_trace(tid)  # NotFoundError names the fix
     return sorted(set(trace_ids))
 
 
-def _affected(store: Any, traces: set[str], user: str | None) -> list[tuple[Version, ChangeSet]]:
+def _affected(store: Any, traces: set[str], user: str | None, org: str | None = None
+              ) -> list[tuple[Version, ChangeSet]]:
     out = []
     for v in sorted(store.list_versions(limit=1_000_000), key=lambda v: v.number):
         if v.reverted_by or v.reverts:
@@ -106,21 +107,27 @@ def _affected(store: Any, traces: set[str], user: str | None) -> list[tuple[Vers
         cs = store.get_changeset(v.changeset_id)
         if cs.learner == "undo":
             continue
-        if traces & set(v.provenance) or (user is not None and cs.scope.user == user):
+        if traces & set(v.provenance) or (user is not None and cs.scope.user == user
+                                          and (org is None or cs.scope.org == org)):
             out.append((v, cs))
     return out
 
 
-def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "") -> UndoPlan:
-    """Plan the undo of everything learned from `traces` or from `user` (nothing is written)."""
+def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
+              org: str | None = None) -> UndoPlan:
+    """Plan the undo of everything learned from `traces` or from `user` (nothing is written).
+
+    `org` narrows an undo by user to that user *in that org* (their traces, change sets and
+    memories there; user ids are per org), and scopes the undo's change set to the org — what
+    the HTTP API does for an org's key. Without it a user is undone in every org."""
     if not traces and user is None:
         raise ValidationError("say what to undo: --trace ID (one or more) or --user ID")
     store, repo = home.store, home.repo
-    cause_ids = _cause_traces(store, traces, user)
-    cause = f"user {user}" if user is not None else ", ".join(cause_ids)
+    cause_ids = _cause_traces(store, traces, user, org)
+    cause = (f"user {user}" + (f" in org {org}" if org else "")) if user is not None else ", ".join(cause_ids)
     cause_set = set(cause_ids)
     plan = UndoPlan(cause=cause, traces=cause_ids)
-    affected = _affected(store, cause_set, user)
+    affected = _affected(store, cause_set, user, org)
     plan.versions = [v.number for v, _ in affected]
     deltas: list[Delta] = []
 
@@ -143,7 +150,7 @@ def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None,
     added_by_affected = {d.item_id for _, cs in affected for d in cs.deltas if d.target == "item" and d.op == "add"}
     for it in _all_items(store):
         prov = set(it.provenance)
-        own = user is not None and it.level == "user" and it.user_id == user
+        own = user is not None and it.level == "user" and it.user_id == user and (org is None or it.org_id == org)
         if not (prov & cause_set or own or (it.id in added_by_affected and not prov)):
             continue
         after = Item.from_dict(it.to_dict())
@@ -187,7 +194,7 @@ def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None,
     why = f"undo of {cause} requested by the user" + (f": {reason}" if reason else "")
     plan.changeset = ChangeSet(
         learner="undo", layer="harness" if plan.files else "context", deltas=deltas, summary=summary[:200],
-        scope=Scope(user=user) if user else Scope(), provenance=cause_ids,
+        scope=Scope(org=org, user=user), provenance=cause_ids,
         evidence={"undo": plan.to_dict(), "layers": layers, "reason": reason},
         verdict=Verdict(decision="accept", reason=why),
     )
@@ -207,14 +214,20 @@ def _all_items(store: Any) -> list[Item]:
 
 
 def undo(
-    home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = ""
+    home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "", org: str | None = None,
+    check: Callable[[UndoPlan], None] | None = None,
 ) -> tuple[UndoPlan, Version | None]:
-    """Plan and commit the undo; mark the cause traces revoked and fully undone versions reverted."""
+    """Plan and commit the undo; mark the cause traces revoked and fully undone versions reverted.
+
+    `check(plan)` runs on the plan before anything is written and may raise to refuse it (the
+    HTTP API refuses an org key's undo that would change what other orgs share)."""
     from crystallise.ledger import Committer
 
     committer = Committer(home)
     with home.repo.transaction():
-        plan = plan_undo(home, traces=traces, user=user, reason=reason)
+        plan = plan_undo(home, traces=traces, user=user, reason=reason, org=org)
+        if check is not None:
+            check(plan)
         _revoke(home.store, plan.traces, plan.cause, reason)
         if plan.changeset is None:
             return plan, None

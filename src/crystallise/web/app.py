@@ -8,7 +8,7 @@ rules as the API (`crystallise.api.routes_*`), so an org's key shows that org's 
 items and versions and nothing of another org's. With no keys configured the server is
 open on loopback only, exactly like the API.
 
-Forms that change something (revert, feedback) carry a CSRF token derived from the cookie
+Forms that change something (revert, feedback, review decisions) carry a CSRF token derived from the cookie
 (an HMAC with a per-process secret), checked before anything is written.
 """
 
@@ -32,7 +32,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
-from crystallise.errors import ArtifactError, NotFoundError, StoreError, UserError
+from crystallise.api.problems import Problem
+from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 from crystallise.home import Home
 
 __all__ = ["COOKIE", "LoginRequired", "create_web_app", "csrf_token", "form", "render", "ui_principal"]
@@ -116,7 +117,7 @@ def _error(request: Request, status: int, message: str) -> HTMLResponse:
 
 def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None) -> FastAPI:
     """The UI over `home`; `reports_dir` holds `crystallise bench ... --out` folders (default ./reports)."""
-    from crystallise.web import pages
+    from crystallise.web import pages, review
 
     app = FastAPI(title="crystallise UI", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.home, app.state.keys = home, keys
@@ -125,6 +126,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
     app.state.jinja = _environment()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
+    app.include_router(review.router)
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:
@@ -137,8 +139,13 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
         return _error(request, status, str(exc))
 
     @app.exception_handler(ArtifactError)
-    async def _conflict(request: Request, exc: ArtifactError) -> Response:
+    @app.exception_handler(ProtectedError)
+    async def _conflict(request: Request, exc: Exception) -> Response:
         return _error(request, 409, str(exc))
+
+    @app.exception_handler(Problem)  # raised by the API functions the pages call (e.g. 409 already decided)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return _error(request, exc.status, exc.detail)
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:
