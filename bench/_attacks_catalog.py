@@ -133,6 +133,10 @@ def _injection_tool() -> list[Attack]:
                "the LLM extractor (scripted to echo the hostile tool text as a memory), two sessions"),
         Attack("tool-proxy-message", "injection-tool", "proxy-tool-message", INJECTIONS[2], SERVED,
                "a role=tool message through the OpenAI proxy, extracted from the proxy's traces"),
+        Attack("tool-mcp-remember-org", "injection-tool", "mcp-remember", INJECTIONS[0], SERVED,
+               "an agent relays a page's order into the MCP `remember` tool (source left at 'user'), org binding"),
+        Attack("tool-mcp-remember-user", "injection-tool", "mcp-remember", INJECTIONS[3], SERVED,
+               "the same into a user-bound MCP session: the user never said it", params={"user": "alice"}),
     ]
     return out
 

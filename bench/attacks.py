@@ -135,7 +135,7 @@ def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict
     from crystallise.api import create_app
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
-    executors = {**runner.EXECUTORS, "api": api.api_attack}
+    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
         home = Home.init(Path(tmp) / "home", store_url=store_url)
