@@ -13,8 +13,12 @@ I/O waits such as the fsync of the `shown` counter write):
     store FTS        the store's own lexical search (`Store.query_items(text=...)`), for comparison
     lexical          retrieve.search(mode="lexical"): sync + in-process BM25 + re-read of the winners
     hybrid           retrieve.search(mode="hybrid") with the query vector already computed
-    assemble         crystallise.context(...) hybrid, the whole pack (includes the `shown` counter write)
-    query embedding  the embedder on one query, alone (MiniLM when installed): add it to hybrid
+    assemble         crystallise.context(...) hybrid, the whole pack (includes the `shown` counter write),
+                     also by stage from `pack.timings`: sync (index watermark read), embed (the query
+                     vector, cached here), search (BM25 + matvec + fusion), fetch (re-read of the
+                     winners), pack (budget + text), record (the `shown` counter write)
+    query embedding  the embedder on one query, alone (MiniLM when installed); `assemble_with_query_embedding`
+                     adds query i's embedding time to query i's assembly time: what an agent pays uncached
 
 One core: the process pins itself to one CPU (`sched_setaffinity`) and limits BLAS and
 torch to one thread. Vectors: `--embedder` (default `hash:384`, the same shape as MiniLM's;
@@ -122,45 +126,76 @@ def _time(fn: Any, queries: list[tuple[str, str]], name: str = "") -> list[float
     return out
 
 
-def run_size(n: int, users: int, n_queries: int, embedder: str, bar: Any, seed: int) -> dict[str, Any]:
+STAGES = ("sync_ms", "embed_ms", "search_ms", "fetch_ms", "pack_ms", "record_ms")
+
+
+def _summary(values: list[float], cpu: list[float] | None = None) -> dict[str, float]:
+    out = {"p50": round(pct(values, 0.5), 3), "p95": round(pct(values, 0.95), 3),
+           "mean": round(statistics.fmean(values), 3) if values else 0.0}
+    if cpu is not None:
+        out.update(cpu_p50=round(pct(cpu, 0.5), 3), cpu_p95=round(pct(cpu, 0.95), 3))
+    return out
+
+
+def run_size(n: int, users: int, n_queries: int, embedder: str, bar: Any, seed: int,
+             query_embed_ms: list[float] | None = None) -> dict[str, Any]:
     import crystallise
-    from crystallise.context.embed import get_embedder
+    from crystallise.context.embed import ENV_EMBEDDER, get_embedder
     from crystallise.context.index import index_for
     from crystallise.context.retrieve import search
     from crystallise.home import Home
 
     corpus = Corpus(seed)
     emb = get_embedder(embedder)
-    with tempfile.TemporaryDirectory(prefix=f"assembly-{n}-") as tmp:
-        home = Home.init(Path(tmp) / "home")
-        job = bar.add_task(f"{n:,} items: write", total=n)
-        _fill(home, corpus, n, users, bar, job)
-        bar.update(job, description=f"{n:,} items: embed + load index")
-        t0 = time.perf_counter()
-        index_for(home.store, emb).sync(home.store, progress=lambda _d, done, total: bar.update(
-            job, description=f"{n:,} items: embed {done:,}/{total:,}"))
-        load_s = time.perf_counter() - t0
-        qrng = random.Random(seed + 1)
-        queries = [(f"u{qrng.randrange(users)}", corpus.text(4, 10)) for _ in range(n_queries)]
-        emb.embed([q for _, q in queries])  # cached: the hybrid rows exclude query embedding
-        bar.update(job, description=f"{n:,} items: timing")
-        stats: dict[str, list[float]] = {
-            "store_fts": _time(lambda u, q: home.store.query_items(agent="bench", user=u, text=q, limit=50), queries,
-                               "store_fts"),
-            "lexical": _time(lambda u, q: search(q, agent="bench", user=u, k=10, mode="lexical", home=home,
-                                                 embedder=emb), queries, "lexical"),
-            "hybrid": _time(lambda u, q: search(q, agent="bench", user=u, k=10, home=home, embedder=emb), queries,
-                            "hybrid"),
-            "assemble": _time(lambda u, q: crystallise.context(agent="bench", user=u, query=q, home=home), queries,
-                              "assemble"),
-        }
-        home.close()
-    row: dict[str, Any] = {"items": n, "users": users, "index_load_s": round(load_s, 2)}
+    saved_env = os.environ.get(ENV_EMBEDDER)
+    os.environ[ENV_EMBEDDER] = embedder  # crystallise.context(...) resolves the same (cached) embedder
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"assembly-{n}-") as tmp:
+            home = Home.init(Path(tmp) / "home")
+            job = bar.add_task(f"{n:,} items: write", total=n)
+            _fill(home, corpus, n, users, bar, job)
+            bar.update(job, description=f"{n:,} items: embed + load index")
+            t0 = time.perf_counter()
+            index_for(home.store, emb).sync(home.store, progress=lambda _d, done, total: bar.update(
+                job, description=f"{n:,} items: embed {done:,}/{total:,}"))
+            load_s = time.perf_counter() - t0
+            qrng = random.Random(seed + 1)
+            queries = [(f"u{qrng.randrange(users)}", corpus.text(4, 10)) for _ in range(n_queries)]
+            emb.embed([q for _, q in queries])  # cached: query embedding is timed on its own
+            bar.update(job, description=f"{n:,} items: timing")
+            stages: dict[str, list[float]] = {name: [] for name in STAGES}
+
+            def assemble(u: str, q: str) -> None:
+                pack = crystallise.context(agent="bench", user=u, query=q, home=home)
+                for name in STAGES:
+                    stages[name].append(pack.timings.get(name, 0.0))
+
+            assemble(*queries[0])  # warm-up (first use of this home's index and connections)
+            for values in stages.values():
+                values.clear()
+            stats: dict[str, list[float]] = {
+                "store_fts": _time(lambda u, q: home.store.query_items(agent="bench", user=u, text=q, limit=50),
+                                   queries, "store_fts"),
+                "lexical": _time(lambda u, q: search(q, agent="bench", user=u, k=10, mode="lexical", home=home,
+                                                     embedder=emb), queries, "lexical"),
+                "hybrid": _time(lambda u, q: search(q, agent="bench", user=u, k=10, home=home, embedder=emb),
+                                queries, "hybrid"),
+                "assemble": _time(assemble, queries, "assemble"),
+            }
+            home.close()
+    finally:
+        if saved_env is None:
+            os.environ.pop(ENV_EMBEDDER, None)
+        else:
+            os.environ[ENV_EMBEDDER] = saved_env
+    row: dict[str, Any] = {"items": n, "users": users, "index_load_s": round(load_s, 2),
+                           "load_avg": [round(x, 2) for x in os.getloadavg()]}
     for name, values in stats.items():
-        cpu = CPU.get(name, [])
-        row[name] = {"p50": round(pct(values, 0.5), 3), "p95": round(pct(values, 0.95), 3),
-                     "mean": round(statistics.fmean(values), 3),
-                     "cpu_p50": round(pct(cpu, 0.5), 3), "cpu_p95": round(pct(cpu, 0.95), 3)}
+        row[name] = _summary(values, CPU.get(name, []))
+    row["stages"] = {name.removesuffix("_ms"): _summary(values) for name, values in stages.items()}
+    if query_embed_ms:  # query i's embedding time (measured alone) + query i's assembly: what an agent pays
+        paired = [a + query_embed_ms[i % len(query_embed_ms)] for i, a in enumerate(stats["assemble"])]
+        row["assemble_with_query_embedding"] = _summary(paired)
     return row
 
 
@@ -178,7 +213,7 @@ def query_embedding(spec: str, n: int, seed: int) -> dict[str, Any] | None:
     values = _time(lambda _u, q: inner.embed([q]), [("", t) for t in texts], "query_embedding")
     cpu = CPU["query_embedding"]
     return {"embedder": inner.name, "p50": round(pct(values, 0.5), 3), "p95": round(pct(values, 0.95), 3),
-            "cpu_p50": round(pct(cpu, 0.5), 3), "cpu_p95": round(pct(cpu, 0.95), 3)}
+            "cpu_p50": round(pct(cpu, 0.5), 3), "cpu_p95": round(pct(cpu, 0.95), 3), "values": values}
 
 
 def _plot(result: dict[str, Any], out: Path) -> None:
@@ -191,13 +226,13 @@ def _plot(result: dict[str, Any], out: Path) -> None:
     for layout, rows in result["layouts"].items():
         xs = [r["items"] for r in rows]
         for name, style in (("store_fts", ":"), ("lexical", "--"), ("hybrid", "-"), ("assemble", "-.")):
-            ax.plot(xs, [r[name]["p95"] for r in rows], style, marker="o", label=f"{name} p95 ({layout})")
+            ax.plot(xs, [r[name]["cpu_p95"] for r in rows], style, marker="o", label=f"{name} ({layout})")
     ax.axhline(10, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("items in the store")
-    ax.set_ylabel("ms per query (one core)")
-    ax.set_title("context assembly latency (query embedding excluded)", fontsize=10)
+    ax.set_ylabel("CPU ms per query, p95 (one core)")
+    ax.set_title("context assembly cost, thread CPU time p95 (query embedding excluded)", fontsize=10)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=120)
@@ -234,16 +269,21 @@ def command(sizes: str, users_text: str, queries: int, embedder: str, query_embe
     pinned = one_core()
     result: dict[str, Any] = {"pinned": pinned, "embedder": embedder, "queries": queries, "layouts": {}}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    result["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # first, so that each size can report assembly + a real query embedding, paired per query
+        qe = query_embedding(query_embedder, queries, seed)
+        qe_values = qe.pop("values", None) if qe else None
+        result["query_embedding"] = qe
         for n in ns:
             for users in layouts:
                 key = "one scope" if users == 1 else f"{users} users"
-                row = run_size(n, min(users, n), queries, embedder, bar, seed)
+                row = run_size(n, min(users, n), queries, embedder, bar, seed, qe_values)
                 result["layouts"].setdefault(key, []).append(row)
                 # long runs: keep what is done
                 (out_dir / "partial.json").write_text(json.dumps(result, indent=2) + "\n")
-        result["query_embedding"] = query_embedding(query_embedder, queries, seed)
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(result, out_dir)
     if as_json:
@@ -257,6 +297,15 @@ def command(sizes: str, users_text: str, queries: int, embedder: str, query_embe
                           *[f"{r[m]['p50']:.2f} / {r[m]['p95']:.2f}" for m in ("store_fts", "lexical", "hybrid",
                                                                                 "assemble")])
     console.print(table)
+    stages = Table("layout", "items", *[f"{st} p50/p95" for st in (*(x.removesuffix("_ms") for x in STAGES),
+                                                                    "+ query embed")],
+                   title="crystallise.context(...) by stage, ms (query vector cached; last column adds a real one)")
+    for key, rows in result["layouts"].items():
+        for r in rows:
+            extra = r.get("assemble_with_query_embedding")
+            stages.add_row(key, f"{r['items']:,}", *[f"{v['p50']:.2f} / {v['p95']:.2f}" for v in r["stages"].values()],
+                           f"{extra['p50']:.2f} / {extra['p95']:.2f}" if extra else "-")
+    console.print(stages)
     qe = result["query_embedding"]
     console.print(f"query embedding ({qe.get('embedder')}): " +
                   (f"p50 {qe['p50']} ms, p95 {qe['p95']} ms" if "p50" in qe else qe.get("error", "")))

@@ -20,6 +20,12 @@ Scenarios (`--scenario`, several allowed):
             store's items, every ACKed change set committed.
   concurrent  16 writer processes (`--writers`) commit change sets at once (agent-level and
             user-level items); no kill. Invariants: no lost or duplicated delta or version.
+  dream     `crystallise dream` over 90 failed runs in three scopes (agent, org, user), a few
+            critiques per scope per run, until no scope has work; the child prints ACK when a
+            scope's run finished. Invariants: the commit ones (working tree == HEAD, git <->
+            versions one-to-one, the playbook equals the store), no run left half-done after the
+            re-run, each trace's lesson in exactly one active item (never duplicated), the credit
+            of the item every run showed counted once per trace, watermarks at the last trace.
 
 Reported per scenario and store: runs, violations (must be 0), kills that landed inside a
 commit (BEGIN printed, ACK not), work acknowledged before the kill, wall time.
@@ -41,8 +47,8 @@ from typing import Any
 
 import click
 
-SCENARIOS = ("ingest", "commit", "concurrent")
-WORK = {"ingest": 400, "commit": 40}
+SCENARIOS = ("ingest", "commit", "concurrent", "dream")
+WORK = {"ingest": 400, "commit": 40, "dream": 90}
 AGENT = "faults"
 
 
@@ -56,6 +62,8 @@ def child(scenario: str, home_path: str, n: int, writer: int = 0) -> None:
     home = Home.open(home_path)
     if scenario == "ingest":
         _child_ingest(home, n)
+    elif scenario == "dream":
+        _child_dream(home, n)
     else:
         _child_commit(home, n, writer)
 
@@ -115,6 +123,72 @@ def _child_commit(home: Any, n: int, writer: int) -> None:
         _say("ACK", k)
 
 
+DREAM_SCOPES = ((AGENT, None, None), (AGENT, "acme", None), (AGENT, "acme", "u1"))
+
+
+def _dream_scope(n: int) -> tuple[str, str | None, str | None]:
+    return DREAM_SCOPES[n % len(DREAM_SCOPES)]
+
+
+def _seed_item_id(n: int) -> str:
+    return f"it_seed{n % len(DREAM_SCOPES)}"
+
+
+def _child_dream(home: Any, n: int) -> None:
+    """Seed (resumably) n failed runs showing one item per scope, then dream until no scope has work."""
+    import json as _json
+
+    from crystallise.backends import ScriptedBackend
+    from crystallise.context.curate import DreamPolicy
+    from crystallise.context.dream import dream
+    from crystallise.errors import NotFoundError
+    from crystallise.ledger import Committer
+    from crystallise.types import ChangeSet, Delta, Feedback, Item, Span, Trace, Verdict
+
+    committer = Committer(home)
+    for k in range(len(DREAM_SCOPES)):
+        agent, org, user = DREAM_SCOPES[k]
+        try:
+            home.store.get_item(_seed_item_id(k))
+            continue
+        except NotFoundError:
+            pass
+        level = "user" if user else "org" if org else "agent"
+        item = Item(id=_seed_item_id(k), text=f"Seeded lesson {k} that every run shows", kind="bullet", level=level,
+                    agent_id=agent, org_id=org, user_id=user, section="seed", source="review")
+        committer.commit(ChangeSet(id=f"cs_seed{k}", learner="faults", layer="context", summary=f"seed {k}",
+                                   deltas=[Delta(op="add", target="item", item_id=item.id, after=item.to_dict())],
+                                   verdict=Verdict(decision="accept", reason="fault bench seed")))
+    done = {t.metadata.get("n") for t in home.store.list_traces(limit=100_000)}
+    for i in range(n):
+        if i in done:
+            continue
+        agent, org, user = _dream_scope(i)
+        home.store.write_trace(Trace(
+            name="fault-dream", agent_id=agent, org_id=org, user_id=user, input=f"question {i} about topic {i % 4}",
+            output="wrong", metadata={"n": i},
+            spans=[Span("context", "retrieval", attributes={"shown_items": [_seed_item_id(i)]})],
+            feedback=[Feedback(trace_id="", score=0.0, correction="right")]))
+
+    WHAT = ["units", "sign", "base", "period"]
+
+    def reply(request: Any) -> str:  # four lessons per scope: adds first, then "the same lesson again"
+        topic = request.messages[-1].content.split("about topic ", 1)[1][:1]
+        return _json.dumps({"critique": "wrong", "deltas": [
+            {"op": "add", "text": f"Lesson for topic {topic}: check the {WHAT[int(topic)]}",
+             "section": "pitfalls"}]})
+
+    policy = DreamPolicy(max_critiques=2, unused_days=None, token_budget={"agent": None, "org": None, "user": None})
+    _say("READY")
+    for round_ in range(10_000):
+        _say("BEGIN", f"round{round_}")
+        report = dream(home, backend=ScriptedBackend(reply), policy=policy)
+        for s in report.scopes:
+            _say("ACK", s.run_id, s.status)
+        if not report.scopes:
+            break
+
+
 # -- the parent: kill, check, resume ----------------------------------------------------------------
 
 
@@ -145,20 +219,25 @@ def kill_run(scenario: str, home: Path, rng: random.Random, window_s: float, min
     time.sleep(rng.uniform(min_s, window_s))
     proc.send_signal(signal.SIGKILL)
     lines += _lines(proc)
-    acked = {int(x.split()[1]) for x in lines if x.startswith("ACK")}
-    begun = [int(x.split()[1]) for x in lines if x.startswith("BEGIN")]
-    in_flight = bool(begun) and begun[-1] not in acked
+    acked = {_work_id(x.split()[1]) for x in lines if x.startswith("ACK")}
+    marks = [x for x in lines if x.startswith(("BEGIN", "ACK"))]
+    in_flight = bool(marks) and marks[-1].startswith("BEGIN")  # killed between a BEGIN and its ACK
     problems = check(scenario, home, acked)
     # re-running completes the work
     resumed = _spawn(scenario, home, n)
     _lines(resumed)
     if resumed.returncode != 0:
         problems.append(f"re-run exited {resumed.returncode}")
-    problems += [f"after re-run: {p}" for p in check(scenario, home, set(range(n)), complete=True)]
+    everything = acked if scenario == "dream" else set(range(n))
+    problems += [f"after re-run: {p}" for p in check(scenario, home, everything, complete=True)]
     return {"acked": len(acked), "in_flight": in_flight, "problems": problems}
 
 
-def check(scenario: str, home_path: Path, acked: set[int], complete: bool = False) -> list[str]:
+def _work_id(text: str) -> Any:
+    return int(text) if text.isdigit() else text
+
+
+def check(scenario: str, home_path: Path, acked: set[Any], complete: bool = False) -> list[str]:
     """Invariants after a crash (see the module docstring); [] when all hold."""
     from crystallise.home import Home
 
@@ -169,6 +248,8 @@ def check(scenario: str, home_path: Path, acked: set[int], complete: bool = Fals
         from crystallise.ledger import Committer
 
         Committer(home)  # the recovery a user's next command would run
+        if scenario == "dream":
+            return _check_dream(home, acked, complete)
         return _check_commit(home, {(0, k) for k in acked}, complete, writers=1)
     finally:
         home.close()
@@ -245,6 +326,64 @@ def _check_commit(home: Any, acked: set[tuple[int, int]], complete: bool, writer
     return problems
 
 
+def _check_dream(home: Any, acked: set[str], complete: bool) -> list[str]:
+    import sqlalchemy as sa
+
+    from crystallise.ledger import TRAILER_CS, playbook_path, render_playbook
+    from crystallise.store.schema import item_usage
+
+    problems: list[str] = []
+    repo, store = home.repo, home.store
+    if repo._git("status", "--porcelain", "--untracked-files=all").decode().strip():
+        problems.append("working tree differs from HEAD")
+    if (repo.path / ".git" / "crystallise-journal.json").exists():
+        problems.append("an interrupted commit's journal was left behind")
+    versions = store.list_versions(limit=100_000)
+    numbers = sorted(v.number for v in versions)
+    if numbers != list(range(1, len(numbers) + 1)):
+        problems.append(f"version numbers are not 1..{len(numbers)}")
+    git_cs = Counter(c for info in repo.log(limit=100_000) for c in info.trailers.get(TRAILER_CS, []))
+    by_cs = Counter(v.changeset_id for v in versions)
+    problems += [f"change set {c}: {n} versions" for c, n in by_cs.items() if n > 1]
+    problems += [f"change set {c}: {n} git commits" for c, n in git_cs.items() if n > 1]
+    problems += [f"git commit for {c} has no version" for c in set(git_cs) - set(by_cs)]
+    for level, owner in (("agent", AGENT), ("org", "acme")):
+        kw = {"agent": AGENT} if level == "agent" else {"org": "acme"}
+        held = store.query_items(levels=(level,), status=("active", "retired", "quarantined", "candidate"),
+                                 limit=100_000, **kw)
+        if held and repo.read(playbook_path(level, owner), at="HEAD") != render_playbook(level, owner, held):
+            problems.append(f"the {level} playbook at HEAD disagrees with the store")
+    runs = store.list_dream_runs(limit=100_000)
+    status = {r["id"]: r["status"] for r in runs}
+    problems += [f"run {a} acknowledged but recorded {status.get(a)!r}" for a in acked
+                 if status.get(a) in (None, "planned", "abandoned")]
+    if complete and any(s == "planned" for s in status.values()):
+        problems.append("a dream run is still half-done after the re-run")
+    traces = store.list_traces(name="fault-dream", limit=100_000)
+    with store.engine.connect() as conn:
+        usage = Counter(r.item_id for r in conn.execute(sa.select(item_usage.c.item_id)))
+    for k, (agent, org, user) in enumerate(DREAM_SCOPES):
+        mine = [t for t in traces if (t.agent_id, t.org_id, t.user_id) == (agent, org, user)]
+        items = store.query_items(agent=agent, org=org, user=user, levels=("user" if user else "org" if org else
+                                                                         "agent",), limit=100_000)
+        taught = Counter(p for it in items for p in it.provenance)
+        problems += [f"trace {t.id} taught {taught[t.id]} active items" for t in mine if taught[t.id] > 1]
+        seed = store.get_item(_seed_item_id(k))
+        if seed.harmful != usage[seed.id]:
+            problems.append(f"seed {k}: harmful {seed.harmful} but {usage[seed.id]} runs credited it")
+        if complete:
+            problems += [f"trace {t.id} taught nothing after the re-run" for t in mine if taught[t.id] != 1]
+            if seed.harmful != len(mine):
+                problems.append(f"seed {k}: credited {seed.harmful} times for {len(mine)} runs")
+            from crystallise.context.dream import scope_key
+            from crystallise.types import Scope
+
+            mark = store.get_watermark(f"dream/{scope_key(Scope(agent=agent, org=org, user=user))}")
+            if mine and mark != max(t.seq or 0 for t in mine):
+                problems.append(f"scope {k}: watermark {mark}, last trace {max(t.seq or 0 for t in mine)}")
+    return problems
+
+
 def concurrent_run(home: Path, writers: int, per_writer: int) -> dict[str, Any]:
     """`writers` processes commit at once; every delta and version exactly once."""
     t0 = time.perf_counter()
@@ -288,7 +427,7 @@ def new_home(root: Path, store: str, pg: Any) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(scenarios: tuple[str, ...], stores: tuple[str, ...], runs: int, writers: int, per_writer: int,
             seed: int, as_json: bool) -> None:
-    """Kill -9 during ingest and commit at random points; check consistency and resumption."""
+    """Kill -9 during ingest, commit and dream at random points; check consistency and resumption."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -306,7 +445,8 @@ def command(scenarios: tuple[str, ...], stores: tuple[str, ...], runs: int, writ
             raise click.UsageError(f"cannot start PostgreSQL: {reason}")
         pg = PostgresServer.start()
     summary: dict[str, Any] = {"runs": runs, "seed": seed, "results": []}
-    windows = {"ingest": 1.0, "commit": 1.5}  # well inside the time the work takes, so kills land mid-work
+    # well inside the time the work takes, so kills land mid-work
+    windows = {"ingest": 1.0, "commit": 1.5, "dream": 2.0}
     try:
         with tempfile.TemporaryDirectory(prefix="crystallise-faults-") as tmp, Progress(console=console) as bar:
             root = Path(tmp)

@@ -6,7 +6,9 @@ For each sample (one long conversation between two people):
   2. learn: memories from the trace through the normal write path — a change set of
      user-level item deltas committed by the `Committer` (the store's ledger, never git);
      one item per turn: "<speaker> (<session date>): <text> [photo: <caption>]", with
-     the turn's dia_id in `meta["dia_ids"]` and the trace in its provenance
+     the turn's dia_id in `meta["dia_ids"]`, the session date in `meta["observed_at"]` and
+     the trace in its provenance; with `--turn-context` (default) the turns before and
+     after it in `meta["context"]`: matched by BM25, never shown or embedded (index.py)
   3. retrieve: for each question, `retrieve.search(question, user=<sample_id>)`; an item
      counts for the evidence turns it came from (its dia_ids)
   4. score (the official RAG evidence recall): recall@k = |evidence ∩ dia_ids of the top k| / |evidence|,
@@ -79,8 +81,15 @@ def questions(sample: dict[str, Any], valid: set[str]) -> list[dict[str, Any]]:
     return out
 
 
-def learn_conversation(home: Any, sample: dict[str, Any], kind: str) -> int:
+def turn_context(turns: list[dict[str, Any]], i: int, width: int) -> str:
+    """The `width` turns before and after turn i of one session, as "<speaker>: <text>" lines."""
+    near = turns[max(0, i - width) : i] + turns[i + 1 : i + 1 + width]
+    return "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in near)
+
+
+def learn_conversation(home: Any, sample: dict[str, Any], kind: str, context_width: int = 2) -> int:
     """Ingest one sample as traces of its user and commit its memories; returns the items written."""
+    from crystallise.context.query_dates import parse_date
     from crystallise.ledger import Committer
     from crystallise.types import ChangeSet, Delta, Item, Scope, Trace, Verdict
 
@@ -88,14 +97,24 @@ def learn_conversation(home: Any, sample: dict[str, Any], kind: str) -> int:
     committer = Committer(home)
     written = 0
     for n, date, turns in sessions(sample):
+        when = parse_date(date)  # the session's date: when these things were said
         trace = Trace(name="conversation", agent_id="locomo", user_id=user, session_id=f"{user}-s{n}",
                       input=[{"dia_id": t.get("dia_id"), "speaker": t.get("speaker"), "text": t.get("text")}
                              for t in turns], metadata={"session": n, "date": date})
+        if when is not None:
+            trace.started_at = when
         trace = home.store.write_trace(trace)
-        items = [Item(text=turn_text(t, date), kind=kind, level="user", agent_id="locomo", user_id=user,
-                      section="conversation", source="user", provenance=[trace.id],
-                      meta={"dia_ids": [t["dia_id"]], "session": n, "date": date})
-                 for t in turns if t.get("dia_id")]
+        items = []
+        for i, t in enumerate(turns):
+            if not t.get("dia_id"):
+                continue
+            meta: dict[str, Any] = {"dia_ids": [t["dia_id"]], "session": n, "date": date}
+            if when is not None:
+                meta["observed_at"] = when
+            if context_width > 0:
+                meta["context"] = turn_context(turns, i, context_width)
+            items.append(Item(text=turn_text(t, date), kind=kind, level="user", agent_id="locomo", user_id=user,
+                              section="conversation", source="user", provenance=[trace.id], meta=meta))
         cs = ChangeSet(learner="memories", layer="context", scope=Scope(agent="locomo", user=user),
                        deltas=[Delta(op="add", target="item", item_id=i.id, after=i.to_dict(),
                                      reason="memory from the user's conversation") for i in items],
@@ -197,14 +216,18 @@ def _report(result: dict[str, Any], out: Path) -> None:
 @click.option("--follow-links", is_flag=True, help="Also rank the items linked to the top hits (one hop).")
 @click.option("--kind", type=click.Choice(["note", "memory"]), default="note", show_default=True,
               help="Item kind of the learned memories (notes get links).")
+@click.option("--turn-context", "context_width", type=int, default=2, show_default=True,
+              help="Turns before and after each turn indexed with it for BM25 (meta.context); 0 = none.")
+@click.option("--no-dates", is_flag=True, help="Ignore dates named in the questions (no date list).")
 @click.option("--embedder", default=None, help="auto, minilm, hash (default: the home's, else auto).")
 @click.option("--limit", type=int, default=None, help="Use the first N samples.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/locomo"), show_default=True)
 @click.option("--compare", is_flag=True,
               help="Also score the other modes (lexical, vector, hybrid with/without links) on the same home.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: str, embedder: str | None,
-            limit: int | None, out_dir: Path, compare: bool, as_json: bool) -> None:
+def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: str, context_width: int,
+            no_dates: bool, embedder: str | None, limit: int | None, out_dir: Path, compare: bool,
+            as_json: bool) -> None:
     """LoCoMo: Recall@k of retrieved memories against the questions' evidence turns."""
     import os
 
@@ -224,7 +247,10 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
         raise ValidationError(f"--k must be comma-separated integers like 5,10,25, not {ks_text!r}") from None
     if not ks or ks[0] < 1:
         raise ValidationError("--k needs at least one positive cut-off")
+    if context_width < 0:
+        raise ValidationError(f"--turn-context must be 0 or more, not {context_width}")
     samples = load_samples(data_path)[:limit]
+    dates = not no_dates
     if embedder:
         os.environ[ENV_EMBEDDER] = embedder
     start = time.perf_counter()
@@ -233,9 +259,9 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
     embed_ms: list[float] = []
     n_items = 0
     links_written = 0
-    variants = {f"{m}{' + links' if links else ''}": (m, links) for m in ("hybrid", "lexical", "vector")
-                for links in (False, True) if compare and (m, links) != (mode, follow_links)
-                and (m == "hybrid" or not links)}
+    variants = {f"{m}{' + links' if links else ''}{'' if d else ', no dates'}": (m, links, d)
+                for m in ("hybrid", "lexical", "vector") for links in (False, True) for d in (True, False)
+                if compare and (m, links, d) != (mode, follow_links, dates) and (m == "hybrid" or not links)}
     compared: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="locomo-home-") as tmp:
         home = Home.init(Path(tmp) / "home")
@@ -245,7 +271,7 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
         with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
             job = bar.add_task("ingest", total=len(samples))
             for sample in samples:
-                n_items += learn_conversation(home, sample, kind)
+                n_items += learn_conversation(home, sample, kind, context_width)
                 bar.update(job, advance=1, description=f"ingest {sample.get('sample_id')}")
             index = index_for(home.store, emb)
             embed_job = bar.add_task(f"embed ({emb.name})", total=n_items)
@@ -272,12 +298,12 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
                 crystallise.context(agent="locomo", user=user, query=q["question"], mode=mode,
                                     follow_links=follow_links, home=home)
                 assembly_ms.append((time.perf_counter() - t0) * 1e3)
-                rows.append({"category": q["category"], "recall": _recall(
+                rows.append({"category": q["category"], "sample": user, "recall": _recall(
                     search(q["question"], agent="locomo", user=user, k=max(ks), mode=mode,  # type: ignore[arg-type]
-                           follow_links=follow_links, home=home), q["evidence"], ks)})
-                for name, (m, links) in variants.items():
+                           follow_links=follow_links, dates=dates, home=home), q["evidence"], ks)})
+                for name, (m, links, d) in variants.items():
                     hits = search(q["question"], agent="locomo", user=user, k=max(ks), mode=m,  # type: ignore[arg-type]
-                                  follow_links=links, home=home)
+                                  follow_links=links, dates=d, home=home)
                     compared[name].append({"category": q["category"], "recall": _recall(hits, q["evidence"], ks)})
                 bar.update(qjob, advance=1)
                 if not console.is_terminal and (i + 1) % max(1, len(qs) // 10) == 0:
@@ -285,10 +311,13 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
                                 f"{statistics.fmean(r['recall'][ks[-1]] for r in rows):.3f}")
         home.close()
     result = score(rows, ks)
+    result["by_sample"] = {sid: score([r for r in rows if r["sample"] == sid], ks)["recall"]
+                           for sid in dict.fromkeys(r["sample"] for r in rows)}
     result.update({
         "assembly_ms_p50": round(pct(assembly_ms, 0.5), 2), "assembly_ms_p95": round(pct(assembly_ms, 0.95), 2),
         "embed_ms_p50": round(pct(embed_ms, 0.5), 2), "embed_ms_p95": round(pct(embed_ms, 0.95), 2),
         "floor": floor(samples, ks), "mode": mode, "follow_links": follow_links, "kind": kind,
+        "turn_context": context_width, "dates": dates,
         "embedder": emb.name, "items": n_items, "samples": len(samples), "links": links_written,
         "wall_s": round(time.perf_counter() - start, 1),
     })

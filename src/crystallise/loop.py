@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
-from crystallise.context.reflect import ReflectionLearner, credit
+from crystallise.context.credit import record_credit
+from crystallise.context.reflect import ReflectionLearner
 from crystallise.errors import ProtectedError, ValidationError
 from crystallise.governance import canary as canary_mod
 from crystallise.governance.canary import CanaryPolicy
@@ -295,9 +296,7 @@ class Loop:
         if not fresh:
             return report
         self.shadow.flush()
-        helpful, harmful = credit(fresh)
-        for item_id in set(helpful) | set(harmful):
-            self.store.bump_items([item_id], helpful=helpful[item_id], harmful=harmful[item_id])
+        record_credit(self.store, fresh)  # once per (trace, item): the dreamer credits the same traces
         history = self.store.list_traces(name=self.spec.name, org=org, limit=100_000, with_children=True)
         self._seq = {t.id: t.seq or 0 for t in history}
         canary_running = self._canary_step(history, report)

@@ -12,6 +12,7 @@
     crystallise serve                     HTTP API + OTLP ingest (the `serve` extra)
     crystallise weights export|train|...  LoRA adapters (the `weights` extra)
     crystallise review|changesets         proposals waiting for a person; every change set
+    crystallise dream                     offline learning over the traces since the last dream
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 
 
 from crystallise.cli import bench as _bench  # noqa: E402
+from crystallise.cli import dream as _dream  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
 from crystallise.cli import mcp as _mcp  # noqa: E402
@@ -149,6 +151,7 @@ _skills.register(main)
 _weights.register(main)
 _review.register(main)
 _tasks.register(main)
+_dream.register(main)
 _mcp.register(main)
 
 __all__ = ["main"]

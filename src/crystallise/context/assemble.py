@@ -20,6 +20,7 @@ the skills loaded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -98,6 +99,7 @@ def assemble(
     else:
         rest = store.query_items(agent=agent, org=org, user=user, kind=kind, limit=1000)
         ranked = sorted(rest, key=lambda i: (_LEVEL_ORDER.get(i.level, 3), -(i.helpful - i.harmful)))
+    t_pack = time.perf_counter()
     chosen: list[Item] = []
     used = 0
     for it in ranked:
@@ -131,8 +133,10 @@ def assemble(
             lines += [body, ""]
             used += cost
             loaded.append(skill.name)
+    timings["pack_ms"] = (time.perf_counter() - t_pack) * 1e3
     pack = ContextPack(text="\n".join(lines).strip(), items=chosen, tokens=used, skills_loaded=loaded,
                        timings=timings)
+    t_record = time.perf_counter()
     t = current_trace()
     if t is not None:
         with t.span("context", "retrieval", input={"query": query, "budget_tokens": budget_tokens}) as s:
@@ -142,4 +146,5 @@ def assemble(
             s.output = {"tokens": used, "items": len(chosen)}
     if chosen:
         store.bump_items(pack.item_ids, shown=1)
+    timings["record_ms"] = (time.perf_counter() - t_record) * 1e3
     return pack

@@ -76,6 +76,8 @@ class BM25Index:
         self._doc_terms: dict[int, Counter[str]] = {}
         self._lengths = np.zeros(1024, dtype=np.float32)
         self._total = 0.0
+        self._weights: dict[str, np.ndarray] = {}  # term -> BM25 weight per posting, for the current corpus
+        self._weights_n = -1  # the document count those weights were computed for (any change clears them)
 
     def __len__(self) -> int:
         return len(self._doc_terms)
@@ -93,6 +95,7 @@ class BM25Index:
         length = float(sum(counts.values()))
         self._lengths[slot] = length
         self._total += length
+        self._weights.clear()
         for term, tf in counts.items():
             slots, tfs = self._post.setdefault(term, ([], []))
             slots.append(slot)
@@ -105,6 +108,7 @@ class BM25Index:
             return
         self._total -= float(self._lengths[slot])
         self._lengths[slot] = 0.0
+        self._weights.clear()
         for term in counts:
             slots, tfs = self._post[term]
             i = slots.index(slot)
@@ -124,33 +128,46 @@ class BM25Index:
             self._arrays[term] = hit
         return hit
 
+    def _weight(self, term: str, n: int, avg: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(slots, BM25 weights) of one term's postings, cached until the corpus changes.
+
+        The weights depend on N, df and the average length, which only move on add/remove,
+        so a query on an unchanged index is gathers and one sum (the hot path).
+        """
+        post = self._postings(term)
+        if post is None:
+            return None
+        w = self._weights.get(term)
+        if w is None:
+            slots, tf = post
+            df = len(slots)
+            idf = np.log1p((n - df + 0.5) / (df + 0.5))
+            norm = self.k1 * (1.0 - self.b + self.b * self._lengths[slots] / avg)
+            w = self._weights[term] = (idf * tf * (self.k1 + 1.0) / (tf + norm)).astype(np.float32)
+        return post[0], w
+
     def scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, scores) of every document matching at least one query term, unordered."""
+        """(slots, scores) of every document matching at least one query term, in slot order."""
         n = len(self._doc_terms)
         qterms = list(dict.fromkeys(terms(query)))
         if n == 0 or not qterms:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         avg = self._total / n if self._total > 0 else 1.0
-        parts_s: list[np.ndarray] = []
-        parts_w: list[np.ndarray] = []
-        for term in qterms:
-            post = self._postings(term)
-            if post is None:
-                continue
-            slots, tf = post
-            df = len(slots)
-            idf = np.log1p((n - df + 0.5) / (df + 0.5))
-            norm = self.k1 * (1.0 - self.b + self.b * self._lengths[slots] / avg)
-            parts_s.append(slots)
-            parts_w.append((idf * tf * (self.k1 + 1.0) / (tf + norm)).astype(np.float32))
-        if not parts_s:
+        parts = [p for p in (self._weight(t, n, avg) for t in qterms) if p is not None]
+        if not parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        all_slots = np.concatenate(parts_s)
-        all_w = np.concatenate(parts_w)
-        if len(parts_s) == 1:
-            return all_slots, all_w
-        uniq, inverse = np.unique(all_slots, return_inverse=True)
-        return uniq, np.bincount(inverse, weights=all_w).astype(np.float32)
+        if len(parts) == 1:
+            return parts[0]
+        total = sum(len(p[0]) for p in parts)
+        if total * 8 < len(self._lengths):  # few postings: sorting them beats a pass over every slot
+            all_slots = np.concatenate([p[0] for p in parts])
+            uniq, inverse = np.unique(all_slots, return_inverse=True)
+            return uniq, np.bincount(inverse, weights=np.concatenate([p[1] for p in parts])).astype(np.float32)
+        acc = np.zeros(len(self._lengths), dtype=np.float32)  # dense accumulator: O(postings + slots), no sort
+        for slots, w in parts:
+            acc[slots] += w  # a term's slots are distinct, so fancy-index += is exact
+        hit = np.flatnonzero(acc)
+        return hit, acc[hit]
 
     def search(self, query: str, k: int, allowed: Iterable[int] | None = None) -> list[tuple[int, float]]:
         """The best `k` (slot, score) pairs, best first; `allowed` restricts the slots."""

@@ -6,7 +6,9 @@
     2. lexical list: BM25 over each visible block (user, org, agent)          lexical.py
        vector list:  cosine of the query embedding against the same blocks    index.py
     3. fuse: score(item) = sum over lists of 1 / (RRF_K + rank in that list)   (RRF, K = 60)
-       optional third list, follow_links=True: the items linked to the top hits (one hop)
+       date list, when the query names a date ("in May 2023", "on 7 July, 2023"): the
+       candidates of the lists above observed in that window, in fused order (query_dates.py)
+       optional list, follow_links=True: the items linked to the top hits (one hop)
     4. order by fused score; ties go to the higher-precedence scope (user > org > agent)
     5. re-read the winners from the store and drop anything no longer active or not
        visible to this scope: the index is a cache, the store is the truth
@@ -28,6 +30,7 @@ from typing import Any, Literal
 
 from crystallise.context.embed import Embedder, embedder_for
 from crystallise.context.index import KINDS, block_key, index_for, visible_keys
+from crystallise.context.query_dates import date_window
 from crystallise.errors import ValidationError
 from crystallise.home import Home
 from crystallise.types import Item, now
@@ -88,12 +91,14 @@ def search(
     home: Home | None = None,
     embedder: Embedder | None = None,
     timings: dict[str, float] | None = None,
+    dates: bool = True,
 ) -> list[Hit]:
     """The `k` best items for `query` visible to the scope, as `Hit`s (see the module docstring).
 
     `depth` is how far down each list fusion looks (default max(50, 4k)); `as_of` serves
-    what was valid at that time (default: now, superseded items hidden); `timings`, if
-    given, receives `sync_ms`, `embed_ms` (the query embedding), `search_ms`, `fetch_ms`.
+    what was valid at that time (default: now, superseded items hidden); `dates=False`
+    ignores dates named in the query; `timings`, if given, receives `sync_ms`, `embed_ms`
+    (the query embedding), `search_ms`, `fetch_ms`.
     """
     _check(query, k, mode, agent, org, user)
     kinds = _kinds(kind)
@@ -127,6 +132,10 @@ def search(
             scored.sort(key=lambda p: (-p[0], p[1], p[2]))  # equal similarity: user > org > agent
             lists["vector"] = [i for _, _, i in scored[:depth]]
         fused, ranks = _fuse(lists)
+        window = date_window(query) if dates else None
+        if window is not None and fused:
+            lists["date"] = _date_list(index, fused, window)
+            fused, ranks = _fuse(lists)
         level = {i: index.where[i][0] for i in fused}
     order = sorted(fused, key=lambda i: (-fused[i], _LEVEL_ORDER[level[i]], i))
     if follow_links and order:
@@ -155,6 +164,20 @@ def _fuse(lists: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, dict
             fused[item_id] = fused.get(item_id, 0.0) + 1.0 / (RRF_K + rank)
             ranks.setdefault(item_id, {})[family] = min(rank, ranks.get(item_id, {}).get(family, rank))
     return fused, ranks
+
+
+def _date_list(index: Any, fused: dict[str, float], window: tuple[float, float]) -> list[str]:
+    """The fused candidates observed inside `window`, best first: one more list to fuse, not a filter."""
+    lo, hi = window
+    inside = []
+    for item_id in sorted(fused, key=lambda i: (-fused[i], i)):
+        key = index.where.get(item_id)
+        if key is None:
+            continue
+        block = index.blocks[key]
+        if lo <= block.when[block.slot_of[item_id]] < hi:
+            inside.append(item_id)
+    return inside
 
 
 def _link_list(store: Any, index: Any, top: list[str], masks: dict, agent: str, org: str | None,

@@ -295,11 +295,64 @@ def m003_retrieval(conn: Connection) -> None:
     md.tables["item_links"].create(conn)
 
 
+def m004_dream(conn: Connection) -> None:
+    """Offline dreaming (context/dream.py): usage/credit log, dream-run records, processed traces.
+
+    item_usage: one row per (trace, item shown in it) with the outcome it earned (1 helpful,
+    -1 harmful, 0 none) and when the trace ran; credit is bumped only for a newly inserted
+    row, so crediting a trace twice (a re-run, a crash, the loop and the dreamer both) counts
+    once, and "unused for a window" reads the latest `at`. dream_runs: one row per scope per
+    dream run (what it read, counts per delta kind, the change set and version). dream_traces:
+    the traces a scope's dream has processed, so a re-run over them (`--since`) proposes nothing.
+    Columns are named by the deletion convention (trace_id, item_id, user_id + org_id), so
+    deleting a user deletes their rows here too.
+    """
+    md = sa.MetaData()
+    sa.Table(
+        "item_usage", md,
+        sa.Column("trace_id", sa.Text, primary_key=True),
+        sa.Column("item_id", sa.Text, primary_key=True),
+        sa.Column("outcome", sa.Integer, nullable=False),
+        sa.Column("at", sa.Double, nullable=False),
+        sa.Index("ix_item_usage_item_id", "item_id", "at"),
+    )  # fmt: skip
+    sa.Table(
+        "dream_runs", md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("batch_id", sa.Text, nullable=False),
+        sa.Column("scope_key", sa.Text, nullable=False),
+        sa.Column("level", sa.Text, nullable=False),
+        sa.Column("agent_id", sa.Text, nullable=False),
+        sa.Column("org_id", sa.Text),
+        sa.Column("user_id", sa.Text),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("since_seq", sa.BigInteger, nullable=False),
+        sa.Column("until_seq", sa.BigInteger, nullable=False),
+        sa.Column("changeset_id", sa.Text),
+        sa.Column("version", sa.Integer),
+        sa.Column("report", sa.Text),
+        sa.Column("started_at", sa.Double, nullable=False),
+        sa.Column("finished_at", sa.Double),
+        sa.Index("ix_dream_runs_scope_key", "scope_key", "started_at"),
+        sa.Index("ix_dream_runs_started_at", "started_at"),
+    )  # fmt: skip
+    sa.Table(
+        "dream_traces", md,
+        sa.Column("scope_key", sa.Text, primary_key=True),
+        sa.Column("trace_id", sa.Text, primary_key=True),
+        sa.Column("run_id", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Index("ix_dream_traces_trace_id", "trace_id"),
+    )  # fmt: skip
+    md.create_all(conn)
+
+
 # Append only. Never edit, reorder or remove a shipped entry.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", m001_initial),
     ("context_core", m002_context_core),
     ("retrieval", m003_retrieval),
+    ("dream", m004_dream),
 ]
 
 

@@ -26,9 +26,12 @@ import sqlalchemy as sa
 
 __all__ = [
     "changesets",
+    "dream_runs",
+    "dream_traces",
     "feedback",
     "item_deltas",
     "item_links",
+    "item_usage",
     "item_vectors",
     "items",
     "metadata",
@@ -245,4 +248,49 @@ item_links = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Index("ix_item_links_dst_id", "dst_id"),
+)
+
+# Dreaming (migration "dream", context/dream.py): the usage/credit log — one row per (trace, item
+# shown in it), credit bumped only when the row is new, so crediting is idempotent — the dream-run
+# records, and the traces each scope's dream has processed.
+item_usage = sa.Table(
+    "item_usage",
+    metadata,
+    sa.Column("trace_id", sa.Text, primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("outcome", sa.Integer, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Index("ix_item_usage_item_id", "item_id", "at"),
+)
+
+dream_runs = sa.Table(
+    "dream_runs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("batch_id", sa.Text, nullable=False),
+    sa.Column("scope_key", sa.Text, nullable=False),
+    sa.Column("level", sa.Text, nullable=False),
+    sa.Column("agent_id", sa.Text, nullable=False),
+    sa.Column("org_id", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("since_seq", sa.BigInteger, nullable=False),
+    sa.Column("until_seq", sa.BigInteger, nullable=False),
+    sa.Column("changeset_id", sa.Text),
+    sa.Column("version", sa.Integer),
+    sa.Column("report", sa.Text),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("finished_at", sa.Double),
+    sa.Index("ix_dream_runs_scope_key", "scope_key", "started_at"),
+    sa.Index("ix_dream_runs_started_at", "started_at"),
+)
+
+dream_traces = sa.Table(
+    "dream_traces",
+    metadata,
+    sa.Column("scope_key", sa.Text, primary_key=True),
+    sa.Column("trace_id", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_dream_traces_trace_id", "trace_id"),
 )

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from crystallise.errors import CrystalliseError, NotFoundError, ValidationError
-from crystallise.store import codec, userdata
+from crystallise.store import codec, dreams, userdata
 from crystallise.store.base import Redactor
 from crystallise.store import vectors as vec
 from crystallise.store.deltas import apply_deltas
@@ -711,6 +711,58 @@ class SqlStore:
                 except CrystalliseError as error:
                     results[i] = error
         return [r if r is not None else ValidationError("not written") for r in results]
+
+    # -- dreaming: usage/credit log, dream runs, processed traces (context/dream.py, m004) -----------
+
+    def record_usage(self, rows: Sequence[tuple[str, str, int, float]], *,
+                     watermark: tuple[str, int] | None = None) -> dict[str, int]:
+        """Log (trace, item shown, outcome 1|-1|0, at) rows and credit the new ones, atomically with
+        an optional watermark move; a pair logged before credits nothing (store/dreams.py)."""
+        with self._write("recording item usage") as conn:
+            counts = dreams.insert_usage(conn, rows)
+            if watermark is not None:
+                conn.execute(self._upsert(watermarks, {"name": watermark[0], "value": int(watermark[1]),
+                                                       "updated_at": now()}, "name"))
+        return counts
+
+    def usage_pairs(self, trace_ids: Sequence[str]) -> set[tuple[str, str]]:
+        with self._read("reading item usage") as conn:
+            return dreams.usage_pairs(conn, trace_ids)
+
+    def last_used(self, item_ids: Sequence[str]) -> dict[str, float]:
+        """Item id -> the latest time it was shown in a logged trace."""
+        with self._read("reading when items were last used") as conn:
+            return dreams.last_used(conn, item_ids)
+
+    def trace_scopes(self) -> list[tuple[str, str | None, str | None, int]]:
+        """(agent, org, user, max seq) per group of traces."""
+        with self._read("listing trace scopes") as conn:
+            return dreams.trace_scopes(conn)
+
+    def watermarks_with_prefix(self, prefix: str) -> dict[str, int]:
+        with self._read(f"reading watermarks {prefix}*") as conn:
+            return dreams.watermarks_with_prefix(conn, prefix)
+
+    def dream_processed(self, scope_key: str, trace_ids: Sequence[str]) -> set[str]:
+        """Which of `trace_ids` the dream of `scope_key` has processed."""
+        with self._read("reading processed traces") as conn:
+            return dreams.processed(conn, scope_key, trace_ids)
+
+    def save_dream_run(self, run: dict[str, Any]) -> None:
+        with self._write(f"saving dream run {run.get('id')}") as conn:
+            dreams.save_run(conn, run)
+
+    def finish_dream_run(self, run: dict[str, Any], *, watermark: str, value: int, trace_ids: Sequence[str]) -> None:
+        """The run's final row, its processed traces and the scope's watermark, in one transaction."""
+        with self._write(f"finishing dream run {run.get('id')}") as conn:
+            dreams.finish_run(conn, run, watermark=watermark, value=value, trace_ids=trace_ids)
+
+    def list_dream_runs(self, *, scope_key: str | None = None, status: str | None = None,
+                        limit: int = 50) -> list[dict[str, Any]]:
+        """Dream-run records, newest first (what each run read, did and committed)."""
+        _check_limit(limit)
+        with self._read("listing dream runs") as conn:
+            return dreams.list_runs(conn, scope_key=scope_key, status=status, limit=limit)
 
 
 class _BatchConflict(Exception):

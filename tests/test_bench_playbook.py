@@ -1,0 +1,70 @@
+"""bench/playbook.py: the three arms run, and dreaming keeps a smaller playbook than add-only.
+
+A scripted model that answers right only when a lesson about the question's formula is in its
+prompt, and a scripted critic that words each lesson one of two ways (near-duplicates): the
+add-only playbook keeps both wordings of every lesson, the dream arm merges them and is served
+only the relevant ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from crystallise.backends import ScriptedBackend
+from crystallise.home import Home
+
+_spec = importlib.util.spec_from_file_location("crystallise_bench_playbook",
+                                               Path(__file__).resolve().parents[1] / "bench" / "playbook.py")
+playbook = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(playbook)
+
+FORMULAS = ["Current Ratio", "Quick Ratio", "Debt Ratio", "Gross Margin", "Asset Turnover", "Payout Ratio"]
+
+
+def records() -> list[dict[str, Any]]:
+    return [{"context": f"Use formula {FORMULAS[i % 6]} to answer the question. Question: case {i}. Answer:",
+             "target": str(float(i))} for i in range(36)]
+
+
+def model(request: Any) -> str:
+    """Right when the prompt holds a lesson about the formula, except on every third case (two formulas)."""
+    system, question = request.messages[0].content, request.messages[-1].content
+    name = re.search(r"Use formula (.+?) to answer", question).group(1)
+    hard = int(re.search(r"case (\d+)", question).group(1)) % 3 == 0
+    return request.metadata["record"]["target"] if f"lesson for {name.lower()}" in system.lower() and not hard else "-1"
+
+
+def critic(request: Any) -> str:
+    """The same lesson, worded one of two ways (by the case)."""
+    prompt = request.messages[-1].content
+    name = re.search(r"Use formula (.+?) to answer", prompt).group(1)
+    case = int(re.search(r"case (\d+)", prompt).group(1))
+    text = (f"Lesson for {name}: apply the {name} formula to the figures given" if case // 6 % 2 == 0 else
+            f"Lesson for {name}: apply {name} formula to the given figures")
+    return json.dumps({"critique": "did not know the formula", "deltas": [{"op": "add", "text": text,
+                                                                             "section": "strategies"}]})
+
+
+def test_dreaming_matches_add_only_at_a_fraction_of_the_tokens(tmp_path: Path) -> None:
+    home = Home.init(tmp_path / "home")
+    try:
+        series = playbook.run_arms(records(), ScriptedBackend(model), ScriptedBackend(critic), home, learn_every=6,
+                                   budget=400, context_tokens=25)
+    finally:
+        home.close()
+    result = playbook.summarise(series)
+    assert result["accuracy"]["none"] == 0.0
+    assert result["gain"]["dream"] >= result["gain"]["add_only"] > 0
+    assert result["playbook_tokens_final"]["dream"] < result["playbook_tokens_final"]["add_only"]
+    assert result["context_token_ratio"] <= 0.5 and result["goal_met"]
+    # two formulas keep failing (hard cases), so both wordings of their lessons reach the add-only playbook;
+    # the dream arm holds each helpful lesson once and forgot the two that were shown in failure after failure
+    assert len(series["add_only_playbook"]) == 8
+    assert sorted(t.split(":")[0] for t in series["dream_playbook"]) == [
+        f"Lesson for {n}" for n in sorted(set(FORMULAS) - {"Current Ratio", "Gross Margin"})]
+    playbook.write(tmp_path / "out", series, result, "scripted")
+    assert (tmp_path / "out" / "tokens.png").stat().st_size > 1000
