@@ -27,6 +27,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from crystallise.context.guard import guard_changeset
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
 from crystallise.governance.protect import APPEND_ONLY, check_protected, is_protected_path
 from crystallise.governance.review import PendingReview, load_rules, requires_review
@@ -91,12 +92,14 @@ class Committer:
             cs.deltas = [redactor.redact_delta(d) for d in cs.deltas]
         if _user_level(cs):
             self._hold_for_review(cs)  # a review rule for user-level learning holds these too
+            guard_changeset(cs)  # a learned item never goes live with instruction-like text (context/guard.py)
             return self._commit_user(cs)
         # One committer at a time (threads and processes): the protection and staleness checks,
         # the rendered playbooks, the git commit and the version number all see the same state.
         with self.repo.transaction():
             self._refuse_protected(cs)
             self._hold_for_review(cs)
+            guard_changeset(cs)
             return self._commit_locked(cs)
 
     def _commit_user(self, cs: ChangeSet) -> Version:

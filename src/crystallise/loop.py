@@ -290,12 +290,14 @@ class Loop:
         report = LearnReport()
         mark = f"loop:{self.spec.name}"
         since = self.store.get_watermark(mark)
-        fresh = self.store.list_traces(name=self.spec.name, after_seq=since, limit=100_000, with_children=True)
+        org = self.config.scope.org  # an org's loop learns from that org's runs only (None: every run of the task)
+        fresh = self.store.list_traces(name=self.spec.name, org=org, after_seq=since, limit=100_000,
+                                       with_children=True)
         if not fresh:
             return report
         self.shadow.flush()
         record_credit(self.store, fresh)  # once per (trace, item): the dreamer credits the same traces
-        history = self.store.list_traces(name=self.spec.name, limit=100_000, with_children=True)
+        history = self.store.list_traces(name=self.spec.name, org=org, limit=100_000, with_children=True)
         self._seq = {t.id: t.seq or 0 for t in history}
         canary_running = self._canary_step(history, report)
         if self.config.lifecycle and not canary_running:
@@ -322,6 +324,7 @@ class Loop:
             cs = propose()
             if cs is None:
                 continue
+            self._own(cs)
             self._new_program_starts_at_g4(cs)
             report.proposed.append(cs)
             version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
@@ -329,6 +332,13 @@ class Loop:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))
         return report
+
+    def _own(self, cs: ChangeSet) -> None:
+        """An org's loop learned `cs` from that org's runs: the change set says so (its scope), so the API
+        shows it, and its evidence (inputs, answers), to that org's keys only (routes_versions._sees)."""
+        s = self.config.scope
+        if s.org is not None and cs.scope == Scope():
+            cs.scope = Scope(agent=s.agent, org=s.org)
 
     def _new_program_starts_at_g4(self, cs: ChangeSet) -> None:
         """A change set that replaces the program of a G5 task puts it back to G4: the new code earns
@@ -367,6 +377,7 @@ class Loop:
         cs = lifecycle.lifecycle_changeset(view, spec, ev, move, self.config.grade_policy)
         if cs is None or self._waiting(cs):
             return False
+        self._own(cs)
         if move is not None and move.to_grade == "G5":
             if self._promotion_refused(ev.code_sha):
                 return False  # this program was refused G5 before: the gate cases it would lose are still there

@@ -166,10 +166,35 @@ def diff_versions(a: VersionNo, b: VersionNo, home: HomeDep, who: PrincipalDep) 
                             "it has no git commit to diff; GET /v1/versions/{n} shows its deltas")
     if who.admin:
         return VersionDiff(a=a, b=b, patch=home.repo.diff(va.commit, vb.commit))
-    # an org key sees the shared artifacts and its own org's playbooks, never other orgs'
-    paths = ["README.md", "context/agent", f"context/org/{who.org}", "tasks", "skills", "adapters"]
-    patch = "".join(home.repo.diff(va.commit, vb.commit, path=p) for p in paths)
+    # an org key sees the shared artifacts and its own org's playbooks, never other orgs': only files the
+    # versions it may see changed, and none that a version it may not see changed (another org's task
+    # runs recorded as eval cases, another org's skill) — those are left out of the patch
+    roots = ("README.md", "context/agent/", f"context/org/{who.org}/", "tasks/", "skills/", "adapters/")
+    seen: set[str] = set()
+    hidden: set[str] = set()
+    for v in home.store.list_versions(limit=max(a, b) + 1):
+        if min(a, b) < v.number <= max(a, b):
+            changeset = home.store.get_changeset(v.changeset_id)
+            (seen if _sees(who, changeset) else hidden).update(_paths(changeset))
+    files = sorted(p for p in seen - hidden if p.startswith(roots))
+    patch = "".join(home.repo.diff(va.commit, vb.commit, path=p) for p in files)
     return VersionDiff(a=a, b=b, patch=patch)
+
+
+def _paths(changeset: ChangeSet) -> set[str]:
+    """The files a change set wrote: its artifacts, and the playbooks its item deltas re-rendered."""
+    from crystallise.ledger import playbook_path
+
+    out = set()
+    for d in changeset.deltas:
+        if d.target == "artifact" and d.path:
+            out.add(d.path)
+        for snap in (d.before, d.after):
+            if isinstance(snap, dict) and snap.get("level") == "agent":
+                out.add(playbook_path("agent", snap.get("agent_id") or "default"))
+            elif isinstance(snap, dict) and snap.get("level") == "org" and snap.get("org_id"):
+                out.add(playbook_path("org", snap["org_id"]))
+    return out
 
 
 @router.post("/versions/{number}/revert", status_code=201, response_model=Version, summary="Revert a version")

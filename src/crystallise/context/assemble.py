@@ -50,6 +50,17 @@ class ContextPack:
         return [it.id for it in self.items]
 
 
+def _servable(store: object, name: str) -> bool:
+    """A skill's body may be loaded unless its item is quarantined or retired (no item: an older repo)."""
+    from crystallise.errors import NotFoundError
+
+    try:
+        item = store.get_item(f"it_skill_{name}")  # type: ignore[attr-defined]
+    except NotFoundError:
+        return True
+    return bool(item.status == "active")
+
+
 def _line(it: Item) -> str:
     return f"- {it.text}"
 
@@ -112,6 +123,8 @@ def assemble(
         from crystallise.context.skills import load_skill
 
         for name in wanted:
+            if not _servable(store, name):
+                continue  # quarantined or retired: its instructions wait for review
             skill = load_skill(name, home=h, agent=agent, org=org)
             body = f"## Skill: {skill.name}\n{skill.body.strip()}"
             cost = approx_tokens(body) + 2

@@ -6,7 +6,8 @@
                  seen again in an independent     → evidence grows; at `corroborations` (default 2)
                  trace (another trace and session)   independent traces it is activated
                  already active                   → merge: provenance grows
-                 instruction-like, untrusted      → quarantined for review only (corroboration never frees it)
+                 instruction-like (any source),   → quarantined for review only (corroboration never frees it:
+                 or tool output                      an attacker, or a fetched page, repeats itself)
            ─► change sets (one per scope) ─► Committer (user scope: the user ledger)
 
 The scope of a candidate is the trace's: a trace of user u1 yields u1's items only, so
@@ -317,8 +318,10 @@ class ExtractionLearner:
                 return [build.update(old, f"seen again in trace {trace.id}", op="merge",
                                      provenance=build.union(old.provenance, [trace.id]),
                                      meta={"evidence": evidence, "seen": int(old.meta.get("seen", 1)) + 1})]
-            flagged = bool(old.meta.get("injection")) or (is_untrusted(cand.source, EXTRACTED_TRUST[cand.source])
-                                                          and bool(self._detect(cand.text)))
+            # instruction-like text, and tool output, are released by review only: an attacker (or a web
+            # page a tool fetches) can repeat themselves in as many "independent" sessions as they like
+            flagged = bool(old.meta.get("injection")) or old.source == "tool" or cand.source == "tool" \
+                or bool(self._detect(cand.text))
             n = independent(evidence)
             if flagged or n < self.corroborations:
                 return [build.update(old, f"seen again in trace {trace.id} ({n} independent)",
@@ -332,10 +335,15 @@ class ExtractionLearner:
             return plan.deltas
         counts["quarantined"] += 1
         trust = EXTRACTED_TRUST.get(cand.source, 0.3)
-        rules = self._detect(cand.text) if is_untrusted(cand.source, trust) else []
-        quarantine = ({"reason": f"instruction-like text from {cand.source} output", "release": "review only"}
-                      if rules else {"reason": "uncorroborated extraction",
-                                     "release": f"seen in {self.corroborations} independent traces, or review"})
+        rules = self._detect(cand.text)  # the user's words too: implicit extraction is nobody's decision
+        if rules:
+            quarantine = {"reason": f"instruction-like text from {cand.source} output", "release": "review only"}
+        elif is_untrusted(cand.source, trust):
+            quarantine = {"reason": "uncorroborated extraction from tool output",
+                          "release": "review only (tool output can repeat itself)"}
+        else:
+            quarantine = {"reason": "uncorroborated extraction",
+                          "release": f"seen in {self.corroborations} independent traces, or review"}
         meta: dict[str, Any] = {"learned_by": "extraction", "evidence": [sighting], "quarantine": quarantine}
         if rules:
             meta["injection"] = rules

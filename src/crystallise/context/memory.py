@@ -16,8 +16,10 @@ everything is written — as deltas through the `Committer`:
 A write is planned by `temporal.plan_write` against the scope's items: the same fact again
 is merged (not duplicated), a fact contradicting an active one with the same key supersedes
 it, instruction-like text from an untrusted source (`source="tool"`, `"import"`, or trust
-< 0.5) is quarantined instead of shown. `forget` retires (soft, revertible); the hard,
-irreversible deletion of everything of a user is `crystallise forget --user U` (forget_user.py).
+< 0.5) is quarantined instead of shown, and so is any untrusted text at agent or org level
+(shared by every run there: a person reviews it first, whatever the detector said).
+`forget` retires (soft, revertible); the hard, irreversible deletion of everything of a user
+is `crystallise forget --user U` (forget_user.py).
 
 The names and keyword arguments of `remember` and `forget` are a contract: the MCP tools and
 HTTP endpoints are built on them.
@@ -158,6 +160,10 @@ def remember(
             status = "quarantined"
             extra["quarantine"] = {"reason": f"instruction-like text from an untrusted source ({source})",
                                    "rules": rules, "release": "review: crystallise items accept ID"}
+        elif scope.level != "user":  # a rule list misses new phrasings: every run of the scope would see it
+            status = "quarantined"
+            extra["quarantine"] = {"reason": f"untrusted source ({source}) at {scope.level} level",
+                                   "release": "review: crystallise items accept ID"}
     item = Item(
         text=text, kind=kind, level=scope.level, agent_id=scope.agent, org_id=scope.org, user_id=scope.user,  # type: ignore[arg-type]
         section=section, status=status, source=source, trust=trust,  # type: ignore[arg-type]

@@ -21,7 +21,12 @@ so that assembly can show names and descriptions among the other items; the body
 from the repository only when the skill is loaded (`load_skill`, or a trigger, assemble.py).
 Skills are agent- or org-level knowledge, so they change only through change sets and
 land as versions; the record keeps where a skill came from (import, learned) and its trust,
-because a skill file is instructions the agent will follow.
+because a skill file is instructions the agent will follow. So an import is checked like any
+untrusted text: a description or body that tries to override the agent ("ignore previous
+instructions", chat-template markers, exfiltration orders; `skill_flags`) is imported but its
+item is quarantined — not listed in packs, not loaded — until `crystallise items accept`. A
+folder with symbolic links, a SKILL.md over 1 MB, or a name that another scope's skill already
+has (an org may not replace another org's skill, nor shadow it at agent level) is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crystallise.context.injection import RULES, SQUASHED_RULES, RuleDetector
+from crystallise.context.injection import detect as detect_instructions
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.home import Home
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version
@@ -50,6 +57,12 @@ __all__ = [
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 FIELDS = ("name", "description", "license", "compatibility", "metadata", "allowed-tools")
 MAX_FILE_BYTES = 1_000_000
+# A skill body *is* instructions ("run the following command", "the agent must always ..."), so the
+# body is checked for overriding the agent only; the description, shown in every pack, by every rule.
+_BODY_OK = {"role-marker", "system-prompt", "system-prompt-i18n", "model-must", "execute", "from-now-on",
+            "obey-only"}
+_BODY_DETECTOR = RuleDetector([r for r in RULES if r[0] not in _BODY_OK],
+                              squashed=[r for r in SQUASHED_RULES if r[0] not in _BODY_OK])
 
 
 @dataclass
@@ -71,6 +84,7 @@ class Skill:
     source: str = "import"
     trust: float = 0.5
     provenance: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # instruction rules its text trips: the item is quarantined
 
     @property
     def path(self) -> str:
@@ -86,8 +100,18 @@ class Skill:
             id=f"it_skill_{self.name}", text=f"{self.name}: {' '.join(self.description.split())}", kind="skill",
             level="org" if self.level == "org" else "agent", agent_id=self.agent,
             org_id=self.org if self.level == "org" else None, section="skills", source=self.source,
-            trust=self.trust, provenance=list(self.provenance), meta={"skill": self.name, "path": self.path},
+            trust=self.trust, provenance=list(self.provenance), status="quarantined" if self.flags else "active",
+            meta={"skill": self.name, "path": self.path,
+                  **({"injection": self.flags, "quarantine": {
+                      "reason": "the skill's description or body tries to override the agent", "rules": self.flags,
+                      "release": f"review the skill, then `crystallise items accept it_skill_{self.name}`"}}
+                     if self.flags else {})},
         )
+
+
+def skill_flags(skill: Skill) -> list[str]:
+    """Instruction rules a skill trips: every rule on its description, the overriding ones on its body."""
+    return sorted(set(detect_instructions(skill.description)) | set(_BODY_DETECTOR.detect(skill.body)))
 
 
 def _fail(where: str, problem: str) -> ValidationError:
@@ -171,6 +195,13 @@ def _record_path(name: str) -> str:
 def _read_folder(folder: Path) -> tuple[Skill, list[str]]:
     """A skill folder from disk: SKILL.md parsed, other UTF-8 files kept, binary ones listed as skipped."""
     where = str(folder / "SKILL.md")
+    for p in [folder / "SKILL.md", *folder.rglob("*")]:
+        if p.is_symlink():
+            raise _fail(str(p), "is a symbolic link: copy the file into the skill folder (links could import "
+                                "files from outside it)")
+    if (folder / "SKILL.md").stat().st_size > MAX_FILE_BYTES:
+        raise _fail(where, f"is {(folder / 'SKILL.md').stat().st_size:,} bytes; the limit is {MAX_FILE_BYTES:,}: "
+                           "move long material into files of the skill folder")
     raw = (folder / "SKILL.md").read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -234,7 +265,7 @@ def skill_changeset(home: Home, skills: list[Skill], *, learner: str, summary: s
         else:
             after = current.to_dict() | {k: v for k, v in item.to_dict().items()
                                          if k not in ("shown", "helpful", "harmful", "created_at")}
-            after["status"] = "active"
+            after["status"] = item.status
             keep = ("shown", "helpful", "harmful", "created_at", "updated_at")
             if {k: v for k, v in after.items() if k not in keep} == {
                     k: v for k, v in current.to_dict().items() if k not in keep}:
@@ -271,6 +302,14 @@ def import_skills(home: Home, path: Path, *, agent: str = "default", org: str | 
         skill.level, skill.agent, skill.org = ("org" if org else "agent"), agent, org
         skill.source, skill.trust = "import", trust
         skill.provenance = []
+        skill.flags = skill_flags(skill)
+        owner = _record(home, skill.name)
+        if owner is not None and (owner.get("level"), owner.get("agent"), owner.get("org")) != (
+                skill.level, skill.agent, skill.org):
+            whose = f"org {owner.get('org')}" if owner.get("level") == "org" else f"agent {owner.get('agent')}"
+            problems.append(f"skill {skill.name!r} already belongs to {whose}: import it under another name, "
+                            "or have its owner remove it first")
+            continue
         skills.append(skill)
         skipped += skip
     if problems:

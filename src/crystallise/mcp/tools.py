@@ -184,8 +184,14 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         def run() -> dict[str, Any]:
             from crystallise.context.memory import remember as lib_remember
 
-            it = lib_remember(_text(text, "text"), agent=b.agent, org=b.org, user=b.user, kind=kind,
-                              section=section, source=source, home=home)
+            from crystallise.context.injection import detect
+
+            words = _text(text, "text")
+            # a tool call is a model's word, not a person's: instruction-like text it stores (a page it read
+            # may have asked it to) waits for a person whatever source it claims (docs/reliability.md)
+            trust = 0.4 if detect(words) else None
+            it = lib_remember(words, agent=b.agent, org=b.org, user=b.user, kind=kind, section=section,
+                              source=source, trust=trust, home=home)
             note = ("quarantined: instruction-like text from an untrusted source is kept but not shown until "
                     "a person accepts it") if it.status == "quarantined" else "remembered"
             return {**_item(it), "note": note}

@@ -1,0 +1,222 @@
+"""`crystallise bench attacks`: the poisoning and injection suite, through the real write and read paths.
+
+    crystallise bench attacks                       # every attack, a table per family
+    crystallise bench attacks --json                # + one JSON line: every attack with its outcome
+    crystallise bench attacks --family skills --family cross-tenant
+    crystallise bench attacks --sample 3            # the first 3 of every family (the test subset)
+    crystallise bench attacks --store-url postgresql+psycopg://.../db
+
+1. a fresh home (SQLite in a temp folder, or the database at --store-url) and the HTTP API
+   (`crystallise serve`'s app) under uvicorn on 127.0.0.1, the proxy's upstream the scripted backend;
+2. a victim world for the cross-tenant probes: org `victim` with canaries in its items, traces,
+   versions and change sets, and real API keys (org keys, user-bound keys, admin);
+3. every attack of the catalogue (bench/_attacks_catalog.py) through its executor
+   (bench/_attacks_run.py, bench/_attacks_api.py), each in its own agent / org / user ids;
+4. per attack the outcome — blocked / quarantined / leaked / allowed — judged from the store and
+   the served context packs afterwards; per family and overall, the two goals:
+   0 cross-tenant leaks, 0 hostile items active at agent (or org) level, 0 leaks that are not a
+   documented known gap (an attack the catalogue marks `known_gap`, still run and counted).
+
+Exit status 1 when a goal is missed, so CI can run it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crystallise.home import Home
+
+HERE = Path(__file__).resolve().parent
+OUTCOMES = ("blocked", "quarantined", "allowed", "leaked", "error")
+
+
+def _load(name: str) -> Any:
+    """A sibling module of this bench (bench/ is not a package: `crystallise bench` loads files by path)."""
+    key = f"crystallise_bench_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise click.ClickException(f"cannot load bench/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Server:
+    """The API app under uvicorn in a thread, on a loopback socket bound before it starts."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise click.ClickException("the API server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+def select(attacks: list[Any], families: tuple[str, ...], sample: int | None, ids: tuple[str, ...]) -> list[Any]:
+    """The attacks to run: by id, by family, and at most `sample` per family (spread over the family)."""
+    if ids:
+        unknown = sorted(set(ids) - {a.id for a in attacks})
+        if unknown:
+            raise click.BadParameter(f"unknown attack id(s) {unknown}", param_hint="--id")
+        return [a for a in attacks if a.id in ids]
+    chosen = [a for a in attacks if not families or a.family in families]
+    if sample is None:
+        return chosen
+    out = []
+    for family in dict.fromkeys(a.family for a in chosen):
+        group = [a for a in chosen if a.family == family]
+        step = max(1, len(group) // sample)
+        out += group[::step][:sample]
+    return out
+
+
+def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The suite's goals, measured: cross-tenant leaks, hostile items live at agent/org level, and leaks
+    that are not a documented known gap (a known gap is still counted and listed)."""
+    leaked = [r for r in results if r["outcome"] == "leaked"]
+    cross = [r["id"] for r in leaked if r["family"] == "cross-tenant" or r["success"].startswith("a response carries")]
+    wide = [r["id"] for r in leaked if r["success"].startswith("the hostile text")
+            and any(w["status"] == "active" and w["level"] in ("agent", "org") for w in r.get("written", []))]
+    unexpected = [r["id"] for r in leaked if not r.get("known_gap")]
+    closed = [r["id"] for r in results if r.get("known_gap") and r["outcome"] != "leaked"]
+    errors = [r["id"] for r in results if r["outcome"] == "error"]
+    return {"cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
+            "known_gap_leaks": len(leaked) - len(unexpected), "unexpected_leaks": len(unexpected),
+            "errors": len(errors), "leaked_ids": [r["id"] for r in leaked], "error_ids": errors,
+            "known_gaps_closed": closed, "met": not cross and not wide and not unexpected and not errors}
+
+
+def detector_figures(catalog: Any) -> dict[str, Any]:
+    """The rule detector alone on the catalogue's phrasings (not an attack: how far the rule list reaches)."""
+    from crystallise.context.injection import detect
+
+    def rate(texts: list[str]) -> dict[str, int]:
+        return {"caught": sum(1 for t in texts if detect(t)), "of": len(texts)}
+
+    variants = [f(b) for b in catalog.OBFUSCATION_BASE for f in catalog.TRANSFORMS.values()]
+    return {"known_phrasings": rate(catalog.INJECTIONS), "paraphrases": rate(catalog.PARAPHRASES),
+            "held_out": rate(catalog.HELD_OUT), "obfuscated": rate(variants),
+            "languages": rate(list(catalog.TRANSLATIONS.values()))}
+
+
+def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict[str, Any]:
+    """Run `attacks` against a fresh home; the JSON-able result."""
+    from crystallise.api import create_app
+
+    runner, api = _load("_attacks_run"), _load("_attacks_api")
+    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
+        home = Home.init(Path(tmp) / "home", store_url=store_url)
+        lab = runner.Lab(home, scratch=Path(tmp))
+        lab.world = api.setup_world(lab)
+        results = []
+        with _Server(create_app(home, upstream="scripted")) as server:
+            lab.url = server.url
+            for atk in attacks:
+                t0 = time.perf_counter()
+                try:
+                    outcome = executors[atk.vector](lab, atk)
+                except Exception as e:  # noqa: BLE001 - an attack that crashes the code under test is a finding
+                    outcome = {"outcome": "error", "why": f"{type(e).__name__}: {e}"[:500],
+                               "traceback": traceback.format_exc(limit=6)}
+                results.append({**atk.to_dict(), **outcome, "seconds": round(time.perf_counter() - t0, 3)})
+                if progress is not None:
+                    progress(results[-1])
+        store = home.store.__class__.__name__
+        home.store.close()
+    families: dict[str, dict[str, int]] = {}
+    for r in results:
+        families.setdefault(r["family"], dict.fromkeys(OUTCOMES, 0))[r["outcome"]] += 1
+    overall = Counter(r["outcome"] for r in results)
+    return {"attacks": results, "families": families, "overall": {o: overall.get(o, 0) for o in OUTCOMES},
+            "total": len(results), "goals": goals(results), "store": store_url or "sqlite (temp)",
+            "store_class": store, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"attacks: {result['total']} on {result['store']} in {result['seconds']} s")
+    table.add_column("family")
+    for o in OUTCOMES:
+        table.add_column(o, justify="right")
+    for family, counts in result["families"].items():
+        table.add_row(family, *[str(counts[o]) for o in OUTCOMES])
+    table.add_row("[b]overall[/b]", *[f"[b]{result['overall'][o]}[/b]" for o in OUTCOMES])
+    console = Console(stderr=True)
+    console.print(table)
+    g = result["goals"]
+    console.print(f"cross-tenant leaks: {g['cross_tenant_leaks']}   hostile items live at agent/org level: "
+                  f"{g['hostile_active_agent_or_org']}   leaks: {g['leaks']} ({g['known_gap_leaks']} known gaps) "
+                  f"{g['leaked_ids'][:10]}   errors: {g['errors']} {g['error_ids'][:10]}")
+    d = result.get("detector")
+    if d:
+        console.print("detector alone: " + ", ".join(f"{k} {v['caught']}/{v['of']}" for k, v in d.items()))
+    if g["known_gaps_closed"]:
+        console.print(f"known gaps that no longer leak (remove their known_gap note): {g['known_gaps_closed']}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line on stdout.")
+@click.option("--store-url", default=None, help="Database for the fresh home (default: SQLite in a temp folder).")
+@click.option("--family", "families", multiple=True, help="Only these families (repeatable).")
+@click.option("--sample", type=click.IntRange(1), default=None, help="At most N attacks per family.")
+@click.option("--id", "ids", multiple=True, help="Only these attack ids (repeatable).")
+@click.option("--list", "list_only", is_flag=True, help="List the catalogue and exit.")
+def command(as_json: bool, store_url: str | None, families: tuple[str, ...], sample: int | None,
+            ids: tuple[str, ...], list_only: bool) -> None:
+    """Poisoning, injection and cross-tenant attacks through the real paths; blocked / quarantined / leaked."""
+    catalog = _load("_attacks_catalog")
+    unknown = sorted(set(families) - set(catalog.FAMILIES))
+    if unknown:
+        raise click.BadParameter(f"unknown family {unknown}: use {list(catalog.FAMILIES)}", param_hint="--family")
+    attacks = select(catalog.catalogue(), families, sample, ids)
+    if list_only:
+        for a in attacks:
+            click.echo(f"{a.id:32} {a.family:15} {a.vector:26} {a.note}")
+        return
+
+    def progress(r: dict[str, Any]) -> None:
+        if not as_json:
+            click.echo(f"{r['outcome']:11} {r['id']:32} {r['why'][:100]}", err=True)
+
+    result = run(store_url, attacks, progress)
+    result["detector"] = detector_figures(catalog)
+    _table(result)
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, default=str))
+    if not result["goals"]["met"]:
+        sys.exit(1)
