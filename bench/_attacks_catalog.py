@@ -263,11 +263,7 @@ _PROBES = [
 ]
 
 
-_CT_GAPS = {
-    "harness-examples-served": "task artifacts (few-shot examples, eval cases, code) are agent-level files shared by "
-                               "every org: what an org's loop learns from its runs is served to every org's runs "
-                               "of that task; per-org task artifacts are a harness-layer design change",
-}
+_CT_GAPS: dict[str, str] = {}  # none left: harness examples now keep their org (harness/runtime.py)
 
 
 def _cross_tenant() -> list[Attack]:

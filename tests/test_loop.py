@@ -120,6 +120,34 @@ def test_fewshot_examples_are_learned_when_they_help(tmp_path):
     assert loop.answer(records[0]["context"])[0].output == "2.0"
 
 
+def test_an_orgs_examples_are_served_to_that_org_only(tmp_path):
+    from crystallise.types import Scope
+
+    home = new_home(tmp_path)
+
+    def reply(request):  # right only when shown a verified example
+        return "2.0" if len(request.messages) > 2 else "0"
+
+    def org_loop(org):
+        backend = CachedBackend(ScriptedBackend(reply))
+        return Loop(home, TaskSpec(name="ratio", metric="numeric"), backend, score_numeric,
+                    LoopConfig(learners=("fewshot",), scope=Scope(agent="default", org=org)))
+
+    acme = org_loop("acme")
+    records = [{"context": f"Use formula R. Question: acme client {i}: {2 * i} over {i}.", "target": "2.0"}
+               for i in range(1, 30)]
+    stream(acme, records)
+    assert acme.learn().committed
+    pool = View.of(home.repo).jsonl("tasks/ratio/examples.jsonl")
+    assert pool and {e["org"] for e in pool} == {"acme"}  # each example says whose run it was
+    assert acme.answer(records[0]["context"])[0].output == "2.0"  # acme's runs are shown acme's examples
+    spy = ScriptedBackend(reply)
+    other = Loop(home, TaskSpec(name="ratio", metric="numeric"), spy, score_numeric,
+                 LoopConfig(learners=(), scope=Scope(agent="default", org="globex")))
+    assert other.answer("Use formula R. Question: globex client: 8 over 4.")[0].output == "0"  # same task file
+    assert "acme client" not in json.dumps([[m.content for m in r.messages] for r in spy.requests])
+
+
 def test_reflection_bullets_credit_and_playbook_file(tmp_path, store_url):
     home = new_home(tmp_path, store_url)
 

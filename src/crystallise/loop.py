@@ -181,7 +181,8 @@ class Loop:
         view = View.of(self.home.repo, list(deltas))
         spec = view.spec(self.spec.name) or self.spec
         added = [Item.from_dict(d.after) for d in deltas if d.target == "item" and d.op == "add" and d.after]
-        rt = TaskRuntime(spec, view, self.backend, bullets=self.bullets(added), examples_k=self.config.examples_k)
+        rt = TaskRuntime(spec, view, self.backend, bullets=self.bullets(added), examples_k=self.config.examples_k,
+                         org=self.config.scope.org)
         if not deltas:
             self._runtime = rt
         return rt
@@ -243,7 +244,8 @@ class Loop:
 
             view = View(read)
             self._control = (sha, TaskRuntime(view.spec(self.spec.name) or self.spec, view, self.backend,
-                                              bullets=self.bullets(), examples_k=self.config.examples_k))
+                                              bullets=self.bullets(), examples_k=self.config.examples_k,
+                                              org=self.config.scope.org))
         return self._control[1], info
 
     def _canary_step(self, history: list[Any], report: LearnReport) -> bool:

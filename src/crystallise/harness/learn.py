@@ -40,6 +40,7 @@ class VerifiedCase:
     trace_id: str
     input: Any
     output: Any  # the verified right answer
+    org: str | None = None  # the org whose run it was: its examples are served to that org only
 
 
 def verified_cases(traces: Sequence[Trace], task: str) -> list[VerifiedCase]:
@@ -57,7 +58,7 @@ def verified_cases(traces: Sequence[Trace], task: str) -> list[VerifiedCase]:
             elif fb.score is not None and fb.score >= 1.0 and t.output is not None:
                 truth = t.output
         if truth is not None:
-            out.append(VerifiedCase(t.id, t.input, truth))
+            out.append(VerifiedCase(t.id, t.input, truth, t.org_id))
     return out
 
 
@@ -101,7 +102,10 @@ class FewShotLearner:
             key = json.dumps(c.input, sort_keys=True)
             if key not in seen:
                 seen.add(key)
-                added.append({"input": c.input, "output": c.output, "trace": c.trace_id})
+                example = {"input": c.input, "output": c.output, "trace": c.trace_id}
+                if c.org is not None:  # an org's inputs and answers are served to that org's runs only
+                    example["org"] = c.org
+                added.append(example)
         if not added or (pool and len(added) < self.min_new):
             return None
         pool = (pool + added)[-self.pool_size:]

@@ -285,7 +285,8 @@ class PromptOptLearner:
         while pool and len(chosen) < self.max_examples and self.calls < self.budget_calls:
             trials = []
             for c in pool:
-                ex = [*chosen, {"input": c.input, "output": c.output, "trace": c.trace_id}]
+                ex = [*chosen, {"input": c.input, "output": c.output, "trace": c.trace_id,
+                                **({"org": c.org} if c.org is not None else {})}]
                 flags = _flags(run(best.instruction, ex, pareto))
                 trials.append((sum(flags) / len(flags), c, ex))
             top, c, ex = max(trials, key=lambda t: t[0])  # the first best: ties keep the earlier candidate

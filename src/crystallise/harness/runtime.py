@@ -153,6 +153,7 @@ class TaskRuntime:
         *,
         bullets: Sequence[Item] = (),
         examples_k: int = 3,
+        org: str | None = None,
     ) -> None:
         self.spec = spec
         self.view = view
@@ -164,7 +165,9 @@ class TaskRuntime:
         self._validator = _validator(spec.output_schema)
         self._plain_text = spec.output_schema == {"type": "string"}
         self.instructions = view.read(task_path(spec.name, "prompt.md")) or spec.description or DEFAULT_INSTRUCTIONS
-        self.examples = view.jsonl(task_path(spec.name, "examples.jsonl"))
+        # A task's files are shared by every org, so each example keeps the org whose run it came from
+        # and only that org's runs (and its own) see it: one tenant's inputs never reach another's prompt.
+        self.examples = [e for e in view.jsonl(task_path(spec.name, "examples.jsonl")) if e.get("org") in (None, org)]
 
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> Answer:
         reason = None

@@ -66,13 +66,13 @@ class Task:
     def _home(self) -> Home:
         return self.home or Home.from_env()
 
-    def runtime(self, home: Home) -> TaskRuntime:
+    def runtime(self, home: Home, org: str | None = None) -> TaskRuntime:
         from crystallise.loop import define_task
 
         spec = define_task(home, self.spec)
         items = home.store.query_items(kind="bullet")
         return TaskRuntime(spec, View.of(home.repo), home.backend(self.model), bullets=items,
-                           examples_k=self.examples_k)
+                           examples_k=self.examples_k, org=org)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -84,7 +84,7 @@ class Task:
         with ExitStack() as stack:
             t = current_trace() or stack.enter_context(trace(self.name, input=value, home=home))
             with t.span(f"task:{self.name}", "task", input=value) as span:
-                rt = self.runtime(home)
+                rt = self.runtime(home, org=t.record.org_id)
                 ans = rt.answer(value)
                 span.attributes.update(served_by=ans.served_by, llm_calls=ans.llm_calls, grade=rt.spec.grade,
                                        shown_items=ans.shown_items, prompt_tokens=ans.prompt_tokens,
