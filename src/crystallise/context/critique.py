@@ -69,7 +69,8 @@ _SYSTEM = (
     'its replacement, or "retire" a numbered item that misled the run. Prefer updating a numbered item '
     "over adding a near-duplicate. Lessons must be general: do not copy the run's specific numbers or names. "
     'Reply with JSON: {"critique": "...", "deltas": [{"op": "add", "text": "...", "section": "pitfalls"}, '
-    '{"op": "update", "ref": 1, "text": "..."}]}. If there is no general lesson, reply with "deltas": [].'
+    '{"op": "update", "ref": 1, "text": "..."}]}. Reply with "deltas": [] only when the failure teaches nothing '
+    "general (a typo in the input, an answer the correction itself contradicts)."
 )
 
 
@@ -117,7 +118,8 @@ def describe(trace: Trace, items: Sequence[Item], max_chars: int = 3000) -> str:
         parts.append("Playbook items the run saw (or related ones):\n" + "\n".join(
             f"[{n}] ({it.section}) {it.text}" for n, it in enumerate(items, 1)))
     else:
-        parts.append("The playbook has no items related to this run.")
+        parts.append("The playbook has nothing on runs like this one yet: add the lesson that would have "
+                     "led to the correct answer.")
     return "\n\n".join(parts)
 
 
