@@ -102,3 +102,5 @@ def test_dream_scoping_and_bad_input_are_clear_4xx(client, home, keys) -> None:
     assert client.post("/v1/dream", json={"agent": "fin"}).status_code == 401
     agent_level = client.post("/v1/dream", json={"agent": "fin"}, headers=auth(keys["*"]))
     assert agent_level.status_code == 200, agent_level.text
+    mine = client.get("/v1/dreams", headers=auth(keys["acme-u1"])).json()["items"]
+    assert mine and {(r["org_id"], r["user_id"]) for r in mine} == {("acme", "u1")}  # a user-bound key: its own

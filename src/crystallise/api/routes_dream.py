@@ -67,12 +67,6 @@ def post_dream(body: DreamIn, home: HomeDep, who: PrincipalDep) -> dict[str, Any
     return dream(home, scope, since=body.since, dry_run=body.dry_run).to_dict()
 
 
-def _visible(who: Principal, run: dict[str, Any]) -> bool:
-    if who.admin:
-        return True
-    return who.sees(run.get("org_id"), run.get("user_id") if who.user is not None else None)
-
-
 @router.get("/dreams", response_model=DreamRuns, summary="What earlier dreams read and did")
 def list_dreams(
     home: HomeDep,
@@ -83,6 +77,6 @@ def list_dreams(
 ) -> DreamRuns:
     if status is not None and status not in _STATUSES:
         raise ValidationError(f"unknown dream-run status {status!r}: use one of {', '.join(_STATUSES)}")
-    runs = home.store.list_dream_runs(status=status, limit=limit if who.admin else 500)
-    found = [r for r in runs if _visible(who, r) and (agent is None or r.get("agent_id") == agent)]
-    return DreamRuns(items=found[:limit])
+    org = None if who.admin else who.org  # an org key: its org's runs; a user-bound key: its user's too
+    return DreamRuns(items=home.store.list_dream_runs(status=status, agent=agent, org=org, user=who.user,
+                                                      limit=limit))

@@ -155,9 +155,13 @@ def run_from_row(row: Any) -> dict[str, Any]:
 
 
 def list_runs(conn: Connection, *, scope_key: str | None = None, status: str | None = None,
+              agent: str | None = None, org: str | None = None, user: str | None = None,
               limit: int = 50) -> list[dict[str, Any]]:
-    """Dream-run rows, newest first."""
+    """Dream-run rows, newest first (each filter given narrows the rows to that agent / org / user)."""
     query = sa.select(dream_runs).order_by(dream_runs.c.started_at.desc(), dream_runs.c.id).limit(limit)
+    for column, value in ((dream_runs.c.agent_id, agent), (dream_runs.c.org_id, org), (dream_runs.c.user_id, user)):
+        if value is not None:
+            query = query.where(column == value)
     if scope_key is not None:
         query = query.where(dream_runs.c.scope_key == scope_key)
     if status is not None:

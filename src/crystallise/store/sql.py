@@ -758,11 +758,13 @@ class SqlStore:
             dreams.finish_run(conn, run, watermark=watermark, value=value, trace_ids=trace_ids)
 
     def list_dream_runs(self, *, scope_key: str | None = None, status: str | None = None,
+                        agent: str | None = None, org: str | None = None, user: str | None = None,
                         limit: int = 50) -> list[dict[str, Any]]:
         """Dream-run records, newest first (what each run read, did and committed)."""
         _check_limit(limit)
         with self._read("listing dream runs") as conn:
-            return dreams.list_runs(conn, scope_key=scope_key, status=status, limit=limit)
+            return dreams.list_runs(conn, scope_key=scope_key, status=status, agent=agent, org=org, user=user,
+                                    limit=limit)
 
 
 class _BatchConflict(Exception):
