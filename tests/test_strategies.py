@@ -15,12 +15,11 @@ import pytest
 from crystallise.backends.scripted import ScriptedBackend
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.learn import CrystalliseLearner
+from crystallise.harness.programs import FORMAT, load, load_body, sandbox_runner
 from crystallise.harness.runtime import close_sandboxes
-from crystallise.harness.sandbox import Sandbox, run_once
 from crystallise.harness.spec import TaskSpec, View
 from crystallise.harness.synth.base import Candidate, Case, Problem, split
 from crystallise.harness.synth.coder import CoderStrategy, clean_code
-from crystallise.harness.synth.compose import Part, compose
 from crystallise.harness.synth.hybrid import HybridStrategy
 from crystallise.harness.synth.lookup import LookupStrategy
 from crystallise.harness.synth.pipeline import synthesise
@@ -135,12 +134,20 @@ def test_coder_may_answer_a_multiple_choice_task_with_the_option_text():
 
 
 def _run(candidate: Candidate, value, *fields):
-    return run_once(candidate.source, [value, *fields])
+    """The candidate as it runs: its tree, by the interpreter (LLM-written parts in the sandbox)."""
+    return load_body(candidate.program, sandbox_runner).solve(value, *fields)
 
 
-def _unit(source: str, value):
-    with Sandbox(source) as box:
-        return box.call_fn("unit", value)
+def _unit(candidate: Candidate, value):
+    return load_body(candidate.program, sandbox_runner).unit(value)
+
+
+def source_part(groups: dict[str, str], mode: str = "none", codec: str = "any") -> dict:
+    """A grouped body whose groups are LLM-written `solve(payload)` sources, keyed by template."""
+    return {"kind": "grouped", "mode": mode, "groups": [
+        {"unit": unit, "prefix": unit, "suffix": "", "arg_keys": None,
+         "codec": {"kind": codec, "true": "True", "false": "False"}, "fn": {"kind": "source", "source": src}}
+        for unit, src in groups.items()]}
 
 
 def test_lookup_proposes_a_table_only_when_inputs_repeat():
@@ -155,8 +162,8 @@ def test_arith_part_emits_units_per_rule():
     assert cand is not None and cand.state["rules"]
     new = ratio_records(1, start=40)[0]
     assert score_numeric(_run(cand, new["context"]), new["target"])
-    assert _unit(cand.source, new["context"]) == "Use formula Asset Ratio to answer. | (2, 0, 0)"
-    assert _unit(cand.source, "Use formula Other to answer. Question: $1 and $2.") is None
+    assert _unit(cand, new["context"]) == "Use formula Asset Ratio to answer. | (2, 0, 0)"
+    assert _unit(cand, "Use formula Other to answer. Question: $1 and $2.") is None
 
 
 def test_strings_part_synthesises_over_the_payload():
@@ -251,16 +258,15 @@ def test_heldout_verification_rejects_an_overfitted_program():
     fit, held = split(cases)
     assert fit and held and not {c.input for c in fit} & {c.input for c in held}
     table = {c.input: c.output for c in fit}
-    memorised = Candidate("coder", f"TABLE = {table!r}\n\ndef unit(value):\n    return ''\n\n"
-                                   "def solve(value):\n    return TABLE.get(value, 'True')\n")
+    memorised_src = f"TABLE = {table!r}\n\ndef solve(value):\n    return TABLE.get(value, 'True')\n"
+    memorised = Candidate("coder", source_part({"": memorised_src}))
     v = verify(memorised, fit, held, score_exact)
     assert v.units[""].fit_correct == len(fit)  # perfect on what it was built from ...
     assert v.verified_units == [] and "held-out precision" in v.units[""].reason  # ... and rejected
-    silent = Candidate("coder", memorised.source.replace("'True')", "None)"))
+    silent = Candidate("coder", source_part({"": memorised_src.replace("'True')", "None)")}))
     v = verify(silent, fit, held, score_exact)
     assert v.verified_units == [] and "answered 0 held-out" in v.units[""].reason  # abstaining earns nothing
-    general = Candidate("coder", "def unit(value):\n    return ''\n\n"
-                                 "def solve(value):\n    return str(eval(value[:-3]))\n")
+    general = Candidate("coder", source_part({"": "def solve(value):\n    return str(eval(value[:-3]))\n"}))
     assert verify(general, fit, held, score_exact).verified_units == [""]
 
 
@@ -274,13 +280,12 @@ def test_a_memorising_coder_is_rejected_end_to_end():
 
 
 def test_verification_keeps_good_units_and_drops_bad_ones():
-    source = ("def unit(value):\n    return value.split(':')[0]\n\n"
-              "def solve(value):\n    kind, n = value.split(':')\n"
-              "    return str(int(n) * 2) if kind == 'good' else '0'\n")
-    cases = cases_of([(f"{k}:{i}", str(i * 2)) for k in ("good", "bad") for i in range(1, 16)])
+    body = source_part({"Good.": "def solve(n):\n    return str(int(n) * 2)\n",
+                        "Bad.": "def solve(n):\n    return '0'\n"}, mode="sentence")
+    cases = cases_of([(f"{k}. {i}", str(i * 2)) for k in ("Good", "Bad") for i in range(1, 16)])
     fit, held = split(cases)
-    v = verify(Candidate("x", source), fit, held, score_exact, Policy(precision=0.95))
-    assert v.verified_units == ["good"] and v.units["bad"].held_correct == 0
+    v = verify(Candidate("x", body), fit, held, score_exact, Policy(precision=0.95))
+    assert v.verified_units == ["Good."] and v.units["Bad."].held_correct == 0
 
 
 def test_pipeline_goes_cheapest_first_and_later_strategies_see_only_the_rest():
@@ -296,15 +301,18 @@ def test_pipeline_goes_cheapest_first_and_later_strategies_see_only_the_rest():
 
 
 def test_composition_skips_a_raising_part_and_abstains_when_none_answers():
-    boom = "def unit(value):\n    return 'u'\n\ndef solve(value):\n    return 1 / 0\n"
-    echo = "def unit(value):\n    return 'u' if value != 'skip' else None\n\ndef solve(value):\n    return value\n"
-    src = compose([Part("boom", boom, frozenset({"u"})), Part("echo", echo, frozenset({"u"}))])
-    assert run_once(src, ["hi"]) == "hi" and run_once(src, ["skip"]) is None
-    assert _unit(src, "hi") == "boom:u"
-    only_verified = compose([Part("echo", echo, frozenset({"other"}))])
-    assert run_once(only_verified, ["hi"]) is None  # an unverified unit never answers
-    with pytest.raises(ValueError, match="global"):
-        compose([Part("g", "X = 1\ndef solve(v):\n    global X\n    return X\n", None)])
+    boom = source_part({"U.": "def solve(value):\n    return 1 / 0\n"}, mode="sentence")
+    echo = source_part({"U.": "def solve(value):\n    return None if value == 'skip' else value\n"}, mode="sentence")
+
+    def program(*parts):
+        return load({"format": FORMAT, "parts": [{"strategy": name, "units": units, "hybrid": False, "body": body}
+                                                 for name, body, units in parts]}, sandbox_runner)
+
+    both = program(("boom", boom, ["U."]), ("echo", echo, ["U."]))
+    assert both.solve("U. hi") == "hi" and both.solve("U. skip") is None
+    assert "CodeRaised" in (both.run("U. skip").error or "")  # the failure is said, for the trace
+    assert both.unit("U. hi") == "boom:U."
+    assert program(("echo", echo, ["other"])).solve("U. hi") is None  # an unverified unit never answers
 
 
 # -- in the loop --------------------------------------------------------------------------------------

@@ -187,9 +187,9 @@ class CrystalliseLearner:
                            numeric=spec.metric == "numeric", budget_s=self.budget_s, progress=progress)
         if found is None:
             return None
-        if found.code == view.read(task_path(spec.name, "code.py")):
+        if found.code == view.read(task_path(spec.name, "code.py")) and current.get("program") == found.program:
             return None  # nothing new was learned: no change set, no gate run
-        meta = {**found.meta, "policy": {"precision": self.default_policy.precision,
+        meta = {**found.meta, "program": found.program, "policy": {"precision": self.default_policy.precision,
                                          "hybrid_precision": self.policies["hybrid"].precision}}
         hybrid = json.dumps(found.hybrid, indent=1, sort_keys=True, ensure_ascii=False) + "\n" if found.hybrid else None
         deltas = [

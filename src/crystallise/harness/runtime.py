@@ -1,13 +1,15 @@
 """Serving a task at its grade: code first where it has earned it, else the LLM.
 
     answer(input)
-      1. G4/G5 with tasks/<name>/code.py: run `solve(input)` in the sandbox
+      1. G4/G5 with a program (tasks/<name>/program.json "program", a tree): the interpreter
+         runs it (LLM-written parts of it in the sandbox; code.py is only its rendering)
          -> a value that fits the output schema: served by code (no LLM call)
          -> None, and a hybrid unit claims the input (tasks/<name>/hybrid.json): one
-            extraction call fills its fields, `solve(input, fields)` computes: served by "hybrid"
-         -> None (abstain), an exception, a timeout, or a value that breaks the output
-            schema: fall through to the LLM (G4) / return None (G5), with the reason
-            in `Answer.fallback_reason` (`fallback_kind` names its class)
+            extraction call fills its fields, the hybrid part computes: served by "hybrid"
+         -> None (abstain), a sandbox failure or malformed reply, a program that does not
+            load, or a value that breaks the output schema: fall through to the LLM (G4) /
+            return None (G5), with the reason in `Answer.fallback_reason` (`fallback_kind`
+            names its class); the task span records it
       2. LLM: system = instructions + playbook bullets, few-shot = the k verified
          examples most similar to the input, user = the input; JSON schema for
          non-text outputs (validated, repaired once). A text task whose schema
@@ -23,14 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest, Message
 from crystallise.errors import SandboxError
+from crystallise.harness.programs import Program, ProgramError, load, sandbox_runner
+from crystallise.harness.programs import close_sandboxes as close_sandboxes
 from crystallise.harness.spec import TaskSpec, View, task_path
 from crystallise.types import Item
 
@@ -93,32 +95,19 @@ class Answer:
     schema_error: str | None = None  # an LLM reply that broke a constrained text schema even after repair
 
 
-# One worker process per distinct program, shared by every runtime in the process:
-# the gate builds many short-lived runtimes over the same code.
-_SANDBOXES: OrderedDict[str, Any] = OrderedDict()
-_SANDBOX_LOCK = threading.Lock()
-_MAX_SANDBOXES = 8
-
-
-def _sandbox_for(source: str) -> Any:
-    from crystallise.harness.sandbox import Sandbox
-
-    key = hashlib.sha256(source.encode()).hexdigest()
-    with _SANDBOX_LOCK:
-        box = _SANDBOXES.pop(key, None)
-        if box is None:
-            box = Sandbox(source, timeout_s=2.0)
-        _SANDBOXES[key] = box
-        while len(_SANDBOXES) > _MAX_SANDBOXES:
-            _, old = _SANDBOXES.popitem(last=False)
-            old.close()
-        return box
-
-
-def close_sandboxes() -> None:
-    with _SANDBOX_LOCK:
-        while _SANDBOXES:
-            _SANDBOXES.popitem()[1].close()
+def load_program(view: View, name: str) -> tuple[Program | None, str | None]:
+    """The task's program from program.json ("program"), or (None, why not)."""
+    text = view.read(task_path(name, "program.json"))
+    try:
+        tree = json.loads(text).get("program") if text else None
+    except (ValueError, AttributeError):
+        return None, "program.json is not a JSON object"
+    if tree is None:
+        return None, "no program tree in program.json (a program learned before trees: run learn again)"
+    try:
+        return load(tree, sandbox_runner), None
+    except ProgramError as e:
+        return None, f"the program does not load: {e}"
 
 
 def approx_tokens(text: str) -> int:
@@ -162,6 +151,10 @@ class TaskRuntime:
         self.examples_k = examples_k
         self.code = view.read(task_path(spec.name, "code.py")) if spec.grade in ("G4", "G5") else None
         self.code_sha = code_sha(self.code)
+        self.program: Program | None = None
+        self._unloadable: str | None = None
+        if self.code is not None:
+            self.program, self._unloadable = load_program(view, spec.name)
         self._validator = _validator(spec.output_schema)
         self._plain_text = spec.output_schema == {"type": "string"}
         self.instructions = view.read(task_path(spec.name, "prompt.md")) or spec.description or DEFAULT_INSTRUCTIONS
@@ -172,16 +165,22 @@ class TaskRuntime:
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> Answer:
         reason = None
         if self.code:
-            try:
-                out = _sandbox_for(self.code).call(value)
-            except SandboxError as e:
-                out, reason = None, f"{_FAILED}: {type(e).__name__}: {e}"
+            if self.program is None:
+                out, reason = None, f"{_FAILED}: {self._unloadable}"
             else:
-                if out is None:
+                result = self.program.run(value)
+                out = result.output
+                if out is None and result.error:
+                    reason = f"{_FAILED}: {result.error}"[:500]
+                elif out is None:
                     reason = ABSTAINED
+                if out is None:
                     from crystallise.harness.synth.hybrid import answer as hybrid  # LLM fills fields, code computes
 
-                    ans = hybrid(self, value, record)
+                    try:
+                        ans = hybrid(self, value, record)
+                    except SandboxError as e:  # the LLM-written compute failed: the LLM answers instead
+                        ans, reason = None, f"{_FAILED}: hybrid: {type(e).__name__}: {e}"[:500]
                     if ans is not None and self._schema_error(self._normalise(ans.output)) is None:
                         ans.output, ans.code_sha = self._normalise(ans.output), self.code_sha
                         return ans

@@ -11,8 +11,10 @@ formulas, unit conversions, totals). Given verified (input text, output) cases:
 3. per sub-group with >= 3 cases: hold out a third (chosen by hashing the input, not
    by order), enumerate expressions on the rest (`enumerate.py`), and keep the
    expression only if it reproduces every held-out case under the task's metric;
-4. emit one readable Python module whose `solve(text)` dispatches on (template,
-   signature) and returns None — abstains — on anything it was not verified for.
+4. emit the program as data (`body`: rules with their expression trees, run by the
+   interpreter in `harness/programs`) whose `solve(text)` dispatches on (template,
+   signature) and returns None — abstains — on anything it was not verified for; its
+   rendering (`render`) is a readable Python module for people.
 
 Learning is incremental: rules of the current program (`previous`) are kept while
 the new evidence agrees with them (>= 90% of their sub-group's cases), so more data
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from crystallise.harness.synth.enumerate import enumerate_expressions
-from crystallise.harness.synth.numbers import RUNTIME, extract_numbers, fmt_number
+from crystallise.harness.synth.numbers import extract_numbers, fmt_number
 from crystallise.harness.synth.template import key_of
 
 __all__ = ["ArithRule", "ArithStrategy", "template_key"]
@@ -45,7 +47,7 @@ _FORMATS = [(2, "half_up"), (2, "half_even"), (0, "half_up"), (1, "half_up"), (3
 
 def template_key(text: str, mode: str) -> str:
     """The part of an input that names its template: `sentence`, `line` or `none` (the same
-    function generated programs run, from template.RUNTIME)."""
+    function the interpreter runs, `template.template_key`)."""
     return str(key_of(text, mode))
 
 
@@ -125,7 +127,8 @@ class ArithStrategy:
         previous: Sequence[ArithRule] = (),
         previous_mode: str | None = None,
     ) -> tuple[str, list[ArithRule], str] | None:
-        """(program source, rules, key mode) or None when no rule verified."""
+        """(the program's rendering, rules, key mode) or None when no rule verified (`body` gives
+        the program itself from the rules)."""
         numeric = [(x, y) for x, y in cases if isinstance(x, str) and _parse_float(y) is not None]
         if len(numeric) < self.min_cases:
             return None
@@ -219,83 +222,71 @@ class ArithStrategy:
                 return None
         return rule
 
-    # -- rendering ----------------------------------------------------------------------
+    # -- the program ----------------------------------------------------------------------
     @staticmethod
-    def render(rules: list[ArithRule], mode: str) -> str:
-        """A standalone module: the number runtime, one function per rule, a dispatch table."""
-        skips = {r.key: r.skip for r in rules}
-        lines = [
-            '"""Crystallised by the arith strategy: arithmetic over the typed numbers of the input.',
-            "",
-            "solve(text) returns the formatted answer, or None (abstain) for inputs whose template",
-            "and number signature no rule was verified on. d = $ amounts, p = percentages as",
-            'fractions, n = plain numbers, in order of appearance after the template prefix."""',
-            RUNTIME,
-            f"MODE = {mode!r}",
-            f"SKIP = {dict(sorted(skips.items()))!r}",
-            "",
-        ]
-        table = []
-        for i, r in enumerate(sorted(rules, key=lambda r: (r.key, r.signature))):
-            expr = re.sub(r"\b([dpnDPN])(\d+)\b", r"\1[\2]", r.expression)
-            lines += [
-                f"def _rule{i}(d, p, n, D, P, N):",
-                f"    # {r.key[:90]!s} | signature {r.signature} | fit {r.n_fit}, held-out {r.n_heldout}",
-                f"    return {expr}",
-                "",
-            ]
-            table.append(f"    ({r.key!r}, {r.signature!r}): (_rule{i}, {r.places}, {r.rounding!r}),")
-        lines += ["RULES = {", *table, "}", "", _SOLVE]
-        return "\n".join(lines)
+    def body(rules: list[ArithRule], mode: str) -> dict[str, Any]:
+        """The part's body as data (`harness/programs`, kind "arith"): what runs."""
+        skips = {r.key: {k: int(r.skip.get(k, 0)) for k in _KINDS} for r in rules}
+        ordered = sorted(rules, key=lambda r: (r.key, r.signature))
+        return {"kind": "arith", "mode": mode, "skip": dict(sorted(skips.items())),
+                "rules": [{"key": r.key, "signature": list(r.signature), "expr": expr_tree(r.expression),
+                           "places": r.places, "rounding": r.rounding} for r in ordered]}
+
+    @classmethod
+    def render(cls, rules: list[ArithRule], mode: str) -> str:
+        """The rendering of `body` (a readable module, for people)."""
+        from crystallise.harness.programs.render import render_body
+
+        return render_body(cls.body(rules, mode))
 
 
-_SOLVE = '''
-_SENTENCE = re.compile(r"[^.?!\\n]*[.?!\\n]")
+_TOKEN = re.compile(r"\s*(\*\*|[-+*/()]|[dpnDPN]\d{1,3}|\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
 
 
-def _key(text):
-    if MODE == "sentence":
-        m = _SENTENCE.match(text.lstrip())
-        return m.group(0).strip() if m else text.strip()
-    if MODE == "line":
-        return text.lstrip().split("\\n", 1)[0].strip()
-    return ""
+def expr_tree(expression: str) -> dict[str, Any]:
+    """An enumerated expression (`"(d0 / (1.0 + p0))"`) as a tree for the interpreter.
 
+    A small reader for the enumerator's own grammar — terminals, numbers, fully bracketed
+    `(a op b)` with + - * / ** — that compiles and evaluates nothing; anything else is refused.
 
-def _match(text):
-    if not isinstance(text, str):
-        return None
-    key = _key(text)
-    skip = SKIP.get(key)
-    if skip is None:
-        return None
-    nums = {k: v[skip[k]:] for k, v in extract_numbers(text).items()}
-    sig = (len(nums["$"]), len(nums["%"]), len(nums["n"]))
-    rule = RULES.get((key, sig))
-    return None if rule is None else (key, sig, nums, rule)
+    >>> expr_tree("(d0 / 12.0)")
+    {'op': '/', 'args': [{'var': 'd0'}, {'const': 12.0}]}
+    """
+    tokens: list[str] = []
+    pos = 0
+    while pos < len(expression.rstrip()):
+        m = _TOKEN.match(expression, pos)
+        if m is None:
+            raise ValueError(f"not an arithmetic expression over the terminals: {expression[:80]!r}")
+        tokens.append(m.group(1))
+        pos = m.end()
 
+    def read(i: int) -> tuple[dict[str, Any], int]:
+        if i >= len(tokens):
+            raise ValueError(f"expression ends early: {expression[:80]!r}")
+        t = tokens[i]
+        if t == "(":
+            left, i = read(i + 1)
+            if i + 1 >= len(tokens) or tokens[i] not in ("+", "-", "*", "/", "**"):
+                raise ValueError(f"expected an operator in {expression[:80]!r}")
+            op = tokens[i]
+            right, i = read(i + 1)
+            if i >= len(tokens) or tokens[i] != ")":
+                raise ValueError(f"unbalanced brackets in {expression[:80]!r}")
+            return {"op": op, "args": [left, right]}, i + 1
+        if t == "-":
+            inner, i = read(i + 1)
+            return {"op": "neg", "args": [inner]}, i
+        if t[0] in "dpnDPN":
+            return {"var": t}, i + 1
+        if t[0].isdigit():
+            return {"const": float(t)}, i + 1
+        raise ValueError(f"unexpected {t!r} in {expression[:80]!r}")
 
-def unit(text):
-    """The rule this input belongs to: "<template> | (d, p, n)", or None."""
-    m = _match(text)
-    return None if m is None else "%s | %s" % (m[0], m[1])
-
-
-def solve(text):
-    m = _match(text)
-    if m is None:
-        return None
-    key, sig, nums, rule = m
-    fn, places, rounding = rule
-    try:
-        ranked = [sorted(nums[k], reverse=True) for k in ("$", "%", "n")]
-        value = fn(nums["$"], nums["%"], nums["n"], *ranked)
-    except (ArithmeticError, ValueError, TypeError):
-        return None
-    if isinstance(value, complex):
-        return None
-    return fmt_number(value, places, rounding)
-'''
+    tree, end = read(0)
+    if end != len(tokens):
+        raise ValueError(f"trailing text in {expression[:80]!r}")
+    return tree
 
 
 def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
@@ -305,11 +296,15 @@ def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
 
 
 def _evaluate(rule: ArithRule, nums: dict[str, list[float]]) -> str | None:
-    env = {f"{_VAR[k]}{i}": v for k in _KINDS for i, v in enumerate(nums[k])}
-    env.update({f"{_VAR[k].upper()}{i}": v for k in _KINDS for i, v in enumerate(sorted(nums[k], reverse=True))})
+    """The rule on one input's numbers, by the interpreter (the expression is data, never eval'd)."""
+    from crystallise.harness.programs.interp import _arith_expr, _Budget
+
+    fn = _arith_expr(expr_tree(rule.expression), _Budget())
+    env = {_VAR[k]: nums[k] for k in _KINDS}
+    env.update({_VAR[k].upper(): sorted(nums[k], reverse=True) for k in _KINDS})
     try:
-        value = eval(rule.expression, {"__builtins__": {}}, env)  # noqa: S307 - our own enumerated arithmetic
-    except (ArithmeticError, ValueError, TypeError, NameError):
+        value = fn(env)
+    except (ArithmeticError, ValueError, TypeError, IndexError):
         return None
     if isinstance(value, complex):
         return None

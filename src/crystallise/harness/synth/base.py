@@ -7,7 +7,8 @@
                      keep the candidate's verified units; the next strategy sees what is left
                  compose the kept parts into one program (`compose.py`)
 
-A *candidate* is a Python module (plain text) that defines
+A *candidate* is a program tree (one part's body, `harness/programs`: data, run by the
+interpreter; LLM-written functions inside it run in the sandbox) whose loaded form has
 
     unit(value)            -> str | None   which part of the task this input belongs to
                                            (a template, a formula, a (template, signature) pair)
@@ -110,19 +111,26 @@ class Problem:
 class Candidate:
     """A program proposed by one strategy, before verification.
 
-    `state` is what the strategy needs to learn incrementally next time (stored in
+    `program` is the part's body (a JSON tree, `harness/programs/interp.py`); `state` is what the strategy needs to learn incrementally next time (stored in
     program.json); `notes` says how it was made (rounds, LLM calls, sizes) for people;
     `extraction` is, for hybrid parts, the per-unit schema and examples the runtime uses
     to have the LLM fill the fields before `solve(value, fields)`.
     """
 
     strategy: str
-    source: str
+    program: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     extraction: dict[str, Any] | None = None
     # hybrid parts: a function (value, unit) -> fields | None that runs the extraction at learn time
     extract: Callable[[Any, str], dict[str, Any] | None] | None = None
+
+    @property
+    def source(self) -> str:
+        """The part's rendering (for people and logs; never what runs)."""
+        from crystallise.harness.programs.render import render_body
+
+        return render_body(self.program)
 
 
 class Strategy(Protocol):

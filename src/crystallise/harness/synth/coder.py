@@ -37,7 +37,8 @@ from crystallise.errors import CrystalliseError, SandboxError
 from crystallise.harness.sandbox import DEFAULT_ALLOWED
 from crystallise.harness.synth.base import Candidate, Case, Problem
 from crystallise.harness.synth.strategies import group_cases, retry, unit_hash
-from crystallise.harness.synth.template import GroupProgram, OutputCodec, Template, render_grouped
+from crystallise.harness.programs import sandbox_runner
+from crystallise.harness.synth.template import GroupProgram, OutputCodec, Template, grouped
 from crystallise.harness.synth.verify import Outcome, replay
 
 __all__ = ["CoderStrategy", "clean_code", "extract_code"]
@@ -132,10 +133,8 @@ class CoderStrategy:
                 found.append(program)
         if not found:
             return None
-        src = render_grouped(f"Crystallised by the coder strategy (LLM-written, {self.backend.name}): "
-                             f"{len(found)} template group(s).", mode, found)
-        return Candidate(self.name, src, state={"tried": dict(self.tried)},
-                         notes={"groups": len(found), "llm_calls": self.calls - calls0, "rounds": log})
+        return Candidate(self.name, grouped(mode, found), state={"tried": dict(self.tried)},
+                         notes={"groups": len(found), "written_by": self.backend.name, "llm_calls": self.calls - calls0, "rounds": log})
 
     def _short(self, unit: str, cases: Sequence[Case], tpls: dict[str, Template]) -> bool:
         """Inputs short enough for a small model to read six of them and write code."""
@@ -171,11 +170,13 @@ class CoderStrategy:
                 messages.append(Message("user", "Reply with the complete function `def solve(x):` in one "
                                                 "```python code block."))
                 continue
-            program = GroupProgram(template, code, codec, keys)
+            fn = {"kind": "source", "source": code}  # LLM-written: runs in the sandbox only
+            program = GroupProgram(template, fn, codec, keys)
             alone = GroupProgram(Template("" if keys is None else template.key, template.prefix, template.suffix),
-                                 code, codec, keys)  # one group: no key needed
+                                 fn, codec, keys)  # one group: no key needed
             try:
-                outcomes = replay(render_grouped("candidate", "none", [alone]), cases, problem.metric)
+                sandbox_runner(code)  # loads it (and says why it cannot) before any case runs
+                outcomes = replay(grouped("none", [alone]), cases, problem.metric)
             except SandboxError as e:
                 scores.append(0)
                 messages.append(Message("user", f"Your code could not run: {_plain(str(e))}\n"

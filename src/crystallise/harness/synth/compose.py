@@ -36,7 +36,7 @@ class Part:
     hybrid: bool = False
 
 
-def _check(source: str) -> set[str]:
+def _check(source: str, entry: str = "solve") -> set[str]:
     """Top-level names of a part; refuses what cannot live inside a function."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
@@ -50,12 +50,22 @@ def _check(source: str) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    if "solve" not in names:
-        raise ValueError("a part must define solve(value)")
+    if entry not in names:
+        raise ValueError(f"a part must define {entry}(value)")
     return names
 
 
-def _indent(source: str) -> str:
+def nestable(source: str, entry: str = "solve") -> bool:
+    """Whether LLM-written `source` can be shown nested in a function of the rendering (it parses,
+    defines `entry` at top level, uses no `global`/`nonlocal`/`__future__`)."""
+    try:
+        names = _check(source, entry)
+        return entry in names
+    except (SyntaxError, ValueError):
+        return False
+
+
+def indent(source: str) -> str:
     """Indent by 4 spaces, except continuation lines of multi-line strings (their text is data)."""
     inside: set[int] = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -67,7 +77,7 @@ def _indent(source: str) -> str:
 
 
 def _ident(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+    return re.sub(r"[^A-Za-z0-9_]", "_", name, flags=re.ASCII)[:40]
 
 
 def compose(parts: Sequence[Part], *, title: str = "") -> str:
@@ -75,9 +85,10 @@ def compose(parts: Sequence[Part], *, title: str = "") -> str:
     if not parts:
         raise ValueError("nothing to compose")
     chunks = [
-        f'"""Crystallised program{f" for {title}" if title else ""}: {len(parts)} part(s), tried in order.\n\n'
+        f'"""Crystallised program: {len(parts)} part(s), tried in order.\n\n'
         "Each part answers only the units it was verified on (held-out cases it never saw, replayed\n"
-        "in the sandbox) and abstains (None) elsewhere; tasks/<name>/program.json says how each was made."
+        "in the sandbox) and abstains (None) elsewhere; tasks/<name>/program.json holds the program itself\n"
+        "(a tree the interpreter runs) and how each part was made. This file is its rendering, for people."
         '\n"""\n'
     ]
     table = []
@@ -87,9 +98,9 @@ def compose(parts: Sequence[Part], *, title: str = "") -> str:
         ret = "solve, unit" if "unit" in names else "solve, (lambda value: '')"
         units = "None" if part.units is None else _units(part.units)
         chunks.append(
-            f"# ---- part {i + 1}: {part.strategy}"
+            f"# ---- part {i + 1}: {_ident(part.strategy)}"
             f"{'' if part.units is None else f' ({len(part.units)} verified units)'} ----\n"
-            f"def {fn}():\n{_indent(part.source.rstrip())}\n    return {ret}\n\n\n"
+            f"def {fn}():\n{indent(part.source.rstrip())}\n    return {ret}\n\n\n"
             f"_UNITS{i} = {units}\n"
         )
         table.append(f"    ({part.strategy!r}, *{fn}(), _UNITS{i}, {part.hybrid!r}),")

@@ -18,7 +18,8 @@ A hybrid part splits the two:
     serve (`answer`): code abstains -> hybrid_unit(value) -> one extraction call -> solve(value, fields)
 
 The extraction schema, instructions and examples are plain JSON in `tasks/<name>/hybrid.json`;
-the formula code is part of `code.py` and runs in the sandbox like any crystallised code. A unit
+the part itself is a tree in program.json (run by the interpreter) whose `compute` functions,
+being LLM-written, run only in the sandbox; `code.py` shows it to people. A unit
 verified before is kept as it was when its group comes up again (no new coder call); it is
 replayed on the new held-out cases like every candidate.
 """
@@ -32,77 +33,16 @@ from typing import Any
 
 from crystallise.backends.base import Backend, CompletionRequest, Message
 from crystallise.errors import CrystalliseError, SandboxError
-from crystallise.harness.sandbox import Sandbox
+from crystallise.harness.programs import ProgramError, load_body, sandbox_runner
 from crystallise.harness.synth.base import Candidate, Case, Problem
 from crystallise.harness.synth.coder import SYSTEM, clean_code, extract_code
-from crystallise.harness.synth.compose import _indent
-from crystallise.harness.synth.numbers import RUNTIME as NUMBERS
 from crystallise.harness.synth.strategies import group_cases, retry
-from crystallise.harness.synth.template import RUNTIME as TEMPLATE
 from crystallise.harness.synth.template import Template
 
-__all__ = ["HybridStrategy", "answer", "extraction_request"]
+__all__ = ["HybridStrategy", "answer", "body", "extraction_request"]
 
 FORMATS = [(2, "half_up"), (2, "half_even"), (0, "half_up"), (1, "half_up"), (3, "half_up"), (4, "half_up"),
            (-1, "")]
-
-_SNAP = r'''
-
-def number_spans(text):
-    """(digits as written, with scale words applied, typed) for each number in text."""
-    out = []
-    for m in _NUM.finditer(text):
-        raw = float(m.group("num").replace(",", ""))
-        scaled = raw * _SCALE[m.group("scale").lower()] if m.group("scale") else raw
-        out.append((raw, scaled, scaled / 100.0 if m.group("pct") else scaled))
-    return out
-
-
-def snap(text, x):
-    """The typed number of text that x names (x as written, scaled, or already typed), else x."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-
-    def close(a, b):
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-
-    spans = number_spans(text)
-    if any(close(x, t) for _, _, t in spans):
-        return x
-    hits = {t for r, s, t in spans if close(x, r) or close(x, s)}
-    return hits.pop() if len(hits) == 1 else x
-'''
-
-_SOLVE = '''
-
-def unit(value):
-    if not isinstance(value, str):
-        return None
-    key = template_key(value, MODE)
-    u = _UNITS.get(key)
-    return key if u is not None and payload(value, u[0], u[1]) is not None else None
-
-
-def solve(value, fields=None):
-    """None without fields (a hybrid part answers only after the LLM filled the schema)."""
-    key = unit(value) if isinstance(fields, dict) else None
-    if key is None:
-        return None
-    prefix, suffix, compute, names, places, rounding = _UNITS[key]
-    text = payload(value, prefix, suffix)
-    args = [snap(text, fields.get(n)) for n in names]
-    if None in args:
-        return None
-    try:
-        out = compute(*args)
-    except (ArithmeticError, ValueError, TypeError, OverflowError):
-        return None
-    if isinstance(out, bool) or not isinstance(out, (int, float)):
-        return None
-    return fmt_number(out, places, rounding)
-'''
-
 
 def params(code: str, name: str = "compute") -> list[str] | None:
     """The positional parameter names of `name` in `code`."""
@@ -119,18 +59,14 @@ def params(code: str, name: str = "compute") -> list[str] | None:
     return None
 
 
-def render(mode: str, units: dict[str, dict[str, Any]]) -> str:
-    """The hybrid module: number runtime, template runtime, one compute per unit, solve."""
-    out = ['"""Crystallised by the hybrid strategy: the LLM fills each unit\'s fields (tasks/<name>/hybrid.json),\n'
-           'this code snaps them to the numbers in the text and computes the answer."""', NUMBERS, TEMPLATE, _SNAP,
-           f"MODE = {mode!r}", ""]
-    table = []
-    for i, (key, u) in enumerate(sorted(units.items())):
-        out += [f"def _unit{i}():", _indent(u["code"].rstrip()), "    return compute", "", ""]
-        table.append(f"    {key!r}: ({u['prefix']!r}, {u['suffix']!r}, _unit{i}(), {tuple(u['fields'])!r}, "
-                     f"{u['places']!r}, {u['rounding']!r}),")
-    out += ["_UNITS = {  # unit: (prefix, suffix, compute, fields, places, rounding)", *table, "}", _SOLVE]
-    return "\n".join(out)
+def body(mode: str, units: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The part's body as data (`harness/programs`, kind "hybrid"): template matching, snapping and
+    formatting run in the interpreter; each unit's LLM-written `compute` runs in the sandbox."""
+    return {"kind": "hybrid", "mode": mode, "units": {
+        key: {"prefix": u["prefix"], "suffix": u["suffix"], "fields": list(u["fields"]),
+              "places": u.get("places", -1), "rounding": u.get("rounding", ""),
+              "compute": {"kind": "source", "source": u["code"]}}
+        for key, u in sorted(units.items())}}
 
 
 def extraction_request(spec: dict[str, Any], text: str) -> tuple[CompletionRequest, dict[str, Any]]:
@@ -209,7 +145,7 @@ class HybridStrategy:
             seen = self._last.get((tuple(spec["fields"]), text))
             return seen if seen is not None else self._extract(spec, text)
 
-        return Candidate(self.name, render(mode, units), state={"tried": dict(self.tried), "units": units},
+        return Candidate(self.name, body(mode, units), state={"tried": dict(self.tried), "units": units},
                          notes={"units": len(units), "coder_calls": self.calls["coder"] - before["coder"],
                                 "extract_calls": self.calls["extract"] - before["extract"], "groups": log},
                          extraction={"mode": mode, "units": specs}, extract=extract)
@@ -267,29 +203,30 @@ class HybridStrategy:
     def _score(self, spec: dict[str, Any], cases: Sequence[Case], texts: list[str]):
         """Extract (twice for failures, the second time with verified examples), compute, pick the format."""
         try:
-            box = Sandbox(render("none", {"": {**spec, "places": -1, "rounding": ""}}), timeout_s=2.0)
-        except SandboxError:
+            part = load_body(body("none", {"": {**spec, "places": -1, "rounding": ""}}), sandbox_runner)
+            sandbox_runner(part.units[""][3].run_source)  # loads the LLM's code (or says why it cannot)
+        except (ProgramError, SandboxError):
             return None
-        with box:
-            def values(i: int, shots: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, float | None]:
-                fields = self._extract({**spec, "shots": shots}, texts[i])
-                if fields is None:
-                    return None, None
-                try:
-                    raw = box.call(cases[i].input, fields)
-                except SandboxError:
-                    return fields, None
-                return fields, _number(raw)
 
-            got = [values(i, spec["shots"]) for i in range(len(cases))]
-            places, rounding = _best_format([g[1] for g in got], cases, self.metric)
-            ok = [self._right(g[1], c, places, rounding) for g, c in zip(got, cases)]
-            shots = [{"x": texts[i], "fields": got[i][0]} for i in range(len(cases)) if ok[i]][: self.shots]
-            if shots and not all(ok) and not spec["shots"]:
-                for i in range(len(cases)):  # again, with the verified examples in the prompt
-                    if not ok[i]:
-                        got[i] = values(i, shots)
-                        ok[i] = self._right(got[i][1], cases[i], places, rounding)
+        def values(i: int, shots: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, float | None]:
+            fields = self._extract({**spec, "shots": shots}, texts[i])
+            if fields is None:
+                return None, None
+            try:
+                raw = part.solve(cases[i].input, fields)
+            except SandboxError:
+                return fields, None
+            return fields, _number(raw)
+
+        got = [values(i, spec["shots"]) for i in range(len(cases))]
+        places, rounding = _best_format([g[1] for g in got], cases, self.metric)
+        ok = [self._right(g[1], c, places, rounding) for g, c in zip(got, cases)]
+        shots = [{"x": texts[i], "fields": got[i][0]} for i in range(len(cases)) if ok[i]][: self.shots]
+        if shots and not all(ok) and not spec["shots"]:
+            for i in range(len(cases)):  # again, with the verified examples in the prompt
+                if not ok[i]:
+                    got[i] = values(i, shots)
+                    ok[i] = self._right(got[i][1], cases[i], places, rounding)
         spec = {**spec, "places": places, "rounding": rounding, "shots": shots}
         wrong = [(texts[i], got[i][0], got[i][1], cases[i].output) for i in range(len(cases)) if not ok[i]]
         return sum(ok), spec, shots, wrong
@@ -372,9 +309,10 @@ def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> An
     """For `TaskRuntime`: the hybrid answer to `value`, or None (then the LLM answers).
 
     Reads `tasks/<name>/hybrid.json` once per runtime; one extraction call to the runtime's
-    backend, then `solve(value, fields)` in the sandbox."""
+    backend, then the program's hybrid part on (value, fields): the interpreter snaps and
+    formats, the unit's LLM-written `compute` runs in the sandbox."""
     from crystallise.backends.structured import complete_json
-    from crystallise.harness.runtime import Answer, _sandbox_for
+    from crystallise.harness.runtime import Answer
     from crystallise.harness.spec import task_path
 
     specs = getattr(runtime, "_hybrid_specs", None)
@@ -382,13 +320,10 @@ def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> An
         text = runtime.view.read(task_path(runtime.spec.name, "hybrid.json"))
         specs = json.loads(text).get("units", {}) if text else {}
         runtime._hybrid_specs = specs
-    if not specs or not runtime.code:
+    program = runtime.program
+    if not specs or program is None:
         return None
-    box = _sandbox_for(runtime.code)
-    try:
-        unit = box.call_fn("hybrid_unit", value)
-    except SandboxError:
-        return None
+    unit = program.hybrid_unit(value)
     spec = specs.get(unit) if isinstance(unit, str) else None
     text = Template(unit, spec["prefix"], spec["suffix"]).payload(value) if spec else None
     if text is None:
@@ -398,9 +333,9 @@ def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> An
         request.metadata["record"] = record
     try:
         fields, completion, repaired = complete_json(runtime.backend, request, schema)
-        out = box.call(value, fields)
     except CrystalliseError:
         return None
+    out = program.run(value, fields if isinstance(fields, dict) else None).output if isinstance(fields, dict) else None
     if out is None:
         return None
     return Answer(output=out, served_by="hybrid", llm_calls=2 if repaired else 1,

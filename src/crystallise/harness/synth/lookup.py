@@ -21,10 +21,26 @@ class LookupStrategy:
     name = "lookup"
 
     def synthesise(self, cases: Sequence[tuple[Any, Any]], *, min_repeats: int = 1) -> str | None:
+        """The table's rendering (a readable module), or None when no entry survives."""
+        body = self.body(cases)
+        if body is None:
+            return None
+        from crystallise.harness.programs.render import render_body
+
+        return render_body(body)
+
+    def body(self, cases: Sequence[tuple[Any, Any]]) -> dict[str, Any] | None:
+        """The table as a program body (`harness/programs`, kind "lookup"), or None."""
         table: dict[str, Any] = {}
         conflicted: set[str] = set()
+        from crystallise.harness.programs.interp import ProgramError, _json_value
+
         for x, y in cases:
-            key = json.dumps(x, sort_keys=True, ensure_ascii=False)
+            try:
+                key = json.dumps(x, sort_keys=True, ensure_ascii=False, allow_nan=False)
+                _json_value(y, "answer")  # NaN/Infinity have no place in a program
+            except (ProgramError, TypeError, ValueError):
+                continue
             if key in table and table[key] != y:
                 conflicted.add(key)
             table.setdefault(key, y)
@@ -32,16 +48,7 @@ class LookupStrategy:
             table.pop(key)
         if not table:
             return None
-        body = json.dumps(dict(sorted(table.items())), indent=1, ensure_ascii=False)
-        return (
-            '"""Crystallised by the lookup strategy: verified input -> output; abstains elsewhere."""\n'
-            "import json\n\n"
-            f"TABLE = json.loads({body!r})\n\n\n"
-            "def unit(value):\n"
-            "    return \"table\" if json.dumps(value, sort_keys=True, ensure_ascii=False) in TABLE else None\n\n\n"
-            "def solve(value):\n"
-            "    return TABLE.get(json.dumps(value, sort_keys=True, ensure_ascii=False))\n"
-        )
+        return {"kind": "lookup", "table": dict(sorted(table.items()))}
 
     def propose(self, problem: Problem) -> Candidate | None:
         """A table, only when some input repeats (otherwise it would answer nothing new).
@@ -51,7 +58,7 @@ class LookupStrategy:
         keys = [json.dumps(c.input, sort_keys=True, ensure_ascii=False) for c in problem.fit]
         if len(set(keys)) == len(keys):
             return None
-        src = self.synthesise([(c.input, c.output) for c in problem.fit])
-        if src is None:
+        body = self.body([(c.input, c.output) for c in problem.fit])
+        if body is None:
             return None
-        return Candidate(self.name, src, notes={"entries": len(set(keys))})
+        return Candidate(self.name, body, notes={"entries": len(set(keys))})

@@ -11,16 +11,17 @@ Kinds: `$` currency amounts (also €, £), `%` percentages (as fractions: 7% ->
 `n` plain numbers. Scale words multiply ("$1.2 million" -> 1200000). Digits that are
 part of a name (`S_0`, `R_t`, `Q4`) are not numbers.
 
-The same source is embedded verbatim in every crystallised program (`RUNTIME`), so a
-program file runs on its own in the sandbox with no import of crystallise.
+The interpreter (`harness/programs`) calls these functions; the rendering of a program
+(`code.py`, for people and for the sandbox's equivalence tests) carries their source
+(`RUNTIME`, made with `inspect.getsource`), so both mean the same. No annotations: the
+copied source must run on its own.
 """
 
-from __future__ import annotations
-
-# The runtime below is both executed here and copied into generated programs.
-RUNTIME = r'''
+import inspect
 import re
-from decimal import Decimal, ROUND_HALF_EVEN, ROUND_HALF_UP
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+
+__all__ = ["RUNTIME", "extract_numbers", "fmt_number", "number_spans"]
 
 _NUM = re.compile(
     r"(?<![\w.])"                                  # not glued to a name (S_0, Q4) or decimal
@@ -50,6 +51,16 @@ def extract_numbers(text):
     return out
 
 
+def number_spans(text):
+    """(digits as written, with scale words applied, typed) for each number in text."""
+    out = []
+    for m in _NUM.finditer(text):
+        raw = float(m.group("num").replace(",", ""))
+        scaled = raw * _SCALE[m.group("scale").lower()] if m.group("scale") else raw
+        out.append((raw, scaled, scaled / 100.0 if m.group("pct") else scaled))
+    return out
+
+
 def fmt_number(value, places, rounding):
     """Round half-up/half-even at `places` after removing float noise; -1 = no rounding."""
     if value is None or value != value or value in (float("inf"), float("-inf")):
@@ -59,12 +70,15 @@ def fmt_number(value, places, rounding):
     mode = ROUND_HALF_UP if rounding == "half_up" else ROUND_HALF_EVEN
     d = Decimal(repr(round(float(value), 9))).quantize(Decimal(1).scaleb(-places), rounding=mode)
     return str(d)
-'''
 
-_namespace: dict[str, object] = {}
-exec(compile(RUNTIME, "<crystallise.harness.synth.numbers>", "exec"), _namespace)  # noqa: S102 - our own constant source
 
-extract_numbers = _namespace["extract_numbers"]
-fmt_number = _namespace["fmt_number"]
-
-__all__ = ["RUNTIME", "extract_numbers", "fmt_number"]
+RUNTIME = "\n".join([
+    "",
+    "import re",
+    "from decimal import Decimal, ROUND_HALF_EVEN, ROUND_HALF_UP",
+    "",
+    f"_NUM = re.compile({_NUM.pattern!r}, re.IGNORECASE)",
+    f"_SCALE = {_SCALE!r}",
+    "",
+    *(inspect.getsource(f) for f in (extract_numbers, number_spans, fmt_number)),
+])

@@ -4,9 +4,10 @@
       for strategy in lookup, arith, strings, coder, hybrid:
           fit, held-out = split(uncovered cases, by the strategy's units)   # held-out: never shown to it
           candidate  = strategy.propose(fit)
-          verdict    = verify(candidate, fit, held-out)          # sandbox replay, unit by unit
+          verdict    = verify(candidate, fit, held-out)          # replay, unit by unit
           keep the verified units; the cases they answer are covered
-      compose(kept parts) -> code.py;   how each part was made -> program.json;
+      the kept parts -> one program tree (program.json "program", run by the interpreter),
+      its rendering -> code.py (for people);   how each part was made -> program.json;
       hybrid extraction specs of verified units -> hybrid.json
 
 Later strategies only see what earlier ones left, so the expensive ones (a coder model, an
@@ -21,20 +22,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crystallise.errors import SandboxError
+from crystallise.harness.programs import FORMAT, ProgramError, load, render, sandbox_runner
 from crystallise.harness.synth.base import Case, Problem, Strategy, case_key, split
-from crystallise.harness.synth.compose import Part, compose
 from crystallise.harness.synth.strategies import template_units
-from crystallise.harness.synth.verify import Policy, replay, verify
+from crystallise.harness.synth.verify import Policy, verify
 
 __all__ = ["Synthesis", "synthesise"]
 
 
 @dataclass
 class Synthesis:
-    """The composed program and what program.json / hybrid.json should say about it."""
+    """The program (a tree), its rendering, and what program.json / hybrid.json should say about it."""
 
     code: str
+    program: dict[str, Any]
     meta: dict[str, Any]
     hybrid: dict[str, Any] | None = None
     parts: list[str] = field(default_factory=list)
@@ -58,7 +59,7 @@ def synthesise(
     previous = previous or {}
     policies = policies or {}
     left = list(cases)
-    parts: list[Part] = []
+    parts: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"learning_cases": len(cases), "parts": {}, "tried": {}}
     hybrid: dict[str, Any] | None = None
     for strategy in strategies:
@@ -73,7 +74,7 @@ def synthesise(
         if progress:
             progress(f"synthesis: {name}")
         candidate = strategy.propose(problem)
-        if candidate is None or not candidate.source:
+        if candidate is None or not candidate.program:
             if candidate is not None and candidate.state:
                 meta["tried"][name] = candidate.state
             continue
@@ -87,7 +88,8 @@ def synthesise(
                 continue
             units, summary = frozenset(v.verified_units), v.summary()
             covered = v.answered
-        parts.append(Part(name, candidate.source, units, hybrid=candidate.extraction is not None))
+        parts.append({"strategy": name, "units": None if units is None else sorted(units),
+                      "hybrid": candidate.extraction is not None, "body": candidate.program})
         meta["parts"][name] = {"units": sorted(units) if units is not None else None, "state": candidate.state,
                                "verification": summary, "notes": candidate.notes}
         if candidate.extraction is not None and units is not None:
@@ -96,19 +98,24 @@ def synthesise(
         left = [c for c in left if case_key(c) not in covered]
     if not parts:
         return None
-    code = compose(parts, title=task)
-    meta["strategies"] = [p.strategy for p in parts]
-    meta["replay"] = _final_replay(code, cases, metric)
-    n_units = sum(len(p.units) if p.units is not None else 1 for p in parts)
-    return Synthesis(code, meta, hybrid, [p.strategy for p in parts], n_units)
+    program = {"format": FORMAT, "parts": parts}
+    meta["strategies"] = [p["strategy"] for p in parts]
+    meta["replay"] = _final_replay(program, cases, metric)
+    n_units = sum(len(p["units"]) if p["units"] is not None else 1 for p in parts)
+    return Synthesis(render(program), program, meta, hybrid, [p["strategy"] for p in parts], n_units)
 
 
-def _final_replay(code: str, cases: Sequence[Case], metric: Callable[[Any, Any], bool]) -> dict[str, int]:
+def _final_replay(program: dict[str, Any], cases: Sequence[Case], metric: Callable[[Any, Any], bool]) -> dict[str, int]:
     """The composed program (code parts) on every learning case: a check of the composition."""
     try:
-        outcomes = replay(code, cases, metric)
-    except SandboxError as e:
+        loaded = load(program, sandbox_runner)
+    except ProgramError as e:
         return {"error": str(e)[:300]}  # type: ignore[dict-item]
-    answered = [o for o in outcomes if o.output is not None]
-    return {"cases": len(outcomes), "answered": len(answered), "correct": sum(o.correct for o in answered)}
+    answered = correct = 0
+    for c in cases:
+        out = loaded.solve(c.input)
+        if out is not None:
+            answered += 1
+            correct += bool(metric(out, c.output))
+    return {"cases": len(cases), "answered": answered, "correct": correct}
 

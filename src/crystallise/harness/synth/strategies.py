@@ -33,7 +33,7 @@ from crystallise.harness.synth.template import (
     Template,
     choose_mode,
     key_of,
-    render_grouped,
+    grouped,
     templates,
 )
 
@@ -69,9 +69,9 @@ class ArithPart:
                                     previous=previous, previous_mode=state.get("mode") if previous else None)
         if not found:
             return None
-        src, rules, mode = found
+        _, rules, mode = found
         rules = sorted(rules, key=lambda r: (r.key, r.signature))
-        return Candidate(self.name, src, state={"mode": mode, "rules": [r.to_dict() for r in rules]},
+        return Candidate(self.name, ArithStrategy.body(rules, mode), state={"mode": mode, "rules": [r.to_dict() for r in rules]},
                          notes={"rules": len(rules)})
 
 
@@ -138,8 +138,7 @@ class StringsPart:
                 found.append(program)
         if not found:
             return None
-        src = render_grouped(f"Crystallised by the strings strategy: {len(found)} template group(s).", mode, found)
-        return Candidate(self.name, src, state={"tried": dict(self.tried)}, notes={"groups": len(found)})
+        return Candidate(self.name, grouped(mode, found), state={"tried": dict(self.tried)}, notes={"groups": len(found)})
 
     def _search(self, unit: str, cases: list[Case], tpls: dict[str, Template], budget_s: float) -> GroupProgram | None:
         outputs = [c.output for c in cases]
@@ -163,4 +162,4 @@ class StringsPart:
         program = StringStrategy().search(examples, budget_s=max(0.1, budget_s))
         if program is None:
             return None
-        return GroupProgram(template, program.source, codec, keys)
+        return GroupProgram(template, program.tree, codec, keys)

@@ -18,10 +18,11 @@ How (each step a module of this package):
    whether something smaller (one operator instead of five pieces) exists.
 3. Failing that, a two-branch conditional: `first(A, B)` (A where it applies, else B) or
    `ite(p, A, B)` with a predicate from the bank.
-4. `render`: the expression plus the source of the runtime helpers it uses (`strings_runtime`),
-   with argument and result type checks; the module imports only `re` and `functools`, both
-   on the sandbox's allow-list. Every helper returns None on input it cannot handle, so the
-   program abstains (returns None) on inputs of a shape it was not built for.
+4. The program is a tree (`Program.tree`): helper calls, arguments and constants, run by the
+   interpreter (`harness/programs`) with argument and result type checks. Its rendering
+   (`Program.source`) is the expression plus the source of the runtime helpers it uses, for
+   people. Every helper returns None on input it cannot handle, so the program abstains
+   (returns None) on inputs of a shape it was not built for.
 
 Smallest-first is the inductive bias: with three examples many programs fit, and the
 smallest is the likeliest to be the intended one (it generalises to held-out inputs).
@@ -29,22 +30,17 @@ smallest is the likeliest to be the intended one (it generalises to held-out inp
 
 from __future__ import annotations
 
-import inspect
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from crystallise.harness.synth import strings_runtime as rt
 from crystallise.harness.synth.strings_concat import AtomIndex, concat, conditional
 from crystallise.harness.synth.strings_ops import Grammar, grow
 from crystallise.harness.synth.strings_search import Expr, Found, OutOfTime, Search, key_of, type_of
 
-__all__ = ["Program", "StringStrategy", "render"]
+__all__ = ["Program", "StringStrategy"]
 
-_CHECK = {"str": "isstr({})", "int": "isint({})", "list": "islist({})", "bool": "type({}) is bool"}
 
 
 @dataclass
@@ -60,8 +56,18 @@ class Program:
     seconds: float
 
     @property
+    def tree(self) -> dict[str, Any]:
+        """The program as data (`harness/programs`, a "strings" function): what runs."""
+        return {"kind": "strings", "arg_types": list(self.arg_types), "out_type": self.out_type,
+                "expr": self.expr.tree()}
+
+    @property
     def source(self) -> str:
-        return render(self)
+        """Its rendering as a standalone module (for people, and the sandbox equivalence tests)."""
+        from crystallise.harness.programs.render import render_strings_fn
+
+        return render_strings_fn(self.tree, f" from {self.n_examples} examples (bottom-up enumeration, "
+                                            f"cost {self.expr.cost:g})")
 
 
 class StringStrategy:
@@ -130,7 +136,7 @@ class StringStrategy:
             return None
         types = [t or "str" for t in s.arg_types]
         program = Program(best, types, s.out_type or "str", s.m, level, s.size(), time.monotonic() - t0)
-        return program if _reproduces(program.source, inputs, outputs) else None
+        return program if _reproduces(program.tree, inputs, outputs) else None
 
     @staticmethod
     def _conditional(s: Search, g: Grammar) -> Expr | None:
@@ -154,15 +160,16 @@ class StringStrategy:
             return None
 
 
-def _reproduces(source: str, inputs: list[list[Any]], outputs: list[Any]) -> bool:
-    """The rendered module gives every example's output (guards the renderer, not the search).
-    It is our own code over our own runtime, so it runs here, not in the sandbox."""
-    namespace: dict[str, Any] = {}
+def _reproduces(tree: dict[str, Any], inputs: list[list[Any]], outputs: list[Any]) -> bool:
+    """The program tree, run by the interpreter, gives every example's output (guards the tree
+    conversion, not the search). Nothing is compiled: the tree is data."""
+    from crystallise.harness.programs.interp import ProgramError, strings_fn
+
     try:
-        exec(compile(source, "<strings program>", "exec"), namespace)  # noqa: S102 - generated from our runtime
-        return all(key_of([namespace["solve"](*x)]) == key_of([y]) for x, y in zip(inputs, outputs))
-    except Exception:  # noqa: BLE001
+        fn = strings_fn(tree)
+    except ProgramError:
         return False
+    return all(key_of([fn(*x)]) == key_of([y]) for x, y in zip(inputs, outputs))
 
 
 def _clean(examples: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[list[Any]], list[Any]] | None:
@@ -197,67 +204,3 @@ def _clean(examples: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[list[Any
         if len(args) != arity or [type_of(v) for v in args] != types or type_of(out) != out_type:
             return None
     return inputs, outputs
-
-
-# -- rendering -------------------------------------------------------------------------------------
-
-
-@cache
-def _deps() -> dict[str, set[str]]:
-    """Runtime name -> runtime names its source refers to."""
-    names = {n for n, v in vars(rt).items() if not n.startswith("_") and (_is_helper(v) or n.isupper())}
-    out: dict[str, set[str]] = {}
-    for n in names:
-        v = getattr(rt, n)
-        src = inspect.getsource(v) if _is_helper(v) else ""
-        out[n] = {w for w in re.findall(r"\b[A-Za-z_]\w*\b", src) if w in names and w != n}
-    return out
-
-
-def _is_helper(v: object) -> bool:
-    return callable(v) and getattr(v, "__module__", None) == rt.__name__
-
-
-def _closure(names: set[str]) -> list[str]:
-    deps, todo, done = _deps(), list(names), set()
-    while todo:
-        n = todo.pop()
-        if n in done or n not in deps:
-            continue
-        done.add(n)
-        todo += deps[n]
-    order = [n for n in vars(rt) if n in done]  # the runtime's own order: definitions before use
-    return order
-
-
-def render(program: Program) -> str:
-    """A standalone module: the helpers the program uses, then `solve(*args)`."""
-    expr, types = program.expr, program.arg_types
-    params = [f"x{i}" for i in range(len(types))]
-    used = expr.helpers() | {_CHECK[t].split("(")[0] for t in [*types, program.out_type]} - {"type"}
-    chunks = []
-    for name in _closure(used):
-        v = getattr(rt, name)
-        chunks.append(inspect.getsource(inspect.unwrap(v)).rstrip() if _is_helper(v) else f"{name} = {v!r}")
-    consts = [c for c in chunks if not c.startswith(("def ", "@"))]
-    funcs = [c for c in chunks if c.startswith(("def ", "@"))]
-    checks = " and ".join(_CHECK[t].format(f"args[{i}]") for i, t in enumerate(types)) or "True"
-    sig = ", ".join(f"{p}: {t}" for p, t in zip(params, types))
-    body = expr.render()
-    unpack = f"    {', '.join(params)}, = args\n" if params else ""
-    return (
-        f'"""Crystallised by the strings strategy from {program.n_examples} examples '
-        f"(bottom-up enumeration, cost {expr.cost}).\n\n"
-        f"    solve({sig}) -> {program.out_type}\n"
-        f"    {body[:300]}\n\n"
-        'solve returns None (abstains) on input it cannot handle: a missing token, an index out of\n'
-        'range, an argument of another type."""\n\n'
-        "import functools\nimport re\n\n"
-        + ("\n".join(consts) + "\n\n\n" if consts else "")
-        + "\n\n\n".join(funcs)
-        + "\n\n\ndef solve(*args):\n"
-        f"    if len(args) != {len(types)} or not ({checks}):\n        return None\n"
-        + unpack
-        + f"    try:\n        out = {body}\n    except Exception:\n        return None\n"
-        f"    return out if {_CHECK[program.out_type].format('out')} else None\n"
-    )

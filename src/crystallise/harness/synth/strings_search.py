@@ -81,6 +81,14 @@ class Expr:
             return self.src
         return f"{self.fn}({', '.join(k.render() for k in self.kids)})"
 
+    def tree(self) -> dict[str, Any]:
+        """The expression as data for the interpreter (`harness/programs`): a helper call with its
+        children, an argument, or a constant value (a constant leaf's value is the same on every
+        example: that value is the constant; nothing is parsed or evaluated)."""
+        if self.fn:
+            return {"call": self.fn, "args": [k.tree() for k in self.kids]}
+        return _leaf_tree(self.src, self.value)
+
     def helpers(self) -> set[str]:
         """Runtime names this expression uses (functions and token constants)."""
         out = {self.fn} if self.fn else set()
@@ -97,6 +105,25 @@ class Expr:
 
     def __repr__(self) -> str:
         return f"<{self.type} {self.render()} cost={self.cost}>"
+
+
+_ARG_MINUS_ONE = re.compile(r"x(\d+) - 1")
+_NEG_ARG = re.compile(r"-x(\d+)")
+
+
+def _leaf_tree(src: str, value: tuple[Any, ...]) -> dict[str, Any]:
+    """`x0` -> argument 0; `x1 - 1`, `-x1` -> int arithmetic on it; else the constant it stands for."""
+    if _ARG.fullmatch(src):
+        return {"arg": int(src[1:])}
+    if m := _ARG_MINUS_ONE.fullmatch(src):
+        return {"call": "sub", "args": [{"arg": int(m.group(1))}, {"const": 1}]}
+    if m := _NEG_ARG.fullmatch(src):
+        return {"call": "sub", "args": [{"const": 0}, {"arg": int(m.group(1))}]}
+    if src in rt.TOKENS:
+        return {"const": getattr(rt, src)}
+    if not value or any(v != value[0] or type(v) is not type(value[0]) for v in value):
+        raise ValueError(f"leaf {src!r} is neither an argument nor a constant")
+    return {"const": list(value[0]) if isinstance(value[0], tuple) else value[0]}
 
 
 class Search:

@@ -17,12 +17,13 @@ find (for an enumerator or a small coder model) over the varying part alone:
    `"True"`/`"yes"` -> a bool), and generated programs turn answers back into those strings;
    for multiple-choice answers (`"(B)"`) a program may return the option's text instead.
 
-The same few lines (`RUNTIME`) run inside every generated program, so `payload` means the
-same thing at learn time and at serve time.
+The interpreter calls these functions, and the rendering of a program (`code.py`) carries their
+source (`RUNTIME`), so `payload` means the same at learn time, at serve time and in the rendering.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections import Counter, defaultdict
@@ -30,12 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RUNTIME", "GroupProgram", "OutputCodec", "Template", "choose_mode", "key_of", "render_grouped", "templates"]
-
-RUNTIME = r'''
-import re
+__all__ = [
+    "RUNTIME", "GroupProgram", "OutputCodec", "Template", "choose_mode", "encode", "key_of", "payload",
+    "grouped", "templates",
+]
 
 _SENTENCE = re.compile(r"[^.?!\n]*[.?!\n]")
+_OPTION = re.compile(r"^\s*(\([A-Z]\))\s*(.+?)\s*$", re.M)
 
 
 def template_key(text, mode):
@@ -54,9 +56,6 @@ def payload(text, prefix, suffix):
     if len(prefix) + len(suffix) > len(text):
         return None
     return text[len(prefix):len(text) - len(suffix)].strip()
-
-
-_OPTION = re.compile(r"^\s*(\([A-Z]\))\s*(.+?)\s*$", re.M)
 
 
 def encode(value, kind, true="True", false="False", text=""):
@@ -79,13 +78,21 @@ def encode(value, kind, true="True", false="False", text=""):
         labels = [m.group(1) for m in _OPTION.finditer(text) if m.group(2).strip().lower() == value.lower()]
         return labels[0] if len(labels) == 1 else None
     return value
-'''
 
-_ns: dict[str, Any] = {}
-exec(compile(RUNTIME, "<crystallise.harness.synth.template>", "exec"), _ns)  # noqa: S102 - our own constant source
-key_of = _ns["template_key"]
-_payload = _ns["payload"]
-_encode = _ns["encode"]
+
+# The same functions, as source, for the rendering of a program (code.py).
+RUNTIME = "\n".join([
+    "",
+    "import re",
+    "",
+    f"_SENTENCE = re.compile({_SENTENCE.pattern!r})",
+    f"_OPTION = re.compile({_OPTION.pattern!r}, re.M)",
+    "",
+    *(inspect.getsource(f) for f in (template_key, payload, encode)),
+])
+key_of = template_key
+_payload = payload
+_encode = encode
 
 
 @dataclass(frozen=True)
@@ -199,11 +206,12 @@ class OutputCodec:
 
 @dataclass(frozen=True)
 class GroupProgram:
-    """A program for one group of inputs: `source` defines solve(payload) (or solve(*args)
-    for mapping inputs, with `arg_keys` the keys in order)."""
+    """A program for one group of inputs: `fn` (a tree: a strings expression, or LLM-written
+    source run in the sandbox) takes the payload (or, for mapping inputs, the values of
+    `arg_keys` in order)."""
 
     template: Template
-    source: str
+    fn: dict[str, Any]
     codec: OutputCodec
     arg_keys: tuple[str, ...] | None = None
 
@@ -211,47 +219,13 @@ class GroupProgram:
     def unit(self) -> str:
         return self.template.key if self.arg_keys is None else "args:" + ",".join(self.arg_keys)
 
-
-def render_grouped(header: str, mode: str, groups: Sequence[GroupProgram]) -> str:
-    """A module whose unit(value) picks the group and solve(value) answers over its payload."""
-    from crystallise.harness.synth.compose import _indent  # one indentation rule for nested modules
-
-    out = [f'"""{header}\n\nunit(value) is the group (template key) of an input, or None when the input has no\n'
-           'known template; solve(value) strips the template and calls that group\'s program."""', RUNTIME,
-           f"MODE = {mode!r}", ""]
-    table = []
-    for i, g in enumerate(groups):
-        out += [f"def _group{i}():", _indent(g.source.rstrip()), "    return solve", "", ""]
-        t = g.template
-        table.append(f"    {g.unit!r}: ({t.prefix!r}, {t.suffix!r}, {g.arg_keys!r}, _group{i}(), "
-                     f"{(g.codec.kind, g.codec.true, g.codec.false)!r}),")
-    out += ["_GROUPS = {  # unit: (prefix, suffix, argument keys, solve, output codec)", *table, "}", _GROUPED]
-    return "\n".join(out)
+    def tree(self) -> dict[str, Any]:
+        return {"unit": self.unit, "prefix": self.template.prefix, "suffix": self.template.suffix,
+                "arg_keys": None if self.arg_keys is None else list(self.arg_keys),
+                "codec": {"kind": self.codec.kind, "true": self.codec.true, "false": self.codec.false},
+                "fn": self.fn}
 
 
-_GROUPED = '''
-
-def unit(value):
-    if isinstance(value, dict):
-        key = "args:" + ",".join(sorted(value))
-        return key if key in _GROUPS else None
-    if not isinstance(value, str):
-        return None
-    key = template_key(value, MODE)
-    g = _GROUPS.get(key)
-    if g is None or g[2] is not None or payload(value, g[0], g[1]) is None:
-        return None
-    return key
-
-
-def solve(value):
-    key = unit(value)
-    if key is None:
-        return None
-    prefix, suffix, arg_keys, fn, codec = _GROUPS[key]
-    if arg_keys is not None:
-        out = fn(*[value[k] for k in arg_keys])
-    else:
-        out = fn(payload(value, prefix, suffix))
-    return encode(out, *codec, value if isinstance(value, str) else "")
-'''
+def grouped(mode: str, groups: Sequence[GroupProgram]) -> dict[str, Any]:
+    """The body of a part whose units are template groups (`harness/programs`, kind "grouped")."""
+    return {"kind": "grouped", "mode": mode, "groups": [g.tree() for g in groups]}

@@ -1,8 +1,9 @@
-"""Verification by replay: run a candidate program in the sandbox on recorded cases, per unit.
+"""Verification by replay: run a candidate program on recorded cases, per unit.
 
     verify(candidate, fit, held-out, metric)
-      for each case: unit(value) in the sandbox, then solve(value) (or, for a hybrid part,
-                     solve(value, fields) with the fields the LLM extracted)
+      for each case: unit(value), then solve(value) (or, for a hybrid part, solve(value, fields)
+                     with the fields the LLM extracted) — by the interpreter; LLM-written
+                     functions inside the program run in the sandbox
       per unit:      answered / correct on fit, answered / correct on held-out
       a unit is verified when
         * it answered at least `min_heldout` held-out cases (no held-out evidence, no trust),
@@ -14,7 +15,8 @@
 
 Candidates come from strategies that never saw the held-out cases, so an overfitted program
 (one that memorised its fit cases) shows up here as wrong or silent on held-out inputs and
-is not kept. Every candidate runs in the sandbox, including LLM-written code.
+is not kept. DSL programs are trees the interpreter runs here; LLM-written code runs only in
+the sandbox.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.errors import SandboxError
-from crystallise.harness.sandbox import Sandbox
+from crystallise.harness.programs import ProgramError, load_body, sandbox_runner
 from crystallise.harness.synth.base import Candidate, Case, case_key
 
 __all__ = ["Outcome", "Policy", "UnitCheck", "Verification", "replay", "verify"]
@@ -108,31 +110,31 @@ class Verification:
         }
 
 
-def replay(source: str, cases: Sequence[Case], metric: Metric, *, extract: Extract | None = None,
+def replay(program: dict[str, Any], cases: Sequence[Case], metric: Metric, *, extract: Extract | None = None,
            timeout_s: float = 2.0) -> list[Outcome]:
-    """Run `source` in the sandbox on each case; raises SandboxError when it does not load."""
+    """Run a part's `program` (its body) on each case; raises ProgramError when it does not load."""
+    body = load_body(program, sandbox_runner)
     out: list[Outcome] = []
-    with Sandbox(source, timeout_s=timeout_s) as box:
-        for case in cases:
-            try:
-                unit = box.call_fn("unit", case.input)
-            except SandboxError as e:
-                out.append(Outcome(case, None, error=f"unit(): {e}"))
-                continue
-            if unit is None:
-                out.append(Outcome(case, None))
-                continue
-            unit = str(unit)
-            try:
-                if extract is None:
-                    got = box.call(case.input)
-                else:
-                    fields = extract(case.input, unit)
-                    got = None if fields is None else box.call(case.input, fields)
-            except SandboxError as e:
-                out.append(Outcome(case, unit, error=f"{type(e).__name__}: {e}"))
-                continue
-            out.append(Outcome(case, unit, got, correct=got is not None and bool(metric(got, case.output))))
+    for case in cases:
+        try:
+            unit = body.unit(case.input)
+        except Exception as e:  # noqa: BLE001 - a unit test that fails claims nothing
+            out.append(Outcome(case, None, error=f"unit(): {type(e).__name__}: {e}"))
+            continue
+        if unit is None:
+            out.append(Outcome(case, None))
+            continue
+        unit = str(unit)
+        try:
+            if extract is None:
+                got = body.solve(case.input)
+            else:
+                fields = extract(case.input, unit)
+                got = None if fields is None else body.solve(case.input, fields)
+        except Exception as e:  # noqa: BLE001 - a sandbox limit, a malformed reply: a wrong answer
+            out.append(Outcome(case, unit, error=f"{type(e).__name__}: {e}"))
+            continue
+        out.append(Outcome(case, unit, got, correct=got is not None and bool(metric(got, case.output))))
     return out
 
 
@@ -142,9 +144,9 @@ def verify(candidate: Candidate, fit: Sequence[Case], held: Sequence[Case], metr
     policy = policy or Policy()
     v = Verification(candidate.strategy, len(fit), len(held))
     try:
-        fit_out = replay(candidate.source, fit, metric, extract=candidate.extract, timeout_s=policy.timeout_s)
-        held_out = replay(candidate.source, held, metric, extract=candidate.extract, timeout_s=policy.timeout_s)
-    except SandboxError as e:
+        fit_out = replay(candidate.program, fit, metric, extract=candidate.extract, timeout_s=policy.timeout_s)
+        held_out = replay(candidate.program, held, metric, extract=candidate.extract, timeout_s=policy.timeout_s)
+    except (ProgramError, SandboxError) as e:
         v.error = str(e)[:500]
         return v
     for side, outcomes in (("fit", fit_out), ("held", held_out)):
