@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.programs import FORMAT, ProgramError, load, render
-from crystallise.harness.programs.render import render_body
+from crystallise.harness.programs.rendering import render_body
 from crystallise.harness.synth.arith import ArithStrategy, expr_tree
 from crystallise.harness.synth.base import Case, Problem
 from crystallise.harness.synth.lookup import LookupStrategy

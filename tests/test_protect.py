@@ -17,7 +17,7 @@ from crystallise.governance import check_protected
 from crystallise.harness.spec import TaskSpec
 from crystallise.ledger import Committer
 from crystallise.types import ChangeSet, Delta, Verdict
-from tests.helpers import new_home, ratio_records
+from tests.helpers import new_home, program_deltas, ratio_records
 from tests.test_loop import make_loop, stream
 
 CASE_A = {"id": "a", "input": "q1", "expected": "1.0", "verifier": {"kind": "numeric"}}
@@ -133,10 +133,10 @@ def test_the_loop_treats_a_protected_violation_as_a_rejection(tmp_path, store_ur
     spec, versions = home.repo.read(SPEC), len(home.store.list_versions())
     # right answers (the gate accepts) smuggled in with a looser metric
     sneaky = ChangeSet(learner="adversary", layer="harness", deltas=[
-        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
-              after="from decimal import Decimal\nimport re\n\ndef solve(value):\n"
-                    "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
-                    "    return str(round(a / b, 2))\n"),
+        *program_deltas(home.repo.read, "ratio",
+                        "from decimal import Decimal\nimport re\n\ndef solve(value):\n"
+                        "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
+                        "    return str(round(a / b, 2))\n"),
         Delta(op="set", target="artifact", path=SPEC, before=spec,
               after=TaskSpec(name="ratio", metric="exact", grade="G4").to_json())])
     assert loop.gate_and_commit(sneaky, cases) is None

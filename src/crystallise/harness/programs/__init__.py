@@ -51,6 +51,6 @@ def close_sandboxes() -> None:
 
 
 def render(tree: Any) -> str:
-    from crystallise.harness.programs.render import render as _render
+    from crystallise.harness.programs.rendering import render as _render
 
     return _render(tree)

@@ -218,9 +218,19 @@ class _Arith:
         return None if m is None else f"{m[0]} | {m[1]}"
 
     def solve(self, value: Any, fields: Any = None) -> Any:
+        return self.answer(value, fields, None)[1]
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
+        """(unit, answer) in one pass; the answer only for a unit in `allowed` (None: any)."""
         m = self._match(value)
         if m is None:
-            return None
+            return None, None
+        unit = f"{m[0]} | {m[1]}"
+        if allowed is not None and unit not in allowed:
+            return None, None
+        return unit, self._compute(m)
+
+    def _compute(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> Any:
         _, _, nums, (fn, places, rounding) = m
         env = {letter: nums[kind] for letter, kind in _VARS.items()}
         env.update({letter.upper(): sorted(nums[kind], reverse=True) for letter, kind in _VARS.items()})
@@ -258,6 +268,15 @@ class _Lookup:
             return self.table.get(self._key(value))
         except (TypeError, ValueError):
             return None
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
+        try:
+            key = self._key(value)
+        except (TypeError, ValueError):
+            return None, None
+        if key not in self.table or (allowed is not None and "table" not in allowed):
+            return None, None
+        return "table", self.table[key]
 
 
 # -- strings --------------------------------------------------------------------------------------------
@@ -388,9 +407,15 @@ class _Grouped:
         return key
 
     def solve(self, value: Any, fields: Any = None) -> Any:
+        return self.answer(value, fields, None)[1]
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
         key = self.unit(value)
-        if key is None:
-            return None
+        if key is None or (allowed is not None and key not in allowed):
+            return None, None
+        return key, self._solve(key, value)
+
+    def _solve(self, key: str, value: Any) -> Any:
         prefix, suffix, arg_keys, fn, codec = self.groups[key]
         out = fn(*[value[k] for k in arg_keys]) if arg_keys is not None else fn(payload(value, prefix, suffix))
         return encode(out, *codec, value if isinstance(value, str) else "")
@@ -451,9 +476,15 @@ class _Hybrid:
         return key if u is not None and payload(value, u[0], u[1]) is not None else None
 
     def solve(self, value: Any, fields: Any = None) -> Any:
+        return self.answer(value, fields, None)[1]
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
         key = self.unit(value) if isinstance(fields, dict) else None
-        if key is None:
-            return None
+        if key is None or (allowed is not None and key not in allowed):
+            return None, None
+        return key, self._solve(key, value, fields)
+
+    def _solve(self, key: str, value: Any, fields: dict[str, Any]) -> Any:
         prefix, suffix, names, compute, places, rounding = self.units[key]
         text = payload(value, prefix, suffix)
         args = [snap(text, fields.get(n)) for n in names]
@@ -517,10 +548,10 @@ class Program:
         """The first answer of the parts that claim `value` (hybrid parts only with `fields`)."""
         error = None
         for p in self.parts:
-            if p.hybrid != (fields is not None) or p.claims(value) is None:
+            if p.hybrid != (fields is not None):
                 continue
             try:
-                out = p.body.solve(value, fields)
+                _, out = p.body.answer(value, fields, p.units)
             except SandboxError as e:
                 error = error or f"{p.strategy}: {type(e).__name__}: {e}"
                 continue

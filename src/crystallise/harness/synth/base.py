@@ -128,7 +128,7 @@ class Candidate:
     @property
     def source(self) -> str:
         """The part's rendering (for people and logs; never what runs)."""
-        from crystallise.harness.programs.render import render_body
+        from crystallise.harness.programs.rendering import render_body
 
         return render_body(self.program)
 

@@ -1,0 +1,82 @@
+"""The rendering of a program, run in the sandbox, gives the interpreter's answers.
+
+code.py is never what the host runs, but it is what people read: it must mean exactly what
+the tree means. Every strategy family, with hostile data in it, through the real sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crystallise.gate import score_exact, score_numeric
+from crystallise.harness.programs import FORMAT, load, render
+from crystallise.harness.sandbox import Sandbox
+from crystallise.harness.synth.arith import ArithStrategy
+from crystallise.harness.synth.base import Case, Problem
+from crystallise.harness.synth.lookup import LookupStrategy
+from crystallise.harness.synth.strategies import StringsPart
+from tests.test_programs import HOSTILE
+
+piece = st.sampled_from(HOSTILE) | st.text(max_size=5)
+text = st.lists(piece, max_size=6).map("".join)
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def tree_of(*parts: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"format": FORMAT, "parts": [{"strategy": s, "units": None, "hybrid": False, "body": b}
+                                        for s, b in parts]}
+
+
+def same_in_sandbox(tree: dict[str, Any], probes: list[Any]) -> None:
+    program = load(tree)
+    with Sandbox(render(tree), timeout_s=5.0) as box:
+        for value in probes:
+            assert box.call(value) == program.solve(value), value
+            assert box.call_fn("unit", value) == program.unit(value), value
+
+
+@SETTINGS
+@given(st.dictionaries(text, text, min_size=1, max_size=4))
+def test_lookup_rendering_equals_interpreter(table: dict[str, str]) -> None:
+    body = LookupStrategy().body(list(table.items()))
+    same_in_sandbox(tree_of(("lookup", body)), [*table, "absent"])
+
+
+@SETTINGS
+@given(head=text)
+def test_arith_rendering_equals_interpreter(head: str) -> None:
+    head = "".join(ch for ch in head if ch not in ".?!\n\r\x85\u2028\u2029" and not ch.isdigit())
+    sentence = f"Use formula {head} Ratio to answer."
+    cases = [(f"{sentence} Question: ${1000 * i + 500:,} and ${250 * (i % 4 + 1):,}.",
+              f"{round((1000 * i + 500) / (250 * (i % 4 + 1)), 2)}") for i in range(1, 10)]
+    found = ArithStrategy(budget_s=1.0).synthesise(cases, metric=score_numeric)
+    assert found is not None
+    _, rules, mode = found
+    probes = [x for x, _ in cases] + [f"{sentence} Question: $900 and $300.", "no template", f"{sentence} $1"]
+    same_in_sandbox(tree_of(("arith", ArithStrategy.body(rules, mode))), probes)
+
+
+@SETTINGS
+@given(tail=text)
+def test_strings_rendering_equals_interpreter(tail: str) -> None:
+    names = [("John Smith", "J.S."), ("Ann Lee", "A.L."), ("Bob Jones", "B.J."), ("Eve Stone", "E.S.")]
+    head = "Initials of the name."
+    cases = [Case(f"{head} <{n}> {tail}", y, f"t{i}") for i, (n, y) in enumerate(names)]
+    cand = StringsPart(min_cases=3).propose(Problem("t", cases, score_exact, budget_s=2.0))
+    if cand is None:
+        return
+    probes = [c.input for c in cases] + [f"{head} <Mia Wong> {tail}", f"{head} nothing", 42, {"a": 1}]
+    same_in_sandbox(tree_of(("strings", cand.program)), probes)
+
+
+def test_composed_parts_rendering_equals_interpreter() -> None:
+    lookup = LookupStrategy().body([("x", "1"), ("\"\"\"", "'''")])
+    found = ArithStrategy(budget_s=1.0).synthesise(
+        [(f"Ratio. ${a} and ${b}", str(round(a / b, 2))) for a, b in [(10, 5), (9, 3), (30, 10), (8, 2), (7, 7)]],
+        metric=score_numeric)
+    assert found is not None
+    tree = tree_of(("lookup", lookup), ("arith", ArithStrategy.body(found[1], found[2])))
+    same_in_sandbox(tree, ["x", "\"\"\"", "Ratio. $12 and $4", "Ratio. $1", None, [1, 2]])
