@@ -281,7 +281,8 @@ def _hostile(tmp: Path, port: int) -> dict[str, str]:
                   "    return True",
         "escape via subclasses": "def check(o, e):\n    return [c for c in ().__class__.__base__.__subclasses__()"
                                  " if c.__name__ == 'Popen'][0](['true']) is not None",
-        "builtins via a frame": "def check(o, e):\n    g = (x for x in [1])\n    return g.gi_frame.f_globals is not None",
+        "builtins via a frame": "def check(o, e):\n    g = (x for x in [1])\n"
+                                "    return g.gi_frame.f_globals is not None",
         "infinite loop": "def check(o, e):\n    while True:\n        pass",
         "infinite loop at load": "while True:\n    pass\ndef check(o, e):\n    return True",
         "huge output": "def check(o, e):\n    return 'x' * (1 << 27)",
@@ -397,7 +398,8 @@ def test_unavailable_sandbox_fails_closed_and_names_the_fix(monkeypatch) -> None
 def test_learners_may_add_data_verifiers_only() -> None:
     assert DATA_VERIFIER_KINDS == {"exact", "numeric", "regex", "json_schema"}
     assert all(learner_may_add({"kind": k}) for k in DATA_VERIFIER_KINDS)
-    for spec in ({"kind": "python", "source": "def check(o, e):\n    return True"}, {"kind": "judge"}, {}, None, "exact"):
+    code = {"kind": "python", "source": "def check(o, e):\n    return True"}
+    for spec in (code, {"kind": "judge"}, {"kind": "llm_judge"}, {}, None, "exact"):
         assert not learner_may_add(spec)
 
 
