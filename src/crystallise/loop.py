@@ -41,7 +41,7 @@ from crystallise.governance import canary as canary_mod
 from crystallise.governance.canary import CanaryPolicy
 from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
-from crystallise.gate.verifiers import verify
+from crystallise.gate.verifiers import verify_detail
 from crystallise.harness import grades, lifecycle
 from crystallise.harness.learn import (
     DEFAULT_STRATEGIES,
@@ -522,13 +522,13 @@ class Loop:
         except Exception as e:  # noqa: BLE001 - a failing candidate is a failed case, not a crash
             return CaseResult(case_id=case.trace_id, passed=False, output=None, error=f"{type(e).__name__}: {e}")
         verifier = self._verifiers.get(case.trace_id)
+        why = None
         if verifier is not None:
-            passed = ans.output is not None and verify(verifier, ans.output, case.output)
+            passed, why = verify_detail(verifier, ans.output, case.output) if ans.output is not None else (False, None)
         else:
             passed = ans.output is not None and bool(self.metric(ans.output, case.output))
-        return CaseResult(
-            case_id=case.trace_id, passed=passed, output=ans.output, cost=float(ans.llm_calls), served_by=ans.served_by
-        )
+        return CaseResult(case_id=case.trace_id, passed=passed, output=ans.output, error=why,
+                          cost=float(ans.llm_calls), served_by=ans.served_by)
 
     def _eval_case_deltas(self, cases: Sequence[VerifiedCase]) -> list[Delta]:
         """Learners may add eval cases, never change them: append the new gate cases."""
