@@ -80,3 +80,39 @@ def test_composed_parts_rendering_equals_interpreter() -> None:
     assert found is not None
     tree = tree_of(("lookup", lookup), ("arith", ArithStrategy.body(found[1], found[2])))
     same_in_sandbox(tree, ["x", "\"\"\"", "Ratio. $12 and $4", "Ratio. $1", None, [1, 2]])
+
+
+@SETTINGS
+@given(prefix=text, suffix=text)
+def test_hybrid_rendering_equals_interpreter(prefix: str, suffix: str) -> None:
+    """The hybrid part: template, snapping and formatting in the tree; `compute` LLM-written (sandbox)."""
+    from crystallise.harness.programs import sandbox_runner
+    from crystallise.harness.synth.hybrid import body
+
+    head = "Ratio of two amounts. " + "".join(c for c in prefix if c not in ".?!\n\r\x85\u2028\u2029")
+    unit = {"prefix": head, "suffix": suffix, "fields": ["assets", "debt"], "places": 2, "rounding": "half_up",
+            "code": "def compute(assets, debt):\n    return assets / debt\n"}
+    tree = {"format": FORMAT, "parts": [{"strategy": "hybrid", "units": None, "hybrid": True,
+                                         "body": body("sentence", {"Ratio of two amounts.": unit})}]}
+    program = load(tree, sandbox_runner)
+    value = f"{head} A firm has $1.2 million and $300,000.{suffix}"
+    fields = {"assets": 1.2, "debt": 300000}
+    with Sandbox(render(tree), timeout_s=5.0) as box:
+        assert box.call(value, fields) == program.solve(value, fields)
+        assert box.call_fn("hybrid_unit", value) == program.hybrid_unit(value)
+        assert box.call(value, {"assets": "x"}) == program.solve(value, {"assets": "x"})
+
+
+def test_llm_code_that_would_escape_its_nesting_is_shown_as_text() -> None:
+    from crystallise.harness.programs.rendering import render_body
+
+    sneaky = 'def solve(x):\n    return x\nsolve = solve\n"""\n'  # an unbalanced string: does not parse
+    body = {"kind": "grouped", "mode": "none", "groups": [{
+        "unit": "", "prefix": "", "suffix": "", "arg_keys": None,
+        "codec": {"kind": "any", "true": "True", "false": "False"}, "fn": {"kind": "source", "source": sneaky}}]}
+    import ast
+
+    src = render_body(body)
+    names = [n.targets[0].id if isinstance(n, ast.Assign) else getattr(n, "name", type(n).__name__)
+             for n in ast.parse(src).body]
+    assert "_group0_SOURCE" in names and "solve" in names  # shown as a string constant, the module intact

@@ -267,8 +267,10 @@ def _source(fn: Mapping[str, Any], entry: str, i: int, prefix: str) -> tuple[lis
     src = fn["source"]
     name = f"_{prefix}{i}"
     if nestable(src, entry):
-        return [f"def {name}():  # LLM-written: runs in the sandbox", indent(src.rstrip()), f"    return {entry}",
-                "", ""], name
+        lines = [f"def {name}():  # LLM-written: runs in the sandbox", indent(src.rstrip()), f"    return {entry}",
+                 "", ""]
+        if _one_function("\n".join(lines), name):
+            return lines, name
     return [f"{name}_SOURCE = {src!r}  # LLM-written, shown as text: it runs in the sandbox on its own",
             f"{name} = None", "", ""], name
 
@@ -397,9 +399,12 @@ def _hybrid(body: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def parses(source: str) -> bool:
+def _one_function(source: str, name: str) -> bool:
+    """The nested rendering of LLM-written code is exactly one function `name` ending in its return
+    (nothing it wrote escaped the nesting); else it is shown as text."""
     try:
-        ast.parse(source)
+        body = ast.parse(source).body
     except SyntaxError:
         return False
-    return True
+    return (len(body) == 1 and isinstance(body[0], ast.FunctionDef) and body[0].name == name
+            and isinstance(body[0].body[-1], ast.Return))
