@@ -5,8 +5,8 @@
                                                     2. rlimits, install the seccomp allowlist (bpf)
                     ◄── {"phase": "loading"} ────── 3. parse and check the source (filter on)
                     ◄── {"ready": true} ─────────── 4. run its module code with restricted builtins
-    call(*args) ──── {"args": [...]} ────────────►  5. solve(*args) under a soft CPU limit, JSON-encode
-                    ◄── {"ok": v, "cpu": s} | {"raised": {...}, "cpu": s} | {"error": ..., "cpu": s}
+    call(*args) ──── {"id": n, "args": [...]} ───►  5. solve(*args) under a soft CPU limit, JSON-encode
+                    ◄── {"ok": v | "raised": {...} | "error": ..., "cpu": s, "id": n}
 
 One JSON object per line over the worker's pipes: a warm call costs a pipe round trip plus the
 validation of the reply (docs/reliability.md has the numbers), not a process start. Past `timeout_s`
@@ -155,6 +155,7 @@ class Sandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner = os.getpid()
         self._buf = bytearray()
+        self._seq = 0  # the id of the last request: a reply must carry it
         self._closed = False
         # Everything the OS layers need is prepared before the first start, and fails loudly.
         self._bpf = sandbox_os.seccomp_filter(_FDS) if self._use_seccomp else None
@@ -177,10 +178,12 @@ class Sandbox:
         A name that is private (`_x`) or not a function raises CodeRaised (NameError)."""
         try:
             message = {"args": list(args)} if name == "solve" else {"fn": name, "args": list(args)}
-            payload = (json.dumps(message, allow_nan=False) + "\n").encode("ascii")
+            body = json.dumps(message, allow_nan=False)[1:]
         except (TypeError, ValueError, RecursionError) as e:
             raise SandboxError(f"arguments for crystallised code must be JSON values: {e}") from None
         with self._lock:
+            self._seq += 1
+            payload = f'{{"id":{self._seq},{body}\n'.encode("ascii")
             if self._closed:
                 raise SandboxError("this sandbox is closed: create a new Sandbox")
             if self._proc is not None and self._owner != os.getpid():
@@ -191,7 +194,7 @@ class Sandbox:
             try:
                 self._expect_silence()
                 self._send(payload, deadline)
-                reply = check_reply(self._recv(deadline), self.max_output_bytes)
+                reply = check_reply(self._recv(deadline), self.max_output_bytes, self._seq)
                 if self._buf:
                     raise ProtocolError("it sent more than one reply")
             except _Timeout:

@@ -53,10 +53,14 @@ def worker_argv(child: str, *, bwrap: bool = True) -> list[str]:
         return python
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailable("the sandbox needs Linux (bubblewrap and seccomp); run crystallise on Linux")
-    exe = shutil.which("bwrap") or ("/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
+    exe = _find_bwrap()
     if exe is None:
         raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed; the sandbox needs it: {_INSTALL}")
     return [exe, *_bwrap_flags(python[0]), "--", *python]
+
+
+def _find_bwrap() -> str | None:
+    return shutil.which("bwrap") or ("/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,9 +84,12 @@ def _bwrap_flags(python: str) -> tuple[str, ...]:
         libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
         if libdir and soname and os.path.exists(os.path.join(libdir, soname)):
             binds.append(os.path.join(libdir, soname))  # found through the executable's rpath
-    stdlib = os.path.realpath(sysconfig.get_path("stdlib"))
+    # the base interpreter's, not a virtualenv's (whose platstdlib would be the venv's own lib/)
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix,
+            "installed_platbase": sys.base_exec_prefix}  # fmt: skip
+    stdlib = os.path.realpath(sysconfig.get_path("stdlib", vars=base))
     binds.append(stdlib)
-    platstdlib = os.path.realpath(sysconfig.get_path("platstdlib"))
+    platstdlib = os.path.realpath(sysconfig.get_path("platstdlib", vars=base))
     binds += [platstdlib] if platstdlib != stdlib else []
     for path in binds:
         flags += ["--ro-bind", path, path]

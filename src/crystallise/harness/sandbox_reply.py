@@ -5,8 +5,9 @@ exactly one of these shapes (a key too many is as wrong as one missing):
 
     start     {"phase": "loading"} | {"error": "rejected" | "unavailable", "message": str}
     ready     {"ready": true} | {"error": "memory"} | {"raised": RAISED}
-    call      {"ok": VALUE, "cpu": s} | {"raised": RAISED, "cpu": s} | {"error": "memory", "cpu": s}
-              | {"error": "output", "size": n, "cpu": s} | {"error": "bad_return", "message": str, "cpu": s}
+    call      {"ok": VALUE, ...} | {"raised": RAISED, ...} | {"error": "memory", ...}
+              | {"error": "output", "size": n, ...} | {"error": "bad_return", "message": str, ...}
+              where ... is "cpu": s, "id": the id of the request just sent
     RAISED    {"type": str (1-200 chars), "message": str (<= 2000), "line": int >= 1 | null}
     VALUE     null, true/false, an int, a finite float, a str of valid Unicode, a list or a dict with
               str keys, nested at most 100 deep
@@ -66,7 +67,7 @@ def _raised(value: Any) -> dict[str, Any]:
 _START = (frozenset({"phase"}), frozenset({"error", "message"}))
 _READY = (frozenset({"ready"}), frozenset({"error"}), frozenset({"raised"}))
 _CALL = tuple(
-    frozenset(k) | {"cpu"} for k in ({"ok"}, {"raised"}, {"error"}, {"error", "size"}, {"error", "message"})
+    frozenset(k) | {"cpu", "id"} for k in ({"ok"}, {"raised"}, {"error"}, {"error", "size"}, {"error", "message"})
 )
 
 
@@ -95,9 +96,11 @@ def check_ready(reply: Any) -> dict[str, Any]:
     return r
 
 
-def check_reply(reply: Any, max_output: int) -> dict[str, Any]:
-    """The answer to one call."""
+def check_reply(reply: Any, max_output: int, request_id: int) -> dict[str, Any]:
+    """The answer to the call with id `request_id` (a stale or early line has another id)."""
     r = _keys(reply, *_CALL)
+    if type(r["id"]) is not int or r["id"] != request_id:
+        raise ProtocolError("the reply answers another request")
     cpu = r["cpu"]
     if type(cpu) not in (int, float) or not (math.isfinite(cpu) and cpu >= 0):
         raise ProtocolError("cpu must be a finite number of seconds >= 0")
