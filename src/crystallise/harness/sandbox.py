@@ -367,6 +367,15 @@ class Sandbox:
             return None
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s) if grace_s else None
+        if proc.returncode is None and self._use_bwrap:
+            # Kill the sandbox's init (bwrap's child) first: the kernel then kills everything in its PID
+            # namespace, and bwrap reaps it and exits. Killing bwrap first would orphan that init to the
+            # host's pid 1, which in a container may never reap it (a zombie per restart).
+            for pid in _children(proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)
         with contextlib.suppress(OSError):
             proc.kill()  # bwrap's --die-with-parent takes the sandboxed processes with it
         for stream in (proc.stdin, proc.stdout, proc.stderr):
@@ -410,6 +419,14 @@ class Sandbox:
                 f"{self.max_output_bytes}-byte limit (raise max_output_bytes if that is expected)"
             )
         raise SandboxError(f"crystallised code must return JSON values or None: {reply['message']}")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(c) for c in fh.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _no_constant(name: str) -> Any:
