@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -410,7 +409,10 @@ def test_huge_output_is_refused(attacks: Sandbox) -> None:
 
 
 def test_format_on_a_literal_with_plain_fields_still_works() -> None:
-    src = "def solve(x):\n    return ['{:.2f}'.format(x), '{0[a]} {y.real:>{w}}'.format({'a': 1}, y=2, w=3), f'{x!r}']\n"
+    src = (
+        "def solve(x):\n"
+        "    return ['{:.2f}'.format(x), '{0[a]} {y.real:>{w}}'.format({'a': 1}, y=2, w=3), f'{x!r}']\n"
+    )
     assert run_once(src, [3.14159]) == ["3.14", "1   2", "3.14159"]
 
 

@@ -43,7 +43,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from importlib import resources

@@ -138,7 +138,9 @@ def check_value(value: Any) -> None:
                 raise ProtocolError(f"a returned value nests deeper than {MAX_DEPTH}")
             if t is dict:
                 for k in v:
-                    _unicode(k, "a returned key")  # json.loads makes every key a str
+                    if type(k) is not str:
+                        raise ProtocolError("a returned object's keys must be strings")
+                    _unicode(k, "a returned key")
                 stack.extend((x, depth + 1) for x in v.values())
             else:
                 stack.extend((x, depth + 1) for x in v)

@@ -104,7 +104,9 @@ def compile_filter(read_fd: int, write_fd: int) -> bytes:
     except FilterUnavailable:
         raise
     except Exception as e:  # noqa: BLE001 - libseccomp errors arrive as OSError/RuntimeError/ValueError
-        raise FilterUnavailable(f"libseccomp could not build the sandbox's filter ({e}): apt-get install libseccomp2") from e
+        raise FilterUnavailable(
+            f"libseccomp could not build the sandbox's filter ({e}): apt-get install libseccomp2"
+        ) from e
     bpf = b"".join(chunks)
     if not bpf or len(bpf) % 8:
         raise FilterUnavailable("libseccomp exported an empty or malformed filter: reinstall libseccomp2")
