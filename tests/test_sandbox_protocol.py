@@ -108,6 +108,7 @@ BAD_CALL_REPLIES = {
     "cpu-negative": '{"ok": 1, "cpu": -1, "id": ID}\n',
     "cpu-bool": '{"ok": 1, "cpu": true, "id": ID}\n',
     "cpu-missing": '{"ok": 1, "id": ID}\n',
+    "cpu-huge-int": '{"ok": 1, "cpu": 1' + "0" * 400 + ', "id": ID}\n',
     "ok-nan": '{"ok": NaN, "cpu": 0, "id": ID}\n',
     "ok-overflow": '{"ok": [1e999], "cpu": 0, "id": ID}\n',
     "ok-surrogate": '{"ok": "\\ud800", "cpu": 0, "id": ID}\n',
@@ -251,7 +252,8 @@ def test_check_reply_accepts_the_worker_s_shapes() -> None:
 
 WORDS = ["ok", "cpu", "id", "raised", "error", "memory", "output", "size", "message", "type", "line", "x"]
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.sampled_from(WORDS),
+    st.none() | st.booleans() | st.integers() | st.integers(-(10**400), 10**400) | st.floats() | st.text(max_size=5)
+    | st.sampled_from(WORDS),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(WORDS), inner, max_size=5),
     max_leaves=20,
 )  # fmt: skip

@@ -111,7 +111,7 @@ class Sandbox:
     Arguments and results are JSON values (tuples come back as lists, dict keys as strings; NaN and
     the infinities are not JSON and are refused). `None` from `solve` means "abstain": `call` returns
     None and the caller falls back. `memory_mb` is address space on top of the interpreter's own
-    (~30 MB). `allowed_imports` names standard-library modules: the worker does not see site-packages.
+    (~20 MB). `allowed_imports` names standard-library modules: the worker does not see site-packages.
     `isolation` says which layers hold, e.g. "bwrap+seccomp+rlimits+language".
 
     The underscored arguments exist for the tests that show each layer holding on its own; they

@@ -101,8 +101,8 @@ def check_reply(reply: Any, max_output: int, request_id: int) -> dict[str, Any]:
     r = _keys(reply, *_CALL)
     if type(r["id"]) is not int or r["id"] != request_id:
         raise ProtocolError("the reply answers another request")
-    cpu = r["cpu"]
-    if type(cpu) not in (int, float) or not (math.isfinite(cpu) and cpu >= 0):
+    cpu = r["cpu"]  # an int is compared as one: math.isfinite(10**400) would raise OverflowError
+    if not ((type(cpu) is int and 0 <= cpu < 10**12) or (type(cpu) is float and math.isfinite(cpu) and cpu >= 0)):
         raise ProtocolError("cpu must be a finite number of seconds >= 0")
     if "ok" in r:
         check_value(r["ok"])

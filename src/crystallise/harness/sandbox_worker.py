@@ -264,7 +264,7 @@ def address_space():
             try:
                 mmap.mmap(-1, mmap.PAGESIZE).close()
                 hi = mid
-            except OSError:
+            except (OSError, MemoryError):  # MemoryError: Python itself could not allocate under `mid`
                 lo = mid
     except (ValueError, OSError):
         return 0
