@@ -182,6 +182,10 @@ def solve(kind):
         return {"real": [1, 2]}
     if kind == "nan":
         return float("nan")
+    if kind == "surrogate":
+        return ["fine \u00e9", "lone \\ud800"]
+    if kind == "odd-exception":
+        raise type("", (Exception,), {})("lone \\udfff " + "m" * 5000)
     if kind == "deep":
         v = []
         for _ in range(5000):
@@ -421,7 +425,8 @@ def test_a_program_cannot_change_what_the_worker_sends(attacks: Sandbox) -> None
     assert attacks.call("ping") == "alive"
 
 
-@pytest.mark.parametrize("kind, problem", [("nan", "Out of range float"), ("deep", "JSON values or None")])
+@pytest.mark.parametrize("kind, problem", [("nan", "Out of range float"), ("deep", "JSON values or None"),
+                                           ("surrogate", "lone surrogate")])
 def test_results_that_are_not_plain_json_are_refused(attacks: Sandbox, kind: str, problem: str) -> None:
     with pytest.raises(SandboxError, match=problem) as info:
         attacks.call(kind)
@@ -431,3 +436,11 @@ def test_results_that_are_not_plain_json_are_refused(attacks: Sandbox, kind: str
 
 def test_isolation_names_every_layer(happy: Sandbox) -> None:
     assert happy.isolation == "bwrap+seccomp+rlimits+language"
+
+
+def test_an_exception_with_odd_text_still_comes_back_as_code_raised(attacks: Sandbox) -> None:
+    with pytest.raises(CodeRaised) as info:
+        attacks.call("odd-exception")
+    assert info.value.exc_type == "Exception" and info.value.exc_message.startswith("lone ? mmm")
+    assert len(info.value.exc_message) == 2000
+    assert attacks.call("ping") == "alive"

@@ -297,10 +297,25 @@ def describe(e):
         line = tb.tb_lineno if tb.tb_frame.f_code.co_filename == FILENAME else line
         tb = tb.tb_next
     try:
-        name, msg = str(type(e).__name__)[:200], str(e)[:2000]
+        name, msg = text(str(type(e).__name__), 200) or "Exception", text(str(e), 2000)
     except BaseException:
         name, msg = "Exception", "<unprintable>"
     return {"raised": {"type": name, "message": msg, "line": line if type(line) is int and line > 0 else None}}
+
+def text(s, n):
+    # at most n characters of valid Unicode (a lone surrogate becomes "?"): what the host accepts
+    return s[:n].encode("utf-8", "replace").decode("utf-8")
+
+def unicode_ok(out):
+    # A lone surrogate in a returned string is not Unicode; the host would refuse the whole reply.
+    if "\\ud" not in out:  # the encoder writes every non-ASCII character as \uXXXX: the common case
+        return True
+    try:
+        "".join(_make_encoder({}, _not_json, _jenc.c_encode_basestring, None, ":", ",", False, False, False)(
+            _scan(out)[0], 0)).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 base = address_space()  # memory_mb is on top of what the interpreter uses now
 for _which, _value in ((resource.RLIMIT_NOFILE, 16), (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_FSIZE, 0),
@@ -332,10 +347,10 @@ except MemoryError:
     send({"error": "rejected", "message": "MemoryError: the program is too large to compile"}); os._exit(0)
 except Exception as e:
     try:
-        why = "%s: %s" % (type(e).__name__, e)
+        why = text("%s: %s" % (type(e).__name__, e), 2000)
     except Exception:
-        why = type(e).__name__
-    send({"error": "rejected", "message": why[:2000]}); os._exit(0)
+        why = "the program could not be compiled"
+    send({"error": "rejected", "message": why}); os._exit(0)
 send({"phase": "loading"})
 NS = {"__builtins__": SAFE if CFG["language_layer"] else builtins, "__name__": "crystallised"}
 try:
@@ -367,13 +382,15 @@ while True:
     else:
         try:
             out = '{"ok":' + dumps(result, strict=True) + "}"
+            if not unicode_ok(out):
+                raise ValueError("a returned string holds a lone surrogate, which is not Unicode text")
         except MemoryError:
             pass
         except BaseException as e:
             try:
-                why = "%s: %s" % (type(e).__name__, str(e)[:500])
+                why = text("%s: %s" % (type(e).__name__, str(e)[:500]), 1000)
             except BaseException:
-                why = type(e).__name__
+                why = "the result could not be encoded"
             out = dumps({"error": "bad_return", "message": why})
     result = None
     if len(out) > CFG["max_output"]:
