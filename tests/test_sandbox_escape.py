@@ -124,6 +124,8 @@ def solve(kind, arg=None):
     if kind == "forge-reply":
         os.write(4, b'{"ok": "forged", "cpu": 0, "id": 1}\n')
         return "real"
+    if kind == "hostname":
+        return os.uname().nodename
     if kind == "modules":
         return sorted(m for m in ("os", "posix", "ctypes", "_ctypes", "signal") if m in sys.modules)
     if kind == "exit":
@@ -200,6 +202,7 @@ def test_the_view_holds_only_the_interpreter(box: Sandbox) -> None:
     assert set(top) <= {"dev", "lib", "lib64", "lib32", "libx32", "usr", "tmp", "root", "opt"}, top
     assert box.call("listdir", "/dev") == ["null"]
     assert box.call("listdir", "/tmp") == []
+    assert box.call("hostname") == "sandbox"
 
 
 def test_no_host_file_is_written_created_or_removed(box: Sandbox, host: dict[str, object]) -> None:

@@ -68,6 +68,7 @@ def _bwrap_flags(python: str) -> tuple[str, ...]:
     flags = [
         "--unshare-all",  # user (where the kernel allows it), mount, pid, ipc, net, uts, cgroup
         "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv", "--chdir", "/",
+        "--hostname", "sandbox",  # not the host's name
     ]  # fmt: skip
     binds: list[str] = []
     multiarch = sysconfig.get_config_var("MULTIARCH") or ""
