@@ -116,3 +116,21 @@ def test_llm_code_that_would_escape_its_nesting_is_shown_as_text() -> None:
     names = [n.targets[0].id if isinstance(n, ast.Assign) else getattr(n, "name", type(n).__name__)
              for n in ast.parse(src).body]
     assert "_group0_SOURCE" in names and "solve" in names  # shown as a string constant, the module intact
+
+
+def test_without_os_isolation_llm_code_is_refused_and_dsl_programs_keep_working(monkeypatch) -> None:
+    from crystallise.backends.scripted import ScriptedBackend
+    from crystallise.harness import programs
+    from crystallise.harness.learn import CrystalliseLearner
+
+    monkeypatch.setattr(programs, "_PROBLEM", ["bubblewrap is not installed: apt-get install bubblewrap"])
+    monkeypatch.setattr("crystallise.harness.learn.isolation_problem", programs.isolation_problem)
+    coder = ScriptedBackend(lambda r: "```python\ndef solve(x):\n    return x\n```")
+    learner = CrystalliseLearner(score_numeric, strategies=("lookup", "arith", "coder", "hybrid"), coder=coder,
+                                 extractor=coder)
+    assert [s.name for s in learner.strategies] == ["lookup", "arith"]
+    assert "apt-get install bubblewrap" in learner.refused["coder"] and "hybrid" in learner.refused
+    cases = [(f"Ratio. ${a} and ${b}", str(round(a / b, 2))) for a, b in [(10, 5), (9, 3), (30, 10), (8, 2), (7, 7)]]
+    found = ArithStrategy(budget_s=1.0).synthesise(cases, metric=score_numeric)
+    assert found is not None  # the DSL strategies need no sandbox at all
+    assert coder.requests == []  # no LLM call for code nothing may run

@@ -214,10 +214,10 @@ def test_the_loop_refuses_a_learner_case_graded_by_code(tmp_path):
     sneaky = ChangeSet(learner="adversary", layer="harness", deltas=[
         Delta(op="set", target="artifact", path=SPEC, before=spec,  # serve the code: same metric, a grade up
               after=json.dumps(json.loads(spec) | {"grade": "G4"})),
-        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
-              after="from decimal import Decimal\nimport re\n\ndef solve(value):\n"
-                    "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
-                    "    return str(round(a / b, 2))\n"),
+        *program_deltas(home.repo.read, "ratio",
+                        "from decimal import Decimal\nimport re\n\ndef solve(value):\n"
+                        "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
+                        "    return str(round(a / b, 2))\n"),
         Delta(op="set", target="artifact", path=EVALS, before=evals,
               after=(evals or "") + rows(CASE_C | {"id": "sneaky", "verifier": grader}))])
     assert loop.gate_and_commit(sneaky, cases) is None

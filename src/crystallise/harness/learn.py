@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crystallise.errors import ValidationError
+from crystallise.harness.programs import isolation_problem
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.harness.synth.arith import ArithRule
 from crystallise.harness.synth.base import Case, Strategy
@@ -164,6 +165,13 @@ class CrystalliseLearner:
         self.policies = {"hybrid": Policy(precision=hybrid_precision)}
         self.default_policy = Policy(precision=precision)
         made: dict[str, Strategy] = {"lookup": LookupStrategy(), "arith": ArithPart(), "strings": StringsPart()}
+        self.refused: dict[str, str] = {}  # strategy -> why it was not run
+        if coder is not None and set(strategies) & {"coder", "hybrid"}:
+            problem = isolation_problem()
+            if problem is not None:  # LLM-written code needs the OS sandbox: refused, never run weaker
+                self.refused = {n: f"LLM-written code is refused here: {problem}"
+                                for n in ("coder", "hybrid") if n in strategies}
+                coder = None
         if coder is not None:
             made["coder"] = CoderStrategy(coder)
             if extractor is not None:
@@ -181,6 +189,9 @@ class CrystalliseLearner:
         if not learn:
             return None
         current = _program(view.read(task_path(spec.name, "program.json")))
+        if progress is not None:
+            for name, why in self.refused.items():
+                progress(f"{name}: {why}")
         policies = {s.name: self.policies.get(s.name, self.default_policy) for s in self.strategies}
         found = synthesise(spec.name, learn, self.strategies, lambda p, t: bool(self.metric(p, t)),
                            previous=current, policies=policies, description=spec.description,
@@ -189,7 +200,8 @@ class CrystalliseLearner:
             return None
         if found.code == view.read(task_path(spec.name, "code.py")) and current.get("program") == found.program:
             return None  # nothing new was learned: no change set, no gate run
-        meta = {**found.meta, "program": found.program, "policy": {"precision": self.default_policy.precision,
+        meta = {**found.meta, **({"refused": self.refused} if self.refused else {}), "program": found.program,
+                "policy": {"precision": self.default_policy.precision,
                                          "hybrid_precision": self.policies["hybrid"].precision}}
         hybrid = json.dumps(found.hybrid, indent=1, sort_keys=True, ensure_ascii=False) + "\n" if found.hybrid else None
         deltas = [
