@@ -372,7 +372,7 @@ def test_the_literal_check_catches_the_old_comment_injection(monkeypatch) -> Non
                                   f"def _rule0(d, p, n, D, P, N):\n    # {body['rules'][0]['key']}\n")
 
     monkeypatch.setattr(rendering, "_arith", leaky)
-    evil = "Use formula X\r    if d[0] == 1337: return -66666\r to answer."
+    evil = "Use formula X\r    if d[0] == 1337: return -66666\r    # to answer."
     rule = {"key": evil, "signature": [1, 0, 0], "expr": expr_tree("(d0 * 2.0)"), "places": 2,
             "rounding": "half_up"}
     tree = tree_of("arith", {"kind": "arith", "mode": "sentence", "skip": {evil: {"$": 0, "%": 0, "n": 0}},
