@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crystallise.context.skills import Skill, list_skills, skill_changeset
+from crystallise.evidence import is_revoked, outcome_of
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.home import Home
 from crystallise.types import ChangeSet, Trace, Version
@@ -51,9 +52,9 @@ def signature(trace: Trace) -> tuple[str, ...]:
 
 
 def succeeded(trace: Trace) -> bool:
-    outcome = trace.outcome
-    if outcome is not None:
-        return outcome >= 0.5
+    outcome = outcome_of(trace)
+    if outcome:
+        return outcome > 0
     return trace.status == "ok" and not any(s.error for s in trace.spans)
 
 
@@ -86,7 +87,7 @@ def procedures(traces: Sequence[Trace]) -> list[Procedure]:
     groups: dict[tuple[str, tuple[str, ...]], Procedure] = {}
     for t in traces:
         steps = signature(t)
-        if not steps:
+        if not steps or is_revoked(t):  # a revoked run is no evidence (crystallise.evidence)
             continue
         p = groups.setdefault((t.name, steps), Procedure(t.name, steps, [], []))
         (p.successes if succeeded(t) else p.failures).append(t)
@@ -153,7 +154,8 @@ class SkillLearner:
     def evaluate(self, p: Procedure, traces: Sequence[Trace],
                  runner: Runner | None = None) -> tuple[list[CaseResult], list[CaseResult]]:
         """Paired (old, new) results on the held-out runs of the procedure's task (module docstring)."""
-        cases = [t for t in traces if t.name == p.task and held_out(t, self.holdout) and signature(t)]
+        cases = [t for t in traces if t.name == p.task and held_out(t, self.holdout) and signature(t)
+                 and not is_revoked(t)]
         old, new = [], []
         reliable = p.success_rate >= self.min_success
         for t in cases:

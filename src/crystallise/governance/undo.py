@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.evidence import REVOKED, is_revoked
 from crystallise.governance.protect import APPEND_ONLY, is_protected_path
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version, now
 
 __all__ = ["REVOKED", "UndoPlan", "is_revoked", "plan_undo", "undo"]
 
-REVOKED = "revoked"
 _ACTIVE = ("active", "quarantined", "candidate")
 
 
@@ -243,12 +243,7 @@ def undo(
 def _revoke(store: Any, trace_ids: Iterable[str], cause: str, reason: str) -> None:
     for tid in trace_ids:
         t = store.get_trace(tid)
-        if any(f.kind == REVOKED for f in t.feedback):
+        if is_revoked(t):
             continue
         store.add_feedback(Feedback(trace_id=tid, kind=REVOKED, source="explicit",
                                     comment=f"undo {cause}" + (f": {reason}" if reason else "")))
-
-
-def is_revoked(trace: Any) -> bool:
-    """True for a trace an undo revoked: learners must not use it as evidence."""
-    return any(f.kind == REVOKED for f in trace.feedback)
