@@ -7,7 +7,7 @@ DATA   ?= $(abspath ../shared/data)
 # Models are shared by every home (and by the tests) through this folder.
 export CRYSTALLISE_MODELS_DIR ?= $(CURDIR)/.crystallise/models
 
-.PHONY: setup models demo test test-fast clean browser
+.PHONY: setup models demo test test-fast lint clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,16 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install -y chromium (tests/test_browser.py needs it)"; exit 1; fi; }
 
-test: setup browser
+test: setup browser lint
 	$(CRYS) models pull smollm2-135m
 	$(CRYS) models pull qwen2.5-coder-0.5b
 	CRYSTALLISE_REQUIRE_LOCAL=1 CRYSTALLISE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
-test-fast: setup
+# The architecture as a rule (docs/architecture.md): the import-linter contracts of pyproject.toml.
+lint: setup
+	$(BIN)/lint-imports
+
+test-fast: setup lint
 	$(BIN)/python -m pytest -q -m "not slow and not postgres"
 
 clean:

@@ -142,8 +142,8 @@ def run_size(n: int, users: int, n_queries: int, embedder: str, bar: Any, seed: 
     import crystallise
     from crystallise.context.embed import ENV_EMBEDDER, get_embedder
     from crystallise.context.index import index_for
-    from crystallise.context.retrieve import search
-    from crystallise.home import Home
+    from crystallise.engine.serving import search
+    from crystallise.engine.home import Home
 
     corpus = Corpus(seed)
     emb = get_embedder(embedder)

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 
 import crystallise
 from crystallise.context import deltas as build
-from crystallise.context.memory import accept, changes, forget, history, remember, revert_change
+from crystallise.engine.memory import accept, changes, forget, history, remember, revert_change
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.store import MIGRATIONS, migrate
 from crystallise.store.engine import make_engine
 from crystallise.types import ChangeSet, Item, Scope, Trace, Verdict

@@ -10,12 +10,14 @@ import pytest
 
 import crystallise
 from crystallise.backends.scripted import ScriptedBackend
-from crystallise.context.extract import ExtractionLearner, LLMExtractor, RuleExtractor, conversation, run_extraction
+from crystallise.context.extract import ExtractionLearner, LLMExtractor, RuleExtractor, conversation
+from crystallise.engine.extract import run_extraction
 from crystallise.context.injection import RuleDetector, detect
-from crystallise.context.memory import accept, remember
-from crystallise.context.promote import PromotionLearner, promote
+from crystallise.engine.memory import accept, remember
+from crystallise.context.promote import PromotionLearner
+from crystallise.engine.promote import promote
 from crystallise.errors import ValidationError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Item, Scope, Span, Trace, Verdict
 
 

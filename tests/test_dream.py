@@ -24,11 +24,11 @@ from crystallise.cli import main
 from crystallise.context import deltas as build
 from crystallise.context.credit import record_credit
 from crystallise.context.curate import DreamPolicy
-from crystallise.context.dream import dream, parse_since
-from crystallise.context.memory import commit_explicit
+from crystallise.engine.dream import dream, parse_since
+from crystallise.engine.memory import commit_explicit
 from crystallise.errors import ConfigError, ValidationError
-from crystallise.home import Home
-from crystallise.ledger import playbook_path
+from crystallise.engine.home import Home
+from crystallise.engine.committer import playbook_path
 from crystallise.types import Feedback, Item, Scope, Span, Trace, now
 
 AGENT = Scope(agent="fin")
@@ -288,8 +288,8 @@ CHILD = textwrap.dedent("""
     import json, sys
     from crystallise.backends import ScriptedBackend
     from crystallise.context.curate import DreamPolicy
-    from crystallise.context.dream import dream
-    from crystallise.home import Home
+    from crystallise.engine.dream import dream
+    from crystallise.engine.home import Home
     reply = json.dumps({"critique": "c", "deltas": [{"op": "add", "text": "Convert percentages first",
                                                      "section": "pitfalls"}]})
     home = Home.open(sys.argv[1])
@@ -459,7 +459,7 @@ def test_a_lesson_retired_for_harm_is_not_relearned_from_one_critique(home: Home
 
 
 def test_deleting_a_user_deletes_their_dream_records_and_usage(home: Home) -> None:
-    from crystallise.context.forget_user import forget_user
+    from crystallise.engine.forget_user import forget_user
     import sqlalchemy as sa
 
     from crystallise.store.schema import dream_runs, dream_traces, item_usage

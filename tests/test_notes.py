@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from crystallise.context.embed import get_embedder
 from crystallise.context.index import index_for
 from crystallise.context.notes import keywords, link_all, make_note, neighbours
-from crystallise.context.retrieve import recall, search
+from crystallise.engine.serving import recall, search
 from crystallise.errors import ValidationError
 from crystallise.store.schema import item_links, items
 from crystallise.types import Delta

@@ -28,9 +28,10 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult  # noqa: E402
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
 from crystallise.errors import NotFoundError  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from crystallise.types import Trace  # noqa: E402
 
 

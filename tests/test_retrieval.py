@@ -10,7 +10,8 @@ from crystallise.context import index as index_mod
 from crystallise.context.embed import CachedEmbedder, HashEmbedder, MiniLMEmbedder, get_embedder
 from crystallise.context.index import index_for
 from crystallise.context.lexical import BM25Index, terms
-from crystallise.context.retrieve import RRF_K, recall, search
+from crystallise.context.retrieve import RRF_K
+from crystallise.engine.serving import recall, search
 from crystallise.errors import ConfigError, ValidationError
 from crystallise.types import Delta, Item
 from tests.helpers import new_home

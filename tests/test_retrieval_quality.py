@@ -10,7 +10,7 @@ import pytest
 
 from crystallise.context.index import embed_text, lexical_text
 from crystallise.context.query_dates import date_window, observed_at, parse_date
-from crystallise.context.retrieve import search
+from crystallise.engine.serving import search
 from crystallise.types import Delta, Item
 from tests.helpers import new_home
 

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 
 from crystallise.api.auth import ADMIN, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 __all__ = ["HomeDep", "PrincipalDep", "get_home", "get_principal", "reject_unknown_query"]
 

@@ -30,7 +30,7 @@ import httpx
 
 from crystallise.backends.base import CompletionRequest, Message
 from crystallise.errors import BackendError, ConfigError, CrystalliseError, UserError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import new_id
 
 __all__ = [

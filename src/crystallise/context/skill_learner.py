@@ -37,8 +37,7 @@ from typing import Any
 from crystallise.context.skills import Skill, list_skills, skill_changeset
 from crystallise.evidence import is_revoked, outcome_of
 from crystallise.gate import CaseResult, GatePolicy, decide
-from crystallise.home import Home
-from crystallise.types import ChangeSet, Trace, Version
+from crystallise.types import ChangeSet, Trace
 
 __all__ = ["Procedure", "SkillLearner", "procedures", "signature", "succeeded"]
 
@@ -134,10 +133,10 @@ class SkillLearner:
         self.min_traces, self.min_success, self.holdout = min_traces, min_success, holdout
         self.policy = policy or GatePolicy(min_cases=5)
 
-    def propose(self, home: Home, traces: Sequence[Trace], *, agent: str = "default",
+    def propose(self, repo: Any, store: Any, traces: Sequence[Trace], *, agent: str = "default",
                 org: str | None = None) -> list[tuple[ChangeSet, Procedure]]:
         """Change sets (not yet gated) for new procedures found in the fit share of `traces`."""
-        existing = {s.name for s in list_skills(home)}
+        existing = {s.name for s in list_skills(repo)}
         fit = [t for t in traces if not held_out(t, self.holdout)]
         out = []
         for p in procedures(fit):
@@ -145,7 +144,7 @@ class SkillLearner:
                 continue
             existing.add(p.name)
             skill = _skill(p, (agent, org))
-            cs = skill_changeset(home, [skill], learner=self.name, summary=f"skills: learn {skill.name}",
+            cs = skill_changeset(repo, store, [skill], learner=self.name, summary=f"skills: learn {skill.name}",
                                  evidence={"task": p.task, "steps": list(p.steps), "successes": len(p.successes),
                                            "failures": len(p.failures)})
             out.append((cs, p))
@@ -171,24 +170,13 @@ class SkillLearner:
                 new.append(CaseResult(t.id, reliable, None, cost=float(len(p.steps))))
         return old, new
 
-    def learn(self, home: Home, traces: Sequence[Trace], *, agent: str = "default", org: str | None = None,
-              runner: Runner | None = None) -> list[tuple[ChangeSet, Version | None]]:
-        """Propose, gate and commit: accepted skills become versions; the rest are kept as evidence."""
-        from crystallise.governance.review import PendingReview
-        from crystallise.ledger import Committer
-
-        results: list[tuple[ChangeSet, Version | None]] = []
-        for cs, p in self.propose(home, traces, agent=agent, org=org):
+    def gated(self, repo: Any, store: Any, traces: Sequence[Trace], *, agent: str = "default",
+              org: str | None = None, runner: Runner | None = None) -> list[ChangeSet]:
+        """Propose and gate: each change set carries its verdict (`engine.skills.learn_skills` commits)."""
+        out = []
+        for cs, p in self.propose(repo, store, traces, agent=agent, org=org):
             old, new = self.evaluate(p, traces, runner)
             cs.verdict = decide(old, new, self.policy)
             cs.evidence["gate_cases"] = len(old)
-            if cs.verdict.decision == "accept":
-                try:
-                    results.append((cs, Committer(home).commit(cs)))
-                except PendingReview:  # a review rule holds learned skills: it waits, saved, for a person
-                    results.append((cs, None))
-            else:
-                cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
-                home.store.save_changeset(cs)
-                results.append((cs, None))
-        return results
+            out.append(cs)
+        return out

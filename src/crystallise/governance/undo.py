@@ -3,7 +3,7 @@
     crystallise revert --trace tr_9f2c…       # a poisoned run
     crystallise revert --user u-mallory       # everything one user taught the system
 
-How (`plan_undo` is pure planning over the store and repository; `undo` writes):
+How (`plan_undo` is pure planning over the store and repository; `crystallise.engine.undo` writes):
 
   1. the *cause*: the given traces, or every trace of the user;
   2. affected versions: those whose provenance (kept whole in the store) names a cause trace,
@@ -30,17 +30,17 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.errors import ArtifactError, ValidationError
 from crystallise.evidence import REVOKED, is_revoked
 from crystallise.governance.protect import APPEND_ONLY, is_protected_path
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version, now
 
-__all__ = ["REVOKED", "UndoPlan", "is_revoked", "plan_undo", "undo"]
+__all__ = ["REVOKED", "UndoPlan", "is_revoked", "plan_undo", "revoke"]
 
 _ACTIVE = ("active", "quarantined", "candidate")
 
@@ -113,7 +113,7 @@ def _affected(store: Any, traces: set[str], user: str | None, org: str | None = 
     return out
 
 
-def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
+def plan_undo(store: Any, repo: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
               org: str | None = None) -> UndoPlan:
     """Plan the undo of everything learned from `traces` or from `user` (nothing is written).
 
@@ -122,7 +122,6 @@ def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None,
     the HTTP API does for an org's key. Without it a user is undone in every org."""
     if not traces and user is None:
         raise ValidationError("say what to undo: --trace ID (one or more) or --user ID")
-    store, repo = home.store, home.repo
     cause_ids = _cause_traces(store, traces, user, org)
     cause = (f"user {user}" + (f" in org {org}" if org else "")) if user is not None else ", ".join(cause_ids)
     cause_set = set(cause_ids)
@@ -203,44 +202,10 @@ def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None,
 
 def _all_items(store: Any) -> list[Item]:
     """Every live item of every scope (undo must see user-level items too)."""
-    import sqlalchemy as sa
-
-    from crystallise.store import codec
-    from crystallise.store.schema import items
-
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(items).where(items.c.status.in_(_ACTIVE)).order_by(items.c.rid)).mappings()
-        return [codec.item_from_row(r) for r in rows]
+    return store.scan_items(_ACTIVE)
 
 
-def undo(
-    home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "", org: str | None = None,
-    check: Callable[[UndoPlan], None] | None = None,
-) -> tuple[UndoPlan, Version | None]:
-    """Plan and commit the undo; mark the cause traces revoked and fully undone versions reverted.
-
-    `check(plan)` runs on the plan before anything is written and may raise to refuse it (the
-    HTTP API refuses an org key's undo that would change what other orgs share)."""
-    from crystallise.ledger import Committer
-
-    committer = Committer(home)
-    with home.repo.transaction():
-        plan = plan_undo(home, traces=traces, user=user, reason=reason, org=org)
-        if check is not None:
-            check(plan)
-        _revoke(home.store, plan.traces, plan.cause, reason)
-        if plan.changeset is None:
-            return plan, None
-        version = committer.commit(plan.changeset)
-        for number in plan.fully_undone:
-            try:
-                home.store.mark_reverted(number, version.number)
-            except (ValidationError, NotFoundError):
-                continue  # reverted meanwhile by someone else: theirs stands
-    return plan, version
-
-
-def _revoke(store: Any, trace_ids: Iterable[str], cause: str, reason: str) -> None:
+def revoke(store: Any, trace_ids: Iterable[str], cause: str, reason: str) -> None:
     for tid in trace_ids:
         t = store.get_trace(tid)
         if is_revoked(t):

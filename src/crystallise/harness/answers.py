@@ -17,9 +17,14 @@ from crystallise.evidence import score_of, truth_of
 from crystallise.harness.runtime import fallback_kind
 from crystallise.types import Trace
 
-__all__ = ["AnswerRecord", "ShadowRecord", "answer_records", "shadow_records", "truth_of"]
+__all__ = ["AnswerRecord", "ShadowRecord", "answer_records", "shadow_name", "shadow_records", "truth_of"]
 
 SHADOW_PREFIX = "shadow:"
+
+
+def shadow_name(task: str) -> str:
+    """The trace name of `task`'s shadow checks (engine/shadow.py records them)."""
+    return f"{SHADOW_PREFIX}{task}"
 
 
 @dataclass(frozen=True)

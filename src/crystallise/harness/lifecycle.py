@@ -26,6 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from crystallise.gate.suite import Case, EvalSuite
+from crystallise.harness.answers import shadow_name
 from crystallise.harness.grades import (
     DEFAULT_POLICY,
     GradeMove,
@@ -38,7 +39,6 @@ from crystallise.harness.grades import (
 )
 from crystallise.harness.learn import verified_cases
 from crystallise.harness.runtime import code_sha, constrains_text
-from crystallise.harness.shadow import shadow_name
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.types import ChangeSet, Delta, Trace, Verdict, now
 

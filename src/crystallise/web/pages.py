@@ -24,7 +24,7 @@ from crystallise.api.auth import Principal
 from crystallise.api.schemas import RevertIn
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.harness.spec import View, task_path
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.store import browse
 from crystallise.types import Feedback, Item, Trace, Version
 from crystallise.web.app import COOKIE, form, render, ui_principal

@@ -46,8 +46,10 @@ from crystallise.context.critique import Critic, Critique, LLMCritic
 from crystallise.context.curate import DreamPolicy, Embed, Plan, evidence_gate
 from crystallise.context.items import content_words, same_scope, validate_scope
 from crystallise.context.reflect import shown_items
-from crystallise.errors import ArtifactError, BackendError, UserError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.committer import Committer
+from crystallise.engine.home import Home
+from crystallise.errors import ArtifactError, BackendError, NotFoundError, UserError, ValidationError
+from crystallise.governance.review import PendingReview
 from crystallise.types import ChangeSet, Item, Scope, Trace, Verdict, new_id, now
 
 try:  # pragma: no cover - always there on POSIX
@@ -247,8 +249,6 @@ def dream(
     say = progress or (lambda _msg: None)
     report = DreamReport(id=new_id("dr_"), dry_run=dry_run, started_at=now())
     with _dream_lock(home):
-        from crystallise.ledger import Committer
-
         committer = None if dry_run else Committer(home)  # recovery of a version killed mid-commit runs here
         pending, touched = _credit(home, dry_run, report, say)
         scopes = [scope] if scope is not None else _scopes_with_work(home, touched)
@@ -348,8 +348,6 @@ class _ScopeRun:
 
     # -- 0. resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
-        from crystallise.errors import NotFoundError
-
         for run in self.store.list_dream_runs(scope_key=self.key, status="planned", limit=100):
             try:
                 cs = self.store.get_changeset(run["changeset_id"]) if run.get("changeset_id") else None
@@ -451,9 +449,7 @@ class _ScopeRun:
             r.critiqued += 1
             plan.apply_critique(critique, shown)
         if self.embed is None:
-            from crystallise.context.embed import embedder_for
-
-            self.embed = embedder_for(self.home).embed
+            self.embed = self.home.embedder().embed
         plan.dedup(self.embed)
         live = [it.id for it in plan.active()]
         plan.forget(self.store.last_used(live) if live else {}, self.at)
@@ -465,8 +461,6 @@ class _ScopeRun:
 
     # -- 3. commit and finish --------------------------------------------------------------------------
     def _plan_and_commit(self, committer: Any) -> None:
-        from crystallise.governance.review import PendingReview
-
         r = self.report
         plan, traces = self._plan()
         self.say(f"{self.key}: {r.traces} trace(s), {r.failures} failed, {r.critiqued} critiqued; "
