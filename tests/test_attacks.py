@@ -17,7 +17,7 @@ pytest.importorskip("fastapi", reason="the suite probes the HTTP API (`serve` ex
 
 from crystallise.cli import main  # noqa: E402
 from crystallise.context import extract, guard  # noqa: E402
-from crystallise.context import memory as memory_mod  # noqa: E402
+from crystallise.engine import memory as memory_mod  # noqa: E402
 from crystallise.context.injection import detect  # noqa: E402
 from crystallise.engine.memory import remember  # noqa: E402
 from crystallise.engine.skills import import_skills  # noqa: E402

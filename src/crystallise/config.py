@@ -12,6 +12,7 @@ point one elsewhere without reloading anything:
     CRYSTALLISE_EMBEDDER        the embedder                          (config "embedder", else auto)
     CRYSTALLISE_PROXY_UPSTREAM  the proxy's upstream model server      (config "proxy_upstream")
     CRYSTALLISE_PROXY_UPSTREAM_KEY  its API key
+    OPENAI_API_KEY, ...         a backend's API key (backends/openai_http.py names which)
     CRYSTALLISE_TORCH_THREADS   torch threads for the weight layer
     CRYSTALLISE_LLAMA_EXTRA_BUFTS  llama.cpp extra buffer types (auto | on | off)
     CRYSTALLISE_LINK_THRESHOLD  the similarity that links two notes
@@ -28,9 +29,15 @@ from pathlib import Path
 __all__ = [
     "ENV_EMBEDDER",
     "ENV_HOME",
+    "ENV_LINK_THRESHOLD",
+    "ENV_LLAMA_EXTRA_BUFTS",
     "ENV_MODEL",
     "ENV_MODELS_DIR",
+    "ENV_PREFILTER_MIN",
     "ENV_STORE",
+    "ENV_TORCH_THREADS",
+    "ENV_UPSTREAM",
+    "ENV_UPSTREAM_KEY",
     "default_home_path",
     "env",
     "models_dir_for",
@@ -41,6 +48,12 @@ ENV_STORE = "CRYSTALLISE_STORE_URL"
 ENV_MODEL = "CRYSTALLISE_MODEL"
 ENV_MODELS_DIR = "CRYSTALLISE_MODELS_DIR"
 ENV_EMBEDDER = "CRYSTALLISE_EMBEDDER"
+ENV_UPSTREAM = "CRYSTALLISE_PROXY_UPSTREAM"
+ENV_UPSTREAM_KEY = "CRYSTALLISE_PROXY_UPSTREAM_KEY"
+ENV_TORCH_THREADS = "CRYSTALLISE_TORCH_THREADS"
+ENV_LLAMA_EXTRA_BUFTS = "CRYSTALLISE_LLAMA_EXTRA_BUFTS"
+ENV_LINK_THRESHOLD = "CRYSTALLISE_LINK_THRESHOLD"
+ENV_PREFILTER_MIN = "CRYSTALLISE_PREFILTER_MIN"
 
 
 def env(name: str, default: str | None = None) -> str | None:

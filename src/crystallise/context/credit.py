@@ -20,10 +20,10 @@ moving its watermark can simply be run again. The log also says when an item was
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from crystallise.context.reflect import shown_items
 from crystallise.evidence import outcome_of
+from crystallise.store.base import Store
 from crystallise.types import Trace
 
 __all__ = ["failed", "outcome_of", "record_credit", "usage_rows"]
@@ -46,6 +46,6 @@ def usage_rows(traces: Sequence[Trace]) -> list[tuple[str, str, int, float]]:
     return rows
 
 
-def record_credit(store: Any, traces: Sequence[Trace], *, watermark: tuple[str, int] | None = None) -> dict[str, int]:
+def record_credit(store: Store, traces: Sequence[Trace], *, watermark: tuple[str, int] | None = None) -> dict[str, int]:
     """Credit the items `traces` showed, once per (trace, item); returns {"new", "helpful", "harmful"}."""
     return store.record_usage(usage_rows(traces), watermark=watermark)

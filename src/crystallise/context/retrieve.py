@@ -33,6 +33,7 @@ from crystallise.context.embed import Embedder
 from crystallise.context.index import KINDS, block_key, index_for, visible_keys
 from crystallise.context.query_dates import date_window
 from crystallise.errors import ValidationError
+from crystallise.store.base import Store
 from crystallise.types import Item, now
 
 __all__ = ["RRF_K", "Hit", "search"]
@@ -79,7 +80,7 @@ def check_query(query: Any, k: Any, mode: str, agent: Any, org: Any, user: Any) 
 def search(
     query: str,
     *,
-    store: Any,
+    store: Store,
     embedder: Embedder,
     agent: str = "default",
     org: str | None = None,
@@ -178,7 +179,7 @@ def _date_list(index: Any, fused: dict[str, float], window: tuple[float, float])
     return inside
 
 
-def _link_list(store: Any, index: Any, top: list[str], masks: dict, agent: str, org: str | None,
+def _link_list(store: Store, index: Any, top: list[str], masks: dict, agent: str, org: str | None,
                user: str | None) -> list[str]:
     """Items linked from the top hits, in (parent rank, link strength) order, visible ones only."""
     allowed = set(visible_keys(agent, org, user))
@@ -195,7 +196,7 @@ def _link_list(store: Any, index: Any, top: list[str], masks: dict, agent: str, 
     return out
 
 
-def _fresh(store: Any, index: Any, ids: list[str], agent: str, org: str | None, user: str | None,
+def _fresh(store: Store, index: Any, ids: list[str], agent: str, org: str | None, user: str | None,
            kinds: list[str] | None, fused: dict[str, float], ranks: dict[str, dict[str, int]]) -> list[Hit]:
     """The winners as stored now; stale index entries are dropped from the index and the answer."""
     if not ids:

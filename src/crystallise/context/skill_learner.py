@@ -34,9 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.context.skills import Skill, list_skills, skill_changeset
 from crystallise.evidence import is_revoked, outcome_of
 from crystallise.gate import CaseResult, GatePolicy, decide
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Trace
 
 __all__ = ["Procedure", "SkillLearner", "procedures", "signature", "succeeded"]
@@ -133,7 +135,7 @@ class SkillLearner:
         self.min_traces, self.min_success, self.holdout = min_traces, min_success, holdout
         self.policy = policy or GatePolicy(min_cases=5)
 
-    def propose(self, repo: Any, store: Any, traces: Sequence[Trace], *, agent: str = "default",
+    def propose(self, repo: ArtifactRepo, store: Store, traces: Sequence[Trace], *, agent: str = "default",
                 org: str | None = None) -> list[tuple[ChangeSet, Procedure]]:
         """Change sets (not yet gated) for new procedures found in the fit share of `traces`."""
         existing = {s.name for s in list_skills(repo)}
@@ -170,7 +172,7 @@ class SkillLearner:
                 new.append(CaseResult(t.id, reliable, None, cost=float(len(p.steps))))
         return old, new
 
-    def gated(self, repo: Any, store: Any, traces: Sequence[Trace], *, agent: str = "default",
+    def gated(self, repo: ArtifactRepo, store: Store, traces: Sequence[Trace], *, agent: str = "default",
               org: str | None = None, runner: Runner | None = None) -> list[ChangeSet]:
         """Propose and gate: each change set carries its verdict (`engine.skills.learn_skills` commits)."""
         out = []

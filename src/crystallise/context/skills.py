@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.context.injection import RULES, SQUASHED_RULES, RuleDetector
 from crystallise.context.injection import detect as detect_instructions
 from crystallise.errors import NotFoundError, ValidationError
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict
 
 __all__ = [
@@ -237,7 +239,7 @@ def skill_folders(path: Path) -> list[Path]:
     return found
 
 
-def skill_changeset(repo: Any, store: Any, skills: list[Skill], *, learner: str, summary: str,
+def skill_changeset(repo: ArtifactRepo, store: Store, skills: list[Skill], *, learner: str, summary: str,
                     evidence: dict[str, Any] | None = None) -> ChangeSet:
     """Deltas that add or replace skills: their files, their records and their items (not yet gated)."""
     deltas: list[Delta] = []
@@ -277,7 +279,7 @@ def skill_changeset(repo: Any, store: Any, skills: list[Skill], *, learner: str,
                      provenance=[p for s in skills for p in s.provenance], evidence=evidence or {})
 
 
-def import_changeset(repo: Any, store: Any, path: Path, *, agent: str = "default", org: str | None = None,
+def import_changeset(repo: ArtifactRepo, store: Store, path: Path, *, agent: str = "default", org: str | None = None,
                      trust: float = 0.5) -> tuple[ChangeSet, list[Skill], list[str]]:
     """The change set that imports one skill folder or a folder of them; all or nothing.
 
@@ -320,7 +322,7 @@ def import_changeset(repo: Any, store: Any, path: Path, *, agent: str = "default
     return cs, skills, skipped
 
 
-def _record(repo: Any, name: str) -> dict[str, Any] | None:
+def _record(repo: ArtifactRepo, name: str) -> dict[str, Any] | None:
     raw = repo.read(_record_path(name))
     return json.loads(raw) if raw else None
 
@@ -333,7 +335,7 @@ def _visible(record: dict[str, Any], agent: str | None, org: str | None) -> bool
     return agent is None or record.get("agent") == agent
 
 
-def list_skills(repo: Any, *, agent: str | None = None, org: str | None = None) -> list[Skill]:
+def list_skills(repo: ArtifactRepo, *, agent: str | None = None, org: str | None = None) -> list[Skill]:
     """Skills in the artifact repository visible to a scope (all of them when neither is given), by name."""
     names = sorted({p.split("/")[1] for p in repo.list_files("skills/") if p.endswith("/SKILL.md")
                     and p.count("/") == 2})
@@ -346,7 +348,7 @@ def list_skills(repo: Any, *, agent: str | None = None, org: str | None = None) 
     return out
 
 
-def _skill_from_repo(repo: Any, name: str, record: dict[str, Any]) -> Skill:
+def _skill_from_repo(repo: ArtifactRepo, name: str, record: dict[str, Any]) -> Skill:
     text = repo.read(f"skills/{name}/SKILL.md")
     if text is None:
         raise NotFoundError(f"skill {name!r} not found: run `crystallise skills list` to see the skills")
@@ -364,7 +366,7 @@ def _skill_from_repo(repo: Any, name: str, record: dict[str, Any]) -> Skill:
     return skill
 
 
-def read_skill(repo: Any, name: str, *, agent: str | None = None, org: str | None = None) -> Skill:
+def read_skill(repo: ArtifactRepo, name: str, *, agent: str | None = None, org: str | None = None) -> Skill:
     """A skill with its body from the artifact repository (`crystallise.engine.skills.load_skill` for a home).
 
     With `agent`/`org`, the skill must be visible to that scope (NotFoundError otherwise).
@@ -378,7 +380,7 @@ def read_skill(repo: Any, name: str, *, agent: str | None = None, org: str | Non
     return _skill_from_repo(repo, name, record)
 
 
-def export_skills(repo: Any, dest: Path, *, names: list[str] | None = None, agent: str | None = None,
+def export_skills(repo: ArtifactRepo, dest: Path, *, names: list[str] | None = None, agent: str | None = None,
                   org: str | None = None) -> list[Path]:
     """Write skill folders (SKILL.md + their files, exactly as stored) under `dest`; returns the folders."""
     dest = Path(dest)

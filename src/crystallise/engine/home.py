@@ -28,7 +28,14 @@ from crystallise.config import (
     env,
     models_dir_for,
 )
+from crystallise.artifacts import ArtifactRepo
+from crystallise.artifacts.gitcli import atomic_write
+from crystallise.backends import get_backend
+from crystallise.backends.base import Backend
 from crystallise.context.embed import Embedder, get_embedder
+from crystallise.context.pii import policy_from_config
+from crystallise.store import open_store
+from crystallise.store.sql import SqlStore
 from crystallise.errors import ConfigError
 
 __all__ = ["ENV_HOME", "ENV_MODELS_DIR", "Home", "default_home_path", "models_dir_for"]
@@ -41,8 +48,8 @@ class Home:
 
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
-    _store: Any = field(default=None, repr=False)
-    _repo: Any = field(default=None, repr=False)
+    _store: SqlStore | None = field(default=None, repr=False)
+    _repo: ArtifactRepo | None = field(default=None, repr=False)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -81,20 +88,17 @@ class Home:
         return env(ENV_STORE) or self.config.get("store_url") or f"sqlite:///{self.path / 'store.db'}"
 
     @property
-    def store(self) -> Any:
+    def store(self) -> SqlStore:
+        """The trace and item store (SQLite or PostgreSQL: one implementation), opened and migrated on first use."""
         if self._store is None:
-            from crystallise.context.pii import policy_from_config
-            from crystallise.store import open_store
-
             self._store = open_store(self.store_url)
             self._store.redactor = policy_from_config(self.config)  # PII redaction: on unless config says off
         return self._store
 
     @property
-    def repo(self) -> Any:
+    def repo(self) -> ArtifactRepo:
+        """The git repository of agent- and org-level artifacts."""
         if self._repo is None:
-            from crystallise.artifacts import ArtifactRepo
-
             self._repo = ArtifactRepo(self.path / "artifacts")
         return self._repo
 
@@ -114,16 +118,12 @@ class Home:
         """The embedder the home is configured with (`context/embed.py`: `auto`, `hash`, `minilm`, ...)."""
         return get_embedder(str(self.embedder_spec))
 
-    def backend(self, spec: str | None = None) -> Any:
+    def backend(self, spec: str | None = None) -> Backend:
         """The model backend for `spec` (default: the configured model, else `local`)."""
-        from crystallise.backends import get_backend
-
         return get_backend(spec or self.model_spec, models_dir=self.models_dir)
 
     def save_config(self) -> None:
         """Write `config` back to `config.json` (atomically: a torn config would lock the user out)."""
-        from crystallise.artifacts.gitcli import atomic_write
-
         atomic_write(self.path / "config.json", (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode())
 
     def close(self) -> None:

@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.errors import ArtifactError, ValidationError
 from crystallise.evidence import REVOKED, is_revoked
 from crystallise.governance.protect import APPEND_ONLY, is_protected_path
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version, now
 
 __all__ = ["REVOKED", "UndoPlan", "is_revoked", "plan_undo", "revoke"]
@@ -89,7 +91,7 @@ def _merge(current: str | None, base: str | None, target: str | None, path: str)
     return None if target is None and not merged else merged
 
 
-def _cause_traces(store: Any, trace_ids: Sequence[str], user: str | None, org: str | None = None) -> list[str]:
+def _cause_traces(store: Store, trace_ids: Sequence[str], user: str | None, org: str | None = None) -> list[str]:
     if user is not None:
         ids = [t.id for t in store.list_traces(user=user, org=org, limit=1_000_000)]
         return sorted(set(ids) | set(trace_ids))
@@ -98,7 +100,7 @@ def _cause_traces(store: Any, trace_ids: Sequence[str], user: str | None, org: s
     return sorted(set(trace_ids))
 
 
-def _affected(store: Any, traces: set[str], user: str | None, org: str | None = None
+def _affected(store: Store, traces: set[str], user: str | None, org: str | None = None
               ) -> list[tuple[Version, ChangeSet]]:
     out = []
     for v in sorted(store.list_versions(limit=1_000_000), key=lambda v: v.number):
@@ -113,7 +115,7 @@ def _affected(store: Any, traces: set[str], user: str | None, org: str | None = 
     return out
 
 
-def plan_undo(store: Any, repo: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
+def plan_undo(store: Store, repo: ArtifactRepo, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
               org: str | None = None) -> UndoPlan:
     """Plan the undo of everything learned from `traces` or from `user` (nothing is written).
 
@@ -200,12 +202,12 @@ def plan_undo(store: Any, repo: Any, *, traces: Sequence[str] = (), user: str | 
     return plan
 
 
-def _all_items(store: Any) -> list[Item]:
+def _all_items(store: Store) -> list[Item]:
     """Every live item of every scope (undo must see user-level items too)."""
     return store.scan_items(_ACTIVE)
 
 
-def revoke(store: Any, trace_ids: Iterable[str], cause: str, reason: str) -> None:
+def revoke(store: Store, trace_ids: Iterable[str], cause: str, reason: str) -> None:
     for tid in trace_ids:
         t = store.get_trace(tid)
         if is_revoked(t):

@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from crystallise.store.base import Store
 from crystallise.types import Trace
 
 __all__ = ["GroupCommit"]
@@ -41,7 +42,7 @@ class GroupCommit:
     1
     """
 
-    def __init__(self, store: Any, *, max_batch: int = 256) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
         self._pending: list[tuple[Trace, asyncio.Future[Trace]]] = []

@@ -35,6 +35,7 @@ from typing import Any
 
 from crystallise.errors import ValidationError
 from crystallise.evidence import is_revoked, verified
+from crystallise.store.base import Store
 from crystallise.types import Scope, Trace
 from crystallise.context.pii import PiiPolicy
 from crystallise.weights.redact import PiiRedactor, Redactor
@@ -132,7 +133,7 @@ def _in_scope(t: Trace, scope: Scope, agent_only: bool) -> bool:
 
 
 def export_dataset(
-    store: Any,
+    store: Store,
     scope: Scope,
     *,
     tasks: Sequence[str] | None = None,

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
 from crystallise.types import ChangeSet, Delta, Scope, Verdict
 
@@ -90,7 +91,7 @@ class WeightsHome(Protocol):
     repository (manifests) and the models folder (GGUF bases). `crystallise.engine.home.Home` is one."""
 
     path: Path
-    repo: Any
+    repo: ArtifactRepo
     models_dir: Path
 
 
