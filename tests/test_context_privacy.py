@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,6 @@ from crystallise.engine.committer import Committer
 from crystallise.store import SqlStore
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Span, Trace, Verdict
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,12 +18,6 @@ from crystallise.errors import ValidationError
 from crystallise.engine.home import Home
 from crystallise.types import Item, Scope, Span, Trace, Verdict
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 def chat(home: Home, user: str | None, text: str, *, session: str | None = None, org: str | None = None,

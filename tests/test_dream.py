@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,6 @@ from crystallise.types import Feedback, Item, Scope, Span, Trace, now
 AGENT = Scope(agent="fin")
 DAY = 86400.0
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 def seed(home: Home, text: str, *, scope: Scope = AGENT, section: str = "strategies", source: str = "reflection",
@@ -285,7 +279,7 @@ def test_a_dry_run_writes_nothing(home: Home) -> None:
 
 
 CHILD = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     from crystallise.backends import ScriptedBackend
     from crystallise.context.curate import DreamPolicy
     from crystallise.engine.dream import dream
@@ -293,7 +287,9 @@ CHILD = textwrap.dedent("""
     reply = json.dumps({"critique": "c", "deltas": [{"op": "add", "text": "Convert percentages first",
                                                      "section": "pitfalls"}]})
     home = Home.open(sys.argv[1])
-    report = dream(home, backend=ScriptedBackend(lambda r: reply), policy=DreamPolicy(unused_days=None))
+    crash = sys.argv[2] if len(sys.argv) > 2 else None  # kill the run at this point (dream's on_step hook)
+    report = dream(home, backend=ScriptedBackend(lambda r: reply), policy=DreamPolicy(unused_days=None),
+                   on_step=lambda point: os._exit(137) if point == crash else None)
     print(json.dumps(report.to_dict()))
 """)
 
@@ -302,11 +298,11 @@ CHILD = textwrap.dedent("""
 def test_a_dream_killed_mid_run_is_finished_by_the_next_without_duplicates(home: Home, point: str) -> None:
     stale = seed(home, "Guess when unsure", helpful=0, harmful=6)
     traces = [run(home, text=f"What is {i}% of 50?") for i in range(3)]
-    env = {**os.environ, "CRYSTALLISE_DREAM_CRASH": point, "CRYSTALLISE_EMBEDDER": "hash"}
-    killed = subprocess.run([sys.executable, "-c", CHILD, str(home.path)], env=env, capture_output=True, text=True)
+    env = {**os.environ, "CRYSTALLISE_EMBEDDER": "hash"}
+    killed = subprocess.run([sys.executable, "-c", CHILD, str(home.path), point], env=env, capture_output=True,
+                            text=True)
     assert killed.returncode == 137, killed.stderr
     assert [r["status"] for r in home.store.list_dream_runs()] == ["planned"]
-    env.pop("CRYSTALLISE_DREAM_CRASH")
     done = subprocess.run([sys.executable, "-c", CHILD, str(home.path)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -12,14 +12,7 @@ from crystallise.engine.serving import recall, search
 from crystallise.errors import ValidationError
 from crystallise.store.schema import item_links, items
 from crystallise.types import Delta
-from tests.helpers import new_home
 
-
-@pytest.fixture
-def home(tmp_path, store_url):
-    h = new_home(tmp_path, store_url)
-    yield h
-    h.close()
 
 
 def add(home, *notes):

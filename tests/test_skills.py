@@ -207,7 +207,8 @@ def test_skill_learner_gate_rejects_a_procedure_that_changes_nothing(home):
     runs = [run("lookup", ["search", "read"], True, i) for i in range(30)]  # agents already do this, always
     for t in runs:
         home.store.write_trace(t)
-    results = learn_skills(home, learner=SkillLearner(min_traces=3), traces=home.store.list_traces(with_children=True, limit=1000))
+    runs_read = home.store.list_traces(with_children=True, limit=1000)
+    results = learn_skills(home, runs_read, learner=SkillLearner(min_traces=3))
     assert len(results) == 1
     cs, version = results[0]
     assert version is None and cs.verdict.decision == "reject" and "not better" in cs.verdict.reason
@@ -222,7 +223,8 @@ def test_skill_learner_accepts_a_shorter_procedure_as_equal_and_cheaper(home):
     runs += [run("lookup", ["search", "search", "read", "read"], True, 100 + i) for i in range(10)]
     for t in runs:
         home.store.write_trace(t)
-    (cs, version), = learn_skills(home, learner=SkillLearner(min_traces=3), traces=home.store.list_traces(with_children=True, limit=1000))
+    (cs, version), = learn_skills(home, home.store.list_traces(with_children=True, limit=1000),
+                                  learner=SkillLearner(min_traces=3))
     assert cs.evidence["steps"] == ["search", "read"]
     assert cs.verdict.decision == "accept" and "equal and cheaper" in cs.verdict.reason and version is not None
 

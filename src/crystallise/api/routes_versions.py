@@ -26,7 +26,7 @@ from crystallise.api.schemas import RevertIn, TaskDetail, TaskList, TaskSummary,
 from crystallise.errors import NotFoundError
 from crystallise.harness.spec import View, task_path, valid_task_name
 from crystallise.engine.home import Home
-from crystallise.engine.access import sees
+from crystallise.engine.access import sees, sees_version
 from crystallise.engine.committer import Committer, playbook_path
 from crystallise.types import ChangeSet, Version
 
@@ -119,9 +119,7 @@ _sees = sees  # the tenancy rule lives in crystallise.engine.access (kept under 
 
 
 def _visible_cached(home: Home, who: Principal, version: Version, cache: dict[str, bool]) -> bool:
-    if version.changeset_id not in cache:
-        cache[version.changeset_id] = sees(who, home.store.get_changeset(version.changeset_id))
-    return cache[version.changeset_id]
+    return sees_version(home.store, who, version, cache)
 
 
 @router.get("/versions/{number}", response_model=VersionDetail, summary="One version with verdict and patch")

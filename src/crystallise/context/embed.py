@@ -7,8 +7,8 @@ Two embedders ship:
     hash               hashed character 3/4-grams + words (256-d), deterministic     nothing (the test double)
 
 Rows are L2-normalised, so a dot product is the cosine similarity. Which embedder a
-home uses (`Home.embedder()`, crystallise.engine.home): `CRYSTALLISE_EMBEDDER`, else `config.json`'s `"embedder"`, else `auto` =
-`minilm` when the extra is installed and `hash` otherwise. Vectors are stored per
+home uses (`Home.embedder()`, crystallise.engine.home): `CRYSTALLISE_EMBEDDER`, else
+`config.json`'s `"embedder"`, else `auto` = `minilm` when the extra is installed and `hash` otherwise. Vectors are stored per
 embedder `name` (store table `item_vectors`), so switching models never mixes spaces.
 
     >>> e = HashEmbedder()

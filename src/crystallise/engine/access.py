@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from crystallise.types import ChangeSet
+from crystallise.store.base import Store
+from crystallise.types import ChangeSet, Version
 
-__all__ = ["Who", "sees"]
+__all__ = ["Who", "sees", "sees_version"]
 
 
 class Who(Protocol):
@@ -57,3 +58,11 @@ def sees(who: Who, changeset: ChangeSet) -> bool:
                     and snap.get("user_id") != who.user:
                 return False
     return True
+
+
+def sees_version(store: Store, who: Who, version: Version, cache: dict[str, bool] | None = None) -> bool:
+    """`sees` for the change set of `version` (`cache`: change set id -> answer, across calls)."""
+    cache = {} if cache is None else cache
+    if version.changeset_id not in cache:
+        cache[version.changeset_id] = sees(who, store.get_changeset(version.changeset_id))
+    return cache[version.changeset_id]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -227,6 +226,7 @@ def dream(
     embed: Embed | None = None,
     at: float | None = None,
     progress: Progress | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> DreamReport:
     """Dream over `scope` (None: every scope with new traces) and return what it did.
 
@@ -234,7 +234,8 @@ def dream(
     included) and reports what would change. The critic defaults to an `LLMCritic` on
     `backend` (default: the home's model); `gate` to `evidence_gate`; `policy` to the
     home's `config.json` `"dream"`; `embed` to the home's embedder; `at` (now) is the
-    time the forgetting policy measures windows from.
+    time the forgetting policy measures windows from. `on_step(point)` is called at the named
+    points "before-commit" and "after-commit" of each scope (tests and bench/faults.py kill a run there).
 
     >>> report = dream(home, Scope(agent="support"), dry_run=True)      # doctest: +SKIP
     >>> report.totals()                                                  # doctest: +SKIP
@@ -258,7 +259,8 @@ def dream(
         for s in scopes:
             if the_critic is None:
                 the_critic = LLMCritic(backend if backend is not None else home.backend())
-            run = _ScopeRun(home, s, window, dry_run, the_critic, gate, policy, embed, at, pending, report.id, say)
+            run = _ScopeRun(home, s, window, dry_run, the_critic, gate, policy, embed, at, pending, report.id, say,
+                            on_step)
             report.scopes.append(run.go(committer))
     report.finished_at = now()
     return report
@@ -319,7 +321,8 @@ class _ScopeRun:
 
     def __init__(self, home: Home, scope: Scope, window: tuple[str, float] | None, dry_run: bool, critic: Critic,
                  gate: Gate | None, policy: DreamPolicy, embed: Embed | None, at: float | None,
-                 pending: Counter[str], batch_id: str, say: Progress) -> None:
+                 pending: Counter[str], batch_id: str, say: Progress,
+                 on_step: Callable[[str], None] | None = None) -> None:
         self.home, self.store, self.scope = home, home.store, scope
         self.key = scope_key(scope)
         self.mark = f"dream/{self.key}"
@@ -330,6 +333,7 @@ class _ScopeRun:
         self.pending = pending
         self.batch_id = batch_id
         self.say = say
+        self.step = on_step or (lambda point: None)
         self.report = ScopeReport(scope=scope.to_dict(), key=self.key, run_id=new_id("dsr_"))
         self.started = now()
 
@@ -485,8 +489,7 @@ class _ScopeRun:
         cs.verdict = self.gate(cs)
         r.changeset_id, r.verdict = cs.id, cs.verdict.reason
         self._save("planned", trace_ids)  # before the commit: a killed run is finished or abandoned by the next
-        if _crash_hook("before-commit"):
-            os._exit(137)
+        self.step("before-commit")
         if cs.verdict.decision != "accept":
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
@@ -497,8 +500,7 @@ class _ScopeRun:
         except PendingReview:
             self._finish("held", trace_ids)
             return
-        if _crash_hook("after-commit"):
-            os._exit(137)
+        self.step("after-commit")
         r.version = version.number or None
         self._finish("committed", trace_ids)
 
@@ -519,8 +521,3 @@ class _ScopeRun:
         self.report.status = status
         self.store.finish_dream_run(self._row(status, trace_ids), watermark=self.mark, value=self.report.until_seq,
                                     trace_ids=trace_ids)
-
-
-def _crash_hook(point: str) -> bool:
-    """Tests and bench/faults.py kill a dream at a named point: CRYSTALLISE_DREAM_CRASH=before-commit."""
-    return os.environ.get("CRYSTALLISE_DREAM_CRASH") == point

@@ -115,8 +115,8 @@ def _affected(store: Store, traces: set[str], user: str | None, org: str | None 
     return out
 
 
-def plan_undo(store: Store, repo: ArtifactRepo, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
-              org: str | None = None) -> UndoPlan:
+def plan_undo(store: Store, repo: ArtifactRepo, *, traces: Sequence[str] = (), user: str | None = None,
+              reason: str = "", org: str | None = None) -> UndoPlan:
     """Plan the undo of everything learned from `traces` or from `user` (nothing is written).
 
     `org` narrows an undo by user to that user *in that org* (their traces, change sets and

@@ -68,7 +68,7 @@ class GroupCommit:
             del self._pending[: self.max_batch]
             try:
                 results: list[Any] = await anyio.to_thread.run_sync(self.store.write_traces, [t for t, _ in batch])
-            except BaseException as error:  # the store failed: every caller of this batch gets the error
+            except BaseException as error:  # noqa: BLE001 - the store failed: every caller of this batch gets it
                 results = [error] * len(batch)
             self.batches += 1
             self.written += len(batch)
