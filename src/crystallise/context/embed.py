@@ -8,8 +8,8 @@ Two embedders ship:
 
 Rows are L2-normalised, so a dot product is the cosine similarity. Which embedder a
 home uses (`Home.embedder()`, crystallise.engine.home): `CRYSTALLISE_EMBEDDER`, else
-`config.json`'s `"embedder"`, else `auto` = `minilm` when the extra is installed and `hash` otherwise. Vectors are stored per
-embedder `name` (store table `item_vectors`), so switching models never mixes spaces.
+`config.json`'s `"embedder"`, else `auto` = `minilm` when the extra is installed and `hash`
+otherwise. Vectors are stored per embedder `name` (store table `item_vectors`), so switching models never mixes spaces.
 
     >>> e = HashEmbedder()
     >>> v = e.embed(["refund policy", "refunds policies", "weather in Paris"])
