@@ -7,8 +7,9 @@
 The rule is `crystallise.evidence.outcome_of` (an explicit score >= 0.5 is a success; revoked
 traces earn nothing), as for reflect.py's `credit`; the difference is the log. Because each
 (trace, item) pair is credited once, the loop and the dreamer can both credit the same
-traces, and a run killed between crediting and moving its watermark can simply be run again. The log also says when an item was last
-*used* (shown in a recorded run), which the forgetting policy reads.
+traces, and a run killed between crediting and moving its watermark can simply be run again.
+The log also says when an item was last *used* (shown in a recorded run), which the
+forgetting policy reads.
 
     >>> from crystallise.types import Feedback, Span, Trace
     >>> t = Trace(spans=[Span("context", "retrieval", attributes={"shown_items": ["it_a"]})],
