@@ -36,7 +36,7 @@ from typing import Any
 
 import click
 
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 HERE = Path(__file__).resolve().parent
 OUTCOMES = ("blocked", "quarantined", "allowed", "leaked", "error")
@@ -132,7 +132,7 @@ def detector_figures(catalog: Any) -> dict[str, Any]:
 
 def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict[str, Any]:
     """Run `attacks` against a fresh home; the JSON-able result."""
-    from crystallise.api import create_app
+    from crystallise.server import create_app
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
     executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}

@@ -30,8 +30,8 @@ from crystallise.errors import ValidationError
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.runtime import TaskRuntime, close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.home import Home
-from crystallise.loop import Loop, LoopConfig
+from crystallise.engine.home import Home
+from crystallise.engine.loop import Loop, LoopConfig
 
 METRICS = {"numeric": score_numeric, "exact": score_exact}
 

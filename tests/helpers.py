@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 
 def ratio_records(n: int, start: int = 1) -> list[dict]:

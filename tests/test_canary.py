@@ -11,7 +11,7 @@ from crystallise.governance.canary import ArmStats, CanaryPolicy, arm_for, canar
 from crystallise.harness.learn import VerifiedCase
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.types import ChangeSet, Delta
 from tests.helpers import new_home, program_deltas, ratio_records
 from tests.test_loop import stream

@@ -12,8 +12,8 @@ from crystallise.gate import score_numeric
 from crystallise.harness.learn import verified_cases
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.ledger import Committer
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.committer import Committer
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.types import ChangeSet, Delta, Verdict
 from tests.helpers import new_home, program_deltas, ratio_records
 

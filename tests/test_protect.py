@@ -15,7 +15,7 @@ from crystallise.errors import ProtectedError
 from crystallise.harness.learn import verified_cases
 from crystallise.governance import check_protected
 from crystallise.harness.spec import TaskSpec
-from crystallise.ledger import Committer
+from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Delta, Verdict
 from tests.helpers import new_home, program_deltas, ratio_records
 from tests.test_loop import make_loop, stream

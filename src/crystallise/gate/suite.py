@@ -253,7 +253,7 @@ def run_suite(
     for done, case in enumerate(suite.cases, start=1):
         try:
             output, cost, served_by = _unpack(fn(case.input))
-        except Exception as exc:  # the function under test failed: a failed case, not a failed run
+        except Exception as exc:  # noqa: BLE001 - the function under test failed: a failed case, not a failed run
             results.append(CaseResult(case.id, False, None, error=f"{type(exc).__name__}: {exc}"))
         else:
             passed, why = verify_detail(case.verifier, output, case.expected)

@@ -225,7 +225,7 @@ def verify_detail(spec: dict[str, Any], output: Any, expected: Any) -> tuple[boo
                 value = output if isinstance(output, str) else output.decode("utf-8", "replace")
         try:
             return bool(_schema_validator(json.dumps(spec["schema"], sort_keys=True)).is_valid(value)), None
-        except Exception:  # e.g. a value jsonschema cannot handle
+        except Exception:  # noqa: BLE001 - e.g. a value jsonschema cannot handle
             return False, None
     # python: grader code, run only in the sandbox; a failing check is a failed case, never a crashed gate
     return run_check(spec["source"], output, expected)

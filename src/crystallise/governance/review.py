@@ -29,6 +29,7 @@ from typing import Any
 
 from crystallise.errors import CrystalliseError, ValidationError
 from crystallise.governance.protect import by_person
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Verdict, Version, now
 
 __all__ = [
@@ -115,12 +116,12 @@ def requires_review(cs: ChangeSet, rules: Iterable[ReviewRule]) -> ReviewRule | 
     return next((r for r in rules if r.matches(cs)), None)
 
 
-def pending(store: Any, limit: int = 100) -> list[ChangeSet]:
+def pending(store: Store, limit: int = 100) -> list[ChangeSet]:
     """Proposals waiting for a person, newest first."""
     return store.list_changesets(status="needs_review", limit=limit)
 
 
-def _waiting(store: Any, changeset_id: str) -> ChangeSet:
+def _waiting(store: Store, changeset_id: str) -> ChangeSet:
     cs = store.get_changeset(changeset_id)
     if cs.status != "needs_review":
         raise ValidationError(
@@ -145,7 +146,7 @@ def approve(committer: Any, changeset_id: str, *, by: str, note: str = "") -> Ve
     return committer.commit(cs)
 
 
-def reject(store: Any, changeset_id: str, *, by: str, note: str = "") -> ChangeSet:
+def reject(store: Store, changeset_id: str, *, by: str, note: str = "") -> ChangeSet:
     """Keep a waiting change set as rejected evidence, with who rejected it and why."""
     if not by or not by.strip():
         raise ValidationError("say who rejects (--by NAME): the change set records it")

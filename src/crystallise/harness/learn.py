@@ -13,13 +13,12 @@ held-out cases (`synth/verify.py`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from crystallise.errors import ValidationError
+from crystallise.evidence import VerifiedCase, is_gate_case, verified_cases
 from crystallise.harness.programs import isolation_problem
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.harness.synth.arith import ArithRule
@@ -30,43 +29,10 @@ from crystallise.harness.synth.lookup import LookupStrategy
 from crystallise.harness.synth.pipeline import synthesise
 from crystallise.harness.synth.strategies import ArithPart, StringsPart
 from crystallise.harness.synth.verify import Policy
-from crystallise.types import ChangeSet, Delta, Trace
+from crystallise.types import ChangeSet, Delta
 
 __all__ = ["DEFAULT_STRATEGIES", "CrystalliseLearner", "FewShotLearner", "VerifiedCase", "is_gate_case",
            "verified_cases"]
-
-
-@dataclass
-class VerifiedCase:
-    trace_id: str
-    input: Any
-    output: Any  # the verified right answer
-    org: str | None = None  # the org whose run it was: its examples are served to that org only
-
-
-def verified_cases(traces: Sequence[Trace], task: str) -> list[VerifiedCase]:
-    """Cases with a known right answer, from traces of `task` (latest feedback wins)."""
-    out: list[VerifiedCase] = []
-    for t in traces:
-        if t.name != task or t.status != "ok" or any(fb.kind == "revoked" for fb in t.feedback):
-            continue  # a revoked trace (undone by `crystallise revert --trace/--user`) is no evidence
-        truth: Any = None
-        for fb in t.feedback:
-            if fb.source != "explicit":
-                continue
-            if fb.correction is not None:
-                truth = fb.correction
-            elif fb.score is not None and fb.score >= 1.0 and t.output is not None:
-                truth = t.output
-        if truth is not None:
-            out.append(VerifiedCase(t.id, t.input, truth, t.org_id))
-    return out
-
-
-def is_gate_case(value: Any) -> bool:
-    """One input in four is kept for the gate only."""
-    key = json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return int(hashlib.sha256(key.encode()).hexdigest()[8:16], 16) % 4 == 0
 
 
 def _set(view: View, path: str, after: str | None, reason: str) -> Delta | None:
