@@ -54,9 +54,11 @@ test: setup browser lint
 	$(CRYS) models pull qwen2.5-coder-0.5b
 	CRYSTALLISE_REQUIRE_LOCAL=1 CRYSTALLISE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
-# The architecture as a rule (docs/architecture.md): the import-linter contracts of pyproject.toml.
+# The architecture as a rule (docs/architecture.md): the import-linter contracts of pyproject.toml,
+# and ruff's rules (the families the code's noqa comments name among them).
 lint: setup
 	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests bench
 
 test-fast: setup lint
 	$(BIN)/python -m pytest -q -m "not slow and not postgres"

@@ -18,8 +18,8 @@ from typing import Any
 
 from crystallise.harness.programs.interp import FORMAT, Program, ProgramError, Result, load, load_body
 
-__all__ = ["FORMAT", "Program", "ProgramError", "Result", "close_sandboxes", "isolation_problem", "load", "load_body", "render",
-           "sandbox_runner"]
+__all__ = ["FORMAT", "Program", "ProgramError", "Result", "close_sandboxes", "isolation_problem", "load",
+           "load_body", "render", "sandbox_runner"]
 
 # One worker process per distinct LLM-written source, shared by every program in the process:
 # the gate builds many short-lived runtimes over the same code.

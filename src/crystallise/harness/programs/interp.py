@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crystallise.errors import SandboxError, ValidationError
+from crystallise.errors import SandboxError
 from crystallise.harness.synth import strings_runtime as rt
 from crystallise.harness.synth.numbers import extract_numbers, fmt_number
 from crystallise.harness.synth.template import encode, key_of, payload
@@ -48,16 +48,15 @@ from crystallise.harness.synth.template import encode, key_of, payload
 __all__ = ["FORMAT", "HELPERS", "Program", "ProgramError", "Result", "Runner", "load", "load_body", "snap",
            "strings_fn"]
 
-FORMAT = "crystallise.program/1"
-MAX_DEPTH = 48
-MAX_NODES = 200_000
-MODES = ("sentence", "line", "none")
-ROUNDINGS = ("half_up", "half_even", "")
-TYPES = ("str", "int", "bool", "list")
-CODECS = ("str", "int", "bool", "option", "any")
-ARITH_OPS = {"+": 2, "-": 2, "*": 2, "/": 2, "**": 2, "neg": 1}
-FMT_SPECS = frozenset({",", "02d", "03d", "04d", "05d", ".1f", ".2f", "+d"})
-MAX_PLACES = 12
+from crystallise.harness.programs.checks import (  # noqa: F401 - re-exported: the tree's vocabulary
+    ARITH_OPS, CODECS, FMT_SPECS, FORMAT, MAX_PLACES, MODES, ROUNDINGS, TYPES, ProgramError,
+)
+from crystallise.harness.programs.checks import Budget as _Budget
+from crystallise.harness.programs.checks import json_value as _json_value
+from crystallise.harness.programs.checks import need as _need
+from crystallise.harness.programs.checks import need_int as _int
+from crystallise.harness.programs.checks import need_keys as _keys
+from crystallise.harness.programs.checks import need_str as _str
 
 # The strings DSL: runtime helpers by name, with their arity (None: any number of arguments).
 HELPERS: dict[str, tuple[Callable[..., Any], int | None]] = {}
@@ -72,10 +71,6 @@ for _internal in ("isstr", "isint", "islist", "spans"):
 Runner = Callable[[str], Any]  # source -> an object with call_fn(name, *args) (a Sandbox)
 
 
-class ProgramError(ValidationError):
-    """A program tree that is not well-formed: it is refused, never run."""
-
-
 @dataclass(frozen=True)
 class Result:
     """What a program said about one input: its answer (None: abstain) and, when a part
@@ -83,60 +78,6 @@ class Result:
 
     output: Any = None
     error: str | None = None
-
-
-# -- validation helpers --------------------------------------------------------------------------------
-
-
-class _Budget:
-    def __init__(self) -> None:
-        self.nodes = 0
-
-    def tick(self, depth: int, where: str) -> None:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise ProgramError(f"program has more than {MAX_NODES} nodes")
-        if depth > MAX_DEPTH:
-            raise ProgramError(f"{where}: expression nested deeper than {MAX_DEPTH}")
-
-
-def _need(cond: bool, message: str) -> None:
-    if not cond:
-        raise ProgramError(message)
-
-
-def _str(value: Any, where: str) -> str:
-    _need(type(value) is str, f"{where} must be a string")
-    return value
-
-
-def _int(value: Any, where: str, lo: int = 0, hi: int = 1 << 30) -> int:
-    _need(type(value) is int and lo <= value <= hi, f"{where} must be an int in [{lo}, {hi}]")
-    return value
-
-
-def _keys(obj: Any, where: str, required: set[str], optional: set[str] = frozenset()) -> Mapping[str, Any]:
-    _need(isinstance(obj, dict), f"{where} must be an object")
-    missing = required - set(obj)
-    extra = set(obj) - required - optional
-    _need(not missing, f"{where} lacks {sorted(missing)}")
-    _need(not extra, f"{where} has unknown fields {sorted(extra)}")
-    return obj
-
-
-def _json_value(value: Any, where: str, depth: int = 0) -> Any:
-    """A JSON value with finite numbers (NaN/Infinity have no literal and no JSON form)."""
-    _need(depth <= MAX_DEPTH, f"{where}: value nested too deep")
-    if value is None or type(value) in (bool, str, int):
-        return value
-    if type(value) is float:
-        _need(math.isfinite(value), f"{where}: numbers must be finite")
-        return value
-    if type(value) is list:
-        return [_json_value(v, where, depth + 1) for v in value]
-    if type(value) is dict:
-        return {_str(k, where): _json_value(v, where, depth + 1) for k, v in value.items()}
-    raise ProgramError(f"{where}: {type(value).__name__} is not a JSON value")
 
 
 # -- arith ----------------------------------------------------------------------------------------------

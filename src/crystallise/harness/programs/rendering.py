@@ -294,7 +294,8 @@ def _grouped(body: Mapping[str, Any]) -> str:
         out += _fn_lines(g["fn"], i)
         keys = None if g["arg_keys"] is None else tuple(g["arg_keys"])
         c = g["codec"]
-        table.append(f"    {_lit(g['unit'])}: ({_lit(g['prefix'])}, {_lit(g['suffix'])}, {_lit(keys) if keys is None else _tuple(keys)}, "
+        shown_keys = _lit(keys) if keys is None else _tuple(keys)
+        table.append(f"    {_lit(g['unit'])}: ({_lit(g['prefix'])}, {_lit(g['suffix'])}, {shown_keys}, "
                      f"_group{i}(), ({_lit(c['kind'])}, {_lit(c['true'])}, {_lit(c['false'])})),")
     out += ["_GROUPS = {  # unit: (prefix, suffix, argument keys, solve, output codec)", *table, "}", _GROUPED]
     return "\n".join(out)
@@ -393,8 +394,8 @@ def _hybrid(body: Mapping[str, Any]) -> str:
         lines, name = _source(u["compute"], "compute", i, "unit")
         out += lines
         call = f"{name}()" if lines[0].startswith("def ") else name
-        table.append(f"    {_lit(key)}: ({_lit(u['prefix'])}, {_lit(u['suffix'])}, {call}, {_tuple(tuple(u['fields']))}, "
-                     f"{int(u['places'])!r}, {_lit(u['rounding'])}),")
+        table.append(f"    {_lit(key)}: ({_lit(u['prefix'])}, {_lit(u['suffix'])}, {call}, "
+                     f"{_tuple(tuple(u['fields']))}, {int(u['places'])!r}, {_lit(u['rounding'])}),")
     out += ["_UNITS = {  # unit: (prefix, suffix, compute, fields, places, rounding)", *table, "}", _HYBRID_SOLVE]
     return "\n".join(out)
 
