@@ -119,6 +119,7 @@ def _arith(body: Mapping[str, Any]) -> str:
         "and number signature no rule was verified on. d = $ amounts, p = percentages as",
         'fractions, n = plain numbers, in order of appearance after the template prefix."""',
         NUMBERS,
+        TEMPLATE,
         f"MODE = {_lit(body['mode'])}",
         f"SKIP = {_lit(skips)}",
         "",
@@ -133,22 +134,11 @@ def _arith(body: Mapping[str, Any]) -> str:
 
 
 _ARITH_SOLVE = '''
-_TEMPLATE_SENTENCE = re.compile(r"[^.?!\\n]*[.?!\\n]")
-
-
-def _key(text):
-    if MODE == "sentence":
-        m = _TEMPLATE_SENTENCE.match(text.lstrip())
-        return m.group(0).strip() if m else text.strip()
-    if MODE == "line":
-        return text.lstrip().split("\\n", 1)[0].strip()
-    return ""
-
 
 def _match(text):
     if not isinstance(text, str):
         return None
-    key = _key(text)
+    key = template_key(text, MODE)
     skip = SKIP.get(key)
     if skip is None:
         return None

@@ -24,6 +24,7 @@ adds rules instead of re-rolling the ones already verified.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections import defaultdict
@@ -170,7 +171,7 @@ class ArithStrategy:
         return self.render(rules, mode), rules, mode
 
     def _choose_mode(self, texts: list[str]) -> str:
-        for mode in ("sentence", "line"):
+        for mode in ("sentence", "line", "shape"):
             sizes = defaultdict(int)
             for x in texts:
                 sizes[template_key(x, mode)] += 1
@@ -213,14 +214,19 @@ class ArithStrategy:
         found = enumerate_expressions(
             terminals, targets, accept=accept, max_size=self.max_size, budget_s=self.budget_s, tolerance=0.0051
         )
-        if found is None:
+
+        def held_ok(rule: ArithRule) -> bool:
+            return all(metric(_evaluate(rule, nums) or "", y) for nums, _, y in held)
+
+        if found is not None:
+            rule = ArithRule(key, sig, found.source, *chosen["fmt"], len(fit), len(held))
+            if held_ok(rule):
+                return rule
+        source = fit_linear(terminals, targets, accept, labels)  # constants fitted: unit conversions, rates, offsets
+        if source is None:
             return None
-        places, rounding = chosen["fmt"]
-        rule = ArithRule(key, sig, found.source, places, rounding, len(fit), len(held))
-        for nums, _, y in held:
-            if not metric(_evaluate(rule, nums) or "", y):
-                return None
-        return rule
+        rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held))
+        return rule if held_ok(rule) else None
 
     # -- the program ----------------------------------------------------------------------
     @staticmethod
@@ -287,6 +293,96 @@ def expr_tree(expression: str) -> dict[str, Any]:
     if end != len(tokens):
         raise ValueError(f"trailing text in {expression[:80]!r}")
     return tree
+
+
+def _bounds(x: np.ndarray, y: np.ndarray, tol: float) -> list[tuple[float, float]] | None:
+    """Per coefficient, the smallest and largest value any c with |x·c - y| <= tol allows (two
+    linear programs each); None when no c fits every case within the answers' rounding."""
+    from scipy.optimize import linprog
+
+    a_ub = np.vstack([x, -x])
+    b_ub = np.concatenate([y + tol, tol - y])
+    free = [(None, None)] * x.shape[1]
+    out = []
+    for i in range(x.shape[1]):
+        unit = np.eye(x.shape[1])[i]
+        low = linprog(unit, A_ub=a_ub, b_ub=b_ub, bounds=free, method="highs")
+        high = linprog(-unit, A_ub=a_ub, b_ub=b_ub, bounds=free, method="highs")
+        if low.status != 0 or high.status != 0:
+            return None
+        out.append((float(low.fun), float(-high.fun)))
+    return out
+
+
+def _constant(low: float, high: float, max_digits: int = 8) -> float:
+    """The constant to use, given the range [low, high] every fit case allows.
+
+    The simplest number in range (fewest significant digits) when finding one is telling: its
+    digit's step is at least four times the range's width, so a constant that is not that round
+    would rarely land on it (2.54, 1.8, 32, 12.5). Otherwise nothing round is implied, and the
+    middle of the range is the estimate that is furthest from being ruled out by the next case."""
+    width = high - low
+    size = max(abs(low), abs(high))
+    if size == 0:
+        return 0.0
+    if low <= 0 <= high and width <= 0.25 * size:
+        return 0.0
+    for digits in range(1, max_digits + 1):
+        step = 10.0 ** (math.floor(math.log10(size)) - digits + 1)
+        if width > 0.25 * step:
+            break
+        k = math.ceil(low / step - 1e-9)
+        if k * step <= high + 1e-12:
+            return float(f"{k * step:.{digits + 1}g}")
+    middle = (low + high) / 2
+    step = 10.0 ** math.floor(math.log10(max(width, 1e-12) / 100))
+    return round(middle / step) * step
+
+
+def _term(name: str, coef: float) -> str:
+    return name if coef == 1.0 else f"({name} * {coef!r})" if coef >= 0 else f"({name} * -{-coef!r})"
+
+
+def fit_linear(terminals: dict[str, Sequence[float]], targets: Sequence[float | None],
+               accept: Callable[[np.ndarray], bool], labels: Sequence[str] = (), max_digits: int = 8) -> str | None:
+    """Constants fitted from the examples: `y = a*x` or `y = a*x + b` over one terminal (unit
+    conversions, rates, offsets like °F = °C * 1.8 + 32), else the same over two.
+
+    The answers are rounded, so each case allows a band of constants: linear programs give each
+    constant's range over all cases, and `_constant` picks within it (a round number when the
+    range makes one telling, else the middle); the result must reproduce every case, within the
+    answers' own rounding and by `accept` (the task's metric after formatting). The expression
+    is the enumerator's kind of text (`expr_tree` reads it); the held-out cases decide whether
+    it is kept."""
+    y = np.asarray([t if t is not None else np.nan for t in targets], dtype=float)
+    if y.size < 3 or not np.all(np.isfinite(y)):
+        return None
+    decimals = max((len(t.split(".")[1]) if "." in t else 0 for t in labels), default=6)
+    tol = 0.5 * 10.0 ** -decimals + 1e-9 * float(np.max(np.abs(y)) or 1.0)
+    names = [n for n in terminals if n[0].islower()]  # positions; ranks only repeat them
+    combos = [(n,) for n in names] + [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    for combo, offset in [(c, o) for c in combos[:30] for o in (False, True)]:  # through 0 first: y = a*x
+        x = np.column_stack([np.asarray(terminals[n], dtype=float) for n in combo] + ([np.ones(y.size)] * offset))
+        if x.shape[0] <= x.shape[1] + 1 or np.linalg.matrix_rank(x) < x.shape[1]:
+            continue
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        bounds = _bounds(x, y, tol) if np.all(np.isfinite(coef)) else None
+        if bounds is None:
+            continue
+        c = [_constant(lo, hi, max_digits) for lo, hi in bounds]
+        if all(v == 0 for v in c[: len(combo)]):
+            continue
+        values = x @ np.asarray(c)
+        if np.max(np.abs(values - y)) <= tol and accept(values):
+            expr = _term(combo[0], c[0])
+            for n, v in zip(combo[1:], c[1:len(combo)]):
+                expr = f"({expr} + {_term(n, v)})"
+            if offset and c[-1] > 0:
+                expr = f"({expr} + {c[-1]!r})"
+            elif offset and c[-1] < 0:
+                expr = f"({expr} - {-c[-1]!r})"
+            return expr
+    return None
 
 
 def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:

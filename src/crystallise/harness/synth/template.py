@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _SENTENCE = re.compile(r"[^.?!\n]*[.?!\n]")
+_DIGITS = re.compile(r"[-+]?[0-9][0-9,]*(?:[.][0-9]+)?|[-+]?[.][0-9]+")
 _OPTION = re.compile(r"^\s*(\([A-Z]\))\s*(.+?)\s*$", re.M)
 
 
@@ -46,6 +47,8 @@ def template_key(text, mode):
         return m.group(0).strip() if m else text.strip()
     if mode == "line":
         return text.lstrip().split("\n", 1)[0].strip()
+    if mode == "shape":  # the text with every number masked: inputs of one shape, whatever their values
+        return _DIGITS.sub("#", text).strip()
     return ""
 
 
@@ -86,6 +89,7 @@ RUNTIME = "\n".join([
     "import re",
     "",
     f"_SENTENCE = re.compile({_SENTENCE.pattern!r})",
+    f"_DIGITS = re.compile({_DIGITS.pattern!r})",
     f"_OPTION = re.compile({_OPTION.pattern!r}, re.M)",
     "",
     *(inspect.getsource(f) for f in (template_key, payload, encode)),
@@ -108,8 +112,9 @@ class Template:
 
 
 def choose_mode(texts: Sequence[str], min_cases: int = 3) -> str:
-    """`sentence` or `line` when leading sentences / lines repeat across cases, else `none`."""
-    for mode in ("sentence", "line"):
+    """`sentence` or `line` when leading sentences / lines repeat across cases, `shape` when the
+    texts repeat once their numbers are masked, else `none`."""
+    for mode in ("sentence", "line", "shape"):
         sizes: Counter[str] = Counter(key_of(x, mode) for x in texts)
         covered = sum(n for n in sizes.values() if n >= min_cases)
         if covered >= 0.5 * len(texts) and len(sizes) < len(texts):
