@@ -64,7 +64,7 @@ _matches = is_protected_path
 
 def _ids(text: str) -> list[str]:
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): U+2028 inside a row's strings is no line break
         if line.strip():
             row = json.loads(line)
             out.append(str(row.get("id")) if isinstance(row, dict) else "")
