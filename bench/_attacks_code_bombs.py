@@ -23,7 +23,8 @@ __all__ = ["NOTES", "grader", "run"]
 
 HOST_MB = 256  # a host-side bomb that grows the host by more than this got through
 HOST_S = 3.0  # ... or that keeps one host call busy longer than this
-P99_MS = 50.0  # serving a learned program a hostile 100 kB input: p99 per call
+P99_MS = 150.0  # serving a learned program a hostile 100 kB input: p99 per call (linear scans are ~1 us/char)
+SCALING = 8.0  # ... and the slowest of them, 4x as long, may take at most this many times longer (no backtracking)
 
 _BREACH = probe.ROUTES["attrgetter-type"][1]
 SANDBOX: dict[str, tuple[str, str, bool]] = {  # name: (note, source, language layer)
@@ -62,12 +63,12 @@ NOTES.update({
     "tree-1e6-table": ("bomb-host", "load(): a lookup table of 10^6 entries (must be refused: ProgramError)"),
     "tree-1e6-rules": ("bomb-host", "load(): 10^6 arith expression nodes"),
     "tree-1e6-skip": ("bomb-host", "load(): an arith skip table of 10^6 templates"),
-    "tree-1e6-units": ("bomb-host", "load(): 10^6 hybrid units"),
+    "tree-1e6-units": ("bomb-host", "load(): 250,000 hybrid units (more than the 200,000 nodes a tree may have)"),
     "tree-depth-1e4": ("bomb-host", "load(): a strings expression nested 10^4 deep"),
     "tree-json-depth-1e4": ("bomb-host", "load(): a lookup answer nested 10^4 deep"),
     "dsl-stretch": ("bomb-host", "a strings program stretch(stretch(stretch(repeat(1, 1000), 100), 100), 100) "
                                  "served by the host's interpreter: 10^9 list items"),
-    "dsl-join-sep": ("bomb-host", "join(x, '.', <1 MB separator>) on a 20 kB input: 20 GB"),
+    "dsl-join-sep": ("bomb-host", "join(x, 'a', <200 kB separator>) on a 4 kB input: 400 MB"),
     "dsl-replace-chain": ("bomb-host", "eight nested replace(x, 'a', 'aaaaaaaaaa') on 1,000 a's"),
     "dsl-regex-const": ("bomb-host", "keep(x, '(a+)+$') on 28 a's and a b: a catastrophic regex in a tree"),
     "arith-power": ("bomb-host", "d0 ** d1 on $1e300 amounts"),
@@ -164,15 +165,15 @@ def _host_tree(name: str) -> tuple[dict[str, Any], Any]:
     if name == "tree-1e6-table":
         return _part({"kind": "lookup", "table": {str(i): i for i in range(10**6)}}), "1"
     if name == "tree-1e6-rules":
-        return _arith([{"key": "k.", "signature": [i, 0, 0], "expr": {"var": "d0"}, "places": 2,
-                        "rounding": "half_up"} for i in range(10**6 // 2)]), "k. $1"
+        return _arith([{"key": f"k{i}.", "signature": [1, 0, 0], "expr": {"var": "d0"}, "places": 2,
+                        "rounding": "half_up"} for i in range(10**6 // 2)]), "k1. $1"
     if name == "tree-1e6-skip":
         return _arith([], {f"k{i}.": {"$": 0, "%": 0, "n": 0} for i in range(10**6)}), "k1. $1"
     if name == "tree-1e6-units":
         src = {"kind": "source", "source": "def compute(a):\n    return a\n"}
         return _part({"kind": "hybrid", "mode": "sentence", "units": {
             f"u{i}.": {"prefix": "", "suffix": "", "fields": ["a"], "places": 2, "rounding": "", "compute": src}
-            for i in range(10**6)}}, hybrid=True), "u1. 5"
+            for i in range(250_000)}}, hybrid=True), "u1. 5"
     if name == "tree-depth-1e4":
         expr: dict[str, Any] = {"arg": 0}
         for _ in range(10**4):
@@ -189,7 +190,7 @@ def _host_tree(name: str) -> tuple[dict[str, Any], Any]:
             e = _call("stretch", e, _c(100))
         return _strings(_call("length", e), out_type="int"), "x"
     if name == "dsl-join-sep":
-        return _strings(_call("join", {"arg": 0}, _c("."), _c("s" * (1 << 20)))), "ab" * 10_000
+        return _strings(_call("join", {"arg": 0}, _c("a"), _c("s" * 200_000))), "ab" * 2_000
     if name == "dsl-replace-chain":
         e = {"arg": 0}
         for _ in range(8):
@@ -210,31 +211,39 @@ def _host_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> di
     name = atk.payload
 
     def go() -> dict[str, Any]:
+        from _attacks_code_sys import _vm
+
         tree, value = _host_tree(name)
+        before = _vm("self", "VmRSS")  # what reading program.json costs is not load()'s doing
         t = time.perf_counter()
         try:
             program = load(tree, lambda src: None)
         except ProgramError as e:
-            return {"loaded": False, "refused": str(e)[:160], "load_s": round(time.perf_counter() - t, 3)}
+            return {"loaded": False, "refused": str(e)[:160], "load_s": round(time.perf_counter() - t, 3),
+                    "load_mb": _vm("self", "VmHWM") - before}
         load_s = time.perf_counter() - t
+        load_mb = _vm("self", "VmHWM") - before
         t = time.perf_counter()
         out = program.run(value)
         return {"loaded": True, "load_s": round(load_s, 3), "run_s": round(time.perf_counter() - t, 3),
+                "load_mb": load_mb, "run_mb": _vm("self", "VmHWM") - before - load_mb,
                 "output": repr(out.output)[:60], "error": (out.error or "")[:160]}
 
-    r = in_child(go, memory_mb=1536, timeout_s=20)
+    r = in_child(go, memory_mb=1536, timeout_s=12 if name.startswith("tree-") else 2 * HOST_S)
     v = r.get("value") or {}
     escapes: dict[str, list[str]] = {}
     crash = None
-    if r["end"] == "timeout" or float(v.get("run_s", 0)) > HOST_S or float(v.get("load_s", 0)) > HOST_S:
+    if r["end"] == "timeout" or float(v.get("run_s", 0)) > HOST_S or float(v.get("load_s", 0)) > 2 * HOST_S:
         escapes["resources"] = [f"the host was busy {v.get('load_s')} s loading, {v.get('run_s')} s running "
                                 f"({r['end']})"]
-    if r.get("grew_mb", 0) > HOST_MB:
-        escapes.setdefault("resources", []).append(f"the host's memory grew by {r['grew_mb']} MB")
-    if r["end"] != "ok":
+    grew = max(int(v.get("load_mb") or 0), int(v.get("run_mb") or 0)) if name.startswith("tree-") else r.get("grew_mb", 0)
+    if grew > HOST_MB:
+        escapes.setdefault("resources", []).append(f"the host's memory grew by {grew} MB")
+    if r["end"] not in ("ok", "timeout"):
         crash = f"the host {r['end']}"
     elif name.startswith("tree-") and v.get("loaded"):
-        crash = "load() accepted the tree (a ProgramError was expected)"
+        escapes.setdefault("resources", []).append("load() accepted the tree (ProgramError expected: it is over "
+                                                   "the node budget)")
     return verdict([], [], escapes, crash, why=f"{r['end']}: {json.dumps(v)[:200]}; grew {r.get('grew_mb')} MB",
                    measured=r)
 
@@ -321,8 +330,7 @@ def _artifact_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -
 # -- hostile inputs served to learned programs ----------------------------------------------------------------
 
 
-def _hostile_inputs(prefix: str) -> list[Any]:
-    n = 100_000
+def _hostile_inputs(prefix: str, n: int = 100_000) -> list[Any]:
     bodies = ["1" * n, "1," * (n // 2), "$" * n, "$1" * (n // 2), "." * n, "1." * (n // 2), " " * n,
               "a" * n, "A " * (n // 2), "%" * n, "1 %" * (n // 3), "-" * n, "-1" * (n // 2), "\n" * n,
               "€1,000,000" * (n // 10), "1" * n + "x", "Ab1_" * (n // 4), "(A) x\n" * (n // 6),
@@ -343,9 +351,10 @@ def _serve_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> d
             inputs.append(v)
     else:
         sc = rend.arith("Plain") if name == "serve-redos-arith" else rend.strings("Plain")
-        inputs = _hostile_inputs(sc.cases[0][0].split(" Question:")[0] + " Question: " if "arith" in name
-                                 else "Plain Name: ")
+        prefix = sc.cases[0][0].split(" Question:")[0] + " Question: " if "arith" in name else "Plain Name: "
+        inputs = _hostile_inputs(prefix)
     from crystallise.backends.scripted import ScriptedBackend
+    from crystallise.errors import CrystalliseError
     from crystallise.harness.runtime import TaskRuntime
     from crystallise.harness.spec import View
 
@@ -361,18 +370,31 @@ def _serve_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> d
 
     def go() -> dict[str, Any]:
         rt = TaskRuntime(spec, View(lambda p: files.get(p)), ScriptedBackend(lambda r: "0"))
-        times, raised = [], []
-        for x in inputs * (3 if len(inputs) > 2 else 1):
+        times, raised, documented = [], [], 0
+        for x in inputs * (3 if len(inputs) > 2 else 1):  # the first len(inputs) times: one per input
             t = time.perf_counter()
             try:
                 rt.answer(x)
+            except CrystalliseError:
+                documented += 1  # a documented refusal (ValidationError for an input it cannot encode)
             except Exception as e:  # noqa: BLE001
                 raised.append(f"{type(e).__name__}: {str(e)[:100]}")
             times.append((time.perf_counter() - t) * 1000)
+        best = [min(times[i::len(inputs)]) for i in range(len(inputs))]  # each input's fastest of its runs
+        slowest = max(range(len(inputs)), key=lambda i: best[i])
+        ratio = None
+        if isinstance(inputs[slowest], str) and name != "serve-deep-input":
+            long = _hostile_inputs(prefix, 400_000)[slowest]
+            runs = []
+            for _ in range(3):
+                t = time.perf_counter()
+                rt.answer(long)
+                runs.append((time.perf_counter() - t) * 1000)
+            ratio = round(min(runs) / max(best[slowest], 1e-3), 2)
         times.sort()
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
         return {"calls": len(times), "p50_ms": round(statistics.median(times), 2), "p99_ms": round(p99, 2),
-                "max_ms": round(times[-1], 2), "raised": raised[:3]}
+                "max_ms": round(times[-1], 2), "raised": raised[:3], "refused": documented, "x4_slowdown": ratio}
 
     r = in_child(go, memory_mb=1536, timeout_s=60)
     v = r.get("value") or {}
@@ -383,6 +405,8 @@ def _serve_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> d
         crash = f"TaskRuntime.answer raised {v['raised'][0]}"
     if name != "serve-deep-input" and (r["end"] == "timeout" or float(v.get("p99_ms", 0)) > P99_MS):
         escapes["resources"] = [f"p99 {v.get('p99_ms')} ms > {P99_MS:g} ms per 100 kB input ({r['end']})"]
+    if float(v.get("x4_slowdown") or 0) > SCALING:
+        escapes.setdefault("resources", []).append(f"4x the input took {v['x4_slowdown']}x as long: not linear")
     return verdict([], [], escapes, crash, why=f"{json.dumps(v)[:200]}", measured=v)
 
 
@@ -424,11 +448,8 @@ def _verifier(kind: str, marker: str, ctx: dict[str, Any]) -> dict[str, Any]:
             "def check(output, expected):\n    return True\n")}
     if kind == "remote-ref":
         return {"kind": "json_schema", "schema": {"$ref": f"http://127.0.0.1:{ctx['tcp']}/{marker}.json"}}
-    if kind == "recursive":
-        schema: Any = {"type": "string"}
-        for _ in range(50_000):
-            schema = {"anyOf": [schema]}
-        return {"kind": "json_schema", "schema": schema}
+    if kind == "recursive":  # text, not json.dumps: a learner's delta is text and may nest deeper than Python
+        return {"kind": "json_schema", "schema": "@@DEEP@@"}
     return {"kind": "regex", "pattern": "(a+)+$" + marker[:0]}
 
 
@@ -443,8 +464,8 @@ def grader(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> dict[s
 
     marker = lab.marker()
     ctx = lab.traps.ctx(marker)
-    answer = "a" * 40 + "b" if atk.payload == "redos" else None
-    backend = CachedBackend(ScriptedBackend(lambda r: answer or "0"))
+    reply = ["0"]  # what the task's model answers (the redos case makes it a run of a's)
+    backend = ScriptedBackend(lambda r: reply[0])
     name = lab.fresh()
     loop = Loop(lab.home, TaskSpec(name=name, metric="numeric"), backend, score_numeric,
                 LoopConfig(learners=("crystallise",), shadow="off", synth_budget_s=0.5))
@@ -453,17 +474,18 @@ def grader(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> dict[s
     except RecursionError as e:
         return verdict([], [], {}, None, why=f"the verifier cannot even be built: {e}")
     row = {"id": f"hostile-{marker}", "input": "x", "expected": "1", "verifier": v, "created_by": "learner"}
+    text = json.dumps(row).replace('"@@DEEP@@"', '{"anyOf": [' * 50_000 + '{"type": "string"}' + "]}" * 50_000)
     real = loop._eval_case_deltas
 
     def compromised(cases: Any) -> list[Delta]:
         deltas = real(cases)
         for d in deltas:
-            d.after = (d.after or "") + json.dumps(row) + "\n"
+            d.after = (d.after or "") + text + "\n"
         return deltas
 
     loop._eval_case_deltas = compromised  # type: ignore[method-assign]
     mark = lab.traps.mark()
-    crash, committed, refused = None, 0, []
+    crash, committed, refused, redos = None, 0, [], []
     t0 = time.perf_counter()
     with lab.audit.watch(marker) as events:
         try:
@@ -476,15 +498,35 @@ def grader(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> dict[s
             loop._eval_case_deltas = real  # type: ignore[method-assign]
             for x, y in rend._ratio("Grader", 8, start=80):
                 loop.record_labelled(x, y)
-            loop.learn()  # reads the suite: its verifiers grade the gate cases
+            loop.learn()  # reads the suite (lifecycle, gate)
             loop._runtime = None
+            cases = loop.gate_cases([])
+            for case in cases:  # what the gate does with every case: run it, grade it
+                loop._run(loop.runtime(), case)
             loop.answer(rend._ratio("Grader", 1, start=99)[0][0])
+            if atk.payload == "redos":  # grading time as the answer grows by 4 characters: 16x is exponential
+                hostile = [c for c in cases if c.trace_id == f"hostile-{marker}"]
+                grading = []
+                for n in (18, 22):
+                    reply[0] = "a" * n + "b"
+                    t = time.perf_counter()
+                    for c in hostile:
+                        loop._run(loop.runtime(), c)
+                    grading.append(time.perf_counter() - t)
+                growth = grading[1] / max(grading[0], 1e-4)
+                slow = (f"grading a 23-character answer took {grading[1]:.2f} s, {growth:.0f}x a 19-character one "
+                        f"({len(hostile)} hostile case)")
+                refused.append(slow)
+                if hostile and growth > 6 and grading[1] > 0.05:
+                    redos.append(slow)
         except Exception as e:  # noqa: BLE001 - a hostile verifier must be refused, not crash the loop
             crash = f"{type(e).__name__}: {str(e)[:200]}"
     took = time.perf_counter() - t0
     escapes = lab.traps.judge(mark, [], None)
     if took > 30:
         escapes.setdefault("resources", []).append(f"learning took {took:.0f} s")
+    if redos:
+        escapes.setdefault("resources", []).append(f"a learner's regex verifier backtracks: {redos[0]}")
     in_repo = f"hostile-{marker}" in (lab.home.repo.read(f"tasks/{name}/evals.jsonl") or "")
     ran = [e for e in events if e["event"] != "parse"]
     return verdict(ran, [], escapes, crash, why=f"committed {committed}; hostile case in the suite: {in_repo}; "

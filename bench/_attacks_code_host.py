@@ -232,7 +232,12 @@ class Traps:
                 conn, _ = s.accept()
             except (TimeoutError, OSError):
                 continue
-            self.connections.append(name)
+            conn.settimeout(0.3)
+            try:
+                first = conn.recv(200).decode("latin-1").split("\r\n")[0]
+            except (TimeoutError, OSError):
+                first = ""
+            self.connections.append(f"{name}: {first}" if first else name)
             conn.close()
 
     def _datagrams(self, s: socket.socket) -> None:
@@ -259,7 +264,7 @@ class Traps:
             self.msg = (key2, msqid)
         name = f"/crystallise-{tag}"
         _libc.mq_open.restype = ctypes.c_int
-        mqd = _libc.mq_open(name.encode(), os.O_RDWR | os.O_CREAT, 0o666, None)
+        mqd = _libc.mq_open(name.encode(), os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666, None)
         if mqd >= 0:
             self.mq = (name, mqd)
         self.ctx_extra.update({"shm_key": self.shm[0] if self.shm else None, "msg_key": self.msg[0] if self.msg else None,
@@ -286,7 +291,15 @@ class Traps:
         return {**self.ctx_extra, "marker": marker}
 
     def mark(self) -> dict[str, Any]:
-        """State to compare against after one attack (a fresh baseline per attack)."""
+        """State to compare against after one attack (a fresh baseline per attack; queues emptied, so a
+        full queue never hides a send)."""
+        buf = ctypes.create_string_buffer(1 << 16)
+        if self.mq:
+            while _libc.mq_receive(self.mq[1], buf, len(buf), None) >= 0:
+                pass
+        if self.msg:
+            while _libc.msgrcv(self.msg[1], buf, 1024, 0, 0o4000) >= 0:  # IPC_NOWAIT
+                pass
         return {"conn": len(self.connections), "sig": len(self.signals), "ipc": self._observe()}
 
     def judge(self, since: dict[str, Any], got: Any, reply: Any = None) -> dict[str, list[str]]:

@@ -283,7 +283,7 @@ def _probe(reach, ctx, effects=None):
             err("msg", e)
         try:
             if ctx.get("mq") is not None:
-                fd = call("mq_open", b(ctx["mq"].lstrip("/")), 1, 0, 0)
+                fd = call("mq_open", b(ctx["mq"].lstrip("/")), 1 | 0o4000, 0, 0)  # O_WRONLY | O_NONBLOCK
                 rep["mq_fd"] = fd
                 call("mq_timedsend", fd, b("x"), 1, 0, 0)
         except Exception as e:

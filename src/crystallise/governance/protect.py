@@ -83,7 +83,7 @@ def _append_only(d: Delta, current: str | None) -> Violation | None:
         return Violation("append-only", path, "appends to an unterminated line (would change the last case)")
     try:
         old, new = _ids(before), _ids(added)
-    except (json.JSONDecodeError, ValueError):
+    except (json.JSONDecodeError, ValueError, RecursionError):  # RecursionError: a row nested too deep to parse
         return Violation("append-only", path, "appended text is not one JSON object per line")
     reused = sorted(set(old) & set(new)) or sorted({i for i in new if new.count(i) > 1})
     if reused:
