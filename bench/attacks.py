@@ -36,7 +36,7 @@ from typing import Any
 
 import click
 
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 HERE = Path(__file__).resolve().parent
 OUTCOMES = ("blocked", "quarantined", "allowed", "leaked", "error")
@@ -169,7 +169,7 @@ def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict
 
 def _content(home: Home, scratch: Path, attacks: list[Any], progress: Any) -> list[dict[str, Any]]:
     """The content and cross-tenant attacks, through the HTTP API on loopback."""
-    from crystallise.api import create_app
+    from crystallise.server import create_app
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
     executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}

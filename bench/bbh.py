@@ -30,8 +30,8 @@ import click
 
 from crystallise.errors import ValidationError
 from crystallise.harness.runtime import close_sandboxes
-from crystallise.home import Home
-from crystallise.loop import LoopConfig
+from crystallise.engine.home import Home
+from crystallise.engine.loop import LoopConfig
 
 
 def _stream() -> Any:

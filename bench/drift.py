@@ -38,8 +38,8 @@ from crystallise.gate import score_numeric
 from crystallise.harness.grades import GradePolicy
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.home import Home
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.home import Home
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 
 TEMPLATES = [  # (text, formula, the formula after a definition change)
     ("Use formula Asset Ratio to answer. Question: a firm holds ${a:,} of assets against ${b:,} of debt. Answer:",

@@ -57,7 +57,7 @@ AGENT = "faults"
 
 def child(scenario: str, home_path: str, n: int, writer: int = 0) -> None:
     """Do `n` pieces of work, resuming after what is already done; print BEGIN/ACK lines."""
-    from crystallise.home import Home
+    from crystallise.engine.home import Home
 
     home = Home.open(home_path)
     if scenario == "ingest":
@@ -74,7 +74,7 @@ def _say(*parts: object) -> None:
 
 
 def _child_ingest(home: Any, n: int) -> None:
-    from crystallise.traces.sdk import trace
+    from crystallise.engine.observe import trace
 
     done = {t.metadata.get("n") for t in home.store.list_traces(name="fault", limit=100_000)}
     _say("READY")
@@ -109,7 +109,7 @@ def _changeset(k: int, writer: int) -> Any:
 
 
 def _child_commit(home: Any, n: int, writer: int) -> None:
-    from crystallise.ledger import Committer
+    from crystallise.engine.committer import Committer
 
     committer = Committer(home)  # recovery runs here, as for any user
     committed = {cs.id for cs in home.store.list_changesets(status="committed", limit=100_000)}
@@ -140,9 +140,9 @@ def _child_dream(home: Any, n: int) -> None:
 
     from crystallise.backends import ScriptedBackend
     from crystallise.context.curate import DreamPolicy
-    from crystallise.context.dream import dream
+    from crystallise.engine.dream import dream
     from crystallise.errors import NotFoundError
-    from crystallise.ledger import Committer
+    from crystallise.engine.committer import Committer
     from crystallise.types import ChangeSet, Delta, Feedback, Item, Span, Trace, Verdict
 
     committer = Committer(home)
@@ -239,13 +239,13 @@ def _work_id(text: str) -> Any:
 
 def check(scenario: str, home_path: Path, acked: set[Any], complete: bool = False) -> list[str]:
     """Invariants after a crash (see the module docstring); [] when all hold."""
-    from crystallise.home import Home
+    from crystallise.engine.home import Home
 
     home = Home.open(home_path)
     try:
         if scenario == "ingest":
             return _check_ingest(home, acked, complete)
-        from crystallise.ledger import Committer
+        from crystallise.engine.committer import Committer
 
         Committer(home)  # the recovery a user's next command would run
         if scenario == "dream":
@@ -269,7 +269,7 @@ def _check_ingest(home: Any, acked: set[int], complete: bool) -> list[str]:
 
 
 def _check_commit(home: Any, acked: set[tuple[int, int]], complete: bool, writers: int) -> list[str]:
-    from crystallise.ledger import TRAILER_CS, playbook_path, render_playbook
+    from crystallise.engine.committer import TRAILER_CS, playbook_path, render_playbook
 
     import sqlalchemy as sa
 
@@ -329,7 +329,7 @@ def _check_commit(home: Any, acked: set[tuple[int, int]], complete: bool, writer
 def _check_dream(home: Any, acked: set[str], complete: bool) -> list[str]:
     import sqlalchemy as sa
 
-    from crystallise.ledger import TRAILER_CS, playbook_path, render_playbook
+    from crystallise.engine.committer import TRAILER_CS, playbook_path, render_playbook
     from crystallise.store.schema import item_usage
 
     problems: list[str] = []
@@ -375,7 +375,7 @@ def _check_dream(home: Any, acked: set[str], complete: bool) -> list[str]:
             problems += [f"trace {t.id} taught nothing after the re-run" for t in mine if taught[t.id] != 1]
             if seed.harmful != len(mine):
                 problems.append(f"seed {k}: credited {seed.harmful} times for {len(mine)} runs")
-            from crystallise.context.dream import scope_key
+            from crystallise.engine.dream import scope_key
             from crystallise.types import Scope
 
             mark = store.get_watermark(f"dream/{scope_key(Scope(agent=agent, org=org, user=user))}")
@@ -392,7 +392,7 @@ def concurrent_run(home: Path, writers: int, per_writer: int) -> dict[str, Any]:
         _lines(p)
         if p.returncode != 0:
             return {"problems": [f"a writer exited {p.returncode}"], "wall_s": time.perf_counter() - t0}
-    from crystallise.home import Home
+    from crystallise.engine.home import Home
 
     h = Home.open(home)
     try:
@@ -404,7 +404,7 @@ def concurrent_run(home: Path, writers: int, per_writer: int) -> dict[str, Any]:
 
 
 def new_home(root: Path, store: str, pg: Any) -> Path:
-    from crystallise.home import Home
+    from crystallise.engine.home import Home
 
     path = Path(tempfile.mkdtemp(prefix="home-", dir=root))
     url = str(pg.create_database()) if store == "postgres" else None

@@ -38,7 +38,7 @@ import click
 import httpx
 
 from crystallise.api import create_key
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 HERE = Path(__file__).resolve().parent
 GOAL_RPS, GOAL_P99_MS = 500, 50.0

@@ -3,13 +3,17 @@
   1. learn the task from --train (labelled, offline; the model-free strategies — lookup, arith,
      strings — so no model runs while learning), gate it and commit it as usual;
   2. take the --data records the committed program answers (the first --n of them);
-  3. answer each through `TaskRuntime.answer` twice: at the task's grade (G4: the program in its
-     warm sandbox worker) and at G0 (the LLM, --model, no cache), after one warm-up call each;
+  3. answer each through `TaskRuntime.answer` twice: at the task's grade (G4: the program tree run
+     by the interpreter; LLM-written parts, if any, in their warm sandbox worker) and at G0 (the
+     LLM, --model, no cache), after one warm-up call each;
   4. report per-call latency (median, p95) of both, their accuracy on those same records, and
-     the speed-up (median LLM / median code).
+     the speed-up (median LLM / median code);
+  5. the same records through a program whose one part is LLM-written source (it returns the
+     number the arith rule would, computed by Python in the sandbox): the warm cost of sandboxed
+     code — process isolation, the pipe round trip, the host's checks of the reply.
 
-The code path is the serving path — runtime, sandbox pipe round trip, program — not a bare
-function call; the LLM path includes prompt building and parsing.
+The code path is the serving path — runtime, program dispatch, interpreter, output schema — not
+a bare function call; the LLM path includes prompt building and parsing.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from crystallise.errors import ValidationError
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.runtime import TaskRuntime, close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.home import Home
-from crystallise.loop import Loop, LoopConfig
+from crystallise.engine.home import Home
+from crystallise.engine.loop import Loop, LoopConfig
 
 METRICS = {"numeric": score_numeric, "exact": score_exact}
 
@@ -54,6 +58,29 @@ def _timed(rt: TaskRuntime, records: list[dict[str, Any]], metric: Any, repeat: 
             right.append(ans.output is not None and bool(metric(ans.output, rec["target"])))
             served.append(ans.served_by)
     return times, right[: len(records)], served
+
+
+_SANDBOXED = """import re
+
+
+def solve(x):
+    amounts = [float(a.replace(",", "")) for a in re.findall(r"\\$([0-9][0-9,]*(?:\\.[0-9]+)?)", x)]
+    return str(round(amounts[0] / amounts[-1], 2)) if len(amounts) >= 2 and amounts[-1] else None
+"""
+
+
+def _sandboxed_runtime(task: str, spec: TaskSpec, llm: Any) -> TaskRuntime:
+    """A runtime whose program is one LLM-written part (runs in the sandbox) over every input."""
+    from crystallise.harness.programs import FORMAT, render
+
+    tree = {"format": FORMAT, "parts": [{"strategy": "coder", "units": None, "hybrid": False, "body": {
+        "kind": "grouped", "mode": "none", "groups": [{
+            "unit": "", "prefix": "", "suffix": "", "arg_keys": None,
+            "codec": {"kind": "str", "true": "True", "false": "False"},
+            "fn": {"kind": "source", "source": _SANDBOXED}}]}}]}
+    g4 = TaskSpec(**{**spec.__dict__, "name": task, "grade": "G4"})
+    files = {f"tasks/{task}/code.py": render(tree), f"tasks/{task}/program.json": json.dumps({"program": tree})}
+    return TaskRuntime(g4, View(files.get), llm, examples_k=0)
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -108,13 +135,18 @@ def command(ctx: click.Context, train_path: Path, data_path: Path, model: str, m
     llm_rt = TaskRuntime(View(lambda _p: None).spec(task) or spec, View(lambda _p: None), llm, examples_k=0)
     llm_rt.answer(_x(chosen[0]), record=chosen[0])  # warm-up: loads the model
     llm_t, llm_ok, _ = _timed(llm_rt, chosen, score)
+    box_rt = _sandboxed_runtime(task, spec, llm)
+    box_rt.answer(_x(chosen[0]), record=chosen[0])  # warm-up: starts the worker
+    box_t, _, box_by = _timed(box_rt, chosen, score, repeat=code_repeat)
     close_sandboxes()
-    code_s, llm_s = _stats(code_t), _stats(llm_t)
+    code_s, llm_s, box_s = _stats(code_t), _stats(llm_t), _stats(box_t)
     result = {
         "task": task, "model": model, "records": len(chosen),
         "code": {**code_s, "accuracy": round(sum(code_ok) / len(chosen), 4), "served_by_code": code_by.count("code")},
         "llm": {**llm_s, "accuracy": round(sum(llm_ok) / len(chosen), 4)},
         "speedup_median": round(llm_s["median_ms"] / max(code_s["median_ms"], 1e-9), 1),
+        "speedup_p95": round(llm_s["p95_ms"] / max(code_s["p95_ms"], 1e-9), 1),
+        "sandboxed": {**box_s, "served_by_code": box_by.count("code")},
     }
     if as_json:
         click.echo(json.dumps(result))
@@ -125,4 +157,6 @@ def command(ctx: click.Context, train_path: Path, data_path: Path, model: str, m
             f"{result['code']['accuracy']:.1%}\n"
             f"  LLM ({model}): median {llm_s['median_ms']:.0f} ms, p95 {llm_s['p95_ms']:.0f} ms, accuracy "
             f"{result['llm']['accuracy']:.1%}\n"
-            f"  speed-up (median) {result['speedup_median']:,}x")
+            f"  speed-up (median) {result['speedup_median']:,}x\n"
+            f"  sandboxed LLM-written code: median {box_s['median_ms']} ms, p95 {box_s['p95_ms']} ms "
+            f"({box_by.count('code')}/{len(box_by)} served by code)")

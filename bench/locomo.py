@@ -90,7 +90,7 @@ def turn_context(turns: list[dict[str, Any]], i: int, width: int) -> str:
 def learn_conversation(home: Any, sample: dict[str, Any], kind: str, context_width: int = 2) -> int:
     """Ingest one sample as traces of its user and commit its memories; returns the items written."""
     from crystallise.context.query_dates import parse_date
-    from crystallise.ledger import Committer
+    from crystallise.engine.committer import Committer
     from crystallise.types import ChangeSet, Delta, Item, Scope, Trace, Verdict
 
     user = str(sample.get("sample_id", "conv"))
@@ -235,10 +235,10 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import crystallise
-    from crystallise.context.embed import ENV_EMBEDDER, embedder_for
+    from crystallise.context.embed import ENV_EMBEDDER
     from crystallise.context.index import index_for
-    from crystallise.context.retrieve import search
-    from crystallise.home import Home
+    from crystallise.engine.serving import search
+    from crystallise.engine.home import Home
 
     console = Console(stderr=True)
     try:
@@ -265,7 +265,7 @@ def command(data_path: Path, ks_text: str, mode: str, follow_links: bool, kind: 
     compared: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="locomo-home-") as tmp:
         home = Home.init(Path(tmp) / "home")
-        emb = embedder_for(home)
+        emb = home.embedder()
         inner = getattr(emb, "inner", emb)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, console=console, transient=not console.is_terminal) as bar:

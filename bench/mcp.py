@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 WORDS = ("refund parcel invoice tabs spaces deploy friday monday lint test commit branch review release "
          "python rust latency cache index schema migration backup alert customer email phone").split()
@@ -135,7 +135,7 @@ def _serve(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
 def command(items: int, calls: int, embedder: str, transports: tuple[str, ...], as_json: bool) -> None:
     """Latency of the MCP tools over stdio and streamable HTTP."""
     from crystallise.api import create_key
-    from crystallise.context.memory import remember
+    from crystallise.engine.memory import remember
 
     env = {**os.environ, "CRYSTALLISE_EMBEDDER": embedder}
     os.environ["CRYSTALLISE_EMBEDDER"] = embedder

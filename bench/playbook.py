@@ -35,8 +35,8 @@ from crystallise.context.critique import LLMCritic
 from crystallise.context.curate import DreamPolicy
 from crystallise.errors import ValidationError
 from crystallise.gate import score_numeric
-from crystallise.harness.runtime import approx_tokens
-from crystallise.home import Home
+from crystallise.backends.base import approx_tokens
+from crystallise.engine.home import Home
 from crystallise.types import Feedback, Scope, Span, Trace
 
 AGENT = "playbook-bench"
@@ -77,8 +77,8 @@ def run_arms(records: Sequence[dict[str, Any]], backend: Any, critic_backend: An
              metric: Callable[[Any, Any], bool] = score_numeric,
              say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Run the three arms over `records` (see the module docstring); returns the per-record series."""
-    from crystallise.context.assemble import assemble
-    from crystallise.context.dream import dream
+    from crystallise.engine.serving import assemble
+    from crystallise.engine.dream import dream
 
     critic = LLMCritic(critic_backend)
     policy = DreamPolicy(token_budget={"agent": budget, "org": None, "user": None}, unused_days=None,
@@ -195,7 +195,7 @@ def command(data_path: Path, model: str, critic_model: str | None, limit: int | 
     """Dreaming vs an add-only playbook: accuracy and context tokens over one stream."""
     from rich.console import Console
 
-    from crystallise.loop import CachedBackend
+    from crystallise.engine.loop import CachedBackend
 
     console = Console(stderr=True)
     if learn_every < 1 or budget < 1 or context_tokens < 1:

@@ -33,9 +33,9 @@ from crystallise.errors import ValidationError
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.runtime import TaskRuntime, close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.harness.learn import DEFAULT_STRATEGIES
-from crystallise.loop import KNOWN_LEARNERS, LEARNERS, CachedBackend, Loop, LoopConfig
+from crystallise.engine.loop import KNOWN_LEARNERS, LEARNERS, CachedBackend, Loop, LoopConfig
 from crystallise.report import learning_curve
 
 METRICS = {"numeric": score_numeric, "exact": score_exact}

@@ -23,9 +23,9 @@ from typing import Any
 
 import click
 
-from crystallise.context.memory import remember
+from crystallise.engine.memory import remember
 from crystallise.context.pii import PiiPolicy
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Feedback, Span, Trace
 
 PII = ["reach me at ann.lee{i}@example.com", "my number is +44 20 7946 {i:04d}", "card 4111 1111 1111 1111"]

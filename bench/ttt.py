@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from crystallise.home import default_home_path, models_dir_for
+from crystallise.engine.home import default_home_path, models_dir_for
 from crystallise.weights.base import BaseModel, generate
 from crystallise.weights.ttt import TestTimeTrainer, TTTConfig, in_context
 

@@ -42,7 +42,7 @@ from typing import Any
 import click
 
 from crystallise.gate import WeightsPolicy, decide_adapter, suite_accuracy
-from crystallise.home import models_dir_for, default_home_path
+from crystallise.engine.home import models_dir_for, default_home_path
 from crystallise.weights.base import BaseModel
 from crystallise.weights.evaluate import (
     PROBE_TOKENS,

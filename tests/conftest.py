@@ -5,6 +5,8 @@
 - `store`: `open_store(store_url)`, closed after the test.
 - `pg_server`: the session's throwaway PostgreSQL (see tests/pg.py), started only
   when a postgres-parametrised test runs.
+- `home`: a new home whose store is `store_url` (so it runs on both stores), closed after the test.
+  A test file that needs another kind of home (a copied template, SQLite only) defines its own.
 
 The postgres params carry the `postgres` marker, so `pytest -m 'not postgres'`
 runs SQLite alone and never starts a server. Where PostgreSQL cannot be started
@@ -23,6 +25,7 @@ from types import FrameType
 
 import pytest
 
+from crystallise.engine.home import Home
 from crystallise.store import Store, open_store
 from tests.pg import PostgresServer, postgres_unavailable
 
@@ -77,3 +80,10 @@ def store(store_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
+    h = Home.init(tmp_path / "home", store_url=store_url)
+    yield h
+    h.close()

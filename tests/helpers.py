@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 
 def ratio_records(n: int, start: int = 1) -> list[dict]:
@@ -28,3 +28,24 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def new_home(tmp_path: Path, store_url: str | None = None) -> Home:
     return Home.init(tmp_path / "home", store_url=store_url)
+
+
+def program_files(task: str, source: str) -> dict[str, str]:
+    """tasks/<task>/program.json and code.py for an LLM-written `def solve(x)` (the tree holds it as a
+    source part: it runs in the sandbox, on the input with surrounding blanks stripped)."""
+    from crystallise.harness.programs import FORMAT, render
+
+    tree = {"format": FORMAT, "parts": [{"strategy": "coder", "units": None, "hybrid": False, "body": {
+        "kind": "grouped", "mode": "none", "groups": [{
+            "unit": "", "prefix": "", "suffix": "", "arg_keys": None,
+            "codec": {"kind": "any", "true": "True", "false": "False"}, "fn": {"kind": "source", "source": source}}]}}]}
+    return {f"tasks/{task}/code.py": render(tree),
+            f"tasks/{task}/program.json": json.dumps({"program": tree}, indent=1, sort_keys=True) + "\n"}
+
+
+def program_deltas(read, task: str, source: str) -> list:
+    """Deltas that set a task's program to `source` (see program_files); `read` gives the current files."""
+    from crystallise.types import Delta
+
+    return [Delta(op="set", target="artifact", path=path, before=read(path), after=text)
+            for path, text in program_files(task, source).items()]

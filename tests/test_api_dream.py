@@ -17,8 +17,9 @@ pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from crystallise.types import Feedback, Span, Trace  # noqa: E402
 
 LESSON = "Convert percentages to decimals before multiplying"

@@ -15,12 +15,13 @@ pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
 from click.testing import CliRunner  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from crystallise.api import KeyRing, create_app, create_key  # noqa: E402
+from crystallise.api import KeyRing, create_key  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
 from crystallise.cli import main  # noqa: E402
-from crystallise.context.memory import changes, revert_change  # noqa: E402
+from crystallise.engine.memory import changes, revert_change  # noqa: E402
 from crystallise.errors import ValidationError  # noqa: E402
-from crystallise.home import Home  # noqa: E402
-from crystallise.ledger import Committer  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
+from crystallise.engine.committer import Committer  # noqa: E402
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict  # noqa: E402
 from tests.ui_seed import Seeded, seed  # noqa: E402
 

@@ -14,11 +14,12 @@ pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
-from crystallise.context.memory import remember  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.memory import remember  # noqa: E402
 from crystallise.governance.review import PendingReview  # noqa: E402
-from crystallise.home import Home  # noqa: E402
-from crystallise.ledger import Committer  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
+from crystallise.engine.committer import Committer  # noqa: E402
 from crystallise.types import ChangeSet, Delta, Item, Scope, Trace, Verdict  # noqa: E402
 
 PROBLEM = "application/problem+json"

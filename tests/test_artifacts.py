@@ -223,7 +223,7 @@ def test_concurrent_commits_all_land(repo: ArtifactRepo) -> None:
         try:
             for j in range(3):
                 repo.commit({f"notes/{i}-{j}.md": f"{i}.{j}\n"}, f"Note {i}.{j}")
-        except BaseException as e:  # pragma: no cover - reported below
+        except BaseException as e:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crystallise.backends import ScriptedBackend
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 _spec = importlib.util.spec_from_file_location("crystallise_bench_playbook",
                                                Path(__file__).resolve().parents[1] / "bench" / "playbook.py")

@@ -19,8 +19,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the web UI needs the `serve` extra")
 
-from crystallise.api import create_app, create_key  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from tests.servers import Server  # noqa: E402
 from tests.ui_seed import seed  # noqa: E402
 

@@ -11,9 +11,9 @@ from crystallise.governance.canary import ArmStats, CanaryPolicy, arm_for, canar
 from crystallise.harness.learn import VerifiedCase
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.types import ChangeSet, Delta
-from tests.helpers import new_home, ratio_records
+from tests.helpers import new_home, program_deltas, ratio_records
 from tests.test_loop import stream
 
 POLICY = CanaryPolicy(share=0.5, min_per_arm=8, graduate_after=16)
@@ -71,8 +71,7 @@ def test_a_regression_the_gate_missed_rolls_back_automatically(tmp_path):
     # a program that is wrong on live traffic, accepted on cases that did not show it
     fooled = [VerifiedCase(f"tr_fake{i}", f"Use formula Q. Question: case {i}.", "1.0") for i in range(12)]
     bad = ChangeSet(learner="crystallise", layer="harness", deltas=[
-        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
-              after="def solve(value):\n    return '1.0'\n"),
+        *program_deltas(home.repo.read, "ratio", "def solve(value):\n    return '1.0'\n"),
         Delta(op="set", target="artifact", path="tasks/ratio/spec.json", before=home.repo.read("tasks/ratio/spec.json"),
               after=TaskSpec(name="ratio", metric="numeric", grade="G4").to_json())])
     version = loop.gate_and_commit(bad, fooled)

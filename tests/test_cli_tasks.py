@@ -13,8 +13,8 @@ from crystallise.gate import score_numeric
 from crystallise.harness.grades import GradePolicy
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec
-from crystallise.home import Home
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.home import Home
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from tests.helpers import ratio_records
 
 

@@ -4,28 +4,20 @@ reverted, supersession and as-of queries, scope isolation, the user ledger, and 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 import crystallise
 from crystallise.context import deltas as build
-from crystallise.context.memory import accept, changes, forget, history, remember, revert_change
+from crystallise.engine.memory import accept, changes, forget, history, remember, revert_change
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.store import MIGRATIONS, migrate
 from crystallise.store.engine import make_engine
 from crystallise.types import ChangeSet, Item, Scope, Trace, Verdict
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 def texts(items: list[Item]) -> list[str]:

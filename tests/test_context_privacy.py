@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,17 @@ from click.testing import CliRunner
 
 import crystallise
 from crystallise.cli import main
-from crystallise.context.extract import run_extraction
-from crystallise.context.forget_user import forget_user
-from crystallise.context.memory import remember
+from crystallise.engine.extract import run_extraction
+from crystallise.engine.forget_user import forget_user
+from crystallise.engine.memory import remember
 from crystallise.context.pii import PatternRedactor, PiiPolicy, iban_valid, luhn_valid, policy_from_config
-from crystallise.context.promote import promote
+from crystallise.engine.promote import promote
 from crystallise.errors import ConfigError, NotFoundError, ValidationError
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.store import SqlStore
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Span, Trace, Verdict
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 @pytest.mark.parametrize(
@@ -260,7 +253,7 @@ def test_batched_ingest_is_redacted_too(home: Home) -> None:
 
 def test_forget_user_empties_the_retrieval_index_of_this_process(home: Home) -> None:
     from crystallise.context import index as ix
-    from crystallise.context.retrieve import recall
+    from crystallise.engine.serving import recall
 
     remember("zed lives in Lisbon near the tram stop", agent="travel", org="acme", user="zed", home=home)
     remember("ann lives in Oslo", agent="travel", org="acme", user="ann", home=home)

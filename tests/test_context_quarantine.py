@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import crystallise
 from crystallise.backends.scripted import ScriptedBackend
-from crystallise.context.extract import ExtractionLearner, LLMExtractor, RuleExtractor, conversation, run_extraction
+from crystallise.context.extract import ExtractionLearner, LLMExtractor, RuleExtractor, conversation
+from crystallise.engine.extract import run_extraction
 from crystallise.context.injection import RuleDetector, detect
-from crystallise.context.memory import accept, remember
-from crystallise.context.promote import PromotionLearner, promote
+from crystallise.engine.memory import accept, remember
+from crystallise.context.promote import PromotionLearner
+from crystallise.engine.promote import promote
 from crystallise.errors import ValidationError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Item, Scope, Span, Trace, Verdict
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 def chat(home: Home, user: str | None, text: str, *, session: str | None = None, org: str | None = None,

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,16 @@ from crystallise.cli import main
 from crystallise.context import deltas as build
 from crystallise.context.credit import record_credit
 from crystallise.context.curate import DreamPolicy
-from crystallise.context.dream import dream, parse_since
-from crystallise.context.memory import commit_explicit
+from crystallise.engine.dream import dream, parse_since
+from crystallise.engine.memory import commit_explicit
 from crystallise.errors import ConfigError, ValidationError
-from crystallise.home import Home
-from crystallise.ledger import playbook_path
+from crystallise.engine.home import Home
+from crystallise.engine.committer import playbook_path
 from crystallise.types import Feedback, Item, Scope, Span, Trace, now
 
 AGENT = Scope(agent="fin")
 DAY = 86400.0
 
-
-@pytest.fixture
-def home(store_url: str, tmp_path: Path) -> Iterator[Home]:
-    h = Home.init(tmp_path / "home", store_url=store_url)
-    yield h
-    h.close()
 
 
 def seed(home: Home, text: str, *, scope: Scope = AGENT, section: str = "strategies", source: str = "reflection",
@@ -285,15 +279,17 @@ def test_a_dry_run_writes_nothing(home: Home) -> None:
 
 
 CHILD = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     from crystallise.backends import ScriptedBackend
     from crystallise.context.curate import DreamPolicy
-    from crystallise.context.dream import dream
-    from crystallise.home import Home
+    from crystallise.engine.dream import dream
+    from crystallise.engine.home import Home
     reply = json.dumps({"critique": "c", "deltas": [{"op": "add", "text": "Convert percentages first",
                                                      "section": "pitfalls"}]})
     home = Home.open(sys.argv[1])
-    report = dream(home, backend=ScriptedBackend(lambda r: reply), policy=DreamPolicy(unused_days=None))
+    crash = sys.argv[2] if len(sys.argv) > 2 else None  # kill the run at this point (dream's on_step hook)
+    report = dream(home, backend=ScriptedBackend(lambda r: reply), policy=DreamPolicy(unused_days=None),
+                   on_step=lambda point: os._exit(137) if point == crash else None)
     print(json.dumps(report.to_dict()))
 """)
 
@@ -302,11 +298,11 @@ CHILD = textwrap.dedent("""
 def test_a_dream_killed_mid_run_is_finished_by_the_next_without_duplicates(home: Home, point: str) -> None:
     stale = seed(home, "Guess when unsure", helpful=0, harmful=6)
     traces = [run(home, text=f"What is {i}% of 50?") for i in range(3)]
-    env = {**os.environ, "CRYSTALLISE_DREAM_CRASH": point, "CRYSTALLISE_EMBEDDER": "hash"}
-    killed = subprocess.run([sys.executable, "-c", CHILD, str(home.path)], env=env, capture_output=True, text=True)
+    env = {**os.environ, "CRYSTALLISE_EMBEDDER": "hash"}
+    killed = subprocess.run([sys.executable, "-c", CHILD, str(home.path), point], env=env, capture_output=True,
+                            text=True)
     assert killed.returncode == 137, killed.stderr
     assert [r["status"] for r in home.store.list_dream_runs()] == ["planned"]
-    env.pop("CRYSTALLISE_DREAM_CRASH")
     done = subprocess.run([sys.executable, "-c", CHILD, str(home.path)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -459,7 +455,7 @@ def test_a_lesson_retired_for_harm_is_not_relearned_from_one_critique(home: Home
 
 
 def test_deleting_a_user_deletes_their_dream_records_and_usage(home: Home) -> None:
-    from crystallise.context.forget_user import forget_user
+    from crystallise.engine.forget_user import forget_user
     import sqlalchemy as sa
 
     from crystallise.store.schema import dream_runs, dream_traces, item_usage

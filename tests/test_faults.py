@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from crystallise.artifacts import ArtifactRepo
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "faults.py"
 _spec = importlib.util.spec_from_file_location("crystallise_bench_faults", BENCH)

@@ -12,12 +12,12 @@ from crystallise.gate import score_exact, score_numeric
 from crystallise.harness import grades
 from crystallise.harness.grades import AnswerRecord, GradePolicy, TaskArtifacts, TaskEvidence
 from crystallise.harness.runtime import TaskRuntime, close_sandboxes, fallback_kind
-from crystallise.harness.shadow import ShadowChecker
+from crystallise.engine.shadow import ShadowChecker
 from crystallise.harness.spec import TaskSpec, View
 from crystallise.harness.structure import NUMBER_PATTERN, infer_schema
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.types import Scope
-from tests.helpers import new_home, ratio_records
+from tests.helpers import new_home, program_deltas, program_files, ratio_records
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ CODE = '''def solve(x):
 
 def runtime(grade: str, reply="llm", schema=None) -> tuple[TaskRuntime, ScriptedBackend]:
     spec = TaskSpec(name="t", grade=grade, output_schema=schema or {"type": "string"})
-    files = {"tasks/t/code.py": CODE, "tasks/t/spec.json": spec.to_json()}
+    files = {**program_files("t", CODE), "tasks/t/spec.json": spec.to_json()}
     backend = ScriptedBackend(reply if callable(reply) else (lambda r: reply))
     return TaskRuntime(spec, View(files.get), backend), backend
 
@@ -263,10 +263,10 @@ def test_promotion_is_refused_when_g5_would_lose_a_gate_case(tmp_path):
     loop = Loop(home, spec, CachedBackend(ScriptedBackend(right)), score_exact,
                 LoopConfig(learners=(), shadow="off", grade_policy=GradePolicy(promote_after=3)))
     code = 'def solve(x):\n    return "code" if x.startswith("c") else None\n'
-    from crystallise.ledger import Committer
+    from crystallise.engine.committer import Committer
     from crystallise.types import ChangeSet, Delta, Verdict
     Committer(home).commit(ChangeSet(learner="test", layer="harness", verdict=Verdict("accept", "test"), deltas=[
-        Delta(op="set", target="artifact", path="tasks/mix/code.py", before=None, after=code),
+        *program_deltas(home.repo.read, "mix", code),
         Delta(op="set", target="artifact", path="tasks/mix/spec.json", before=home.repo.read("tasks/mix/spec.json"),
               after=TaskSpec(name="mix", metric="exact", grade="G4").to_json())]))
     loop._runtime = None
@@ -378,7 +378,7 @@ def test_learned_schema_is_g2_and_is_dropped_when_verified_answers_break_it(tmp_
 
 
 def test_an_eval_suite_makes_a_task_g3_and_its_cases_join_the_gate(tmp_path):
-    from crystallise.ledger import Committer
+    from crystallise.engine.committer import Committer
     from crystallise.types import ChangeSet, Delta, Verdict
 
     home = new_home(tmp_path)
@@ -402,14 +402,13 @@ def test_an_eval_suite_makes_a_task_g3_and_its_cases_join_the_gate(tmp_path):
 
 
 def test_a_new_program_for_a_g5_task_starts_at_g4(tmp_path):
-    from crystallise.ledger import Committer
+    from crystallise.engine.committer import Committer
     from crystallise.types import ChangeSet, Delta, Verdict
 
     home = new_home(tmp_path)
     loop = make_loop(home, GradePolicy(shadow_rate=0.0))
     Committer(home).commit(ChangeSet(learner="test", layer="harness", verdict=Verdict("accept", "test"), deltas=[
-        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
-              after="def solve(x):\n    return None\n"),
+        *program_deltas(home.repo.read, "ratio", "def solve(x):\n    return None\n"),
         Delta(op="set", target="artifact", path="tasks/ratio/spec.json", before=home.repo.read("tasks/ratio/spec.json"),
               after=TaskSpec(name="ratio", metric="numeric", grade="G5").to_json())]))
     cs = ChangeSet(learner="crystallise", layer="harness", deltas=[

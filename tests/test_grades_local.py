@@ -13,8 +13,8 @@ from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.grades import GradePolicy
 from crystallise.harness.promptopt import PromptOptLearner
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.home import Home
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.home import Home
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from tests.helpers import ratio_records
 from tests.test_integration_local import local_model  # noqa: F401 - the fixture
 

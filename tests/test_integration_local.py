@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from crystallise.cli import main
 from crystallise.harness.runtime import close_sandboxes
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from tests.helpers import ratio_records, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ MODEL = "smollm2-135m"
 @pytest.fixture
 def local_model(tmp_path):
     from crystallise.backends import catalog
-    from crystallise.home import models_dir_for
+    from crystallise.engine.home import models_dir_for
 
     models_dir = models_dir_for(tmp_path / "home")
     reason = None

@@ -12,10 +12,10 @@ from crystallise.gate import score_numeric
 from crystallise.harness.learn import verified_cases
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.ledger import Committer
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.committer import Committer
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.types import ChangeSet, Delta, Verdict
-from tests.helpers import new_home, ratio_records
+from tests.helpers import new_home, program_deltas, ratio_records
 
 
 @pytest.fixture(autouse=True)
@@ -90,8 +90,7 @@ def test_gate_rejects_a_harmful_change_and_keeps_it_as_evidence(tmp_path, store_
     stream(loop, records)
     cases = [c for c in verified_cases(home.store.list_traces(limit=1000, with_children=True), "ratio")][:12]
     bad = ChangeSet(learner="adversary", layer="harness", deltas=[
-        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
-              after="def solve(value):\n    return '3.0'\n"),
+        *program_deltas(home.repo.read, "ratio", "def solve(value):\n    return '3.0'\n"),
         Delta(op="set", target="artifact", path="tasks/ratio/spec.json",
               before=home.repo.read("tasks/ratio/spec.json"),
               after=TaskSpec(name="ratio", metric="numeric", grade="G4").to_json()),

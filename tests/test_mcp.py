@@ -24,9 +24,10 @@ import httpx2  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
-from crystallise.context.skills import import_skills  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.skills import import_skills  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from tests.servers import Server  # noqa: E402
 
 TIMEOUT = httpx2.Timeout(30, read=300)  # the SDK's own MCP timeouts

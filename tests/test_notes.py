@@ -8,18 +8,11 @@ import sqlalchemy as sa
 from crystallise.context.embed import get_embedder
 from crystallise.context.index import index_for
 from crystallise.context.notes import keywords, link_all, make_note, neighbours
-from crystallise.context.retrieve import recall, search
+from crystallise.engine.serving import recall, search
 from crystallise.errors import ValidationError
 from crystallise.store.schema import item_links, items
 from crystallise.types import Delta
-from tests.helpers import new_home
 
-
-@pytest.fixture
-def home(tmp_path, store_url):
-    h = new_home(tmp_path, store_url)
-    yield h
-    h.close()
 
 
 def add(home, *notes):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +18,6 @@ pytest.importorskip("fastapi", reason="OTLP ingest needs the `serve` extra")
 pytest.importorskip("opentelemetry.sdk", reason="the OTLP tests drive the real opentelemetry-sdk")
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
@@ -28,35 +25,12 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult  # noqa: E402
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
 from crystallise.errors import NotFoundError  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from crystallise.types import Trace  # noqa: E402
-
-
-class Server:
-    """The app under uvicorn in a thread, on a socket bound before it starts (no port race)."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+from tests.servers import Server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.programs import FORMAT, ProgramError, load, render
-from crystallise.harness.programs.render import render_body
+from crystallise.harness.programs.rendering import render_body
 from crystallise.harness.synth.arith import ArithStrategy, expr_tree
 from crystallise.harness.synth.base import Case, Problem
 from crystallise.harness.synth.lookup import LookupStrategy
@@ -52,21 +52,57 @@ def run_rendering(source: str, value: Any) -> Any:
     return ns["solve"](value)
 
 
-def data_only_in_literals(source: str, needles: list[str]) -> None:
-    """Every needle (a piece of data) occurs only inside string constants, never in a comment."""
-    tree = ast.parse(source)
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef)) and n.body and isinstance(n.body[0], ast.Expr)
-                  and isinstance(n.body[0].value, ast.Constant)}
-    literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                and id(n) not in docstrings]
-    comments = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
-    docs = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) in docstrings]
-    for needle in needles:
-        if len(needle) < 4 or not needle.strip():
-            continue
-        assert not any(needle in c for c in comments), f"data {needle!r} in a comment"
-        assert not any(needle in d for d in docs), f"data {needle!r} in a docstring"
+_DATA_KEYS = ("key", "unit", "prefix", "suffix")
+
+
+def neutral(tree: Any) -> Any:
+    """The same program with every piece of data (template text, units, table entries, string
+    constants) replaced by a plain placeholder, consistently: its clean twin."""
+    from crystallise.harness.synth import strings_runtime as rt
+
+    names: dict[str, str] = {}
+    tokens = {getattr(rt, n) for n in rt.TOKENS}
+
+    def sub(v: str) -> str:
+        return names.setdefault(v, f"s{len(names)}")
+
+    def walk(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                if key in ("table", "skip", "units") and isinstance(node, dict) and k not in ("kind",):
+                    k = sub(k)
+                if k in _DATA_KEYS and isinstance(v, str):
+                    out[k] = sub(v)
+                elif k == "const" and isinstance(v, str) and v not in tokens:
+                    out[k] = sub(v)
+                elif k == "table":
+                    out[k] = {sub(tk): sub(tv) if isinstance(tv, str) else tv for tk, tv in v.items()}
+                else:
+                    out[k] = walk(v, k)
+            return out
+        if isinstance(node, list):
+            return [sub(v) if key == "units" and isinstance(v, str) else walk(v) for v in node]
+        return node
+
+    return walk(tree)
+
+
+def data_only_in_literals(tree: dict[str, Any]) -> None:
+    """The rendering of `tree` differs from its clean twin's only inside string literals: the same
+    tokens otherwise (no statement, name or operator came from data), the same comments, the same
+    docstrings."""
+    def shape(source: str) -> tuple[list[tuple[int, str]], list[str]]:
+        toks = [(t.type, "" if t.type == tokenize.STRING else t.string)
+                for t in tokenize.generate_tokens(io.StringIO(source).readline)]
+        module = ast.parse(source)
+        docs = [ast.get_docstring(n, clean=False) or "" for n in ast.walk(module)
+                if isinstance(n, (ast.Module, ast.FunctionDef))]
+        return toks, docs
+
+    got, twin = shape(render(tree)), shape(render(neutral(tree)))
+    assert got[1] == twin[1], "data reached a docstring"
+    assert got[0] == twin[0], "data changed the program outside its string literals"
 
 
 def top_level(source: str) -> list[str]:
@@ -130,7 +166,7 @@ def test_lookup_with_hostile_entries(table: dict[str, str]) -> None:
     inner = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
     assert [type(n).__name__ for n in inner.body] == ["Expr", "Import", "Assign", "FunctionDef", "FunctionDef",
                                                       "Return"]
-    data_only_in_literals(source, [*table, *table.values()])
+    data_only_in_literals(tree)
     for k, v in table.items():
         assert run_rendering(source, k) == v
     assert run_rendering(source, "\x00not a key\x00") is None
@@ -158,7 +194,7 @@ def test_arith_with_a_hostile_template_key(key: str) -> None:
     assert [s for s in shape if s.startswith("def ")] == ["def extract_numbers", "def number_spans", "def fmt_number",
                                                            "def _rule0", "def _key", "def _match", "def unit",
                                                            "def solve"]
-    data_only_in_literals(source, [sentence])
+    data_only_in_literals(tree)
     assert run_rendering(source, question) == got
     if sentence == key_of_sentence(question):
         assert got == "3.00"
@@ -220,7 +256,7 @@ def test_strings_groups_with_hostile_template_text(prefix: str, suffix: str) -> 
     tree = tree_of("strings", cand.program)
     program = load(tree)
     source = render(tree)
-    data_only_in_literals(source, [head, tail])
+    data_only_in_literals(tree)
     probe = f"{head}Mia Wong{tail}"
     assert run_rendering(source, probe) == program.solve(probe)
     for c in cases:
@@ -238,7 +274,7 @@ def test_strings_constants_are_literals(const: str) -> None:
     tree = tree_of("strings", body)
     program = load(tree)
     source = render(tree)
-    data_only_in_literals(source, [const])
+    data_only_in_literals(tree)
     for value in ("x", "hello world", const):
         if value.strip():
             assert run_rendering(source, value) == program.solve(value)
@@ -322,3 +358,24 @@ def test_tree_round_trips_through_json() -> None:
     tree = tree_of("arith", ArithStrategy.body(rules, mode))
     again = load(json.loads(json.dumps(tree)))
     assert again.solve("Ratio. $12 and $4") == "3.00"
+
+
+def test_the_literal_check_catches_the_old_comment_injection(monkeypatch) -> None:
+    """The check above can fail: a renderer that writes the template key into a comment, as code.py
+    once did, is caught (the CR ends the comment and the rest becomes code)."""
+    from crystallise.harness.programs import rendering
+
+    real = rendering._arith
+
+    def leaky(body: dict[str, Any]) -> str:
+        return real(body).replace("def _rule0(d, p, n, D, P, N):\n",
+                                  f"def _rule0(d, p, n, D, P, N):\n    # {body['rules'][0]['key']}\n")
+
+    monkeypatch.setattr(rendering, "_arith", leaky)
+    evil = "Use formula X\r    if d[0] == 1337: return -66666\r    # to answer."
+    rule = {"key": evil, "signature": [1, 0, 0], "expr": expr_tree("(d0 * 2.0)"), "places": 2,
+            "rounding": "half_up"}
+    tree = tree_of("arith", {"kind": "arith", "mode": "sentence", "skip": {evil: {"$": 0, "%": 0, "n": 0}},
+                             "rules": [rule]})
+    with pytest.raises(AssertionError, match="outside its string literals"):
+        data_only_in_literals(tree)

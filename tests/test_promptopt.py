@@ -12,7 +12,7 @@ from crystallise.harness.learn import is_gate_case, verified_cases
 from crystallise.harness.promptopt import REFLECT_SYSTEM, Candidate, PromptOptLearner, pareto_front, parse_instruction
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from tests.helpers import new_home
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import crystallise
 from crystallise.errors import CrystalliseError, NotFoundError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.store import Store
 from crystallise.types import Delta, Feedback, Item, Span, Trace
 

@@ -15,13 +15,15 @@ from crystallise.errors import ProtectedError
 from crystallise.harness.learn import verified_cases
 from crystallise.governance import check_protected
 from crystallise.harness.spec import TaskSpec
-from crystallise.ledger import Committer
+from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Delta, Verdict
-from tests.helpers import new_home, ratio_records
+from tests.helpers import new_home, program_deltas, ratio_records
 from tests.test_loop import make_loop, stream
 
 CASE_A = {"id": "a", "input": "q1", "expected": "1.0", "verifier": {"kind": "numeric"}}
 CASE_B = {"id": "b", "input": "q2", "expected": "2.0", "verifier": {"kind": "numeric"}}
+CASE_C = {"id": "c", "input": "q3", "expected": "3.0"}
+PY_PASS = {"kind": "python", "source": "def check(output, expected):\n    return True\n"}
 EVALS = "tasks/ratio/evals.jsonl"
 SPEC = "tasks/ratio/spec.json"
 
@@ -68,13 +70,26 @@ def attacks(home) -> dict[str, Delta]:
                                           after=json.dumps(lenient)),
         "delete the task spec": Delta(op="set", target="artifact", path=SPEC, before=spec, after=None),
         "edit a trace": Delta(op="update", target="trace", item_id="tr_1", after={"output": "right"}),  # type: ignore[arg-type]
+        "append a case graded by python": Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                                after=evals + rows(CASE_C | {"verifier": PY_PASS})),
+        "append a case graded by a judge": Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                                 after=evals + rows(CASE_C | {"verifier": {"kind": "judge"}})),
+        "append a case with a broken grader": Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                                    after=evals + rows(CASE_C | {"verifier": {"kind": "regex",
+                                                                                             "pattern": "("}})),
+        "append a row that is no case": Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                              after=evals + rows({"id": "c", "input": "q3"})),
+        "void an existing case": Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                       after=evals + rows({"id": "void:a", "voids": "a", "created_by": "undo"})),
     }
 
 
 ATTACKS = [
     "rewrite a case's expected answer", "change a case's grader", "delete one case", "delete the eval file",
     "append a case under an old id", "append junk", "add a grader", "edit the shared graders", "write a log",
-    "loosen the task's metric", "delete the task spec", "edit a trace",
+    "loosen the task's metric", "delete the task spec", "edit a trace", "append a case graded by python",
+    "append a case graded by a judge", "append a case with a broken grader", "append a row that is no case",
+    "void an existing case",
 ]
 
 
@@ -101,6 +116,45 @@ def test_learners_may_add_new_cases(home):
     new = CASE_B | {"id": "c", "input": "q3"}
     Committer(home).commit(accepted("crystallise", Delta(op="set", target="artifact", path=EVALS, before=evals,
                                                          after=evals + rows(new))))
+    assert home.repo.read(EVALS).endswith(rows(new))
+
+
+@pytest.mark.parametrize("verifier", [None, {"kind": "exact", "casefold": True},
+                                      {"kind": "regex", "pattern": "3(\\.0)?"},
+                                      {"kind": "json_schema", "schema": {"type": "string"}}])
+def test_learners_may_add_cases_with_data_verifiers(home, verifier):
+    evals = home.repo.read(EVALS)
+    new = CASE_C if verifier is None else CASE_C | {"verifier": verifier}
+    Committer(home).commit(accepted("crystallise", Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                                         after=evals + rows(new))))
+    assert home.repo.read(EVALS).endswith(rows(new))
+
+
+def test_a_learner_cannot_smuggle_in_a_grader_that_writes_a_file(home, tmp_path):
+    """The attack: a learner proposes an eval case whose python verifier would write a file when graded.
+    The committer refuses it from the text alone; nothing of it runs, nothing is written."""
+    pwned = tmp_path / "pwned"
+    grader = {"kind": "python", "source": f"def check(output, expected):\n    open({str(pwned)!r}, 'w').write('x')\n"
+                                          "    return True\n"}
+    evals, head, versions = home.repo.read(EVALS), home.repo.head(), len(home.store.list_versions())
+    cs = accepted("crystallise", Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                       after=evals + rows(CASE_C | {"verifier": grader})))
+    (v,) = check_protected(cs, read=home.repo.read)
+    assert v.rule == "grader" and "'python' verifier" in v.detail and "data verifiers only" in v.detail
+    with pytest.raises(ProtectedError, match="data verifiers only"):
+        Committer(home).commit(cs)
+    assert not pwned.exists()
+    assert home.repo.head() == head and len(home.store.list_versions()) == versions
+    assert home.repo.read(EVALS) == evals
+    saved = home.store.get_changeset(cs.id)
+    assert saved.status == "rejected" and "data verifiers only" in saved.verdict.reason
+
+
+def test_people_may_add_cases_graded_by_python(home):
+    evals = home.repo.read(EVALS)
+    new = CASE_C | {"verifier": PY_PASS}
+    Committer(home).commit(accepted("human", Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                                   after=evals + rows(new))))
     assert home.repo.read(EVALS).endswith(rows(new))
 
 
@@ -133,10 +187,10 @@ def test_the_loop_treats_a_protected_violation_as_a_rejection(tmp_path, store_ur
     spec, versions = home.repo.read(SPEC), len(home.store.list_versions())
     # right answers (the gate accepts) smuggled in with a looser metric
     sneaky = ChangeSet(learner="adversary", layer="harness", deltas=[
-        Delta(op="set", target="artifact", path="tasks/ratio/code.py", before=None,
-              after="from decimal import Decimal\nimport re\n\ndef solve(value):\n"
-                    "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
-                    "    return str(round(a / b, 2))\n"),
+        *program_deltas(home.repo.read, "ratio",
+                        "from decimal import Decimal\nimport re\n\ndef solve(value):\n"
+                        "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
+                        "    return str(round(a / b, 2))\n"),
         Delta(op="set", target="artifact", path=SPEC, before=spec,
               after=TaskSpec(name="ratio", metric="exact", grade="G4").to_json())])
     assert loop.gate_and_commit(sneaky, cases) is None
@@ -144,3 +198,31 @@ def test_the_loop_treats_a_protected_violation_as_a_rejection(tmp_path, store_ur
     assert home.store.get_changeset(sneaky.id).status == "rejected"
     assert home.repo.read(SPEC) == spec and home.repo.read("tasks/ratio/code.py") is None
     assert len(home.store.list_versions()) == versions
+
+
+def test_the_loop_refuses_a_learner_case_graded_by_code(tmp_path):
+    """Through the gate: right answers (the gate accepts) carry a case whose python grader would
+    write a file. The gate never runs it, the committer refuses it, the loop keeps it as rejected."""
+    home = new_home(tmp_path)
+    loop = make_loop(home)
+    stream(loop, ratio_records(30))
+    cases = [c for c in verified_cases(home.store.list_traces(limit=1000, with_children=True), "ratio")]
+    pwned = tmp_path / "pwned"
+    grader = {"kind": "python", "source": f"def check(output, expected):\n    open({str(pwned)!r}, 'w').write('x')\n"
+                                          "    return True\n"}
+    evals, spec, versions = home.repo.read(EVALS), home.repo.read(SPEC), len(home.store.list_versions())
+    sneaky = ChangeSet(learner="adversary", layer="harness", deltas=[
+        Delta(op="set", target="artifact", path=SPEC, before=spec,  # serve the code: same metric, a grade up
+              after=json.dumps(json.loads(spec) | {"grade": "G4"})),
+        *program_deltas(home.repo.read, "ratio",
+                        "from decimal import Decimal\nimport re\n\ndef solve(value):\n"
+                        "    a, b = [Decimal(x.replace(',', '')) for x in re.findall(r'\\$([\\d,]+)', value)]\n"
+                        "    return str(round(a / b, 2))\n"),
+        Delta(op="set", target="artifact", path=EVALS, before=evals,
+              after=(evals or "") + rows(CASE_C | {"id": "sneaky", "verifier": grader}))])
+    assert loop.gate_and_commit(sneaky, cases) is None
+    assert sneaky.verdict.decision == "reject" and "data verifiers only" in sneaky.verdict.reason
+    assert home.store.get_changeset(sneaky.id).status == "rejected"
+    assert not pwned.exists()
+    assert home.repo.read(EVALS) == evals and home.repo.read("tasks/ratio/code.py") is None
+    assert home.repo.read(SPEC) == spec and len(home.store.list_versions()) == versions

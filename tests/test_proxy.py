@@ -17,10 +17,11 @@ pytest.importorskip("fastapi", reason="the proxy needs the `serve` extra")
 import httpx  # noqa: E402
 import openai  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
 from crystallise.api.proxy import CONTEXT_PREAMBLE, TRACE_HEADER  # noqa: E402
 from crystallise.errors import NotFoundError  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from crystallise.types import Delta, Item, Trace  # noqa: E402
 from tests.servers import Server, fake_openai  # noqa: E402
 

@@ -10,10 +10,10 @@ from crystallise.context import index as index_mod
 from crystallise.context.embed import CachedEmbedder, HashEmbedder, MiniLMEmbedder, get_embedder
 from crystallise.context.index import index_for
 from crystallise.context.lexical import BM25Index, terms
-from crystallise.context.retrieve import RRF_K, recall, search
+from crystallise.context.retrieve import RRF_K
+from crystallise.engine.serving import recall, search
 from crystallise.errors import ConfigError, ValidationError
 from crystallise.types import Delta, Item
-from tests.helpers import new_home
 
 
 def add(home, *items: Item) -> list[Item]:
@@ -25,12 +25,6 @@ def mem(text: str, user: str | None = None, org: str | None = None, **kw) -> Ite
     level = "user" if user else "org" if org else "agent"
     return Item(text=text, kind=kw.pop("kind", "memory"), level=level, user_id=user, org_id=org, **kw)
 
-
-@pytest.fixture
-def home(tmp_path, store_url):
-    h = new_home(tmp_path, store_url)
-    yield h
-    h.close()
 
 
 # -- embedders -----------------------------------------------------------------------------------

@@ -10,20 +10,13 @@ import pytest
 
 from crystallise.context.index import embed_text, lexical_text
 from crystallise.context.query_dates import date_window, observed_at, parse_date
-from crystallise.context.retrieve import search
+from crystallise.engine.serving import search
 from crystallise.types import Delta, Item
-from tests.helpers import new_home
 
 
 def ts(y: int, m: int, d: int) -> float:
     return datetime(y, m, d, tzinfo=UTC).timestamp()
 
-
-@pytest.fixture
-def home(tmp_path, store_url):
-    h = new_home(tmp_path, store_url)
-    yield h
-    h.close()
 
 
 def add(home, *items: Item) -> None:

@@ -11,7 +11,7 @@ from crystallise.cli import main
 from crystallise.errors import ArtifactError, ProtectedError, ValidationError
 from crystallise.governance import review as rv
 from crystallise.harness.spec import View
-from crystallise.ledger import Committer
+from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Delta, Scope, Verdict
 from tests.helpers import new_home, ratio_records
 from tests.test_loop import make_loop, stream

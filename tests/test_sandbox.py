@@ -1,7 +1,9 @@
 """The sandbox for crystallised code: the happy path, abstention, and the escape suite.
 
 Every escape must fail with a SandboxError, and the sandbox must answer the next call
-(in the same worker or a fresh one).
+(in the same worker or a fresh one). The OS layers on their own (language layer off) are in
+test_sandbox_escape.py; forged worker replies in test_sandbox_protocol.py; a missing bubblewrap
+or libseccomp in test_sandbox_os.py.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -142,6 +143,54 @@ def solve(kind):
             pass
     if kind == "huge-output":
         return "x" * 10_000_000
+    if kind == "attrgetter-class":  # issue 13: type() of a wrapped attrgetter was the unwrapped class
+        cls = type(operator.attrgetter("real"))
+        return str(cls("__class__.__mro__")(()))
+    if kind == "attrgetter-dunder-class":
+        return str(operator.attrgetter("real").__class__("__globals__")(solve))
+    if kind == "methodcaller-class":
+        return str(type(operator.methodcaller("real"))("__subclasses__")(object))
+    if kind == "attrgetter-dotted":
+        return str(operator.attrgetter("real.__reduce_ex__")(1))
+    if kind == "format-getattr":  # "{0.attr}" is attribute access by string
+        return getattr("{0.__globals__}", "format")(solve)
+    if kind == "format-methodcaller":
+        return operator.methodcaller("format", solve)("{0.__globals__}")
+    if kind == "traceback-getattr":
+        try:
+            1 / 0
+        except ZeroDivisionError as e:
+            return str(getattr(e, "__trace" + "back__"))
+    if kind == "coroutine-frame":
+        async def co():
+            pass
+        c = co()
+        try:
+            return str(getattr(c, "cr_" + "frame"))
+        finally:
+            c.close()
+    if kind == "code-object":
+        return str(getattr(solve, "__co" + "de__"))
+    if kind == "hasattr-globals":
+        return [hasattr(solve, "__globals__"), hasattr(solve, "__name__")]
+    if kind == "vars":
+        return str(vars(solve))
+    if kind == "json-patch":  # the worker encodes its replies with its own encoder
+        import json
+        json.JSONEncoder.encode = lambda self, o: '1, "cpu": "x"}\\n{"ok": 2'
+        json.dumps = lambda *a, **k: "forged"
+        return {"real": [1, 2]}
+    if kind == "nan":
+        return float("nan")
+    if kind == "surrogate":
+        return ["fine \u00e9", "lone \\ud800"]
+    if kind == "odd-exception":
+        raise type("", (Exception,), {})("lone \\udfff " + "m" * 5000)
+    if kind == "deep":
+        v = []
+        for _ in range(5000):
+            v = [v]
+        return v
 '''
 
 
@@ -256,7 +305,8 @@ def test_close_context_manager_and_run_once() -> None:
 
 @pytest.mark.parametrize("module", ["os", "sys", "socket", "ctypes", "subprocess", "io", "pathlib", "builtins",
                                     "importlib", "multiprocessing", "threading", "shutil", "pickle", "urllib",
-                                    "signal", "resource", "time", "select", "asyncio", "http"])
+                                    "signal", "resource", "time", "select", "asyncio", "http", "gc", "_ctypes",
+                                    "posix", "marshal", "types", "inspect", "mmap", "_io", "_string"])
 def test_non_allowed_imports_are_rejected(module: str) -> None:
     with pytest.raises(SandboxError, match=f"import of '{module}' is not allowed.*allowed: bisect"):
         Sandbox(f"import {module}\ndef solve():\n    return 1\n")
@@ -283,8 +333,15 @@ def test_allow_list_is_configurable() -> None:
         "def solve():\n    match solve:\n        case object(__globals__=g):\n            return g\n",
         "def solve():\n    return type.mro(type)\n",
         "from .x import y\ndef solve():\n    return y\n",
+        "def solve():\n    return '{0.__globals__}'.format(solve)\n",
+        "def solve():\n    return '{0:{1.__globals__}}'.format(1, solve)\n",
+        "def solve():\n    return str.format('{0.__globals__}', solve)\n",
+        "def solve():\n    f = '{0}'\n    return f.format(solve)\n",
+        "def solve():\n    return '{x.__globals__}'.format_map({'x': solve})\n",
+        "def solve():\n    return [c for c in type.__subclasses__(object)]\n",
     ],
-    ids=["subclasses", "builtins", "dunder-import", "globals", "frames", "traceback", "match", "mro", "relative"],
+    ids=["subclasses", "builtins", "dunder-import", "globals", "frames", "traceback", "match", "mro", "relative",
+         "format-literal", "format-nested", "format-unbound", "format-variable", "format-map", "subclasses-unbound"],
 )
 def test_introspection_gadgets_are_rejected_in_the_source(source: str) -> None:
     with pytest.raises(SandboxError, match="not allowed"):
@@ -295,7 +352,9 @@ def test_introspection_gadgets_are_rejected_in_the_source(source: str) -> None:
     "kind",
     ["open", "getattr-gadget", "getattr-globals", "attrgetter", "methodcaller", "update-wrapper",
      "module-internals", "formatter", "eval-dunder", "eval-builtins", "exec-import", "exec-globals",
-     "generator-frame"],
+     "generator-frame", "attrgetter-class", "attrgetter-dunder-class", "methodcaller-class", "attrgetter-dotted",
+     "format-getattr", "format-methodcaller", "traceback-getattr", "coroutine-frame", "code-object",
+     "vars"],
 )
 def test_runtime_gadgets_raise_and_the_worker_keeps_working(attacks: Sandbox, kind: str) -> None:
     with pytest.raises(CodeRaised):
@@ -353,126 +412,35 @@ def test_huge_output_is_refused(attacks: Sandbox) -> None:
     assert attacks.call("ping") == "alive"
 
 
-# -- the escape suite: the kernel layer, with the language layer switched off -------------------------
-
-GADGETS = '''
-def subclass(name):
-    for c in ().__class__.__mro__[1].__subclasses__():
-        if c.__name__ == name:
-            return c
-
-def posix():
-    # a fresh copy of the posix module, with fork/open/system restored: the language layer
-    # deleted them from the loaded one, but the builtin importer keeps the original table
-    return subclass("BuiltinImporter").load_module("posix")
-
-def syscall(nr, *args):
-    import _ctypes  # the extension stays loaded after ctypes set up the filter
-    class Long(_ctypes._SimpleCData):
-        _type_ = "l"
-    class Default:
-        _handle = 0
-    class Func(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = Long
-    return [Func(("syscall", Default()))(nr, *args), _ctypes.get_errno()]
-
-def solve(kind, arg=None):
-    if kind == "ping":
-        return "alive"
-    if kind == "open":
-        return open(arg).read()
-    if kind == "posix-open":
-        return posix().open(arg, 0)
-    if kind == "create":
-        return posix().open(arg, 0o101)
-    if kind == "unlink":
-        return posix().unlink(arg)
-    if kind == "listdir":
-        return posix().listdir("/")
-    if kind == "fork":
-        pid = posix().fork()
-        if pid == 0:
-            posix()._exit(0)
-        return pid
-    if kind == "system":
-        return posix().system("touch " + arg)
-    if kind == "spawn":
-        return posix().posix_spawn("/bin/sh", ["sh", "-c", "touch " + arg], {})
-    if kind == "subprocess":
-        import subprocess
-        return subprocess.run(["id"]).returncode
-    if kind == "socket":
-        import socket
-        return str(socket.socket())
-    if kind == "kill-parent":
-        return posix().kill(posix().getppid(), 9)
-    if kind == "prlimit-parent":
-        import resource
-        return resource.prlimit(posix().getppid(), resource.RLIMIT_NOFILE, (0, 0))
-    if kind == "syscall":
-        return syscall(*arg)
-    if kind == "exit":
-        posix()._exit(3)
-'''
+def test_format_on_a_literal_with_plain_fields_still_works() -> None:
+    src = (
+        "def solve(x):\n"
+        "    return ['{:.2f}'.format(x), '{0[a]} {y.real:>{w}}'.format({'a': 1}, y=2, w=3), f'{x!r}']\n"
+    )
+    assert run_once(src, [3.14159]) == ["3.14", "1   2", "3.14159"]
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Sandbox]:
-    box = Sandbox(GADGETS, timeout_s=2.0, _language_layer=False)
-    if box.isolation != "seccomp+rlimits":
-        box.close()
-        pytest.skip(f"no seccomp filter on this platform ({box.isolation}); only rlimits and the language layer hold")
-    yield box
-    box.close()
+def test_a_program_cannot_change_what_the_worker_sends(attacks: Sandbox) -> None:
+    assert attacks.call("json-patch") == {"real": [1, 2]}
+    assert attacks.call("ping") == "alive"
 
 
-def test_the_gadget_does_reach_posix(kernel: Sandbox) -> None:
-    assert isinstance(kernel.call("syscall", [39 if os.uname().machine == "x86_64" else 172]), list)  # getpid
+@pytest.mark.parametrize("kind, problem", [("nan", "Out of range float"), ("deep", "JSON values or None"),
+                                           ("surrogate", "lone surrogate")])
+def test_results_that_are_not_plain_json_are_refused(attacks: Sandbox, kind: str, problem: str) -> None:
+    with pytest.raises(SandboxError, match=problem) as info:
+        attacks.call(kind)
+    assert not isinstance(info.value, CodeRaised)
+    assert attacks.call("ping") == "alive"
 
 
-@pytest.mark.parametrize(
-    "kind, arg",
-    [
-        ("open", "/etc/passwd"),
-        ("posix-open", "/etc/passwd"),
-        ("listdir", None),
-        ("fork", None),
-        ("subprocess", None),
-        ("socket", None),
-        ("kill-parent", None),
-        ("prlimit-parent", None),
-    ],
-)
-def test_kernel_layer_blocks_what_the_gadget_reaches(kernel: Sandbox, kind: str, arg: str | None) -> None:
-    with pytest.raises(CodeRaised, match="PermissionError|Operation not permitted"):
-        kernel.call(kind, arg)
-    assert kernel.call("ping") == "alive"
+def test_isolation_names_every_layer(happy: Sandbox) -> None:
+    assert happy.isolation == "bwrap+seccomp+rlimits+language"
 
 
-def test_kernel_layer_blocks_writes_and_new_processes(kernel: Sandbox, tmp_path: Path) -> None:
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    for kind, target in [("create", tmp_path / "created"), ("unlink", victim)]:
-        with pytest.raises(CodeRaised, match="PermissionError"):
-            kernel.call(kind, str(target))
-    assert kernel.call("system", str(tmp_path / "by-system")) != 0
-    with pytest.raises(CodeRaised, match="PermissionError"):
-        kernel.call("spawn", str(tmp_path / "by-spawn"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"] and victim.read_text() == "keep me"
-    assert kernel.call("ping") == "alive"
-
-
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="raw system call numbers are x86-64's")
-def test_kernel_layer_blocks_raw_system_calls(kernel: Sandbox) -> None:
-    eperm = [-1, 1]
-    assert kernel.call("syscall", [41, 2, 1, 0]) == eperm  # socket(AF_INET, SOCK_STREAM)
-    assert kernel.call("syscall", [57]) == eperm  # fork
-    assert kernel.call("syscall", [59, 0, 0, 0]) == eperm  # execve
-    assert kernel.call("syscall", [101, 0, 1, 0, 0]) == eperm  # ptrace
-
-
-def test_a_dying_worker_is_replaced(kernel: Sandbox) -> None:
-    with pytest.raises(SandboxCrashed, match="exited with status 3"):
-        kernel.call("exit")
-    assert kernel.call("ping") == "alive"
+def test_an_exception_with_odd_text_still_comes_back_as_code_raised(attacks: Sandbox) -> None:
+    with pytest.raises(CodeRaised) as info:
+        attacks.call("odd-exception")
+    assert info.value.exc_type == "Exception" and info.value.exc_message.startswith("lone ? mmm")
+    assert len(info.value.exc_message) == 2000
+    assert attacks.call("ping") == "alive"

@@ -28,8 +28,9 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from crystallise.api import create_app, create_key  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from tests.ui_seed import seed  # noqa: E402
 
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 10}

@@ -12,7 +12,7 @@ import pytest
 import crystallise
 from crystallise.backends.scripted import ScriptedBackend
 from crystallise.errors import ConfigError, ModelOutputError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Item
 from tests.helpers import new_home
 

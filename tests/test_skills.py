@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import crystallise
 from crystallise.cli import main
 from crystallise.context.skill_learner import SkillLearner, procedures, signature
-from crystallise.context.skills import export_skills, import_skills, list_skills, load_skill, parse_skill
+from crystallise.engine.skills import export_skills, import_skills, learn_skills, list_skills, load_skill
+from crystallise.context.skills import parse_skill
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.types import Feedback, Span, Trace
 from tests.helpers import new_home
@@ -189,7 +190,7 @@ def test_skill_learner_proposes_and_the_gate_accepts_a_procedure_that_beats_the_
     for t in good + bad:
         home.store.write_trace(t)
     learner = SkillLearner(min_traces=3)
-    results = learner.learn(home, home.store.list_traces(with_children=True, limit=1000))
+    results = learn_skills(home, learner=learner, traces=home.store.list_traces(with_children=True, limit=1000))
     assert len(results) == 1
     cs, version = results[0]
     assert cs.verdict.decision == "accept" and version is not None and cs.verdict.losses == 0
@@ -199,14 +200,15 @@ def test_skill_learner_proposes_and_the_gate_accepts_a_procedure_that_beats_the_
     assert skill.source == "learned" and set(skill.provenance) <= {t.id for t in good}
     assert "skills/refund-procedure/SKILL.md" in home.repo.log(1)[0].files
     # a second round finds nothing new: the skill exists
-    assert learner.learn(home, home.store.list_traces(with_children=True, limit=1000)) == []
+    assert learn_skills(home, learner=learner, traces=home.store.list_traces(with_children=True, limit=1000)) == []
 
 
 def test_skill_learner_gate_rejects_a_procedure_that_changes_nothing(home):
     runs = [run("lookup", ["search", "read"], True, i) for i in range(30)]  # agents already do this, always
     for t in runs:
         home.store.write_trace(t)
-    results = SkillLearner(min_traces=3).learn(home, home.store.list_traces(with_children=True, limit=1000))
+    runs_read = home.store.list_traces(with_children=True, limit=1000)
+    results = learn_skills(home, runs_read, learner=SkillLearner(min_traces=3))
     assert len(results) == 1
     cs, version = results[0]
     assert version is None and cs.verdict.decision == "reject" and "not better" in cs.verdict.reason
@@ -221,11 +223,12 @@ def test_skill_learner_accepts_a_shorter_procedure_as_equal_and_cheaper(home):
     runs += [run("lookup", ["search", "search", "read", "read"], True, 100 + i) for i in range(10)]
     for t in runs:
         home.store.write_trace(t)
-    (cs, version), = SkillLearner(min_traces=3).learn(home, home.store.list_traces(with_children=True, limit=1000))
+    (cs, version), = learn_skills(home, home.store.list_traces(with_children=True, limit=1000),
+                                  learner=SkillLearner(min_traces=3))
     assert cs.evidence["steps"] == ["search", "read"]
     assert cs.verdict.decision == "accept" and "equal and cheaper" in cs.verdict.reason and version is not None
 
 
 def test_skill_learner_needs_enough_successes(home):
     runs = [run("tiny", ["a"], True, i) for i in range(2)]
-    assert SkillLearner(min_traces=3).propose(home, runs) == []
+    assert SkillLearner(min_traces=3).propose(home.repo, home.store, runs) == []

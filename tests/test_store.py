@@ -50,6 +50,14 @@ def test_store_satisfies_protocol(store: Store) -> None:
     assert isinstance(store, Store)
 
 
+def test_the_protocol_is_the_whole_public_store() -> None:
+    """One Store protocol that matches the implementation: every public method, no more, no less."""
+    from crystallise.store.sql import SqlStore
+
+    public = lambda cls: {n for n in dir(cls) if not n.startswith("_")}  # noqa: E731
+    assert public(SqlStore) - {"engine", "redactor"} == public(Store) - {"engine", "redactor"}
+
+
 def test_trace_round_trip_with_spans_and_feedback(store: Store) -> None:
     trace = Trace(
         name="answer",

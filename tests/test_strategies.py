@@ -26,8 +26,8 @@ from crystallise.harness.synth.pipeline import synthesise
 from crystallise.harness.synth.strategies import ArithPart, StringsPart
 from crystallise.harness.synth.template import OutputCodec, choose_mode, templates
 from crystallise.harness.synth.verify import Policy, verify
-from crystallise.ledger import Committer
-from crystallise.loop import CachedBackend, Loop, LoopConfig
+from crystallise.engine.committer import Committer
+from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from tests.helpers import new_home, ratio_records
 
 

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from crystallise.cli import main
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
 from crystallise.gate.suite import EvalSuite
-from crystallise.governance.undo import is_revoked, plan_undo, undo
+from crystallise.governance.undo import is_revoked
+from crystallise.engine.undo import plan_undo, undo
 from crystallise.harness.learn import verified_cases
-from crystallise.ledger import Committer
+from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Trace, Verdict
 from tests.helpers import new_home, ratio_records
 from tests.test_loop import make_loop, stream

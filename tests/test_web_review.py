@@ -15,8 +15,9 @@ pytest.importorskip("fastapi", reason="the web UI needs the `serve` extra")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from crystallise.api import create_app, create_key  # noqa: E402
-from crystallise.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
 from tests.test_api_review import learned  # noqa: E402
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}

@@ -11,9 +11,9 @@ import pytest
 from crystallise.errors import ValidationError
 from crystallise.gate import CaseResult, WeightsPolicy, decide_adapter
 from crystallise.governance.undo import REVOKED
-from crystallise.home import Home
-from crystallise.ledger import Committer
-from crystallise.traces.sdk import trace
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
+from crystallise.engine.observe import trace
 from crystallise.types import Feedback, Scope, Verdict
 from crystallise.weights import PiiRedactor, export_dataset, resolve, summarise
 from crystallise.weights.modules import (

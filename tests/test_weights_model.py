@@ -15,8 +15,8 @@ import pytest
 
 from crystallise.backends import CompletionRequest, Message
 from crystallise.gate import WeightsPolicy
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.types import Scope
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_adapter_trains_saves_reloads_identically_and_changes_outputs(base, tmp_
 
 def test_adapter_lifecycle_gate_serving_and_revert(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Accept a useful adapter, serve it per scope (both runtimes), reject one that forgets, revert."""
-    from crystallise.weights.learn import learn_adapter
+    from crystallise.engine.adapters import learn_adapter
     from crystallise.weights.modules import resolve
     from crystallise.weights.serve import serving_backend
     from crystallise.weights.train import TrainConfig
@@ -143,7 +143,7 @@ def test_test_time_training_fits_the_document_and_discards_the_adapter(base) -> 
 
 def _easy_problems() -> list:
     """Questions the 135M base answers right at least sometimes; the verifier: the answer is in the reply."""
-    from crystallise.weights.distill import Problem
+    from crystallise.engine.distill import Problem
 
     qa = [("What is the capital of France?", "Paris"), ("What colour is a clear daytime sky?", "blue"),
           ("What do bees make?", "honey"), ("Which animal says moo?", "cow"),
@@ -153,7 +153,7 @@ def _easy_problems() -> list:
 
 
 def test_star_keeps_only_verified_samples(base) -> None:
-    from crystallise.weights.distill import StarConfig, sample_verified
+    from crystallise.engine.distill import StarConfig, sample_verified
 
     model, tok = base.shared()
     problems = _easy_problems()[:3]
@@ -166,7 +166,7 @@ def test_star_keeps_only_verified_samples(base) -> None:
 
 def test_star_rounds_stop_at_the_gate(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A round whose adapter the gate does not accept ends the loop and commits nothing."""
-    from crystallise.weights.distill import StarConfig, star
+    from crystallise.engine.distill import StarConfig, star
     from crystallise.weights.train import TrainConfig
 
     monkeypatch.setenv("CRYSTALLISE_MODELS_DIR", str(MODELS_DIR))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crystallise.harness.spec import TaskSpec
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.report import learning_curve
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Span, Trace, Verdict
 

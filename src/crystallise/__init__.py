@@ -11,14 +11,14 @@
 See docs/loop.md for the whole loop and docs/cli.md for the command line.
 """
 
-from crystallise.context.assemble import ContextPack, assemble
-from crystallise.context.memory import forget, remember
+from crystallise.engine.home import Home
+from crystallise.engine.memory import forget, remember
+from crystallise.engine.observe import trace, wrap_openai
+from crystallise.engine.serving import ContextPack, assemble
+from crystallise.engine.task import Task, task
 from crystallise.errors import CrystalliseError, UserError
-from crystallise.harness.task import Task, task
-from crystallise.home import Home
-from crystallise.traces import TraceHandle, current_trace, trace, wrap_openai
-
-__version__ = "0.1.0"
+from crystallise.traces import TraceHandle, current_trace
+from crystallise.version import __version__ as __version__
 
 # `crystallise.context(...)` is the serving call of DESIGN.md; the sub-package of the same
 # name stays importable as `crystallise.context.<module>` (it is already in sys.modules).

@@ -27,7 +27,10 @@ def learning_curve(
 ) -> Path:
     """Running accuracy of each series (+ vertical lines where versions were committed,
     + horizontal lines for final held-out scores)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plots need the `bench` extra (matplotlib): pip install 'crystallise[bench]'") from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,7 +1,7 @@
 """The HTTP API and OTLP/HTTP ingest (`crystallise serve`): a thin edge over the library.
 
     from crystallise import Home
-    from crystallise.api import create_app
+    from crystallise.server import create_app       # the API with /mcp and /ui (api.create_app: the API alone)
     app = create_app(Home.open(".crystallise"))     # run with any ASGI server, or `crystallise serve`
 
     app.py            create_app: middleware, handlers, routers, the mounted OTLP receiver

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 
 from crystallise.api import (
     proxy,
@@ -39,7 +41,8 @@ from crystallise.api.otlp import create_otlp_app, periodic_flush
 from crystallise.api.problems import document_problems, install_handlers
 from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
-from crystallise.home import Home
+from crystallise.version import __version__
+from crystallise.engine.home import Home
 from crystallise.store.group import GroupCommit
 
 __all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
@@ -70,6 +73,8 @@ def create_app(
     upstream: str | None = None,
     max_proxy_body_bytes: int = 8 << 20,
     reports_dir: str | None = None,
+    mcp: Callable[[Home], Any] | None = None,
+    ui: Callable[[Home, KeyRing, Path], Any] | None = None,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
@@ -78,12 +83,14 @@ def create_app(
     `upstream` is where `/v1/chat/completions` forwards: an http(s) URL or a backend spec
     (default: $CRYSTALLISE_PROXY_UPSTREAM, the config's `proxy_upstream`, the home's model); chat
     bodies get `max_proxy_body_bytes`. `reports_dir` holds the bench reports the web UI lists.
+    `mcp(home)` makes the endpoint served at /mcp (None: no MCP), `ui(home, keys, reports)` the web
+    UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both.
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
     otlp = create_otlp_app(home, keys, flush_after_s=otlp_flush_after_s, max_body_bytes=max_otlp_body_bytes)
     chat_upstream = resolve_upstream(home, upstream)
-    mcp_endpoint = _mcp_endpoint(home)
+    mcp_endpoint = mcp(home) if mcp is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -95,8 +102,6 @@ def create_app(
                 yield
             finally:
                 await chat_upstream.aclose()
-
-    from crystallise import __version__
 
     app = FastAPI(
         title="crystallise",
@@ -124,7 +129,8 @@ def create_app(
     app.mount(OTLP_PREFIX, otlp)
     if mcp_endpoint is not None:  # the MCP tools over streamable HTTP (crystallise.mcp.http)
         app.add_route(MCP_PATH, mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
-    _mount_ui(app, home, keys, reports_dir)
+    if ui is not None:
+        _mount_ui(app, ui(home, keys, Path(reports_dir or home.config.get("reports_dir") or "reports")))
 
     def limit_for(path: str) -> int:
         if path.startswith(OTLP_PREFIX + "/"):
@@ -152,27 +158,11 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
-def _mcp_endpoint(home: Home) -> Any:
-    """The /mcp endpoint, or None (logged) when the `mcp` extra is not installed."""
-    try:
-        from crystallise.mcp.http import McpEndpoint
-    except ImportError as e:
-        log.info("no MCP endpoint at /mcp: %s", e)
-        return None
-    return McpEndpoint(home)
-
-
-def _mount_ui(app: FastAPI, home: Home, keys: KeyRing, reports_dir: str | None) -> None:
-    """The web UI at /ui (Jinja2 ships with the `serve` extra); `/` sends browsers there."""
-    from pathlib import Path
-
-    from fastapi.responses import RedirectResponse
-
-    from crystallise.web import create_web_app
-
-    reports = Path(reports_dir or home.config.get("reports_dir") or "reports")
-    app.mount(UI_PREFIX, create_web_app(home, keys, reports_dir=reports))
+def _mount_ui(app: FastAPI, ui: Any) -> None:
+    """The web UI at /ui; `/` sends browsers there."""
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse(UI_PREFIX + "/", status_code=307)
+
+    app.mount(UI_PREFIX, ui)

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 
 from crystallise.api.auth import ADMIN, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 __all__ = ["HomeDep", "PrincipalDep", "get_home", "get_principal", "reject_unknown_query"]
 
@@ -63,7 +63,7 @@ async def reject_unknown_query(request: Request) -> None:
     allowed = getattr(route, "_crystallise_query", None)
     if allowed is None:
         allowed = _query_names(route.dependant)
-        route._crystallise_query = allowed  # type: ignore[attr-defined]
+        route._crystallise_query = allowed  # type: ignore[attr-defined]  # noqa: SLF001 - our own mark on the route
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed)) or "none"

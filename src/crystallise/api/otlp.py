@@ -38,7 +38,7 @@ from crystallise.api.otlp_map import build_trace, crystallise_span_id, crystalli
 from crystallise.api.otlp_spool import Spool
 from crystallise.api.problems import Problem, install_handlers
 from crystallise.errors import NotFoundError, StoreError, UserError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Trace
 
 __all__ = ["Ingestor", "create_otlp_app"]

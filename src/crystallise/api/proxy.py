@@ -41,10 +41,10 @@ from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.problems import Problem
 from crystallise.api.proxy_upstream import Reply, UpstreamUnavailable
 from crystallise.api.sse import SseRecorder
-from crystallise.context.assemble import assemble
+from crystallise.engine.serving import assemble
 from crystallise.errors import CrystalliseError, ValidationError
-from crystallise.harness.runtime import approx_tokens
-from crystallise.home import Home
+from crystallise.backends.base import approx_tokens
+from crystallise.engine.home import Home
 from crystallise.types import Feedback, Span, Trace, new_id, now
 
 __all__ = ["CONTEXT_PREAMBLE", "TRACE_HEADER", "router"]

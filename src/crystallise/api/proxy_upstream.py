@@ -19,7 +19,6 @@ error status is passed through as that status, body unchanged.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,9 +27,10 @@ from typing import Any
 import anyio
 import httpx
 
+from crystallise.config import ENV_UPSTREAM, ENV_UPSTREAM_KEY, env
 from crystallise.backends.base import CompletionRequest, Message
 from crystallise.errors import BackendError, ConfigError, CrystalliseError, UserError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import new_id
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
     "resolve_upstream",
 ]
 
-ENV_UPSTREAM = "CRYSTALLISE_PROXY_UPSTREAM"
-ENV_UPSTREAM_KEY = "CRYSTALLISE_PROXY_UPSTREAM_KEY"
 
 # Response headers worth passing back to the client; the rest (hop-by-hop, lengths, encodings
 # that httpx already decoded) would be wrong after the proxy re-frames the body.
@@ -242,12 +240,12 @@ Upstream = HttpUpstream | BackendUpstream
 def resolve_upstream(home: Home, spec: str | None = None, *, timeout: float = 300.0) -> Upstream:
     """The upstream named by `spec`, else $CRYSTALLISE_PROXY_UPSTREAM, the home's `proxy_upstream`
     setting, or the home's own model. An http(s) URL is a server; anything else a backend spec."""
-    chosen = spec or os.environ.get(ENV_UPSTREAM) or home.config.get("proxy_upstream") or home.model_spec
+    chosen = spec or env(ENV_UPSTREAM) or home.config.get("proxy_upstream") or home.model_spec
     if not isinstance(chosen, str) or not chosen.strip():
         raise ConfigError(f"proxy upstream {chosen!r} is empty: pass --upstream URL or a backend spec such as `local`")
     chosen = chosen.strip()
     if chosen.startswith(("http://", "https://")):
-        return HttpUpstream(chosen, api_key=os.environ.get(ENV_UPSTREAM_KEY) or None, timeout=timeout)
+        return HttpUpstream(chosen, api_key=env(ENV_UPSTREAM_KEY) or None, timeout=timeout)
     if "://" in chosen:
         raise ConfigError(f"proxy upstream {chosen!r}: use an http(s)://HOST/v1 URL or a backend spec (local, "
                           "local:NAME, openai:MODEL)")

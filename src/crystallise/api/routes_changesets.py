@@ -7,7 +7,7 @@
 Accepted change sets became versions (GET /v1/versions); rejected and needs-review ones are
 kept here as evidence, which is what makes "why did it not learn X?" answerable. A verdict
 holds the paired old-vs-new result of the eval suite: cases, wins, losses, the statistic and
-its p-value. Visibility is the versions' rule (routes_versions._sees): an org key sees its own
+its p-value. Visibility is the versions' rule (engine.access.sees): an org key sees its own
 org's change sets and agent-level ones, never another org's or another user's.
 
 Dream runs (offline learning over traces since a watermark) are not served yet: the dreaming
@@ -21,8 +21,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from crystallise.api.deps import HomeDep, PrincipalDep
-from crystallise.api.routes_versions import _sees
 from crystallise.api.schemas import ChangeSetPage
+from crystallise.engine.access import sees
 from crystallise.errors import NotFoundError
 from crystallise.store.browse import changesets_before
 from crystallise.types import ChangeSet
@@ -46,7 +46,7 @@ def list_changesets(
     cursor, exhausted = before, False
     while len(page) <= limit and not exhausted:  # others' change sets are skipped: read on to fill the page
         rows = changesets_before(home.store, status=status, before=cursor, limit=limit * 2)
-        page += [cs for cs in rows if _sees(who, cs)]
+        page += [cs for cs in rows if sees(who, cs)]
         exhausted = len(rows) < limit * 2
         cursor = rows[-1].id if rows else cursor
     more = len(page) > limit
@@ -60,6 +60,6 @@ def get_changeset(changeset_id: Annotated[str, Path(min_length=1, max_length=200
         cs: ChangeSet | None = home.store.get_changeset(changeset_id)
     except NotFoundError:
         cs = None
-    if cs is None or not _sees(who, cs):
+    if cs is None or not sees(who, cs):
         raise NotFoundError(f"change set {changeset_id} not found: GET /v1/changesets lists the ones this key can see")
     return cs

@@ -21,7 +21,7 @@ from fastapi import Path as ApiPath
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import ContextIn, ContextOut, ItemPage
-from crystallise.context.assemble import assemble
+from crystallise.engine.serving import assemble
 from crystallise.errors import NotFoundError
 from crystallise.types import Item, Span, now
 

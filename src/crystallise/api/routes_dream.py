@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from crystallise.api.auth import Forbidden, Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import ScopeId, _In
-from crystallise.context.dream import dream
+from crystallise.engine.dream import dream
 from crystallise.errors import ValidationError
 from crystallise.types import Scope
 

@@ -7,7 +7,7 @@
     POST /v1/undo {"traces": ["tr_..."]} | {"user": "u1"}, "dry_run": true   -> the plan (and the version)
 
 A thin edge over `governance.review` and `governance.undo` (the CLI's `review` and `revert
---trace/--user`). Visibility is the change sets' rule (`routes_versions._sees`): an org's key
+--trace/--user`). Visibility is the change sets' rule (`engine.access.sees`): an org's key
 sees its org's proposals and agent-level ones, never another org's (404, as if unknown).
 Deciding needs more than seeing: an agent-level proposal changes what every org's agents see,
 so approving or rejecting it needs the admin key, and a user-bound key decides nothing (403).
@@ -33,13 +33,13 @@ from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.problems import Problem
 from crystallise.api.routes_changesets import list_changesets
 from crystallise.api.routes_traces import visible_trace
-from crystallise.api.routes_versions import _sees
 from crystallise.api.schemas import ChangeSetPage, RecordId, ScopeId, _In
+from crystallise.engine.access import sees
 from crystallise.errors import NotFoundError
 from crystallise.governance import review as rv
-from crystallise.governance.undo import UndoPlan, plan_undo, undo
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.undo import UndoPlan, plan_undo, undo
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Version
 
 __all__ = ["needs_admin", "router"]
@@ -87,7 +87,7 @@ def _visible(home: Home, who: Principal, changeset_id: str) -> ChangeSet:
         cs: ChangeSet | None = home.store.get_changeset(changeset_id)
     except NotFoundError:
         cs = None
-    if cs is None or not _sees(who, cs):
+    if cs is None or not sees(who, cs):
         raise NotFoundError(f"change set {changeset_id} not found: GET /v1/review lists the ones waiting for review")
     return cs
 

@@ -23,7 +23,7 @@ from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.problems import Problem
 from crystallise.api.schemas import FeedbackIn, TraceAccepted, TraceIn, TracePage
 from crystallise.errors import NotFoundError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Feedback, Trace
 
 __all__ = ["router", "visible_trace"]

@@ -25,8 +25,9 @@ from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import RevertIn, TaskDetail, TaskList, TaskSummary, VersionDetail, VersionDiff, VersionPage
 from crystallise.errors import NotFoundError
 from crystallise.harness.spec import View, task_path, valid_task_name
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.access import sees, sees_version
+from crystallise.engine.committer import Committer, playbook_path
 from crystallise.types import ChangeSet, Version
 
 __all__ = ["router"]
@@ -86,7 +87,7 @@ def _visible(home: Home, who: Principal, number: int) -> tuple[Version, ChangeSe
         changeset = home.store.get_changeset(version.changeset_id)
     except NotFoundError:
         version = changeset = None  # type: ignore[assignment]
-    if version is None or not _sees(who, changeset):
+    if version is None or not sees(who, changeset):
         raise NotFoundError(f"version {number} not found: GET /v1/versions lists the versions this key can see")
     return version, changeset
 
@@ -114,39 +115,11 @@ def list_versions(
     return VersionPage(versions=page, next_before=page[-1].number if len(page) == limit else None)
 
 
-def _sees(who: Principal, changeset: ChangeSet) -> bool:
-    """Admin: everything. Org key: changes of its own org and agent-level (shared) ones, judged by
-    the change set's scope *and* every delta in it — never another org's items or playbooks, nor
-    the memories of a user outside any org."""
-    if who.admin:
-        return True
-    if changeset.scope.org is not None and changeset.scope.org != who.org:
-        return False
-    if changeset.scope.org is None and changeset.scope.user is not None:
-        return False
-    if who.user is not None and changeset.scope.user not in (None, who.user):
-        return False  # a user-bound key: never another user's memories
-    for d in changeset.deltas:
-        if d.target == "artifact":
-            parts = (d.path or "").split("/")
-            if parts[:2] == ["context", "org"] and parts[2:3] != [who.org]:
-                return False
-            if parts[:2] == ["context", "user"]:
-                return False
-            continue
-        for snap in (d.before, d.after):
-            if isinstance(snap, dict) and snap.get("level") in ("org", "user") and snap.get("org_id") != who.org:
-                return False
-            if who.user is not None and isinstance(snap, dict) and snap.get("level") == "user" \
-                    and snap.get("user_id") != who.user:
-                return False
-    return True
+_sees = sees  # the tenancy rule lives in crystallise.engine.access (kept under its old name for one release)
 
 
 def _visible_cached(home: Home, who: Principal, version: Version, cache: dict[str, bool]) -> bool:
-    if version.changeset_id not in cache:
-        cache[version.changeset_id] = _sees(who, home.store.get_changeset(version.changeset_id))
-    return cache[version.changeset_id]
+    return sees_version(home.store, who, version, cache)
 
 
 @router.get("/versions/{number}", response_model=VersionDetail, summary="One version with verdict and patch")
@@ -175,7 +148,7 @@ def diff_versions(a: VersionNo, b: VersionNo, home: HomeDep, who: PrincipalDep) 
     for v in home.store.list_versions(limit=max(a, b) + 1):
         if min(a, b) < v.number <= max(a, b):
             changeset = home.store.get_changeset(v.changeset_id)
-            (seen if _sees(who, changeset) else hidden).update(_paths(changeset))
+            (seen if sees(who, changeset) else hidden).update(_paths(changeset))
     files = sorted(p for p in seen - hidden if p.startswith(roots))
     patch = "".join(home.repo.diff(va.commit, vb.commit, path=p) for p in files)
     return VersionDiff(a=a, b=b, patch=patch)
@@ -183,8 +156,6 @@ def diff_versions(a: VersionNo, b: VersionNo, home: HomeDep, who: PrincipalDep) 
 
 def _paths(changeset: ChangeSet) -> set[str]:
     """The files a change set wrote: its artifacts, and the playbooks its item deltas re-rendered."""
-    from crystallise.ledger import playbook_path
-
     out = set()
     for d in changeset.deltas:
         if d.target == "artifact" and d.path:

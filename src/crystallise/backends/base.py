@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "Completion", "CompletionRequest", "Message"]
+__all__ = ["Backend", "Completion", "CompletionRequest", "Message", "approx_tokens"]
+
+
+def approx_tokens(text: str) -> int:
+    """~4 characters a token: good enough for budgets and reports, and model-independent."""
+    return (len(text) + 3) // 4
 
 
 @dataclass

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crystallise.config import default_home_path, models_dir_for
 from crystallise.errors import ConfigError, RuntimeFailure
 
 __all__ = [
@@ -144,8 +145,6 @@ def default_models_dir() -> Path:
 
     Read at call time, so tests and users can point it elsewhere with the environment.
     """
-    from crystallise.home import default_home_path, models_dir_for
-
     return models_dir_for(default_home_path())
 
 

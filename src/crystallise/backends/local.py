@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crystallise.config import ENV_LLAMA_EXTRA_BUFTS, env
 from crystallise.backends import catalog
 from crystallise.backends.base import Completion, CompletionRequest
 from crystallise.errors import BackendError, ConfigError, ValidationError
@@ -88,7 +89,7 @@ def _extra_bufts_wanted() -> bool:
     extra buffer types are off (costs ~20% decode speed there); elsewhere they stay
     on. CRYSTALLISE_LLAMA_EXTRA_BUFTS=1 / 0 forces either way.
     """
-    forced = os.environ.get("CRYSTALLISE_LLAMA_EXTRA_BUFTS", "").strip().lower()
+    forced = (env(ENV_LLAMA_EXTRA_BUFTS) or "").strip().lower()
     if forced in {"1", "true", "yes", "on"}:
         return True
     if forced in {"0", "false", "no", "off"}:

@@ -14,11 +14,11 @@ then enforced only by `structured.complete_json`'s validation and repair.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crystallise.config import env
 from crystallise.backends.base import Completion, CompletionRequest
 from crystallise.errors import BackendError, ConfigError
 
@@ -37,7 +37,7 @@ class _SchemaRejected(Exception):
 
 def _env(*names: str) -> str | None:
     for name in names:
-        value = os.environ.get(name)
+        value = env(name)
         if value:
             return value
     return None

@@ -122,7 +122,7 @@ def load_registry() -> BackendRegistry:
             continue
         try:
             ep.load()(registry)
-        except Exception as exc:  # a broken plugin must not take the built-ins down with it
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the built-ins down with it
             warnings.warn(
                 f"backend plugin {ep.name!r} ({ep.value}) failed to load: {exc!r}; "
                 "reinstall or uninstall it",

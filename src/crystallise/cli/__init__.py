@@ -27,7 +27,7 @@ import click
 from rich.console import Console
 
 from crystallise.errors import CrystalliseError, UserError
-from crystallise.home import ENV_HOME, Home, default_home_path, models_dir_for
+from crystallise.engine.home import ENV_HOME, Home, default_home_path, models_dir_for
 
 console = Console(stderr=True)
 # Piped output (make demo, CI logs) gets wide tables instead of rich's 80-column default.

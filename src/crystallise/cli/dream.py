@@ -29,7 +29,7 @@ def register(main: click.Group) -> None:
     def dream(ctx: click.Context, since: str | None, agent: str | None, org: str | None, user: str | None,
               model: str | None, dry_run: bool, history: int | None, as_json: bool) -> None:
         """Credit, critique failures, curate, dedup and forget — one change set per scope."""
-        from crystallise.context.dream import dream as run_dream
+        from crystallise.engine.dream import dream as run_dream
         from crystallise.types import Scope
 
         home = open_home(ctx)

@@ -82,8 +82,8 @@ def register(main: click.Group) -> None:
                dry_run: bool, as_json: bool) -> None:
         """Undo a version, or everything learned from a trace or user, as one new version."""
         from crystallise.errors import ValidationError
-        from crystallise.governance.undo import plan_undo, undo
-        from crystallise.ledger import Committer
+        from crystallise.engine.undo import plan_undo, undo
+        from crystallise.engine.committer import Committer
 
         home = open_home(ctx)
         if version is not None:

@@ -69,7 +69,7 @@ def register(main: click.Group) -> None:
                  section: str, source: str, trust: float | None, key: str | None, valid_from: str | None,
                  valid_to: str | None, trace_id: str | None, as_json: bool) -> None:
         """Remember TEXT in a scope, now (a user's item never reaches another user)."""
-        from crystallise.context.memory import remember as do_remember
+        from crystallise.engine.memory import remember as do_remember
 
         home = open_home(ctx)
         item = do_remember(text, agent=agent, org=org, user=user, kind=kind, section=section, source=source,
@@ -104,7 +104,7 @@ def register(main: click.Group) -> None:
                 raise ValidationError("forget needs an item ID, --query Q, or --user U (to delete a user's data)")
             _forget_user(home, user, org, all_orgs, yes, as_json)
             return
-        from crystallise.context.memory import forget as do_forget
+        from crystallise.engine.memory import forget as do_forget
 
         gone = do_forget(item_id, query=query, agent=agent, org=org, user=user, home=home)
         if emit([_item_row(it) for it in gone], as_json):
@@ -115,7 +115,7 @@ def register(main: click.Group) -> None:
             out.print(f"forgot {it.id} ({it.level}): {escape(it.text)}")
 
     def _forget_user(home: Any, user: str, org: str | None, all_orgs: bool, yes: bool, as_json: bool) -> None:
-        from crystallise.context.forget_user import forget_user
+        from crystallise.engine.forget_user import forget_user
 
         if not yes:
             if as_json or not click.get_text_stream("stdin").isatty():
@@ -144,7 +144,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def items_show(ctx: click.Context, item_id: str, as_json: bool) -> None:
         """One item with its history: every delta that changed it, oldest first."""
-        from crystallise.context.memory import history
+        from crystallise.engine.memory import history
 
         home = open_home(ctx)
         item = home.store.get_item(item_id)
@@ -176,7 +176,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def items_history(ctx: click.Context, user: str, org: str | None, limit: int, as_json: bool) -> None:
         """A user's changes in the store's user ledger, newest first (agent/org changes: `crystallise log`)."""
-        from crystallise.context.memory import changes
+        from crystallise.engine.memory import changes
 
         found = changes(user, org=org, limit=limit, home=open_home(ctx))
         if emit([cs.to_dict() for cs in found], as_json):
@@ -194,7 +194,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def items_revert(ctx: click.Context, changeset_id: str, reason: str) -> None:
         """Undo a user-level change (a change set of `items history`), as a new change."""
-        from crystallise.context.memory import revert_change
+        from crystallise.engine.memory import revert_change
 
         if changeset_id.isdigit():
             raise ValidationError(f"{changeset_id} looks like a version number: undo versions with "
@@ -210,7 +210,7 @@ def register(main: click.Group) -> None:
     def items_accept(ctx: click.Context, item_id: str, agent: str, org: str | None, user: str | None,
                      reason: str) -> None:
         """Release a quarantined item after review (it becomes active)."""
-        from crystallise.context.memory import accept
+        from crystallise.engine.memory import accept
 
         item = accept(item_id, agent=agent, org=org, user=user, reason=reason, home=open_home(ctx))
         out.print(f"{item.id} is {item.status}: {escape(item.text)}")
@@ -221,7 +221,8 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def items_extract(ctx: click.Context, model: str | None, as_json: bool) -> None:
         """Propose items from traces recorded since the last run; they stay quarantined until corroborated."""
-        from crystallise.context.extract import ExtractionLearner, LLMExtractor, RuleExtractor, run_extraction
+        from crystallise.context.extract import ExtractionLearner, LLMExtractor, RuleExtractor
+        from crystallise.engine.extract import run_extraction
 
         home = open_home(ctx)
         extractor = LLMExtractor(home.backend(model)) if model else RuleExtractor()
@@ -241,7 +242,8 @@ def register(main: click.Group) -> None:
     def items_promote(ctx: click.Context, agent: str, org: str | None, min_users: int, accept_all: bool,
                       as_json: bool) -> None:
         """Lessons held by several users become org/agent items — through a review verdict."""
-        from crystallise.context.promote import PromotionLearner, promote
+        from crystallise.context.promote import PromotionLearner
+        from crystallise.engine.promote import promote
         from crystallise.types import Verdict
 
         def gate(cs: Any) -> Verdict:

@@ -106,7 +106,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def review_approve(ctx: click.Context, changeset_id: str, by: str, note: str) -> None:
         """Commit a waiting proposal as a version."""
-        from crystallise.ledger import Committer
+        from crystallise.engine.committer import Committer
 
         home = open_home(ctx)
         version = rv.approve(Committer(home), changeset_id, by=by, note=note)

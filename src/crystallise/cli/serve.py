@@ -47,7 +47,8 @@ def register(main: click.Group) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
-            from crystallise.api import KeyRing, create_app, create_key, is_loopback, revoke_key
+            from crystallise.api import KeyRing, create_key, is_loopback, revoke_key
+            from crystallise.server import create_app
         except ImportError as e:
             raise click.ClickException(str(e)) from e
 

@@ -31,7 +31,7 @@ def register(main: click.Group) -> None:
     def recall(ctx: click.Context, query: str, agent: str, org: str | None, user: str | None, k: int,
                kind: str | None, mode: str, follow_links: bool, as_json: bool) -> None:
         """The items most relevant to QUERY that a scope may see (hybrid BM25 + embeddings)."""
-        from crystallise.context.retrieve import search
+        from crystallise.engine.serving import search
 
         timings: dict[str, float] = {}
         hits = search(query, agent=agent, org=org, user=user, k=k, kind=kind, mode=mode,  # type: ignore[arg-type]
@@ -57,11 +57,11 @@ def register(main: click.Group) -> None:
         """Embed every active item that has no stored vector for the embedder."""
         from rich.progress import Progress
 
-        from crystallise.context.embed import embedder_for, get_embedder
+        from crystallise.context.embed import get_embedder
         from crystallise.context.index import backfill
 
         home = open_home(ctx)
-        emb = get_embedder(embedder) if embedder else embedder_for(home)
+        emb = get_embedder(embedder) if embedder else home.embedder()
         with Progress(console=console, transient=True) as bar:
             job = bar.add_task(f"embedding with {emb.name}", total=None)
             counts = backfill(home.store, emb, progress=lambda _d, done, total: bar.update(job, completed=done,
@@ -77,12 +77,11 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def notes_link(ctx: click.Context, relink: bool) -> None:
         """Link every note to its nearest related items (both directions)."""
-        from crystallise.context.embed import embedder_for
         from crystallise.context.index import index_for
         from crystallise.context.notes import link_all
 
         home = open_home(ctx)
-        n = link_all(home.store, index_for(home.store, embedder_for(home)), relink=relink)
+        n = link_all(home.store, index_for(home.store, home.embedder()), relink=relink)
         out.print(f"{n} links written")
 
     @main.group()
@@ -96,7 +95,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def skills_list(ctx: click.Context, agent: str | None, org: str | None, as_json: bool) -> None:
         """Skills with their scope, source and trust."""
-        from crystallise.context.skills import list_skills
+        from crystallise.engine.skills import list_skills
 
         found = list_skills(open_home(ctx), agent=agent, org=org)
         rows = [{"name": s.name, "description": s.description, "level": s.level, "agent": s.agent, "org": s.org,
@@ -115,7 +114,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def skills_show(ctx: click.Context, name: str, as_json: bool) -> None:
         """One skill's SKILL.md (its body is what `load_skill` puts in a pack)."""
-        from crystallise.context.skills import load_skill
+        from crystallise.engine.skills import load_skill
 
         s = load_skill(name, home=open_home(ctx))
         if emit({**s.record(), "description": s.description, "text": s.text}, as_json):
@@ -131,7 +130,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def skills_import(ctx: click.Context, folder: Path, agent: str, org: str | None, trust: float) -> None:
         """Import a skill folder (with SKILL.md) or a folder of them, as one version."""
-        from crystallise.context.skills import import_skills
+        from crystallise.engine.skills import import_skills
 
         version, found, skipped = import_skills(open_home(ctx), folder, agent=agent, org=org, trust=trust)
         names = ", ".join(s.name for s in found)
@@ -149,7 +148,7 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def skills_export(ctx: click.Context, folder: Path, names: tuple[str, ...]) -> None:
         """Write skill folders (SKILL.md and their files, as stored) under FOLDER."""
-        from crystallise.context.skills import export_skills
+        from crystallise.engine.skills import export_skills
 
         written = export_skills(open_home(ctx), folder, names=list(names) or None)
         out.print(f"exported {len(written)} skill(s) to {folder}")
@@ -163,10 +162,11 @@ def register(main: click.Group) -> None:
     def skills_learn(ctx: click.Context, agent: str, org: str | None, min_traces: int, limit: int) -> None:
         """Propose skills from procedures that keep succeeding; the gate decides; accepted ones become versions."""
         from crystallise.context.skill_learner import SkillLearner
+        from crystallise.engine.skills import learn_skills
 
         home = open_home(ctx)
         traces = home.store.list_traces(agent=agent, org=org, limit=limit, with_children=True)
-        results = SkillLearner(min_traces=min_traces).learn(home, traces, agent=agent, org=org)
+        results = learn_skills(home, learner=SkillLearner(min_traces=min_traces), traces=traces, agent=agent, org=org)
         if not results:
             out.print(f"no new procedure with {min_traces}+ successful runs in {len(traces)} traces")
         for cs, version in results:

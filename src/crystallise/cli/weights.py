@@ -103,7 +103,7 @@ def register(main: click.Group) -> None:
         """Train the scope's next adapter, measure target gain and forgetting, gate, commit on accept."""
         from crystallise.gate import WeightsPolicy
         from crystallise.weights.dataset import read_jsonl
-        from crystallise.weights.learn import learn_adapter
+        from crystallise.engine.adapters import learn_adapter
         from crystallise.weights.train import TrainConfig
 
         home = open_home(ctx)
@@ -245,7 +245,7 @@ def register(main: click.Group) -> None:
         """STaR: sample answers, keep the verified ones, train, gate; repeat while the gate accepts."""
         from crystallise.gate import WeightsPolicy
         from crystallise.weights.dataset import read_jsonl
-        from crystallise.weights.distill import Problem, StarConfig, star
+        from crystallise.engine.distill import Problem, StarConfig, star
         from crystallise.weights.evaluate import held_out
         from crystallise.weights.train import TrainConfig
 

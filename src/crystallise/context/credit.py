@@ -4,11 +4,12 @@
       -> usage rows (trace, item, +1 helpful | -1 harmful | 0 no outcome yet, when it ran)
       -> store.record_usage: logged once per (trace, item); credit moves only for a new row
 
-The rule is reflect.py's `credit` (an explicit score >= 0.5 is a success; revoked traces earn
-nothing); the difference is the log. Because each (trace, item) pair is credited once, the
-loop and the dreamer can both credit the same traces, and a run killed between crediting and
-moving its watermark can simply be run again. The log also says when an item was last
-*used* (shown in a recorded run), which the forgetting policy reads.
+The rule is `crystallise.evidence.outcome_of` (an explicit score >= 0.5 is a success; revoked
+traces earn nothing), as for reflect.py's `credit`; the difference is the log. Because each
+(trace, item) pair is credited once, the loop and the dreamer can both credit the same
+traces, and a run killed between crediting and moving its watermark can simply be run again.
+The log also says when an item was last *used* (shown in a recorded run), which the
+forgetting policy reads.
 
     >>> from crystallise.types import Feedback, Span, Trace
     >>> t = Trace(spans=[Span("context", "retrieval", attributes={"shown_items": ["it_a"]})],
@@ -20,22 +21,13 @@ moving its watermark can simply be run again. The log also says when an item was
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from crystallise.context.reflect import shown_items
+from crystallise.evidence import outcome_of
+from crystallise.store.base import Store
 from crystallise.types import Trace
 
 __all__ = ["failed", "outcome_of", "record_credit", "usage_rows"]
-
-
-def outcome_of(trace: Trace) -> int | None:
-    """+1 (succeeded), -1 (failed), 0 (no outcome yet) or None (revoked: earns nothing, teaches nothing)."""
-    if any(f.kind == "revoked" for f in trace.feedback):
-        return None
-    score = trace.outcome
-    if score is None:
-        return 0
-    return 1 if score >= 0.5 else -1
 
 
 def failed(trace: Trace) -> bool:
@@ -55,6 +47,6 @@ def usage_rows(traces: Sequence[Trace]) -> list[tuple[str, str, int, float]]:
     return rows
 
 
-def record_credit(store: Any, traces: Sequence[Trace], *, watermark: tuple[str, int] | None = None) -> dict[str, int]:
+def record_credit(store: Store, traces: Sequence[Trace], *, watermark: tuple[str, int] | None = None) -> dict[str, int]:
     """Credit the items `traces` showed, once per (trace, item); returns {"new", "helpful", "harmful"}."""
     return store.record_usage(usage_rows(traces), watermark=watermark)

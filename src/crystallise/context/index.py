@@ -27,7 +27,6 @@ outside the ledger (e.g. a user's hard deletion) is never shown even before a sy
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -36,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from crystallise.config import ENV_PREFILTER_MIN, env
 from crystallise.context.embed import Embedder
 from crystallise.context.lexical import BM25Index
 from crystallise.context.query_dates import observed_at
+from crystallise.store.base import Store
 from crystallise.store.vectors import text_sha
 from crystallise.types import Item
 
@@ -51,7 +52,12 @@ Progress = Callable[[str, int, int], None]
 KINDS = ("memory", "bullet", "skill", "note")
 # Blocks at least this large prefilter vector search by sign bits (Block.vector_top); below it,
 # the exact matvec is already fast. Env CRYSTALLISE_PREFILTER_MIN overrides (0 = always).
-PREFILTER_MIN = int(os.environ.get("CRYSTALLISE_PREFILTER_MIN", "20000"))
+PREFILTER_MIN = 20000
+
+
+def prefilter_min() -> int:
+    """`PREFILTER_MIN`, or $CRYSTALLISE_PREFILTER_MIN (read when a search runs, not at import)."""
+    return int(env(ENV_PREFILTER_MIN) or PREFILTER_MIN)
 PREFILTER_OVERSAMPLE = 10  # candidates kept by the prefilter per result asked for (at least 1,000)
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 EMBED_BATCH = 256
@@ -202,7 +208,7 @@ class Block:
         if n == 0 or k <= 0 or not mask.any():
             return []
         candidates = None
-        if n >= PREFILTER_MIN:
+        if n >= prefilter_min():
             keep = max(PREFILTER_OVERSAMPLE * k, 1000)
             if keep < int(mask.sum()):
                 candidates = self._prefilter(query, keep, mask)
@@ -272,7 +278,7 @@ class ScopeIndex:
         self.on_new: list[Callable[[Any, list[Item]], None]] = []  # hooks: note linking (notes.py)
 
     # -- sync ---------------------------------------------------------------------------
-    def sync(self, store: Any, progress: Progress | None = None) -> int:
+    def sync(self, store: Store, progress: Progress | None = None) -> int:
         """Bring the index up to date with the store; returns how many items were (re)indexed."""
         with self.lock:
             mark = store.item_watermark()
@@ -304,7 +310,7 @@ class ScopeIndex:
             if key is not None:
                 self.blocks[key].remove(item_id)
 
-    def _index(self, store: Any, items: Sequence[Item], progress: Progress | None) -> None:
+    def _index(self, store: Store, items: Sequence[Item], progress: Progress | None) -> None:
         vectors = self.vectors(store, items, progress)
         for item in items:
             key = block_key(item)
@@ -317,7 +323,7 @@ class ScopeIndex:
             block.put(item, vectors[item.id])
             self.where[item.id] = key
 
-    def vectors(self, store: Any, items: Sequence[Item], progress: Progress | None = None) -> dict[str, np.ndarray]:
+    def vectors(self, store: Store, items: Sequence[Item], progress: Progress | None = None) -> dict[str, np.ndarray]:
         """Vectors of `items`: from the store when their text hash matches, else embedded and stored."""
         name = self.embedder.name
         wanted = {it.id: text_sha(embed_text(it)) for it in items}
@@ -356,7 +362,7 @@ _INDEXES_LOCK = threading.Lock()
 MAX_INDEXES = 8
 
 
-def index_for(store: Any, embedder: Embedder) -> ScopeIndex:
+def index_for(store: Store, embedder: Embedder) -> ScopeIndex:
     """The process's index for a store URL and an embedder (least recently used of 8 kept)."""
     key = (str(store.url), embedder.name)
     with _INDEXES_LOCK:
@@ -372,7 +378,7 @@ def index_for(store: Any, embedder: Embedder) -> ScopeIndex:
         return index
 
 
-def backfill(store: Any, embedder: Embedder, progress: Progress | None = None) -> dict[str, int]:
+def backfill(store: Store, embedder: Embedder, progress: Progress | None = None) -> dict[str, int]:
     """Embed every active item that has no current vector for `embedder`; returns counts."""
     index = index_for(store, embedder)
     before = index.embedded

@@ -24,8 +24,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from crystallise.config import ENV_LINK_THRESHOLD, env
 from crystallise.context.lexical import STOP_WORDS
 from crystallise.errors import ValidationError
+from crystallise.store.base import Store
 from crystallise.types import Item
 
 __all__ = ["LINK_THRESHOLDS", "keywords", "link_all", "link_new_notes", "make_note", "neighbours"]
@@ -77,11 +79,9 @@ def make_note(
 
 
 def threshold_for(embedder_name: str) -> float:
-    import os
-
-    env = os.environ.get("CRYSTALLISE_LINK_THRESHOLD")
-    if env:
-        return float(env)
+    forced = env(ENV_LINK_THRESHOLD)
+    if forced:
+        return float(forced)
     family = embedder_name.split("-", 1)[0]
     return LINK_THRESHOLDS.get(family, 0.5)
 
@@ -126,7 +126,7 @@ def _links_for(index: Any, notes: Sequence[Item]) -> list[tuple[str, str, float,
     return links
 
 
-def link_new_notes(store: Any, index: Any, new: Sequence[Item]) -> int:
+def link_new_notes(store: Store, index: Any, new: Sequence[Item]) -> int:
     """The index's sync hook: link each newly seen note to its neighbours, both directions."""
     notes = [it for it in new if it.kind == "note"]
     if not notes:
@@ -138,7 +138,7 @@ def link_new_notes(store: Any, index: Any, new: Sequence[Item]) -> int:
     return store.put_links(_links_for(index, todo)) if todo else 0
 
 
-def link_all(store: Any, index: Any, *, relink: bool = False) -> int:
+def link_all(store: Store, index: Any, *, relink: bool = False) -> int:
     """Link every indexed note (those without links, or all with `relink`); returns links written."""
     from crystallise.context.index import KINDS
 

@@ -3,6 +3,7 @@
     user items of an org ─► cluster by similarity ─► clusters with >= min_users distinct users
                         ─► one ChangeSet per lesson (add an org-level item; no verdict)
                         ─► gate(cs) -> Verdict ─► accept: Committer (a version) | else kept as evidence
+                            (that step is `crystallise.engine.promote`: this module only proposes)
 
 Two independent checks stand between one user's words and everyone's context: evidence
 from several *distinct* users (default 3; one user repeating themselves counts once), and
@@ -25,14 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from crystallise.context import deltas as build
-from crystallise.context.items import Similarity, lexical_similarity, normalise, validate_scope
+from crystallise.context.items import Similarity, lexical_similarity, normalise
 from crystallise.errors import ValidationError
-from crystallise.governance.review import PendingReview
-from crystallise.home import Home
 from crystallise.store.userdata import user_hash
-from crystallise.types import ChangeSet, Item, Scope, Verdict, Version
+from crystallise.types import ChangeSet, Item, Scope, Verdict
 
-__all__ = ["Gate", "PromotionLearner", "promote"]
+__all__ = ["Gate", "PromotionLearner"]
 
 Gate = Callable[[ChangeSet], Verdict]
 
@@ -101,43 +100,3 @@ class PromotionLearner:
                 evidence={"distinct_users": len(users), "min_users": self.min_users, "user_items": len(group)},
             ))
         return out
-
-
-def promote(
-    home: Home,
-    *,
-    gate: Gate,
-    agent: str = "default",
-    org: str | None = None,
-    learner: PromotionLearner | None = None,
-) -> tuple[list[Version], list[ChangeSet]]:
-    """Propose promotions for an org (or an agent's org-less users), gate each, commit the accepted.
-
-    Returns (versions committed, change sets not accepted — saved in the store as evidence).
-    """
-    from crystallise.ledger import Committer
-
-    target = validate_scope(agent, org)
-    learner = learner or PromotionLearner()
-    store = home.store
-    user_items = store.items_of_all_users(org=org, agent=None if org else agent, status=("active",))
-    existing = store.query_items(agent=agent, org=org, levels=(target.level,), status=("active", "quarantined"),
-                                 limit=1_000_000)
-    committed: list[Version] = []
-    held: list[ChangeSet] = []
-    committer: Committer | None = None
-    for cs in learner.propose(user_items, target, existing):
-        if int(cs.evidence.get("distinct_users", 0)) < learner.min_users:  # never trust the proposal alone
-            continue
-        cs.verdict = gate(cs)
-        if cs.verdict.decision == "accept":
-            committer = committer or Committer(home)
-            try:
-                committed.append(committer.commit(cs))
-            except PendingReview:  # a review rule holds it: saved as needs_review by the Committer
-                held.append(cs)
-        else:
-            cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
-            store.save_changeset(cs)
-            held.append(cs)
-    return committed, held

@@ -20,7 +20,7 @@ from typing import Any
 
 from crystallise.backends.base import Backend, CompletionRequest, Message
 from crystallise.errors import BackendError
-from crystallise.harness.learn import VerifiedCase
+from crystallise.evidence import VerifiedCase, outcome_of
 from crystallise.types import ChangeSet, Delta, Item, Scope, Trace
 
 __all__ = ["ReflectionLearner", "credit", "shown_items"]
@@ -55,11 +55,11 @@ def credit(traces: Sequence[Trace]) -> tuple[Counter[str], Counter[str]]:
     helpful: Counter[str] = Counter()
     harmful: Counter[str] = Counter()
     for t in traces:
-        outcome = t.outcome
-        if outcome is None or any(f.kind == "revoked" for f in t.feedback):
+        outcome = outcome_of(t)
+        if not outcome:  # no outcome yet, or revoked
             continue
         for item_id in shown_items(t):
-            (helpful if outcome >= 0.5 else harmful)[item_id] += 1
+            (helpful if outcome > 0 else harmful)[item_id] += 1
     return helpful, harmful
 
 

@@ -1,6 +1,7 @@
 """Hybrid retrieval: BM25 + embedding similarity, fused by reciprocal rank, within one scope.
 
-    recall("when did Caroline join the support group?", user="conv-26", k=10) -> [Item, ...]
+    search("when did Caroline join the support group?", store=store, embedder=emb, user="conv-26", k=10)
+        -> [Hit(item, score, ranks), ...]    (`crystallise.engine.serving.recall` for a home: its items)
 
     1. sync the process's index with the store (one indexed read when nothing changed)
     2. lexical list: BM25 over each visible block (user, org, agent)          lexical.py
@@ -28,14 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from crystallise.context.embed import Embedder, embedder_for
+from crystallise.context.embed import Embedder
 from crystallise.context.index import KINDS, block_key, index_for, visible_keys
 from crystallise.context.query_dates import date_window
 from crystallise.errors import ValidationError
-from crystallise.home import Home
+from crystallise.store.base import Store
 from crystallise.types import Item, now
 
-__all__ = ["RRF_K", "Hit", "recall", "search"]
+__all__ = ["RRF_K", "Hit", "search"]
 
 RRF_K = 60
 Mode = Literal["hybrid", "lexical", "vector"]
@@ -62,7 +63,7 @@ def _kinds(kind: str | Sequence[str] | None) -> list[str] | None:
     return kinds
 
 
-def _check(query: Any, k: Any, mode: str, agent: Any, org: Any, user: Any) -> None:
+def check_query(query: Any, k: Any, mode: str, agent: Any, org: Any, user: Any) -> None:
     if not isinstance(query, str) or not query.strip():
         raise ValidationError("recall needs a non-empty query string (what the agent is about to answer)")
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
@@ -79,6 +80,8 @@ def _check(query: Any, k: Any, mode: str, agent: Any, org: Any, user: Any) -> No
 def search(
     query: str,
     *,
+    store: Store,
+    embedder: Embedder,
     agent: str = "default",
     org: str | None = None,
     user: str | None = None,
@@ -88,8 +91,6 @@ def search(
     follow_links: bool = False,
     as_of: float | None = None,
     depth: int | None = None,
-    home: Home | None = None,
-    embedder: Embedder | None = None,
     timings: dict[str, float] | None = None,
     dates: bool = True,
 ) -> list[Hit]:
@@ -100,11 +101,9 @@ def search(
     ignores dates named in the query; `timings`, if given, receives `sync_ms`, `embed_ms`
     (the query embedding), `search_ms`, `fetch_ms`.
     """
-    _check(query, k, mode, agent, org, user)
+    check_query(query, k, mode, agent, org, user)
     kinds = _kinds(kind)
-    h = home or Home.from_env()
-    store = h.store
-    emb = embedder or embedder_for(h)
+    emb = embedder
     t0 = time.perf_counter()
     index = index_for(store, emb)
     index.sync(store)
@@ -180,7 +179,7 @@ def _date_list(index: Any, fused: dict[str, float], window: tuple[float, float])
     return inside
 
 
-def _link_list(store: Any, index: Any, top: list[str], masks: dict, agent: str, org: str | None,
+def _link_list(store: Store, index: Any, top: list[str], masks: dict, agent: str, org: str | None,
                user: str | None) -> list[str]:
     """Items linked from the top hits, in (parent rank, link strength) order, visible ones only."""
     allowed = set(visible_keys(agent, org, user))
@@ -197,7 +196,7 @@ def _link_list(store: Any, index: Any, top: list[str], masks: dict, agent: str, 
     return out
 
 
-def _fresh(store: Any, index: Any, ids: list[str], agent: str, org: str | None, user: str | None,
+def _fresh(store: Store, index: Any, ids: list[str], agent: str, org: str | None, user: str | None,
            kinds: list[str] | None, fused: dict[str, float], ranks: dict[str, dict[str, int]]) -> list[Hit]:
     """The winners as stored now; stale index entries are dropped from the index and the answer."""
     if not ids:
@@ -214,29 +213,3 @@ def _fresh(store: Any, index: Any, ids: list[str], agent: str, org: str | None, 
             continue  # moved scope since the index saw it: the next sync re-files it
         hits.append(Hit(item=item, score=fused[item_id], ranks=ranks.get(item_id, {})))
     return hits
-
-
-def recall(
-    query: str,
-    *,
-    agent: str = "default",
-    org: str | None = None,
-    user: str | None = None,
-    k: int = 10,
-    home: Home | None = None,
-    kind: str | Sequence[str] | None = None,
-    mode: Mode = "hybrid",
-    follow_links: bool = False,
-    as_of: float | None = None,
-) -> list[Item]:
-    """The `k` items most relevant to `query` that the scope may see, best first.
-
-    Hybrid (BM25 + embeddings, RRF) by default; `mode="lexical"` or `"vector"` uses one
-    list; `follow_links=True` also ranks the items linked to the top hits (one hop).
-    A user's items only ever reach that user; ties go user > org > agent.
-
-    >>> recall("refund window", agent="support", user="u1", k=3)   # doctest: +SKIP
-    [Item(text='Refunds are accepted within 30 days', ...), ...]
-    """
-    return [hit.item for hit in search(query, agent=agent, org=org, user=user, k=k, kind=kind, mode=mode,
-                                       follow_links=follow_links, as_of=as_of, home=home)]

@@ -34,10 +34,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.context.skills import Skill, list_skills, skill_changeset
+from crystallise.evidence import is_revoked, outcome_of
 from crystallise.gate import CaseResult, GatePolicy, decide
-from crystallise.home import Home
-from crystallise.types import ChangeSet, Trace, Version
+from crystallise.store.base import Store
+from crystallise.types import ChangeSet, Trace
 
 __all__ = ["Procedure", "SkillLearner", "procedures", "signature", "succeeded"]
 
@@ -51,9 +53,9 @@ def signature(trace: Trace) -> tuple[str, ...]:
 
 
 def succeeded(trace: Trace) -> bool:
-    outcome = trace.outcome
-    if outcome is not None:
-        return outcome >= 0.5
+    outcome = outcome_of(trace)
+    if outcome:
+        return outcome > 0
     return trace.status == "ok" and not any(s.error for s in trace.spans)
 
 
@@ -86,7 +88,7 @@ def procedures(traces: Sequence[Trace]) -> list[Procedure]:
     groups: dict[tuple[str, tuple[str, ...]], Procedure] = {}
     for t in traces:
         steps = signature(t)
-        if not steps:
+        if not steps or is_revoked(t):  # a revoked run is no evidence (crystallise.evidence)
             continue
         p = groups.setdefault((t.name, steps), Procedure(t.name, steps, [], []))
         (p.successes if succeeded(t) else p.failures).append(t)
@@ -133,10 +135,10 @@ class SkillLearner:
         self.min_traces, self.min_success, self.holdout = min_traces, min_success, holdout
         self.policy = policy or GatePolicy(min_cases=5)
 
-    def propose(self, home: Home, traces: Sequence[Trace], *, agent: str = "default",
+    def propose(self, repo: ArtifactRepo, store: Store, traces: Sequence[Trace], *, agent: str = "default",
                 org: str | None = None) -> list[tuple[ChangeSet, Procedure]]:
         """Change sets (not yet gated) for new procedures found in the fit share of `traces`."""
-        existing = {s.name for s in list_skills(home)}
+        existing = {s.name for s in list_skills(repo)}
         fit = [t for t in traces if not held_out(t, self.holdout)]
         out = []
         for p in procedures(fit):
@@ -144,7 +146,7 @@ class SkillLearner:
                 continue
             existing.add(p.name)
             skill = _skill(p, (agent, org))
-            cs = skill_changeset(home, [skill], learner=self.name, summary=f"skills: learn {skill.name}",
+            cs = skill_changeset(repo, store, [skill], learner=self.name, summary=f"skills: learn {skill.name}",
                                  evidence={"task": p.task, "steps": list(p.steps), "successes": len(p.successes),
                                            "failures": len(p.failures)})
             out.append((cs, p))
@@ -153,7 +155,8 @@ class SkillLearner:
     def evaluate(self, p: Procedure, traces: Sequence[Trace],
                  runner: Runner | None = None) -> tuple[list[CaseResult], list[CaseResult]]:
         """Paired (old, new) results on the held-out runs of the procedure's task (module docstring)."""
-        cases = [t for t in traces if t.name == p.task and held_out(t, self.holdout) and signature(t)]
+        cases = [t for t in traces if t.name == p.task and held_out(t, self.holdout) and signature(t)
+                 and not is_revoked(t)]
         old, new = [], []
         reliable = p.success_rate >= self.min_success
         for t in cases:
@@ -169,24 +172,13 @@ class SkillLearner:
                 new.append(CaseResult(t.id, reliable, None, cost=float(len(p.steps))))
         return old, new
 
-    def learn(self, home: Home, traces: Sequence[Trace], *, agent: str = "default", org: str | None = None,
-              runner: Runner | None = None) -> list[tuple[ChangeSet, Version | None]]:
-        """Propose, gate and commit: accepted skills become versions; the rest are kept as evidence."""
-        from crystallise.governance.review import PendingReview
-        from crystallise.ledger import Committer
-
-        results: list[tuple[ChangeSet, Version | None]] = []
-        for cs, p in self.propose(home, traces, agent=agent, org=org):
+    def gated(self, repo: ArtifactRepo, store: Store, traces: Sequence[Trace], *, agent: str = "default",
+              org: str | None = None, runner: Runner | None = None) -> list[ChangeSet]:
+        """Propose and gate: each change set carries its verdict (`engine.skills.learn_skills` commits)."""
+        out = []
+        for cs, p in self.propose(repo, store, traces, agent=agent, org=org):
             old, new = self.evaluate(p, traces, runner)
             cs.verdict = decide(old, new, self.policy)
             cs.evidence["gate_cases"] = len(old)
-            if cs.verdict.decision == "accept":
-                try:
-                    results.append((cs, Committer(home).commit(cs)))
-                except PendingReview:  # a review rule holds learned skills: it waits, saved, for a person
-                    results.append((cs, None))
-            else:
-                cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
-                home.store.save_changeset(cs)
-                results.append((cs, None))
-        return results
+            out.append(cs)
+        return out

@@ -18,7 +18,9 @@ A SKILL.md is YAML front matter + a Markdown body (agentskills.io specification)
 
 Progressive disclosure: each skill is also an item (kind "skill", text "name: description")
 so that assembly can show names and descriptions among the other items; the body is read
-from the repository only when the skill is loaded (`load_skill`, or a trigger, assemble.py).
+from the repository only when the skill is loaded (`read_skill`; for a home `engine.skills.load_skill`,
+or a trigger, engine/serving.py). Everything here reads the artifact repository passed in; the
+commits (import, learned skills) are `crystallise.engine.skills`.
 Skills are agent- or org-level knowledge, so they change only through change sets and
 land as versions; the record keeps where a skill came from (import, learned) and its trust,
 because a skill file is instructions the agent will follow. So an import is checked like any
@@ -37,19 +39,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.context.injection import RULES, SQUASHED_RULES, RuleDetector
 from crystallise.context.injection import detect as detect_instructions
 from crystallise.errors import NotFoundError, ValidationError
-from crystallise.home import Home
-from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version
+from crystallise.store.base import Store
+from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict
 
 __all__ = [
     "Skill",
     "export_skills",
-    "import_skills",
+    "import_changeset",
     "list_skills",
-    "load_skill",
     "parse_skill",
+    "read_skill",
     "render_skill",
     "skill_changeset",
 ]
@@ -236,10 +239,9 @@ def skill_folders(path: Path) -> list[Path]:
     return found
 
 
-def skill_changeset(home: Home, skills: list[Skill], *, learner: str, summary: str,
+def skill_changeset(repo: ArtifactRepo, store: Store, skills: list[Skill], *, learner: str, summary: str,
                     evidence: dict[str, Any] | None = None) -> ChangeSet:
     """Deltas that add or replace skills: their files, their records and their items (not yet gated)."""
-    repo, store = home.repo, home.store
     deltas: list[Delta] = []
     for skill in skills:
         skill.text = skill.text or render_skill(skill)
@@ -277,16 +279,14 @@ def skill_changeset(home: Home, skills: list[Skill], *, learner: str, summary: s
                      provenance=[p for s in skills for p in s.provenance], evidence=evidence or {})
 
 
-def import_skills(home: Home, path: Path, *, agent: str = "default", org: str | None = None,
-                  trust: float = 0.5) -> tuple[Version | None, list[Skill], list[str]]:
-    """Import one skill folder or a folder of them as one version; all or nothing.
+def import_changeset(repo: ArtifactRepo, store: Store, path: Path, *, agent: str = "default", org: str | None = None,
+                     trust: float = 0.5) -> tuple[ChangeSet, list[Skill], list[str]]:
+    """The change set that imports one skill folder or a folder of them; all or nothing.
 
-    Returns (the version or None if nothing changed, the skills, skipped binary files).
-    An import is a person's decision, so the change set carries an accept verdict that
-    says so (like defining a task); learned skills go through the gate (skill_learner.py).
+    Returns (the change set, the skills, skipped binary files). An import is a person's decision,
+    so a change set with deltas carries an accept verdict that says so (like defining a task);
+    learned skills go through the gate (skill_learner.py). `engine.skills.import_skills` commits it.
     """
-    from crystallise.ledger import Committer
-
     if not 0.0 <= trust <= 1.0:
         raise ValidationError(f"trust must be in [0, 1], not {trust}")
     folders = skill_folders(path)
@@ -303,7 +303,7 @@ def import_skills(home: Home, path: Path, *, agent: str = "default", org: str | 
         skill.source, skill.trust = "import", trust
         skill.provenance = []
         skill.flags = skill_flags(skill)
-        owner = _record(home, skill.name)
+        owner = _record(repo, skill.name)
         if owner is not None and (owner.get("level"), owner.get("agent"), owner.get("org")) != (
                 skill.level, skill.agent, skill.org):
             whose = f"org {owner.get('org')}" if owner.get("level") == "org" else f"agent {owner.get('agent')}"
@@ -315,16 +315,15 @@ def import_skills(home: Home, path: Path, *, agent: str = "default", org: str | 
     if problems:
         raise ValidationError("cannot import skills (nothing was imported):\n  " + "\n  ".join(problems))
     names = [s.name for s in skills]
-    cs = skill_changeset(home, skills, learner="skills-import",
+    cs = skill_changeset(repo, store, skills, learner="skills-import",
                          summary=f"skills: import {', '.join(names)}"[:200], evidence={"from": str(path)})
-    if not cs.deltas:
-        return None, skills, skipped
-    cs.verdict = Verdict(decision="accept", reason=f"skills imported by the user from {path}")
-    return Committer(home).commit(cs), skills, skipped
+    if cs.deltas:
+        cs.verdict = Verdict(decision="accept", reason=f"skills imported by the user from {path}")
+    return cs, skills, skipped
 
 
-def _record(home: Home, name: str) -> dict[str, Any] | None:
-    raw = home.repo.read(_record_path(name))
+def _record(repo: ArtifactRepo, name: str) -> dict[str, Any] | None:
+    raw = repo.read(_record_path(name))
     return json.loads(raw) if raw else None
 
 
@@ -336,21 +335,21 @@ def _visible(record: dict[str, Any], agent: str | None, org: str | None) -> bool
     return agent is None or record.get("agent") == agent
 
 
-def list_skills(home: Home, *, agent: str | None = None, org: str | None = None) -> list[Skill]:
-    """Skills in the repository visible to a scope (all of them when neither is given), by name."""
-    names = sorted({p.split("/")[1] for p in home.repo.list_files("skills/") if p.endswith("/SKILL.md")
+def list_skills(repo: ArtifactRepo, *, agent: str | None = None, org: str | None = None) -> list[Skill]:
+    """Skills in the artifact repository visible to a scope (all of them when neither is given), by name."""
+    names = sorted({p.split("/")[1] for p in repo.list_files("skills/") if p.endswith("/SKILL.md")
                     and p.count("/") == 2})
     out = []
     for name in names:
-        record = _record(home, name) or {"level": "agent", "agent": "default", "source": "unknown", "trust": 0.5}
+        record = _record(repo, name) or {"level": "agent", "agent": "default", "source": "unknown", "trust": 0.5}
         if not _visible(record, agent, org):
             continue
-        out.append(_skill_from_repo(home, name, record))
+        out.append(_skill_from_repo(repo, name, record))
     return out
 
 
-def _skill_from_repo(home: Home, name: str, record: dict[str, Any]) -> Skill:
-    text = home.repo.read(f"skills/{name}/SKILL.md")
+def _skill_from_repo(repo: ArtifactRepo, name: str, record: dict[str, Any]) -> Skill:
+    text = repo.read(f"skills/{name}/SKILL.md")
     if text is None:
         raise NotFoundError(f"skill {name!r} not found: run `crystallise skills list` to see the skills")
     skill = parse_skill(text, folder=name, where=f"skills/{name}/SKILL.md")
@@ -361,35 +360,31 @@ def _skill_from_repo(home: Home, name: str, record: dict[str, Any]) -> Skill:
     skill.trust = float(record.get("trust", 0.5))
     skill.provenance = list(record.get("provenance", []))
     for rel in record.get("files", []):
-        t = home.repo.read(f"skills/{name}/{rel}")
+        t = repo.read(f"skills/{name}/{rel}")
         if t is not None:
             skill.files[rel] = t
     return skill
 
 
-def load_skill(name: str, *, home: Home | None = None, agent: str | None = None, org: str | None = None) -> Skill:
-    """A skill with its body: the progressive-disclosure step (only names and descriptions are in packs).
+def read_skill(repo: ArtifactRepo, name: str, *, agent: str | None = None, org: str | None = None) -> Skill:
+    """A skill with its body from the artifact repository (`crystallise.engine.skills.load_skill` for a home).
 
     With `agent`/`org`, the skill must be visible to that scope (NotFoundError otherwise).
-
-    >>> load_skill("pdf-processing", agent="support").body   # doctest: +SKIP
-    '# PDF processing\\n...'
     """
-    h = home or Home.from_env()
-    record = _record(h, name)
-    if record is None and h.repo.read(f"skills/{name}/SKILL.md") is None:
+    record = _record(repo, name)
+    if record is None and repo.read(f"skills/{name}/SKILL.md") is None:
         raise NotFoundError(f"skill {name!r} not found: run `crystallise skills list` to see the skills")
     record = record or {"level": "agent", "agent": "default"}
     if not _visible(record, agent, org):
         raise NotFoundError(f"skill {name!r} is not available to agent {agent!r} / org {org!r}")
-    return _skill_from_repo(h, name, record)
+    return _skill_from_repo(repo, name, record)
 
 
-def export_skills(home: Home, dest: Path, *, names: list[str] | None = None, agent: str | None = None,
+def export_skills(repo: ArtifactRepo, dest: Path, *, names: list[str] | None = None, agent: str | None = None,
                   org: str | None = None) -> list[Path]:
     """Write skill folders (SKILL.md + their files, exactly as stored) under `dest`; returns the folders."""
     dest = Path(dest)
-    skills = list_skills(home, agent=agent, org=org)
+    skills = list_skills(repo, agent=agent, org=org)
     if names:
         missing = sorted(set(names) - {s.name for s in skills})
         if missing:

@@ -13,19 +13,29 @@ For LoRA adapters, `decide_adapter` adds the forgetting rule on retention suites
 
 from crystallise.gate.decide import GatePolicy, decide
 from crystallise.gate.stats import mcnemar_exact, paired_bootstrap
-from crystallise.gate.suite import Case, CaseResult, EvalSuite, run_suite
-from crystallise.gate.verifiers import VERIFIER_KINDS, score_exact, score_numeric, validate_spec, verify
+from crystallise.gate.suite import Case, CaseResult, EvalSuite, learner_may_add, run_suite
+from crystallise.gate.verifiers import (
+    DATA_VERIFIER_KINDS,
+    VERIFIER_KINDS,
+    score_exact,
+    score_numeric,
+    validate_spec,
+    verify,
+    verify_detail,
+)
 from crystallise.gate.weights import WeightsPolicy, decide_adapter, suite_accuracy
 
 __all__ = [
     "Case",
     "CaseResult",
+    "DATA_VERIFIER_KINDS",
     "EvalSuite",
     "GatePolicy",
     "VERIFIER_KINDS",
     "WeightsPolicy",
     "decide",
     "decide_adapter",
+    "learner_may_add",
     "mcnemar_exact",
     "paired_bootstrap",
     "run_suite",
@@ -34,4 +44,5 @@ __all__ = [
     "suite_accuracy",
     "validate_spec",
     "verify",
+    "verify_detail",
 ]

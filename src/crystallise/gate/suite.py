@@ -5,6 +5,7 @@
       .to_jsonl() one JSON object per line, fixed key order  -> tasks/<name>/evals.jsonl
       .add(cases) a NEW suite; existing cases are protected (learners may only add)
     run_suite(suite, fn) -> [CaseResult, ...]   one per case, in suite order
+    learner_may_add(verifier)                   may a learner add a case graded by it? (data verifiers only)
 
 A suite file looks like (one line per case, nested keys sorted so git diffs are clean):
 
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from crystallise.errors import ValidationError
-from crystallise.gate.verifiers import validate_spec, verify
+from crystallise.gate.verifiers import DATA_VERIFIER_KINDS, validate_spec, verify_detail
 
-__all__ = ["Case", "CaseResult", "EvalSuite", "run_suite"]
+__all__ = ["Case", "CaseResult", "EvalSuite", "learner_may_add", "run_suite"]
 
 
 def _sorted_keys(value: Any) -> Any:
@@ -203,6 +204,18 @@ class EvalSuite:
         return cls(name, [c for c in cases if c.id not in voided])
 
 
+def learner_may_add(verifier: Any) -> bool:
+    """Whether a learner may add an eval case graded by `verifier`: data verifiers only.
+
+    Python and judge verifiers are grader code; only a person adds them (governance/protect.py
+    asks this for every case a learner's change set appends).
+
+    >>> learner_may_add({"kind": "regex", "pattern": "[A-D]"}), learner_may_add({"kind": "python", "source": ""})
+    (True, False)
+    """
+    return isinstance(verifier, dict) and verifier.get("kind") in DATA_VERIFIER_KINDS
+
+
 def _unpack(returned: Any) -> tuple[Any, float, str | None]:
     """fn may return `output`, `(output, cost)` or `(output, cost, served_by)`."""
     if isinstance(returned, tuple) and len(returned) in (2, 3):
@@ -224,7 +237,8 @@ def run_suite(
 
     `fn` returns the output, or `(output, cost)`, or `(output, cost, served_by)`; a
     function whose real output is a 2-tuple should return `(output, 0.0)`. An exception
-    from `fn` becomes a failed result with the error text. Every verifier spec is checked
+    from `fn` becomes a failed result with the error text, and so does a grader that failed
+    (a python check that timed out, say: `error` says why). Every verifier spec is checked
     before anything runs, so a broken grader fails fast. `progress(done, total)` is
     called after each case.
 
@@ -239,11 +253,11 @@ def run_suite(
     for done, case in enumerate(suite.cases, start=1):
         try:
             output, cost, served_by = _unpack(fn(case.input))
-        except Exception as exc:  # the function under test failed: a failed case, not a failed run
+        except Exception as exc:  # noqa: BLE001 - the function under test failed: a failed case, not a failed run
             results.append(CaseResult(case.id, False, None, error=f"{type(exc).__name__}: {exc}"))
         else:
-            passed = verify(case.verifier, output, case.expected)
-            results.append(CaseResult(case.id, passed, output, cost=cost, served_by=served_by))
+            passed, why = verify_detail(case.verifier, output, case.expected)
+            results.append(CaseResult(case.id, passed, output, error=why, cost=cost, served_by=served_by))
         if progress is not None:
             progress(done, total)
     return results

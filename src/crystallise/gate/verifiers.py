@@ -1,4 +1,4 @@
-"""Verifiers: does one output pass one case? Pure functions of (spec, output, expected).
+"""Verifiers: does one output pass one case? Functions of (spec, output, expected).
 
 A verifier spec is a small JSON-able dict stored with each case, so graders are plain
 text a person can diff and no learner can quietly change:
@@ -9,27 +9,40 @@ text a person can diff and no learner can quietly change:
     {"kind": "numeric", "abs_tol": 0.01}                ... within a tolerance
     {"kind": "regex", "pattern": "[A-D]"}               re.fullmatch on str(output)
     {"kind": "json_schema", "schema": {...}}            output validates against schema
-    {"kind": "python", "source": "def check(output, expected): ..."}
+    {"kind": "python", "source": "def check(output, expected): ..."}   run in the sandbox
+
+The first four are *data verifiers*: plain data read by this module, the only kinds a learner
+may attach to a case it adds (`DATA_VERIFIER_KINDS`, enforced in governance/protect.py). A
+python verifier is grader code: a person writes it, the host only parses it, and `check` runs
+in the out-of-process sandbox on JSON values; only a `True` result passes (python_verifier.py).
 
 Every spec may also carry `name` and `description` for people. A bad spec raises
-`ValidationError` (a grader bug must be loud); a bad *output* just fails.
+`ValidationError` (a grader bug must be loud); a bad *output* just fails, and so does a
+python check that raises, times out or answers anything but `True` (`verify_detail` says why).
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import math
 import re
 from functools import lru_cache
-from collections.abc import Callable
 from typing import Any
 
 import jsonschema
 
 from crystallise.errors import ValidationError
+from crystallise.gate.python_verifier import run_check, validate_source
 
-__all__ = ["VERIFIER_KINDS", "score_exact", "score_numeric", "validate_spec", "verify"]
+__all__ = [
+    "DATA_VERIFIER_KINDS",
+    "VERIFIER_KINDS",
+    "score_exact",
+    "score_numeric",
+    "validate_spec",
+    "verify",
+    "verify_detail",
+]
 
 # kind -> option keys it accepts besides "kind" (and the free-text "name"/"description")
 _OPTIONS: dict[str, frozenset[str]] = {
@@ -43,6 +56,8 @@ _REQUIRED: dict[str, str] = {"json_schema": "schema", "python": "source", "regex
 _COMMON = frozenset({"kind", "name", "description"})
 
 VERIFIER_KINDS: tuple[str, ...] = tuple(sorted(_OPTIONS))
+# Verifiers that are data, not code: what a learner may grade the cases it adds with.
+DATA_VERIFIER_KINDS: frozenset[str] = frozenset({"exact", "json_schema", "numeric", "regex"})
 
 
 # ---------------------------------------------------------------- scoring helpers
@@ -98,7 +113,7 @@ def score_numeric(pred: Any, target: Any, *, abs_tol: float = 0.0, rel_tol: floa
     return a == b
 
 
-# ---------------------------------------------------------------- compiled graders (cached)
+# ---------------------------------------------------------------- compiled schemas (cached)
 
 
 @lru_cache(maxsize=512)
@@ -114,37 +129,6 @@ def _schema_validator(schema_json: str) -> Any:
     return cls(schema)
 
 
-_SAFE_BUILTINS: dict[str, Any] = {
-    name: getattr(builtins, name)
-    for name in (
-        "abs all any bool chr dict divmod enumerate filter float frozenset int isinstance len list "
-        "map max min ord pow range repr reversed round set sorted str sum tuple zip "
-        "Exception ValueError TypeError KeyError IndexError ZeroDivisionError"
-    ).split()
-}
-
-
-@lru_cache(maxsize=512)
-def _compile_check(source: str) -> Callable[[Any, Any], Any]:
-    """Run `source` once in a namespace with small builtins (+ json, math, re) and
-    return its `check`. This is a convenience, not a security sandbox: graders are
-    protected, human-reviewed text."""
-    namespace: dict[str, Any] = {"__builtins__": dict(_SAFE_BUILTINS), "json": json, "math": math, "re": re}
-    try:
-        exec(compile(source, "<python verifier>", "exec"), namespace)  # noqa: S102 - reviewed grader text
-    except SyntaxError as exc:
-        raise ValidationError(f"python verifier: syntax error on line {exc.lineno}: {exc.msg}") from None
-    except Exception as exc:  # the module body itself failed (e.g. an import)
-        raise ValidationError(
-            f"python verifier: defining the source failed ({type(exc).__name__}: {exc}); "
-            "only builtins plus json, math and re are available, with no imports"
-        ) from None
-    check = namespace.get("check")
-    if not callable(check):
-        raise ValidationError("python verifier: the source must define `def check(output, expected) -> bool`")
-    return check
-
-
 # ---------------------------------------------------------------- spec validation + dispatch
 
 
@@ -158,8 +142,8 @@ def _tolerance(spec: dict[str, Any], key: str) -> float:
 def validate_spec(spec: Any) -> None:
     """Raise `ValidationError` saying what to fix if `spec` is not a usable verifier spec.
 
-    Compiles patterns, schemas and python sources (cached), so a spec that validates
-    never raises inside `verify`.
+    Compiles patterns and schemas and parses python sources (cached), so a spec that
+    validates never raises inside `verify`. A python source is never run here.
 
     >>> validate_spec({"kind": "regex", "pattern": "[0-9]+"})
     """
@@ -198,7 +182,7 @@ def validate_spec(spec: Any) -> None:
     elif kind == "python":
         if not isinstance(spec["source"], str):
             raise ValidationError("python verifier: source must be a string of Python code")
-        _compile_check(spec["source"])
+        validate_source(spec["source"])  # parsed, never run here
 
 
 def verify(spec: dict[str, Any], output: Any, expected: Any) -> bool:
@@ -212,14 +196,25 @@ def verify(spec: dict[str, Any], output: Any, expected: Any) -> bool:
     >>> verify({"kind": "regex", "pattern": "[A-D]"}, "B)", None)
     False
     """
+    return verify_detail(spec, output, expected)[0]
+
+
+def verify_detail(spec: dict[str, Any], output: Any, expected: Any) -> tuple[bool, str | None]:
+    """`verify`, plus why the grader itself failed (a python check that raised, timed out or
+    returned a non-bool; the sandbox unavailable), else None: what a gate run records.
+
+    >>> verify_detail({"kind": "exact"}, "a", "b")
+    (False, None)
+    """
     validate_spec(spec)
     kind = spec["kind"]
     if kind == "exact":
-        return score_exact(output, expected, strip=spec.get("strip", True), casefold=spec.get("casefold", False))
+        return score_exact(output, expected, strip=spec.get("strip", True), casefold=spec.get("casefold", False)), None
     if kind == "numeric":
-        return score_numeric(output, expected, abs_tol=_tolerance(spec, "abs_tol"), rel_tol=_tolerance(spec, "rel_tol"))
+        tol = {"abs_tol": _tolerance(spec, "abs_tol"), "rel_tol": _tolerance(spec, "rel_tol")}
+        return score_numeric(output, expected, **tol), None
     if kind == "regex":
-        return re.fullmatch(spec["pattern"], _text(output)) is not None
+        return re.fullmatch(spec["pattern"], _text(output)) is not None, None
     if kind == "json_schema":
         value = output
         if isinstance(output, (str, bytes)):
@@ -229,12 +224,8 @@ def verify(spec: dict[str, Any], output: Any, expected: Any) -> bool:
             except ValueError:
                 value = output if isinstance(output, str) else output.decode("utf-8", "replace")
         try:
-            return bool(_schema_validator(json.dumps(spec["schema"], sort_keys=True)).is_valid(value))
-        except Exception:  # e.g. a value jsonschema cannot handle
-            return False
-    # python
-    check = _compile_check(spec["source"])
-    try:
-        return bool(check(output, expected))
-    except Exception:  # a crashing predicate is a failed case, never a crashed gate
-        return False
+            return bool(_schema_validator(json.dumps(spec["schema"], sort_keys=True)).is_valid(value)), None
+        except Exception:  # noqa: BLE001 - e.g. a value jsonschema cannot handle
+            return False, None
+    # python: grader code, run only in the sandbox; a failing check is a failed case, never a crashed gate
+    return run_check(spec["source"], output, expected)

@@ -4,7 +4,7 @@
     problems = check_protected(changeset, read=repo.read)   # [] when the change set is allowed
 """
 
-from crystallise.governance.protect import HUMAN_LEARNERS, Violation, check_protected
+from crystallise.governance.protect import HUMAN_LEARNERS, Violation, by_person, check_protected
 from crystallise.governance.review import PendingReview, ReviewRule, approve, load_rules, reject, requires_review
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ReviewRule",
     "Violation",
     "approve",
+    "by_person",
     "check_protected",
     "load_rules",
     "reject",

@@ -11,10 +11,15 @@ well. So the committer refuses, *by construction*, any change set from a learner
        (or deletes the spec)
     4. targets anything but items and artifacts       traces, spans and feedback are the log:
                                                       no delta can reach them
+    5. appends a case graded by code, or no case      a learner's new case must be a valid case
+                                                      with a data verifier (exact, numeric,
+                                                      regex, json_schema): python and judge
+                                                      verifiers are grader code
 
-Human actions (defining a task, an explicit edit) are allowed 2-3; nobody may rewrite
-an existing case (1): give the corrected case a new id. `check_protected` is a pure
-function over the change set and a `read(path)` of the current tree:
+Human actions (defining a task, an explicit edit) are allowed 2-3 and 5; nobody may rewrite
+an existing case (1): give the corrected case a new id. Who counts as a person is decided
+in one place, `by_person`; which verifiers a learner may use, in `gate.suite.learner_may_add`.
+`check_protected` is a pure function over the change set and a `read(path)` of the current tree:
 
     >>> from crystallise.types import ChangeSet, Delta
     >>> cs = ChangeSet(learner="sneaky", layer="harness", deltas=[
@@ -30,9 +35,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from crystallise.errors import ValidationError
+from crystallise.gate.suite import Case, learner_may_add
+from crystallise.gate.verifiers import DATA_VERIFIER_KINDS
 from crystallise.types import ChangeSet, Delta
 
-__all__ = ["APPEND_ONLY", "HUMAN_LEARNERS", "IMMUTABLE", "Violation", "check_protected", "is_protected_path"]
+__all__ = [
+    "APPEND_ONLY",
+    "HUMAN_LEARNERS",
+    "IMMUTABLE",
+    "Violation",
+    "by_person",
+    "check_protected",
+    "is_protected_path",
+]
 
 APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl")
 IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*")
@@ -46,7 +62,7 @@ _TARGETS = ("item", "artifact")
 class Violation:
     """One reason a change set may not be committed."""
 
-    rule: str  # append-only | immutable | metric | target
+    rule: str  # append-only | immutable | metric | target | grader
     path: str
     detail: str
 
@@ -62,6 +78,14 @@ def is_protected_path(path: str | None, patterns: tuple[str, ...] = APPEND_ONLY 
 _matches = is_protected_path
 
 
+def by_person(cs: ChangeSet) -> bool:
+    """Whether `cs` is a person's action (or made on their explicit behalf) rather than a learner's.
+
+    Today the change set's `learner` name decides; this is the one place to re-key it on the
+    authenticated principal."""
+    return cs.learner in HUMAN_LEARNERS
+
+
 def _ids(text: str) -> list[str]:
     out = []
     for line in text.split("\n"):  # not splitlines(): U+2028 inside a row's strings is no line break
@@ -71,7 +95,7 @@ def _ids(text: str) -> list[str]:
     return out
 
 
-def _append_only(d: Delta, current: str | None) -> Violation | None:
+def _append_only(d: Delta, current: str | None, human: bool) -> Violation | None:
     path = d.path or ""
     before = current or ""
     if d.after is None:
@@ -88,6 +112,30 @@ def _append_only(d: Delta, current: str | None) -> Violation | None:
     reused = sorted(set(old) & set(new)) or sorted({i for i in new if new.count(i) > 1})
     if reused:
         return Violation("append-only", path, f"re-uses case id(s) {reused[:3]}: a case, once written, is fixed")
+    return None if human else _learner_cases(path, added)
+
+
+def _learner_cases(path: str, added: str) -> Violation | None:
+    """Every row a learner appends is a valid case graded by a data verifier (nothing of it runs here)."""
+    kinds = ", ".join(sorted(DATA_VERIFIER_KINDS))
+    for line in added.splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)  # _ids has parsed it already
+        if not isinstance(row, dict):
+            return Violation("grader", path, "appended row is not a case object")
+        cid = row.get("id")
+        if "voids" in row:
+            return Violation("append-only", path, f"voids case {row['voids']!r}: only a person's undo may void a case")
+        verifier = row.get("verifier", {"kind": "exact"})  # a case without one is graded by exact match
+        if not learner_may_add(verifier):
+            kind = verifier.get("kind") if isinstance(verifier, dict) else verifier
+            return Violation("grader", path, f"case {cid!r} is graded by a {kind!r} verifier: learners may add "
+                                             f"cases with data verifiers only ({kinds}); grader code is a person's")
+        try:
+            Case.from_dict(row)
+        except (ValidationError, TypeError) as exc:
+            return Violation("grader", path, f"case {cid!r} is not a valid eval case ({exc})")
     return None
 
 
@@ -108,7 +156,7 @@ def _metric(d: Delta, current: str | None) -> Violation | None:
 
 def check_protected(cs: ChangeSet, *, read: Callable[[str], str | None]) -> list[Violation]:
     """Every rule `cs` breaks against the current tree (`read(path)` -> text or None)."""
-    human = cs.learner in HUMAN_LEARNERS
+    human = by_person(cs)
     out: list[Violation] = []
     for d in cs.deltas:
         if d.target not in _TARGETS:
@@ -118,7 +166,7 @@ def check_protected(cs: ChangeSet, *, read: Callable[[str], str | None]) -> list
             continue
         path = d.path
         if _matches(path, APPEND_ONLY):
-            v = _append_only(d, read(path))
+            v = _append_only(d, read(path), human)
         elif _matches(path, IMMUTABLE):
             v = None if human else Violation("immutable", path, "graders and logs are outside a learner's reach")
         elif fnmatch.fnmatchcase(path, "tasks/*/spec.json") and not human:

@@ -16,7 +16,7 @@ Change sets the gate itself could not decide (too few cases: verdict `needs_revi
 in the same queue. Approval never bypasses the other rules: the committer still checks
 that the change set applies to the current state and that it leaves graders, eval cases
 and logs alone. People's own actions (defining a task, an explicit remember, a revert)
-do not need review; `HUMAN_LEARNERS` lists them.
+do not need review; `protect.by_person` tells them apart.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from crystallise.errors import CrystalliseError, ValidationError
-from crystallise.governance.protect import HUMAN_LEARNERS
+from crystallise.governance.protect import by_person
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Verdict, Version, now
 
 __all__ = [
@@ -110,17 +111,17 @@ def load_rules(config: dict[str, Any]) -> list[ReviewRule]:
 def requires_review(cs: ChangeSet, rules: Iterable[ReviewRule]) -> ReviewRule | None:
     """The first rule that holds `cs` for review, or None. People's own actions never wait;
     an approved change set has passed review already."""
-    if cs.learner in HUMAN_LEARNERS or (cs.evidence.get("review") or {}).get("decision") == "approve":
+    if by_person(cs) or (cs.evidence.get("review") or {}).get("decision") == "approve":
         return None
     return next((r for r in rules if r.matches(cs)), None)
 
 
-def pending(store: Any, limit: int = 100) -> list[ChangeSet]:
+def pending(store: Store, limit: int = 100) -> list[ChangeSet]:
     """Proposals waiting for a person, newest first."""
     return store.list_changesets(status="needs_review", limit=limit)
 
 
-def _waiting(store: Any, changeset_id: str) -> ChangeSet:
+def _waiting(store: Store, changeset_id: str) -> ChangeSet:
     cs = store.get_changeset(changeset_id)
     if cs.status != "needs_review":
         raise ValidationError(
@@ -145,7 +146,7 @@ def approve(committer: Any, changeset_id: str, *, by: str, note: str = "") -> Ve
     return committer.commit(cs)
 
 
-def reject(store: Any, changeset_id: str, *, by: str, note: str = "") -> ChangeSet:
+def reject(store: Store, changeset_id: str, *, by: str, note: str = "") -> ChangeSet:
     """Keep a waiting change set as rejected evidence, with who rejected it and why."""
     if not by or not by.strip():
         raise ValidationError("say who rejects (--by NAME): the change set records it")

@@ -3,7 +3,7 @@
     crystallise revert --trace tr_9f2c…       # a poisoned run
     crystallise revert --user u-mallory       # everything one user taught the system
 
-How (`plan_undo` is pure planning over the store and repository; `undo` writes):
+How (`plan_undo` is pure planning over the store and repository; `crystallise.engine.undo` writes):
 
   1. the *cause*: the given traces, or every trace of the user;
   2. affected versions: those whose provenance (kept whole in the store) names a cause trace,
@@ -30,18 +30,20 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.artifacts import ArtifactRepo
+from crystallise.errors import ArtifactError, ValidationError
+from crystallise.evidence import REVOKED, is_revoked
 from crystallise.governance.protect import APPEND_ONLY, is_protected_path
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version, now
 
-__all__ = ["REVOKED", "UndoPlan", "is_revoked", "plan_undo", "undo"]
+__all__ = ["REVOKED", "UndoPlan", "is_revoked", "plan_undo", "revoke"]
 
-REVOKED = "revoked"
 _ACTIVE = ("active", "quarantined", "candidate")
 
 
@@ -89,7 +91,7 @@ def _merge(current: str | None, base: str | None, target: str | None, path: str)
     return None if target is None and not merged else merged
 
 
-def _cause_traces(store: Any, trace_ids: Sequence[str], user: str | None, org: str | None = None) -> list[str]:
+def _cause_traces(store: Store, trace_ids: Sequence[str], user: str | None, org: str | None = None) -> list[str]:
     if user is not None:
         ids = [t.id for t in store.list_traces(user=user, org=org, limit=1_000_000)]
         return sorted(set(ids) | set(trace_ids))
@@ -98,7 +100,7 @@ def _cause_traces(store: Any, trace_ids: Sequence[str], user: str | None, org: s
     return sorted(set(trace_ids))
 
 
-def _affected(store: Any, traces: set[str], user: str | None, org: str | None = None
+def _affected(store: Store, traces: set[str], user: str | None, org: str | None = None
               ) -> list[tuple[Version, ChangeSet]]:
     out = []
     for v in sorted(store.list_versions(limit=1_000_000), key=lambda v: v.number):
@@ -113,8 +115,8 @@ def _affected(store: Any, traces: set[str], user: str | None, org: str | None = 
     return out
 
 
-def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "",
-              org: str | None = None) -> UndoPlan:
+def plan_undo(store: Store, repo: ArtifactRepo, *, traces: Sequence[str] = (), user: str | None = None,
+              reason: str = "", org: str | None = None) -> UndoPlan:
     """Plan the undo of everything learned from `traces` or from `user` (nothing is written).
 
     `org` narrows an undo by user to that user *in that org* (their traces, change sets and
@@ -122,7 +124,6 @@ def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None,
     the HTTP API does for an org's key. Without it a user is undone in every org."""
     if not traces and user is None:
         raise ValidationError("say what to undo: --trace ID (one or more) or --user ID")
-    store, repo = home.store, home.repo
     cause_ids = _cause_traces(store, traces, user, org)
     cause = (f"user {user}" + (f" in org {org}" if org else "")) if user is not None else ", ".join(cause_ids)
     cause_set = set(cause_ids)
@@ -201,54 +202,15 @@ def plan_undo(home: Any, *, traces: Sequence[str] = (), user: str | None = None,
     return plan
 
 
-def _all_items(store: Any) -> list[Item]:
+def _all_items(store: Store) -> list[Item]:
     """Every live item of every scope (undo must see user-level items too)."""
-    import sqlalchemy as sa
-
-    from crystallise.store import codec
-    from crystallise.store.schema import items
-
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(items).where(items.c.status.in_(_ACTIVE)).order_by(items.c.rid)).mappings()
-        return [codec.item_from_row(r) for r in rows]
+    return store.scan_items(_ACTIVE)
 
 
-def undo(
-    home: Any, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "", org: str | None = None,
-    check: Callable[[UndoPlan], None] | None = None,
-) -> tuple[UndoPlan, Version | None]:
-    """Plan and commit the undo; mark the cause traces revoked and fully undone versions reverted.
-
-    `check(plan)` runs on the plan before anything is written and may raise to refuse it (the
-    HTTP API refuses an org key's undo that would change what other orgs share)."""
-    from crystallise.ledger import Committer
-
-    committer = Committer(home)
-    with home.repo.transaction():
-        plan = plan_undo(home, traces=traces, user=user, reason=reason, org=org)
-        if check is not None:
-            check(plan)
-        _revoke(home.store, plan.traces, plan.cause, reason)
-        if plan.changeset is None:
-            return plan, None
-        version = committer.commit(plan.changeset)
-        for number in plan.fully_undone:
-            try:
-                home.store.mark_reverted(number, version.number)
-            except (ValidationError, NotFoundError):
-                continue  # reverted meanwhile by someone else: theirs stands
-    return plan, version
-
-
-def _revoke(store: Any, trace_ids: Iterable[str], cause: str, reason: str) -> None:
+def revoke(store: Store, trace_ids: Iterable[str], cause: str, reason: str) -> None:
     for tid in trace_ids:
         t = store.get_trace(tid)
-        if any(f.kind == REVOKED for f in t.feedback):
+        if is_revoked(t):
             continue
         store.add_feedback(Feedback(trace_id=tid, kind=REVOKED, source="explicit",
                                     comment=f"undo {cause}" + (f": {reason}" if reason else "")))
-
-
-def is_revoked(trace: Any) -> bool:
-    """True for a trace an undo revoked: learners must not use it as evidence."""
-    return any(f.kind == REVOKED for f in trace.feedback)

@@ -28,6 +28,7 @@ from typing import Any
 
 from crystallise.harness.grades import DEFAULT_POLICY, GradePolicy, TaskEvidence, answer_records, truth_of
 from crystallise.harness.structure import infer_schema
+from crystallise.store.base import Store
 from crystallise.types import Trace
 
 __all__ = ["Advice", "AdviceEvidence", "AdvicePolicy", "advise", "gather_advice", "scope_evidence"]
@@ -225,7 +226,7 @@ def scope_evidence(task: str, grade: TaskEvidence | str, traces: Sequence[Trace]
     return out
 
 
-def gather_advice(store: Any, view: Any, spec: Any, metric: Any, policy: GradePolicy = DEFAULT_POLICY,
+def gather_advice(store: Store, view: Any, spec: Any, metric: Any, policy: GradePolicy = DEFAULT_POLICY,
                   ) -> list[AdviceEvidence]:
     """The advisor's evidence for one task, per scope, from the store and the artifact repository."""
     traces = store.list_traces(name=spec.name, limit=1_000_000, with_children=True)

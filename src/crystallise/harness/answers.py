@@ -3,7 +3,8 @@
     answers = answer_records(traces, "ratio")     # served_by, grade, fallback, code_sha, the verified truth
     shadows = shadow_records(shadow_traces)        # answer trace id -> what the LLM said beside the code
 
-Pure functions over stored `Trace` objects; `grades.evidence` counts them.
+Pure functions over stored `Trace` objects; `grades.evidence` counts them. What is verified
+(and that a revoked run is no evidence) is `crystallise.evidence`'s rule.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from crystallise.evidence import score_of, truth_of
 from crystallise.harness.runtime import fallback_kind
 from crystallise.types import Trace
 
-__all__ = ["AnswerRecord", "ShadowRecord", "answer_records", "shadow_records", "truth_of"]
+__all__ = ["AnswerRecord", "ShadowRecord", "answer_records", "shadow_name", "shadow_records", "truth_of"]
 
 SHADOW_PREFIX = "shadow:"
+
+
+def shadow_name(task: str) -> str:
+    """The trace name of `task`'s shadow checks (engine/shadow.py records them)."""
+    return f"{SHADOW_PREFIX}{task}"
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class AnswerRecord:
     fallback: str | None = None  # "abstain" | "exception" | "schema" (the code was tried and did not answer)
     code_sha: str | None = None
     truth: Any = None  # the verified right answer, if feedback gave one
-    outcome: float | None = None  # the latest explicit score
+    outcome: float | None = None  # the latest explicit score (None for a revoked run: evidence.py)
     input: Any = None
 
 
@@ -44,22 +51,6 @@ class ShadowRecord:
     shadow_of: str  # the answer's trace
     agree: bool
     llm_output: Any = None
-
-
-def truth_of(t: Trace) -> Any:
-    """The verified right answer of a run: the latest explicit correction, or the output a score of 1 confirmed.
-
-    The same rule as `harness.learn.verified_cases`, for one trace.
-    """
-    truth: Any = None
-    for fb in t.feedback:
-        if fb.source != "explicit":
-            continue
-        if fb.correction is not None:
-            truth = fb.correction
-        elif fb.score is not None and fb.score >= 1.0 and t.output is not None:
-            truth = t.output
-    return truth
 
 
 def answer_records(traces: Iterable[Trace], task: str) -> list[AnswerRecord]:
@@ -77,7 +68,7 @@ def answer_records(traces: Iterable[Trace], task: str) -> list[AnswerRecord]:
             out.append(AnswerRecord(
                 trace_id=t.id, seq=t.seq or 0, grade=str(a.get("grade") or "G0"), served_by=served,
                 output=s.output, fallback=fallback_kind(a.get("fallback_reason")), code_sha=a.get("code_sha"),
-                truth=truth_of(t), outcome=t.outcome, input=s.input,
+                truth=truth_of(t), outcome=score_of(t), input=s.input,
             ))
     out.sort(key=lambda r: r.seq)
     return out

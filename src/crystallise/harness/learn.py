@@ -13,13 +13,13 @@ held-out cases (`synth/verify.py`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from crystallise.errors import ValidationError
+from crystallise.evidence import VerifiedCase, is_gate_case, verified_cases
+from crystallise.harness.programs import isolation_problem
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.harness.synth.arith import ArithRule
 from crystallise.harness.synth.base import Case, Strategy
@@ -29,43 +29,10 @@ from crystallise.harness.synth.lookup import LookupStrategy
 from crystallise.harness.synth.pipeline import synthesise
 from crystallise.harness.synth.strategies import ArithPart, StringsPart
 from crystallise.harness.synth.verify import Policy
-from crystallise.types import ChangeSet, Delta, Trace
+from crystallise.types import ChangeSet, Delta
 
 __all__ = ["DEFAULT_STRATEGIES", "CrystalliseLearner", "FewShotLearner", "VerifiedCase", "is_gate_case",
            "verified_cases"]
-
-
-@dataclass
-class VerifiedCase:
-    trace_id: str
-    input: Any
-    output: Any  # the verified right answer
-    org: str | None = None  # the org whose run it was: its examples are served to that org only
-
-
-def verified_cases(traces: Sequence[Trace], task: str) -> list[VerifiedCase]:
-    """Cases with a known right answer, from traces of `task` (latest feedback wins)."""
-    out: list[VerifiedCase] = []
-    for t in traces:
-        if t.name != task or t.status != "ok" or any(fb.kind == "revoked" for fb in t.feedback):
-            continue  # a revoked trace (undone by `crystallise revert --trace/--user`) is no evidence
-        truth: Any = None
-        for fb in t.feedback:
-            if fb.source != "explicit":
-                continue
-            if fb.correction is not None:
-                truth = fb.correction
-            elif fb.score is not None and fb.score >= 1.0 and t.output is not None:
-                truth = t.output
-        if truth is not None:
-            out.append(VerifiedCase(t.id, t.input, truth, t.org_id))
-    return out
-
-
-def is_gate_case(value: Any) -> bool:
-    """One input in four is kept for the gate only."""
-    key = json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return int(hashlib.sha256(key.encode()).hexdigest()[8:16], 16) % 4 == 0
 
 
 def _set(view: View, path: str, after: str | None, reason: str) -> Delta | None:
@@ -164,6 +131,13 @@ class CrystalliseLearner:
         self.policies = {"hybrid": Policy(precision=hybrid_precision)}
         self.default_policy = Policy(precision=precision)
         made: dict[str, Strategy] = {"lookup": LookupStrategy(), "arith": ArithPart(), "strings": StringsPart()}
+        self.refused: dict[str, str] = {}  # strategy -> why it was not run
+        if coder is not None and set(strategies) & {"coder", "hybrid"}:
+            problem = isolation_problem()
+            if problem is not None:  # LLM-written code needs the OS sandbox: refused, never run weaker
+                self.refused = {n: f"LLM-written code is refused here: {problem}"
+                                for n in ("coder", "hybrid") if n in strategies}
+                coder = None
         if coder is not None:
             made["coder"] = CoderStrategy(coder)
             if extractor is not None:
@@ -181,6 +155,9 @@ class CrystalliseLearner:
         if not learn:
             return None
         current = _program(view.read(task_path(spec.name, "program.json")))
+        if progress is not None:
+            for name, why in self.refused.items():
+                progress(f"{name}: {why}")
         policies = {s.name: self.policies.get(s.name, self.default_policy) for s in self.strategies}
         found = synthesise(spec.name, learn, self.strategies, lambda p, t: bool(self.metric(p, t)),
                            previous=current, policies=policies, description=spec.description,
@@ -189,7 +166,8 @@ class CrystalliseLearner:
             return None
         if found.code == view.read(task_path(spec.name, "code.py")) and current.get("program") == found.program:
             return None  # nothing new was learned: no change set, no gate run
-        meta = {**found.meta, "program": found.program, "policy": {"precision": self.default_policy.precision,
+        meta = {**found.meta, **({"refused": self.refused} if self.refused else {}), "program": found.program,
+                "policy": {"precision": self.default_policy.precision,
                                          "hybrid_precision": self.policies["hybrid"].precision}}
         hybrid = json.dumps(found.hybrid, indent=1, sort_keys=True, ensure_ascii=False) + "\n" if found.hybrid else None
         deltas = [

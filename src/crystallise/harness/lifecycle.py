@@ -26,6 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from crystallise.gate.suite import Case, EvalSuite
+from crystallise.harness.answers import shadow_name
 from crystallise.harness.grades import (
     DEFAULT_POLICY,
     GradeMove,
@@ -38,8 +39,8 @@ from crystallise.harness.grades import (
 )
 from crystallise.harness.learn import verified_cases
 from crystallise.harness.runtime import code_sha, constrains_text
-from crystallise.harness.shadow import shadow_name
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
+from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Delta, Trace, Verdict, now
 
 __all__ = ["drift_seq", "eval_suite", "gather", "lifecycle_changeset", "task_artifacts", "verifier_for"]
@@ -77,7 +78,7 @@ def task_artifacts(view: View, name: str, verified: int = 0) -> TaskArtifacts:
     )
 
 
-def gather(store: Any, view: View, spec: TaskSpec, metric: Callable[[Any, Any], bool],
+def gather(store: Store, view: View, spec: TaskSpec, metric: Callable[[Any, Any], bool],
            policy: GradePolicy = DEFAULT_POLICY, *, history: list[Trace] | None = None) -> TaskEvidence:
     """The task's evidence from its stored traces (`history`, if the caller already has them)."""
     traces = history if history is not None else store.list_traces(name=spec.name, limit=1_000_000,

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crystallise.backends.base import Backend, Completion, CompletionRequest, Message
+from crystallise.backends.base import Backend, Completion, CompletionRequest, Message, approx_tokens
 from crystallise.errors import SandboxError, ValidationError
 from crystallise.harness.programs import Program, ProgramError, load, sandbox_runner
 from crystallise.harness.programs import close_sandboxes as close_sandboxes
@@ -108,11 +108,6 @@ def load_program(view: View, name: str) -> tuple[Program | None, str | None]:
         return load(tree, sandbox_runner), None
     except ProgramError as e:
         return None, f"the program does not load: {e}"
-
-
-def approx_tokens(text: str) -> int:
-    """~4 characters a token: good enough for budgets and reports, and model-independent."""
-    return (len(text) + 3) // 4
 
 
 def render_bullets(items: Sequence[Item]) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.errors import ValidationError
 from crystallise.types import Delta
 
@@ -76,7 +77,7 @@ class View:
         self.overlay = dict(overlay or {})
 
     @classmethod
-    def of(cls, repo: Any, deltas: list[Delta] | None = None) -> View:
+    def of(cls, repo: ArtifactRepo, deltas: list[Delta] | None = None) -> View:
         overlay = {d.path: d.after for d in deltas or [] if d.target == "artifact" and d.path}
         return cls(repo.read, overlay)
 

@@ -41,7 +41,7 @@ from crystallise.api.auth import Principal, is_loopback
 from crystallise.api.deps import get_principal
 from crystallise.api.problems import Problem, problem_response
 from crystallise.errors import ValidationError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.mcp.tools import PRINCIPAL_KEY, SCOPE_HEADERS, Binding, Sessions, create_mcp_server
 
 __all__ = ["McpEndpoint", "binding_for"]

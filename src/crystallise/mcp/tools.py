@@ -4,11 +4,11 @@ Each tool is a thin edge over the library (parse, call, serialise); none has lea
 of its own:
 
     remember(text, kind, section, source)  context.memory.remember   (explicit: effective at once)
-    recall(query, k, kind)                 context.retrieve.recall   (hybrid BM25 + embeddings)
+    recall(query, k, kind)                 engine.serving.recall     (hybrid BM25 + embeddings)
     forget(query | item_id)                context.memory.forget     (retired, revertible)
-    get_playbook(task, budget_tokens)      context.assemble.assemble (the pack an agent is served)
-    list_skills()                          context.skills.list_skills (names + descriptions only)
-    load_skill(name, file)                 context.skills.load_skill (the body: progressive disclosure)
+    get_playbook(task, budget_tokens)      engine.serving.assemble (the pack an agent is served)
+    list_skills()                          engine.skills.list_skills (names + descriptions only)
+    load_skill(name, file)                 engine.skills.load_skill (the body: progressive disclosure)
     feedback(score, label, correction, comment, trace_id)   store.add_feedback on the last answer
 
 Who the tools act for is never a tool argument, so a model cannot talk itself into another
@@ -41,8 +41,17 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from crystallise.context.items import validate_scope
+from crystallise.context.injection import detect
+from crystallise.engine.memory import forget as lib_forget
+from crystallise.engine.memory import remember as lib_remember
+from crystallise.engine.serving import assemble
+from crystallise.engine.serving import recall as lib_recall
+from crystallise.engine.skills import list_skills as lib_list
+from crystallise.engine.skills import load_skill as lib_load
 from crystallise.errors import NotFoundError, StoreError, UserError, ValidationError
-from crystallise.home import Home
+from crystallise.version import __version__
+from crystallise.engine.home import Home
+from crystallise.harness.spec import View
 from crystallise.types import Feedback, Item, Span, Trace, now
 
 __all__ = ["SCOPE_HEADERS", "Binding", "Sessions", "create_mcp_server"]
@@ -139,8 +148,6 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         raise ValueError("give exactly one of binding= (stdio) or resolver= (streamable HTTP)")
     resolve = resolver or fixed(binding)  # type: ignore[arg-type]
     memo = sessions or Sessions()
-    from crystallise import __version__
-
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     server: MCPServer = MCPServer("crystallise", version=__version__, instructions=INSTRUCTIONS,
@@ -182,9 +189,9 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         b, _ = scope(ctx)
 
         def run() -> dict[str, Any]:
-            from crystallise.context.memory import remember as lib_remember
 
-            from crystallise.context.injection import detect
+
+
 
             words = _text(text, "text")
             # a tool call is a model's word, not a person's: instruction-like text it stores (a page it read
@@ -211,7 +218,7 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         started, t0 = now(), time.perf_counter()
 
         def run() -> dict[str, Any]:
-            from crystallise.context.retrieve import recall as lib_recall
+
 
             q = _text(query, "query")
             items = lib_recall(q, agent=b.agent, org=b.org, user=b.user, k=k, kind=kind, home=home)
@@ -235,7 +242,7 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         b, _ = scope(ctx)
 
         def run() -> dict[str, Any]:
-            from crystallise.context.memory import forget as lib_forget
+
 
             if query is not None and not query.strip():
                 raise ValidationError("query is empty: give the words the items to forget contain, or an item_id")
@@ -258,7 +265,7 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         started, t0 = now(), time.perf_counter()
 
         def run() -> dict[str, Any]:
-            from crystallise.context.assemble import assemble
+
 
             q = _text(task, "task")
             spec_note = _task_query(home, q)
@@ -279,7 +286,7 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         b, _ = scope(ctx)
 
         def run() -> dict[str, Any]:
-            from crystallise.context.skills import list_skills as lib_list
+
 
             found = lib_list(home, agent=b.agent, org=b.org)
             return {"skills": [{"name": s.name, "description": s.description, "level": s.level,
@@ -299,7 +306,7 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         started, t0 = now(), time.perf_counter()
 
         def run() -> dict[str, Any]:
-            from crystallise.context.skills import load_skill as lib_load
+
 
             n = _text(name, "name")
             skill = lib_load(n, home=home, agent=b.agent, org=b.org)
@@ -358,8 +365,6 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
 def _task_query(home: Home, text: str) -> str | None:
     """A crystallise task's own name and description, when `text` names one (its playbook query)."""
-    from crystallise.harness.spec import View
-
     if len(text) > 64 or " " in text:
         return None
     try:

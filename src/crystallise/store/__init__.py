@@ -27,7 +27,7 @@ from crystallise.store.sql import SqlStore
 __all__ = ["MIGRATIONS", "SqlStore", "Store", "migrate", "open_store"]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str) -> SqlStore:
     """Open (creating and migrating if needed) the store at `url`.
 
     Accepts `sqlite:///path/to.db` and `postgresql://user:password@host:port/db`.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from crystallise.errors import CrystalliseError
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Trace, Version
 
 
@@ -142,3 +143,103 @@ class Store(Protocol):
     def put_links(self, links: Iterable[tuple[str, str, float, str]]) -> int: ...
 
     def get_links(self, ids: Sequence[str]) -> list[tuple[str, str, float]]: ...
+
+    # -- context layer: user ledger, deletion, usage log, dream runs (store/sql_context.py) --------
+    def changeset_reverted_by(self, changeset_id: str) -> str | None:
+        """The id of the change set that undid a user-level change set, if one did."""
+        ...
+
+    def commit_user_changeset(self, changeset: ChangeSet) -> ChangeSet:
+        """Apply a user-level change set in the store's own ledger (no version, never git), atomically.
+
+        Every delta must be about items of `changeset.scope.user` (in `scope.org`); the change set
+        is stored as committed with its owner, and each delta writes a ledger row carrying the
+        change set id. Undo with `crystallise items revert CHANGESET_ID` (`Committer.revert_user`)."""
+        ...
+
+    def delete_user_data(self, user: str, *, org: str | None = None,
+                         purge_items: Sequence[str] = ()) -> dict[str, int]:
+        """Hard-delete a user's traces, spans, feedback, items, ledger rows and change sets, plus
+        `purge_items`, in one transaction; returns the number of rows deleted per table.
+
+        Deleted text must not survive on disk either: SQLite runs the delete with
+        `secure_delete` (freed pages are zeroed), merges the FTS index and truncates the
+        WAL; PostgreSQL vacuums the touched tables afterwards."""
+        ...
+
+    def derived_items(self, user: str, *, org: str | None = None) -> list[Item]:
+        """Agent/org items whose provenance is only this user's traces (what deletion also removes)."""
+        ...
+
+    def dream_processed(self, scope_key: str, trace_ids: Sequence[str]) -> set[str]:
+        """Which of `trace_ids` the dream of `scope_key` has processed."""
+        ...
+
+    def finish_dream_run(self, run: dict[str, Any], *, watermark: str, value: int, trace_ids: Sequence[str]) -> None:
+        """The run's final row, its processed traces and the scope's watermark, in one transaction."""
+        ...
+
+    def item_history(self, item_id: str) -> list[dict[str, Any]]:
+        """Every ledger row of an item, oldest first: seq, version (None in the user ledger),
+        changeset_id, op, reason, created_at, before, after (item dicts or None)."""
+        ...
+
+    def items_of_all_users(self, *, org: str | None, agent: str | None = None,
+                           status: Sequence[str] = ("active",), kind: str | None = None) -> list[Item]:
+        """User-level items of every user of `org` (org None: users without an org, of `agent`).
+
+        Not a visibility query — nothing serves these to anyone: it is what the promotion
+        learner reads to find lessons several users hold independently."""
+        ...
+
+    def last_used(self, item_ids: Sequence[str]) -> dict[str, float]:
+        """Item id -> the latest time it was shown in a logged trace."""
+        ...
+
+    def list_dream_runs(self, *, scope_key: str | None = None, status: str | None = None,
+                        agent: str | None = None, org: str | None = None, user: str | None = None,
+                        limit: int = 50) -> list[dict[str, Any]]:
+        """Dream-run records, newest first (what each run read, did and committed)."""
+        ...
+
+    def list_user_changesets(self, user: str, *, org: str | None = None, limit: int = 100) -> list[ChangeSet]:
+        """A user's change sets in the user ledger, newest first; `evidence["reverted_by"]` names the
+        change set that undid one."""
+        ...
+
+    def mark_changeset_reverted(self, changeset_id: str, by: str) -> None:
+        """Record that user-level change set `by` undid `changeset_id` (once)."""
+        ...
+
+    def record_usage(self, rows: Sequence[tuple[str, str, int, float]], *,
+                     watermark: tuple[str, int] | None = None) -> dict[str, int]:
+        """Log (trace, item shown, outcome 1|-1|0, at) rows and credit the new ones, atomically with
+        an optional watermark move; a pair logged before credits nothing (store/dreams.py)."""
+        ...
+
+    def save_dream_run(self, run: dict[str, Any]) -> None:
+        ...
+
+    def trace_scopes(self) -> list[tuple[str, str | None, str | None, int]]:
+        """(agent, org, user, max seq) per group of traces."""
+        ...
+
+    def usage_pairs(self, trace_ids: Sequence[str]) -> set[tuple[str, str]]:
+        ...
+
+    def user_orgs(self, user: str) -> list[str | None]:
+        """The orgs (None: no org) in which `user` has traces, items or change sets."""
+        ...
+
+    def watermarks_with_prefix(self, prefix: str) -> dict[str, int]:
+        ...
+
+    def write_traces(self, batch: Sequence[Trace]) -> list[Trace | CrystalliseError]:
+        """Record many traces in one transaction — one commit, so one fsync — each all or nothing.
+
+        Returns, in order, each trace as stored (`seq` set) or the error that trace alone caused
+        (an id recorded before or twice in the batch, a value a database cannot store); the rest
+        are written regardless. Should a span or feedback id collide with another trace's (rare:
+        ids are random), the batch falls back to one `write_trace` per trace. A store failure
+        raises StoreError for the whole batch, and then nothing of it was written."""
+        ...

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crystallise.store import codec
+from crystallise.store.base import Store
 from crystallise.store.engine import translate_errors
 from crystallise.errors import NotFoundError
 from crystallise.store.schema import changesets, feedback, items, spans, traces, versions
@@ -39,7 +40,7 @@ def _children(conn: Any, ids: Sequence[str]) -> dict[str, tuple[list[Span], list
 
 
 def recent_traces(
-    store: Any,
+    store: Store,
     *,
     org: str | None = None,
     agent: str | None = None,
@@ -65,7 +66,7 @@ def recent_traces(
     return [codec.trace_from_row(r, *children[r["id"]]) for r in rows]
 
 
-def versions_citing(store: Any, trace_id: str, *, limit: int = 200) -> list[Version]:
+def versions_citing(store: Store, trace_id: str, *, limit: int = 200) -> list[Version]:
     """Versions whose provenance includes `trace_id`, newest first.
 
     Provenance is a JSON list in a text column: a LIKE narrows the rows in SQL (its `_` may
@@ -81,7 +82,7 @@ def versions_citing(store: Any, trace_id: str, *, limit: int = 200) -> list[Vers
 
 
 def list_items(
-    store: Any,
+    store: Store,
     *,
     org: str | None = None,
     every_org: bool = False,
@@ -116,7 +117,7 @@ def list_items(
 
 
 def changesets_before(
-    store: Any, *, status: str | None = None, before: str | None = None, limit: int = 50
+    store: Store, *, status: str | None = None, before: str | None = None, limit: int = 50
 ) -> list[ChangeSet]:
     """Change sets newest first (created_at, then id); `before` is the id of the last one seen.
 

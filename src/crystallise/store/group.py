@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from crystallise.store.base import Store
 from crystallise.types import Trace
 
 __all__ = ["GroupCommit"]
@@ -41,7 +42,7 @@ class GroupCommit:
     1
     """
 
-    def __init__(self, store: Any, *, max_batch: int = 256) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
         self._pending: list[tuple[Trace, asyncio.Future[Trace]]] = []
@@ -67,7 +68,7 @@ class GroupCommit:
             del self._pending[: self.max_batch]
             try:
                 results: list[Any] = await anyio.to_thread.run_sync(self.store.write_traces, [t for t, _ in batch])
-            except BaseException as error:  # the store failed: every caller of this batch gets the error
+            except BaseException as error:  # noqa: BLE001 - the store failed: every caller of this batch gets it
                 results = [error] * len(batch)
             self.batches += 1
             self.written += len(batch)

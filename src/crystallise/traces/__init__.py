@@ -1,6 +1,8 @@
-"""Observe: traces, spans and feedback from the SDK and the OpenAI client wrapper."""
+"""Observe: traces, spans and feedback, recorded into the store passed in.
 
-from crystallise.traces.openai_wrap import wrap_openai
-from crystallise.traces.sdk import TraceHandle, current_trace, trace
+`crystallise.trace` and `crystallise.wrap_openai` (crystallise.engine.observe) bind these to a home.
+"""
 
-__all__ = ["TraceHandle", "current_trace", "trace", "wrap_openai"]
+from crystallise.traces.sdk import TraceHandle, TraceWriter, current_trace, recording
+
+__all__ = ["TraceHandle", "TraceWriter", "current_trace", "recording"]

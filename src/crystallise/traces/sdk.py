@@ -1,4 +1,4 @@
-"""Recording runs: `with crystallise.trace(...) as t:`.
+"""Recording runs: `with crystallise.trace(...) as t:` (`engine/observe.py` binds it to a home).
 
     with crystallise.trace("answer", agent="support", user="u1", input=q) as t:
         pack = crystallise.context(agent="support", user="u1", query=q)   # retrieval span
@@ -21,13 +21,20 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 from crystallise.errors import ValidationError
-from crystallise.home import Home
 from crystallise.types import Feedback, Span, Trace, now
 
-__all__ = ["TraceHandle", "current_trace", "trace"]
+__all__ = ["TraceHandle", "TraceWriter", "check_scope", "current_trace", "recording"]
+
+class TraceWriter(Protocol):
+    """Where a finished run goes: the store's `write_trace` and `add_feedback` (crystallise.store.Store)."""
+
+    def write_trace(self, trace: Trace) -> Any: ...
+
+    def add_feedback(self, feedback: Feedback) -> Any: ...
+
 
 _current: ContextVar[TraceHandle | None] = ContextVar("crystallise_trace", default=None)
 
@@ -40,8 +47,8 @@ def current_trace() -> TraceHandle | None:
 class TraceHandle:
     """What `trace()` yields: add spans, set the output, give feedback."""
 
-    def __init__(self, home: Home, record: Trace) -> None:
-        self.home = home
+    def __init__(self, store: TraceWriter, record: Trace) -> None:
+        self.store = store
         self.record = record
         self._stack: list[Span] = []
         self.acknowledged = False
@@ -98,7 +105,7 @@ class TraceHandle:
             raise ValidationError("feedback needs at least one of score, label, correction or comment")
         fb = Feedback(trace_id=self.id, score=score, label=label, correction=correction, comment=comment)
         if self.acknowledged:
-            self.home.store.add_feedback(fb)
+            self.store.add_feedback(fb)
         self.record.feedback.append(fb)
         return fb
 
@@ -106,12 +113,20 @@ class TraceHandle:
         """Implicit feedback (retry, schema_repair, exception, slow) recorded by the SDK."""
         fb = Feedback(trace_id=self.id, score=score, kind=kind, comment=comment, source="implicit")
         if self.acknowledged:
-            self.home.store.add_feedback(fb)
+            self.store.add_feedback(fb)
         self.record.feedback.append(fb)
 
 
+def check_scope(*, agent: Any, org: Any, user: Any) -> None:
+    """The scope labels of a run: non-empty strings of at most 200 characters (None for org/user)."""
+    for label, value in (("agent", agent), ("org", org), ("user", user)):
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 200):
+            raise ValidationError(f"{label} must be a non-empty string of at most 200 characters, got {value!r}")
+
+
 @contextmanager
-def trace(
+def recording(
+    store: TraceWriter,
     name: str = "run",
     *,
     agent: str = "default",
@@ -120,17 +135,13 @@ def trace(
     session: str | None = None,
     input: Any = None,
     metadata: dict[str, Any] | None = None,
-    home: Home | None = None,
 ) -> Iterator[TraceHandle]:
-    """Record one agent run into the home's store (see the module docstring)."""
-    for label, value in (("agent", agent), ("org", org), ("user", user)):
-        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 200):
-            raise ValidationError(f"{label} must be a non-empty string of at most 200 characters, got {value!r}")
-    h = home or Home.from_env()
+    """Record one agent run into `store` (see the module docstring; `crystallise.trace` picks the home's)."""
+    check_scope(agent=agent, org=org, user=user)
     record = Trace(
         name=name, agent_id=agent, org_id=org, user_id=user, session_id=session, input=input, metadata=metadata or {}
     )
-    handle = TraceHandle(h, record)
+    handle = TraceHandle(store, record)
     token = _current.set(handle)
     start = time.perf_counter()
     try:
@@ -145,5 +156,5 @@ def trace(
         _current.reset(token)
         record.ended_at = now()
         record.metadata.setdefault("latency_ms", round((time.perf_counter() - start) * 1000, 3))
-        h.store.write_trace(record)
+        store.write_trace(record)
         handle.acknowledged = True

@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
-from crystallise.home import Home
+from crystallise.engine.home import Home
 
 __all__ = ["COOKIE", "LoginRequired", "create_web_app", "csrf_token", "form", "render", "ui_principal"]
 

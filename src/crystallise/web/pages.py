@@ -22,9 +22,10 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from crystallise.api import routes_context, routes_traces, routes_versions
 from crystallise.api.auth import Principal
 from crystallise.api.schemas import RevertIn
+from crystallise.engine.access import sees_version
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.harness.spec import View, task_path
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.store import browse
 from crystallise.types import Feedback, Item, Trace, Version
 from crystallise.web.app import COOKIE, form, render, ui_principal
@@ -146,7 +147,7 @@ def _shown_items(home: Home, who: Principal, trace: Trace) -> list[tuple[str, It
 def _versions_for(home: Home, who: Principal, trace_id: str) -> list[Version]:
     seen: dict[str, bool] = {}
     return [v for v in browse.versions_citing(home.store, trace_id)
-            if who.admin or routes_versions._visible_cached(home, who, v, seen)]
+            if who.admin or sees_version(home.store, who, v, seen)]
 
 
 @router.get("/traces/{trace_id}", response_class=HTMLResponse)

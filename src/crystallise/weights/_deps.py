@@ -12,6 +12,7 @@ import importlib
 import os
 from typing import Any
 
+from crystallise.config import ENV_TORCH_THREADS, env
 from crystallise.errors import ConfigError
 
 __all__ = ["INSTALL_HINT", "cpu_count", "pick_device", "require", "torch_threads"]
@@ -45,7 +46,7 @@ def torch_threads() -> int:
     OpenMP threads spin at every barrier while a sibling is descheduled (measured here on 2 cores at
     load 20: a batch of 8 x 16 generated tokens took 77 s with 2 threads, 9.8 s with 1).
     """
-    raw = os.environ.get("CRYSTALLISE_TORCH_THREADS", "").strip()
+    raw = (env(ENV_TORCH_THREADS) or "").strip()
     if raw:
         try:
             return max(1, int(raw))

@@ -6,7 +6,8 @@
     ds.write(out) out/sft.jsonl, out/pairs.jsonl, out/dataset.json (counts, sha256, scope)
 
 *Verified* means the latest explicit feedback on the run gave the right answer: a correction
-(the answer is the correction) or a score of 1 for the answer the model gave. Runs with only
+(the answer is the correction) or a score of 1 for the answer the model gave (the one rule of
+`crystallise.evidence`, shared with the grades, the loop and the advisor). Runs with only
 implicit signals, a failing score without a correction, an error, or revoked by an undo
 (`crystallise revert --trace/--user`) are never exported.
 
@@ -33,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from crystallise.errors import ValidationError
-from crystallise.governance.undo import is_revoked
+from crystallise.evidence import is_revoked, verified
+from crystallise.store.base import Store
 from crystallise.types import Scope, Trace
 from crystallise.context.pii import PiiPolicy
 from crystallise.weights.redact import PiiRedactor, Redactor
@@ -69,18 +71,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def verified_answer(t: Trace) -> tuple[Any, str] | None:
-    """(right answer, "correction" | "accepted") from the latest explicit feedback, or None."""
-    if t.status != "ok":
-        return None
-    found: tuple[Any, str] | None = None
-    for fb in sorted(t.feedback, key=lambda f: f.created_at):
-        if fb.source != "explicit":
-            continue
-        if fb.correction is not None:
-            found = (fb.correction, "correction")
-        elif fb.score is not None:
-            found = (t.output, "accepted") if fb.score >= 1.0 and t.output is not None else None
-    return found
+    """(right answer, "correction" | "accepted"), or None: `crystallise.evidence.verified`."""
+    return verified(t)
 
 
 def _text(value: Any) -> str:
@@ -141,7 +133,7 @@ def _in_scope(t: Trace, scope: Scope, agent_only: bool) -> bool:
 
 
 def export_dataset(
-    store: Any,
+    store: Store,
     scope: Scope,
     *,
     tasks: Sequence[str] | None = None,

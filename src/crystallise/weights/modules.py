@@ -33,10 +33,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from crystallise.artifacts import ArtifactRepo
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
-from crystallise.home import Home
 from crystallise.types import ChangeSet, Delta, Scope, Verdict
 
 __all__ = [
@@ -86,11 +86,20 @@ def weights_digest(folder: Path) -> tuple[str, dict[str, str]]:
     return h.hexdigest(), files
 
 
-def _adapters_root(home: Home) -> Path:
+class WeightsHome(Protocol):
+    """The parts of a home the weight layer reads: its folder (adapter weights, datasets), the artifact
+    repository (manifests) and the models folder (GGUF bases). `crystallise.engine.home.Home` is one."""
+
+    path: Path
+    repo: ArtifactRepo
+    models_dir: Path
+
+
+def _adapters_root(home: WeightsHome) -> Path:
     return home.path / "adapters"
 
 
-def store_weights(home: Home, folder: Path) -> tuple[str, dict[str, str]]:
+def store_weights(home: WeightsHome, folder: Path) -> tuple[str, dict[str, str]]:
     """Copy an adapter folder into $HOME/adapters/<sha256>/ (idempotent); its digest and file hashes."""
     digest, files = weights_digest(folder)
     dest = _adapters_root(home) / digest
@@ -109,7 +118,7 @@ def store_weights(home: Home, folder: Path) -> tuple[str, dict[str, str]]:
     return digest, files
 
 
-def weights_dir(home: Home, digest: str, *, verify: bool = True) -> Path:
+def weights_dir(home: WeightsHome, digest: str, *, verify: bool = True) -> Path:
     """The folder of adapter `digest`; NotFoundError if missing, ArtifactError if its content changed."""
     if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValidationError(f"bad adapter digest {digest!r}: expected 64 hex characters")
@@ -123,11 +132,11 @@ def weights_dir(home: Home, digest: str, *, verify: bool = True) -> Path:
     return path
 
 
-def dataset_path(home: Home, digest: str) -> Path:
+def dataset_path(home: WeightsHome, digest: str) -> Path:
     return home.path / "datasets" / f"{digest}.jsonl"
 
 
-def store_dataset(home: Home, text: str) -> str:
+def store_dataset(home: WeightsHome, text: str) -> str:
     """Keep the exact training data as $HOME/datasets/<sha256>.jsonl (outside git: it may hold user data)."""
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     path = dataset_path(home, digest)
@@ -139,7 +148,7 @@ def store_dataset(home: Home, text: str) -> str:
     return digest
 
 
-def current_manifest(home: Home, level: str, owner: str) -> dict[str, Any] | None:
+def current_manifest(home: WeightsHome, level: str, owner: str) -> dict[str, Any] | None:
     """The manifest the scope serves now (working tree of the artifact repository), or None."""
     text = home.repo.read(manifest_path(level, owner))
     if text is None:
@@ -166,7 +175,7 @@ class Resolution:
         return self.manifest["weights"]["sha256"] if self.manifest else None
 
 
-def resolve(home: Home, scope: Scope, base_sha256: str) -> Resolution:
+def resolve(home: WeightsHome, scope: Scope, base_sha256: str) -> Resolution:
     """The org's adapter, else the agent's, else the base; an adapter of another base is passed over."""
     skipped: list[str] = []
     candidates = ([("org", scope.org)] if scope.org else []) + [("agent", scope.agent or "default")]
@@ -183,7 +192,7 @@ def resolve(home: Home, scope: Scope, base_sha256: str) -> Resolution:
 
 
 def adapter_changeset(
-    home: Home,
+    home: WeightsHome,
     scope: Scope,
     manifest: dict[str, Any],
     verdict: Verdict,

@@ -28,12 +28,11 @@ from typing import Any
 from crystallise.backends import catalog
 from crystallise.backends.base import Completion, CompletionRequest
 from crystallise.errors import BackendError, ConfigError
-from crystallise.home import Home
 from crystallise.types import Scope
 from crystallise.weights.base import BaseModel, generate
 from crystallise.weights.evaluate import load_with_adapter
 from crystallise.weights.gguf_lora import peft_to_gguf
-from crystallise.weights.modules import Resolution, resolve, weights_dir
+from crystallise.weights.modules import Resolution, WeightsHome, resolve, weights_dir
 
 __all__ = ["LlamaAdapterBackend", "TransformersAdapterBackend", "gguf_adapter", "serving_backend"]
 
@@ -77,7 +76,7 @@ class TransformersAdapterBackend:
                           latency_ms=(time.perf_counter() - start) * 1000)
 
 
-def gguf_adapter(home: Home, digest: str, base: BaseModel) -> Path:
+def gguf_adapter(home: WeightsHome, digest: str, base: BaseModel) -> Path:
     """The GGUF LoRA of adapter `digest`, converted on first use (beside its folder, not inside it)."""
     src = weights_dir(home, digest)
     out = src.parent / f"{digest}.lora.gguf"
@@ -137,7 +136,7 @@ class LlamaAdapterBackend:
                           latency_ms=(time.perf_counter() - start) * 1000)
 
 
-def serving_backend(home: Home, scope: Scope, *, base_name: str = "smollm2-135m", runtime: str = "llama",
+def serving_backend(home: WeightsHome, scope: Scope, *, base_name: str = "smollm2-135m", runtime: str = "llama",
                     device: str | None = None) -> tuple[Any, Resolution]:
     """The backend that serves `scope`: its adapter on the base, else the base (see the module docstring)."""
     if runtime not in ("llama", "transformers"):

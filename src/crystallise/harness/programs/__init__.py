@@ -18,8 +18,8 @@ from typing import Any
 
 from crystallise.harness.programs.interp import FORMAT, Program, ProgramError, Result, load, load_body
 
-__all__ = ["FORMAT", "Program", "ProgramError", "Result", "close_sandboxes", "load", "load_body", "render",
-           "sandbox_runner"]
+__all__ = ["FORMAT", "Program", "ProgramError", "Result", "close_sandboxes", "isolation_problem", "load",
+           "load_body", "render", "sandbox_runner"]
 
 # One worker process per distinct LLM-written source, shared by every program in the process:
 # the gate builds many short-lived runtimes over the same code.
@@ -44,6 +44,29 @@ def sandbox_runner(source: str) -> Any:
         return box
 
 
+_PROBLEM: list[str | None] = []
+
+
+def isolation_problem() -> str | None:
+    """Why LLM-written code cannot run here (no bubblewrap, no libseccomp, ...), or None.
+
+    Asked once per process (a worker is started and stopped: ~50 ms). Learners that would write
+    code skip it with this reason rather than write code nothing may run."""
+    from crystallise.harness.sandbox import Sandbox, SandboxUnavailable
+
+    with _LOCK:
+        if not _PROBLEM:
+            try:
+                with Sandbox("def solve():\n    return 1\n", timeout_s=5.0) as box:
+                    box.call()
+                _PROBLEM.append(None)
+            except SandboxUnavailable as e:
+                _PROBLEM.append(str(e))
+            except Exception as e:  # noqa: BLE001 - any other failure to start is also a reason not to
+                _PROBLEM.append(f"the sandbox did not start: {type(e).__name__}: {e}")
+        return _PROBLEM[0]
+
+
 def close_sandboxes() -> None:
     with _LOCK:
         while _SANDBOXES:
@@ -51,6 +74,6 @@ def close_sandboxes() -> None:
 
 
 def render(tree: Any) -> str:
-    from crystallise.harness.programs.render import render as _render
+    from crystallise.harness.programs.rendering import render as _render
 
     return _render(tree)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crystallise.errors import SandboxError, ValidationError
+from crystallise.errors import SandboxError
 from crystallise.harness.synth import strings_runtime as rt
 from crystallise.harness.synth.numbers import extract_numbers, fmt_number
 from crystallise.harness.synth.template import encode, key_of, payload
@@ -48,16 +48,15 @@ from crystallise.harness.synth.template import encode, key_of, payload
 __all__ = ["FORMAT", "HELPERS", "Program", "ProgramError", "Result", "Runner", "load", "load_body", "snap",
            "strings_fn"]
 
-FORMAT = "crystallise.program/1"
-MAX_DEPTH = 48
-MAX_NODES = 200_000
-MODES = ("sentence", "line", "none")
-ROUNDINGS = ("half_up", "half_even", "")
-TYPES = ("str", "int", "bool", "list")
-CODECS = ("str", "int", "bool", "option", "any")
-ARITH_OPS = {"+": 2, "-": 2, "*": 2, "/": 2, "**": 2, "neg": 1}
-FMT_SPECS = frozenset({",", "02d", "03d", "04d", "05d", ".1f", ".2f", "+d"})
-MAX_PLACES = 12
+from crystallise.harness.programs.checks import (  # noqa: F401 - re-exported: the tree's vocabulary
+    ARITH_OPS, CODECS, FMT_SPECS, FORMAT, MAX_PLACES, MODES, ROUNDINGS, TYPES, ProgramError,
+)
+from crystallise.harness.programs.checks import Budget as _Budget
+from crystallise.harness.programs.checks import json_value as _json_value
+from crystallise.harness.programs.checks import need as _need
+from crystallise.harness.programs.checks import need_int as _int
+from crystallise.harness.programs.checks import need_keys as _keys
+from crystallise.harness.programs.checks import need_str as _str
 
 # The strings DSL: runtime helpers by name, with their arity (None: any number of arguments).
 HELPERS: dict[str, tuple[Callable[..., Any], int | None]] = {}
@@ -72,10 +71,6 @@ for _internal in ("isstr", "isint", "islist", "spans"):
 Runner = Callable[[str], Any]  # source -> an object with call_fn(name, *args) (a Sandbox)
 
 
-class ProgramError(ValidationError):
-    """A program tree that is not well-formed: it is refused, never run."""
-
-
 @dataclass(frozen=True)
 class Result:
     """What a program said about one input: its answer (None: abstain) and, when a part
@@ -83,60 +78,6 @@ class Result:
 
     output: Any = None
     error: str | None = None
-
-
-# -- validation helpers --------------------------------------------------------------------------------
-
-
-class _Budget:
-    def __init__(self) -> None:
-        self.nodes = 0
-
-    def tick(self, depth: int, where: str) -> None:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise ProgramError(f"program has more than {MAX_NODES} nodes")
-        if depth > MAX_DEPTH:
-            raise ProgramError(f"{where}: expression nested deeper than {MAX_DEPTH}")
-
-
-def _need(cond: bool, message: str) -> None:
-    if not cond:
-        raise ProgramError(message)
-
-
-def _str(value: Any, where: str) -> str:
-    _need(type(value) is str, f"{where} must be a string")
-    return value
-
-
-def _int(value: Any, where: str, lo: int = 0, hi: int = 1 << 30) -> int:
-    _need(type(value) is int and lo <= value <= hi, f"{where} must be an int in [{lo}, {hi}]")
-    return value
-
-
-def _keys(obj: Any, where: str, required: set[str], optional: set[str] = frozenset()) -> Mapping[str, Any]:
-    _need(isinstance(obj, dict), f"{where} must be an object")
-    missing = required - set(obj)
-    extra = set(obj) - required - optional
-    _need(not missing, f"{where} lacks {sorted(missing)}")
-    _need(not extra, f"{where} has unknown fields {sorted(extra)}")
-    return obj
-
-
-def _json_value(value: Any, where: str, depth: int = 0) -> Any:
-    """A JSON value with finite numbers (NaN/Infinity have no literal and no JSON form)."""
-    _need(depth <= MAX_DEPTH, f"{where}: value nested too deep")
-    if value is None or type(value) in (bool, str, int):
-        return value
-    if type(value) is float:
-        _need(math.isfinite(value), f"{where}: numbers must be finite")
-        return value
-    if type(value) is list:
-        return [_json_value(v, where, depth + 1) for v in value]
-    if type(value) is dict:
-        return {_str(k, where): _json_value(v, where, depth + 1) for k, v in value.items()}
-    raise ProgramError(f"{where}: {type(value).__name__} is not a JSON value")
 
 
 # -- arith ----------------------------------------------------------------------------------------------
@@ -218,9 +159,19 @@ class _Arith:
         return None if m is None else f"{m[0]} | {m[1]}"
 
     def solve(self, value: Any, fields: Any = None) -> Any:
+        return self.answer(value, fields, None)[1]
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
+        """(unit, answer) in one pass; the answer only for a unit in `allowed` (None: any)."""
         m = self._match(value)
         if m is None:
-            return None
+            return None, None
+        unit = f"{m[0]} | {m[1]}"
+        if allowed is not None and unit not in allowed:
+            return None, None
+        return unit, self._compute(m)
+
+    def _compute(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> Any:
         _, _, nums, (fn, places, rounding) = m
         env = {letter: nums[kind] for letter, kind in _VARS.items()}
         env.update({letter.upper(): sorted(nums[kind], reverse=True) for letter, kind in _VARS.items()})
@@ -258,6 +209,15 @@ class _Lookup:
             return self.table.get(self._key(value))
         except (TypeError, ValueError):
             return None
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
+        try:
+            key = self._key(value)
+        except (TypeError, ValueError):
+            return None, None
+        if key not in self.table or (allowed is not None and "table" not in allowed):
+            return None, None
+        return "table", self.table[key]
 
 
 # -- strings --------------------------------------------------------------------------------------------
@@ -388,9 +348,15 @@ class _Grouped:
         return key
 
     def solve(self, value: Any, fields: Any = None) -> Any:
+        return self.answer(value, fields, None)[1]
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
         key = self.unit(value)
-        if key is None:
-            return None
+        if key is None or (allowed is not None and key not in allowed):
+            return None, None
+        return key, self._solve(key, value)
+
+    def _solve(self, key: str, value: Any) -> Any:
         prefix, suffix, arg_keys, fn, codec = self.groups[key]
         out = fn(*[value[k] for k in arg_keys]) if arg_keys is not None else fn(payload(value, prefix, suffix))
         return encode(out, *codec, value if isinstance(value, str) else "")
@@ -451,9 +417,15 @@ class _Hybrid:
         return key if u is not None and payload(value, u[0], u[1]) is not None else None
 
     def solve(self, value: Any, fields: Any = None) -> Any:
+        return self.answer(value, fields, None)[1]
+
+    def answer(self, value: Any, fields: Any, allowed: frozenset[str] | None) -> tuple[str | None, Any]:
         key = self.unit(value) if isinstance(fields, dict) else None
-        if key is None:
-            return None
+        if key is None or (allowed is not None and key not in allowed):
+            return None, None
+        return key, self._solve(key, value, fields)
+
+    def _solve(self, key: str, value: Any, fields: dict[str, Any]) -> Any:
         prefix, suffix, names, compute, places, rounding = self.units[key]
         text = payload(value, prefix, suffix)
         args = [snap(text, fields.get(n)) for n in names]
@@ -517,10 +489,10 @@ class Program:
         """The first answer of the parts that claim `value` (hybrid parts only with `fields`)."""
         error = None
         for p in self.parts:
-            if p.hybrid != (fields is not None) or p.claims(value) is None:
+            if p.hybrid != (fields is not None):
                 continue
             try:
-                out = p.body.solve(value, fields)
+                _, out = p.body.answer(value, fields, p.units)
             except SandboxError as e:
                 error = error or f"{p.strategy}: {type(e).__name__}: {e}"
                 continue

@@ -235,7 +235,7 @@ class ArithStrategy:
     @classmethod
     def render(cls, rules: list[ArithRule], mode: str) -> str:
         """The rendering of `body` (a readable module, for people)."""
-        from crystallise.harness.programs.render import render_body
+        from crystallise.harness.programs.rendering import render_body
 
         return render_body(cls.body(rules, mode))
 

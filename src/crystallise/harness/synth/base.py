@@ -111,7 +111,8 @@ class Problem:
 class Candidate:
     """A program proposed by one strategy, before verification.
 
-    `program` is the part's body (a JSON tree, `harness/programs/interp.py`); `state` is what the strategy needs to learn incrementally next time (stored in
+    `program` is the part's body (a JSON tree, `harness/programs/interp.py`); `state` is
+    what the strategy needs to learn incrementally next time (stored in
     program.json); `notes` says how it was made (rounds, LLM calls, sizes) for people;
     `extraction` is, for hybrid parts, the per-unit schema and examples the runtime uses
     to have the LLM fill the fields before `solve(value, fields)`.
@@ -128,7 +129,7 @@ class Candidate:
     @property
     def source(self) -> str:
         """The part's rendering (for people and logs; never what runs)."""
-        from crystallise.harness.programs.render import render_body
+        from crystallise.harness.programs.rendering import render_body
 
         return render_body(self.program)
 

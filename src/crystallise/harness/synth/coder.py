@@ -134,7 +134,8 @@ class CoderStrategy:
         if not found:
             return None
         return Candidate(self.name, grouped(mode, found), state={"tried": dict(self.tried)},
-                         notes={"groups": len(found), "written_by": self.backend.name, "llm_calls": self.calls - calls0, "rounds": log})
+                         notes={"groups": len(found), "written_by": self.backend.name,
+                                "llm_calls": self.calls - calls0, "rounds": log})
 
     def _short(self, unit: str, cases: Sequence[Case], tpls: dict[str, Template]) -> bool:
         """Inputs short enough for a small model to read six of them and write code."""

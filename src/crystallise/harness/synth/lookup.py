@@ -25,7 +25,7 @@ class LookupStrategy:
         body = self.body(cases)
         if body is None:
             return None
-        from crystallise.harness.programs.render import render_body
+        from crystallise.harness.programs.rendering import render_body
 
         return render_body(body)
 

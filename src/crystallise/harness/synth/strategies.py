@@ -71,7 +71,8 @@ class ArithPart:
             return None
         _, rules, mode = found
         rules = sorted(rules, key=lambda r: (r.key, r.signature))
-        return Candidate(self.name, ArithStrategy.body(rules, mode), state={"mode": mode, "rules": [r.to_dict() for r in rules]},
+        return Candidate(self.name, ArithStrategy.body(rules, mode),
+                         state={"mode": mode, "rules": [r.to_dict() for r in rules]},
                          notes={"rules": len(rules)})
 
 
@@ -138,7 +139,8 @@ class StringsPart:
                 found.append(program)
         if not found:
             return None
-        return Candidate(self.name, grouped(mode, found), state={"tried": dict(self.tried)}, notes={"groups": len(found)})
+        return Candidate(self.name, grouped(mode, found), state={"tried": dict(self.tried)},
+                         notes={"groups": len(found)})
 
     def _search(self, unit: str, cases: list[Case], tpls: dict[str, Template], budget_s: float) -> GroupProgram | None:
         outputs = [c.output for c in cases]

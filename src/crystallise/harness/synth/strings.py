@@ -64,7 +64,7 @@ class Program:
     @property
     def source(self) -> str:
         """Its rendering as a standalone module (for people, and the sandbox equivalence tests)."""
-        from crystallise.harness.programs.render import render_strings_fn
+        from crystallise.harness.programs.rendering import render_strings_fn
 
         return render_strings_fn(self.tree, f" from {self.n_examples} examples (bottom-up enumeration, "
                                             f"cost {self.expr.cost:g})")

@@ -31,14 +31,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from crystallise.errors import ValidationError
-from crystallise.home import Home
+from crystallise.harness.answers import shadow_name
+from crystallise.engine.home import Home
 from crystallise.types import Scope, Span, Trace, now
 
 __all__ = ["ShadowChecker", "shadow_name"]
-
-
-def shadow_name(task: str) -> str:
-    return f"shadow:{task}"
 
 
 class ShadowChecker:

@@ -44,7 +44,8 @@ from crystallise.context.items import (
 )
 from crystallise.context.temporal import KEY_PATTERN, fact_key, plan_activation, plan_write, validate_key
 from crystallise.errors import NotFoundError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.committer import Committer
+from crystallise.engine.home import Home
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
 
 __all__ = ["accept", "changes", "commit_explicit", "forget", "history", "remember", "revert_change", "scope_items"]
@@ -70,8 +71,6 @@ def scope_items(home: Home, scope: Scope, kind: str | None = None) -> list[Item]
 def commit_explicit(home: Home, scope: Scope, deltas: list[Delta], *, what: str, provenance: list[str],
                     evidence: dict[str, Any] | None = None, learner: str = "remember") -> Version:
     """Commit deltas of an explicit user action through the Committer (user ledger or a version)."""
-    from crystallise.ledger import Committer
-
     undo = ("`crystallise items revert <change set>`" if scope.level == "user" else "`crystallise revert <version>`")
     cs = ChangeSet(
         learner=learner,
@@ -285,7 +284,5 @@ def changes(user: str, *, org: str | None = None, limit: int = 100, home: Home |
 
 def revert_change(changeset_id: str, *, reason: str = "requested by the user", home: Home | None = None) -> ChangeSet:
     """Undo a user-level change set (`Committer.revert_user`); returns the reverting change set."""
-    from crystallise.ledger import Committer
-
     h = home or Home.from_env()
     return Committer(h, recover=False).revert_user(changeset_id, reason=reason)

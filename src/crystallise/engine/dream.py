@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +45,10 @@ from crystallise.context.critique import Critic, Critique, LLMCritic
 from crystallise.context.curate import DreamPolicy, Embed, Plan, evidence_gate
 from crystallise.context.items import content_words, same_scope, validate_scope
 from crystallise.context.reflect import shown_items
-from crystallise.errors import ArtifactError, BackendError, UserError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.committer import Committer
+from crystallise.engine.home import Home
+from crystallise.errors import ArtifactError, BackendError, NotFoundError, UserError, ValidationError
+from crystallise.governance.review import PendingReview
 from crystallise.types import ChangeSet, Item, Scope, Trace, Verdict, new_id, now
 
 try:  # pragma: no cover - always there on POSIX
@@ -225,6 +226,7 @@ def dream(
     embed: Embed | None = None,
     at: float | None = None,
     progress: Progress | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> DreamReport:
     """Dream over `scope` (None: every scope with new traces) and return what it did.
 
@@ -232,7 +234,8 @@ def dream(
     included) and reports what would change. The critic defaults to an `LLMCritic` on
     `backend` (default: the home's model); `gate` to `evidence_gate`; `policy` to the
     home's `config.json` `"dream"`; `embed` to the home's embedder; `at` (now) is the
-    time the forgetting policy measures windows from.
+    time the forgetting policy measures windows from. `on_step(point)` is called at the named
+    points "before-commit" and "after-commit" of each scope (tests and bench/faults.py kill a run there).
 
     >>> report = dream(home, Scope(agent="support"), dry_run=True)      # doctest: +SKIP
     >>> report.totals()                                                  # doctest: +SKIP
@@ -247,8 +250,6 @@ def dream(
     say = progress or (lambda _msg: None)
     report = DreamReport(id=new_id("dr_"), dry_run=dry_run, started_at=now())
     with _dream_lock(home):
-        from crystallise.ledger import Committer
-
         committer = None if dry_run else Committer(home)  # recovery of a version killed mid-commit runs here
         pending, touched = _credit(home, dry_run, report, say)
         scopes = [scope] if scope is not None else _scopes_with_work(home, touched)
@@ -258,7 +259,8 @@ def dream(
         for s in scopes:
             if the_critic is None:
                 the_critic = LLMCritic(backend if backend is not None else home.backend())
-            run = _ScopeRun(home, s, window, dry_run, the_critic, gate, policy, embed, at, pending, report.id, say)
+            run = _ScopeRun(home, s, window, dry_run, the_critic, gate, policy, embed, at, pending, report.id, say,
+                            on_step)
             report.scopes.append(run.go(committer))
     report.finished_at = now()
     return report
@@ -319,7 +321,8 @@ class _ScopeRun:
 
     def __init__(self, home: Home, scope: Scope, window: tuple[str, float] | None, dry_run: bool, critic: Critic,
                  gate: Gate | None, policy: DreamPolicy, embed: Embed | None, at: float | None,
-                 pending: Counter[str], batch_id: str, say: Progress) -> None:
+                 pending: Counter[str], batch_id: str, say: Progress,
+                 on_step: Callable[[str], None] | None = None) -> None:
         self.home, self.store, self.scope = home, home.store, scope
         self.key = scope_key(scope)
         self.mark = f"dream/{self.key}"
@@ -330,6 +333,7 @@ class _ScopeRun:
         self.pending = pending
         self.batch_id = batch_id
         self.say = say
+        self.step = on_step or (lambda point: None)
         self.report = ScopeReport(scope=scope.to_dict(), key=self.key, run_id=new_id("dsr_"))
         self.started = now()
 
@@ -348,8 +352,6 @@ class _ScopeRun:
 
     # -- 0. resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
-        from crystallise.errors import NotFoundError
-
         for run in self.store.list_dream_runs(scope_key=self.key, status="planned", limit=100):
             try:
                 cs = self.store.get_changeset(run["changeset_id"]) if run.get("changeset_id") else None
@@ -451,9 +453,7 @@ class _ScopeRun:
             r.critiqued += 1
             plan.apply_critique(critique, shown)
         if self.embed is None:
-            from crystallise.context.embed import embedder_for
-
-            self.embed = embedder_for(self.home).embed
+            self.embed = self.home.embedder().embed
         plan.dedup(self.embed)
         live = [it.id for it in plan.active()]
         plan.forget(self.store.last_used(live) if live else {}, self.at)
@@ -465,8 +465,6 @@ class _ScopeRun:
 
     # -- 3. commit and finish --------------------------------------------------------------------------
     def _plan_and_commit(self, committer: Any) -> None:
-        from crystallise.governance.review import PendingReview
-
         r = self.report
         plan, traces = self._plan()
         self.say(f"{self.key}: {r.traces} trace(s), {r.failures} failed, {r.critiqued} critiqued; "
@@ -491,8 +489,7 @@ class _ScopeRun:
         cs.verdict = self.gate(cs)
         r.changeset_id, r.verdict = cs.id, cs.verdict.reason
         self._save("planned", trace_ids)  # before the commit: a killed run is finished or abandoned by the next
-        if _crash_hook("before-commit"):
-            os._exit(137)
+        self.step("before-commit")
         if cs.verdict.decision != "accept":
             cs.status = "rejected" if cs.verdict.decision == "reject" else "needs_review"
             self.store.save_changeset(cs)
@@ -503,8 +500,7 @@ class _ScopeRun:
         except PendingReview:
             self._finish("held", trace_ids)
             return
-        if _crash_hook("after-commit"):
-            os._exit(137)
+        self.step("after-commit")
         r.version = version.number or None
         self._finish("committed", trace_ids)
 
@@ -525,8 +521,3 @@ class _ScopeRun:
         self.report.status = status
         self.store.finish_dream_run(self._row(status, trace_ids), watermark=self.mark, value=self.report.until_seq,
                                     trace_ids=trace_ids)
-
-
-def _crash_hook(point: str) -> bool:
-    """Tests and bench/faults.py kill a dream at a named point: CRYSTALLISE_DREAM_CRASH=before-commit."""
-    return os.environ.get("CRYSTALLISE_DREAM_CRASH") == point

@@ -24,13 +24,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from crystallise.errors import ValidationError
-from crystallise.harness.runtime import approx_tokens
-from crystallise.home import Home
+from crystallise.backends.base import approx_tokens
+from crystallise.context import retrieve
+from crystallise.context.embed import Embedder
+from crystallise.context.retrieve import Hit, Mode
+from crystallise.engine.home import Home
+from crystallise.engine.skills import load_skill
+from crystallise.errors import NotFoundError, ValidationError
 from crystallise.traces.sdk import current_trace
 from crystallise.types import Item
 
-__all__ = ["ContextPack", "assemble"]
+__all__ = ["ContextPack", "assemble", "recall", "search"]
 
 _LEVEL_ORDER = {"user": 0, "org": 1, "agent": 2}
 AUTO_SKILL_RANK = 3
@@ -52,8 +56,6 @@ class ContextPack:
 
 def _servable(store: object, name: str) -> bool:
     """A skill's body may be loaded unless its item is quarantined or retired (no item: an older repo)."""
-    from crystallise.errors import NotFoundError
-
     try:
         item = store.get_item(f"it_skill_{name}")  # type: ignore[attr-defined]
     except NotFoundError:
@@ -87,8 +89,6 @@ def assemble(
     timings: dict[str, float] = {}
     triggered: list[str] = []
     if query is not None and query.strip():
-        from crystallise.context.retrieve import search
-
         hits = search(query, agent=agent, org=org, user=user, k=CANDIDATES, kind=kind, mode=mode,  # type: ignore[arg-type]
                       follow_links=follow_links, home=h, timings=timings)
         ranked = [hit.item for hit in hits]
@@ -120,8 +120,6 @@ def assemble(
     loaded: list[str] = []
     wanted = list(dict.fromkeys([*load_skills, *[t for t in triggered if t]]))
     if wanted:
-        from crystallise.context.skills import load_skill
-
         for name in wanted:
             if not _servable(store, name):
                 continue  # quarantined or retired: its instructions wait for review
@@ -148,3 +146,55 @@ def assemble(
         store.bump_items(pack.item_ids, shown=1)
     timings["record_ms"] = (time.perf_counter() - t_record) * 1e3
     return pack
+
+
+def search(
+    query: str,
+    *,
+    agent: str = "default",
+    org: str | None = None,
+    user: str | None = None,
+    k: int = 10,
+    kind: str | Sequence[str] | None = None,
+    mode: Mode = "hybrid",
+    follow_links: bool = False,
+    as_of: float | None = None,
+    depth: int | None = None,
+    home: Home | None = None,
+    embedder: Embedder | None = None,
+    timings: dict[str, float] | None = None,
+    dates: bool = True,
+) -> list[Hit]:
+    """The `k` best items for `query` visible to the scope, from the home's store (`context.retrieve.search`)."""
+    retrieve.check_query(query, k, mode, agent, org, user)  # a bad argument is named before a missing home
+    h = home or Home.from_env()
+    return retrieve.search(query, store=h.store, embedder=embedder or h.embedder(), agent=agent, org=org,
+                           user=user, k=k, kind=kind, mode=mode, follow_links=follow_links, as_of=as_of,
+                           depth=depth, timings=timings, dates=dates)
+
+
+def recall(
+    query: str,
+    *,
+    agent: str = "default",
+    org: str | None = None,
+    user: str | None = None,
+    k: int = 10,
+    home: Home | None = None,
+    kind: str | Sequence[str] | None = None,
+    mode: Mode = "hybrid",
+    follow_links: bool = False,
+    as_of: float | None = None,
+) -> list[Item]:
+    """The `k` items most relevant to `query` that the scope may see, best first.
+
+    Hybrid (BM25 + embeddings, RRF) by default; `mode="lexical"` or `"vector"` uses one
+    list; `follow_links=True` also ranks the items linked to the top hits (one hop).
+    A user's items only ever reach that user; ties go user > org > agent.
+
+    >>> recall("refund window", agent="support", user="u1", k=3)   # doctest: +SKIP
+    [Item(text='Refunds are accepted within 30 days', ...), ...]
+    """
+    return [hit.item for hit in search(query, agent=agent, org=org, user=user, k=k, kind=kind, mode=mode,
+                                       follow_links=follow_links, as_of=as_of, home=home)]
+

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from crystallise.context.index import forget_user_block
 from crystallise.context.items import validate_scope
 from crystallise.errors import NotFoundError, ValidationError
-from crystallise.home import Home
+from crystallise.engine.committer import Committer
+from crystallise.engine.home import Home
 
 __all__ = ["DeletionReport", "forget_user"]
 
@@ -63,8 +64,6 @@ def forget_user(home: Home, user: str, *, org: str | None = None, all_orgs: bool
     Irreversible. Raises NotFoundError when the user has nothing stored, ValidationError when
     the user exists in several orgs and neither `org` nor `all_orgs` says which.
     """
-    from crystallise.ledger import Committer
-
     validate_scope("default", org, user)
     store = home.store
     orgs = store.user_orgs(user)

@@ -23,13 +23,16 @@ from typing import Any, get_type_hints
 
 import pydantic
 
+from crystallise.engine.committer import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.observe import trace
 from crystallise.errors import ModelOutputError, ValidationError
-from crystallise.harness.runtime import TaskRuntime
-from crystallise.harness.spec import TaskSpec, View, valid_task_name
-from crystallise.home import Home
-from crystallise.traces.sdk import current_trace, trace
+from crystallise.harness.runtime import TaskRuntime, constrains_text
+from crystallise.harness.spec import TaskSpec, View, task_path, valid_task_name
+from crystallise.traces.sdk import current_trace
+from crystallise.types import ChangeSet, Delta, Verdict
 
-__all__ = ["Task", "task"]
+__all__ = ["Task", "define_task", "task"]
 
 
 class Task:
@@ -67,8 +70,6 @@ class Task:
         return self.home or Home.from_env()
 
     def runtime(self, home: Home, org: str | None = None) -> TaskRuntime:
-        from crystallise.loop import define_task
-
         spec = define_task(home, self.spec)
         items = home.store.query_items(kind="bullet")
         return TaskRuntime(spec, View.of(home.repo), home.backend(self.model), bullets=items,
@@ -112,3 +113,22 @@ def task(fn: Callable[..., Any] | None = None, *, name: str | None = None, model
         return Task(f, name=name, model=model, home=home, examples_k=examples_k)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def define_task(home: Home, spec: TaskSpec, committer: Committer | None = None) -> TaskSpec:
+    """The task's committed spec; commits `spec` as the task's first version if it has none."""
+    current = View.of(home.repo).spec(spec.name)
+    if current is not None:
+        return current
+    if spec.grade < "G2" and (not spec.text_output or constrains_text(spec.output_schema)):
+        spec = TaskSpec(**{**spec.__dict__, "grade": "G2"})  # a typed output is validated and repaired: G2
+    path = task_path(spec.name, "spec.json")
+    cs = ChangeSet(
+        learner="define",
+        layer="harness",
+        deltas=[Delta(op="set", target="artifact", path=path, before=None, after=spec.to_json(), reason="new task")],
+        summary=f"{spec.name}: define task ({spec.grade})",
+        verdict=Verdict(decision="accept", reason="task defined by the user"),
+    )
+    (committer or Committer(home)).commit(cs)
+    return spec

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.gate import WeightsPolicy, verify
-from crystallise.home import Home
+from crystallise.engine.home import Home
 from crystallise.types import Scope
 from crystallise.weights.base import BaseModel, generate
 from crystallise.weights.evaluate import load_with_adapter
-from crystallise.weights.learn import LearnOutcome, learn_adapter
+from crystallise.engine.adapters import LearnOutcome, learn_adapter
 from crystallise.weights.modules import resolve, weights_dir
 from crystallise.weights.train import TrainConfig
 

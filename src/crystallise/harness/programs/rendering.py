@@ -267,8 +267,10 @@ def _source(fn: Mapping[str, Any], entry: str, i: int, prefix: str) -> tuple[lis
     src = fn["source"]
     name = f"_{prefix}{i}"
     if nestable(src, entry):
-        return [f"def {name}():  # LLM-written: runs in the sandbox", indent(src.rstrip()), f"    return {entry}",
-                "", ""], name
+        lines = [f"def {name}():  # LLM-written: runs in the sandbox", indent(src.rstrip()), f"    return {entry}",
+                 "", ""]
+        if _one_function("\n".join(lines), name):
+            return lines, name
     return [f"{name}_SOURCE = {src!r}  # LLM-written, shown as text: it runs in the sandbox on its own",
             f"{name} = None", "", ""], name
 
@@ -292,7 +294,8 @@ def _grouped(body: Mapping[str, Any]) -> str:
         out += _fn_lines(g["fn"], i)
         keys = None if g["arg_keys"] is None else tuple(g["arg_keys"])
         c = g["codec"]
-        table.append(f"    {_lit(g['unit'])}: ({_lit(g['prefix'])}, {_lit(g['suffix'])}, {_lit(keys) if keys is None else _tuple(keys)}, "
+        shown_keys = _lit(keys) if keys is None else _tuple(keys)
+        table.append(f"    {_lit(g['unit'])}: ({_lit(g['prefix'])}, {_lit(g['suffix'])}, {shown_keys}, "
                      f"_group{i}(), ({_lit(c['kind'])}, {_lit(c['true'])}, {_lit(c['false'])})),")
     out += ["_GROUPS = {  # unit: (prefix, suffix, argument keys, solve, output codec)", *table, "}", _GROUPED]
     return "\n".join(out)
@@ -391,15 +394,18 @@ def _hybrid(body: Mapping[str, Any]) -> str:
         lines, name = _source(u["compute"], "compute", i, "unit")
         out += lines
         call = f"{name}()" if lines[0].startswith("def ") else name
-        table.append(f"    {_lit(key)}: ({_lit(u['prefix'])}, {_lit(u['suffix'])}, {call}, {_tuple(tuple(u['fields']))}, "
-                     f"{int(u['places'])!r}, {_lit(u['rounding'])}),")
+        table.append(f"    {_lit(key)}: ({_lit(u['prefix'])}, {_lit(u['suffix'])}, {call}, "
+                     f"{_tuple(tuple(u['fields']))}, {int(u['places'])!r}, {_lit(u['rounding'])}),")
     out += ["_UNITS = {  # unit: (prefix, suffix, compute, fields, places, rounding)", *table, "}", _HYBRID_SOLVE]
     return "\n".join(out)
 
 
-def parses(source: str) -> bool:
+def _one_function(source: str, name: str) -> bool:
+    """The nested rendering of LLM-written code is exactly one function `name` ending in its return
+    (nothing it wrote escaped the nesting); else it is shown as text."""
     try:
-        ast.parse(source)
+        body = ast.parse(source).body
     except SyntaxError:
         return False
-    return True
+    return (len(body) == 1 and isinstance(body[0], ast.FunctionDef) and body[0].name == name
+            and isinstance(body[0].body[-1], ast.Return))

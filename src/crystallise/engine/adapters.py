@@ -27,8 +27,8 @@ from typing import Any
 
 from crystallise.errors import ValidationError
 from crystallise.gate import EvalSuite, WeightsPolicy, decide_adapter, suite_accuracy
-from crystallise.home import Home
-from crystallise.ledger import Committer
+from crystallise.engine.home import Home
+from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Scope, Verdict, Version, now
 from crystallise.weights.base import BaseModel
 from crystallise.weights.dataset import dump_jsonl, read_jsonl

@@ -1,4 +1,4 @@
-"""Record the calls an existing `openai` client makes, without changing how it is used.
+"""Record runs into a home: `trace()`, and the calls an existing `openai` client makes (`wrap_openai`).
 
     client = crystallise.wrap_openai(openai.OpenAI(base_url=..., api_key=...))
     with crystallise.trace("chat", agent="support") as t:
@@ -12,14 +12,35 @@ the span's attributes.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from crystallise.home import Home
-from crystallise.traces.sdk import current_trace, trace
+from crystallise.engine.home import Home
+from crystallise.traces.sdk import TraceHandle, check_scope, current_trace, recording
 from crystallise.types import Span, now
 
-__all__ = ["wrap_openai"]
+__all__ = ["trace", "wrap_openai"]
+
+
+@contextmanager
+def trace(
+    name: str = "run",
+    *,
+    agent: str = "default",
+    org: str | None = None,
+    user: str | None = None,
+    session: str | None = None,
+    input: Any = None,
+    metadata: dict[str, Any] | None = None,
+    home: Home | None = None,
+) -> Iterator[TraceHandle]:
+    """Record one agent run into the home's store (`crystallise.traces.sdk` says how)."""
+    check_scope(agent=agent, org=org, user=user)  # a bad label is named before a missing home
+    h = home or Home.from_env()
+    with recording(h.store, name, agent=agent, org=org, user=user, session=session, input=input,
+                   metadata=metadata) as handle:
+        yield handle
 
 
 class _Completions:

@@ -1,0 +1,70 @@
+"""Configuration: the one module that reads the environment.
+
+Settings come from three places, first wins: an environment variable, the home's
+`config.json` (read by `crystallise.engine.home.Home`), a default. Every variable is
+named here, read here, at call time (never at import time), so a test or a user can
+point one elsewhere without reloading anything:
+
+    CRYSTALLISE_HOME            the home folder                      (default ./.crystallise)
+    CRYSTALLISE_STORE_URL       the store (sqlite:/// or postgresql://) (config "store_url")
+    CRYSTALLISE_MODEL           the model spec                        (config "model", else local)
+    CRYSTALLISE_MODELS_DIR      GGUF models, shared by several homes   (default HOME/models)
+    CRYSTALLISE_EMBEDDER        the embedder                          (config "embedder", else auto)
+    CRYSTALLISE_PROXY_UPSTREAM  the proxy's upstream model server      (config "proxy_upstream")
+    CRYSTALLISE_PROXY_UPSTREAM_KEY  its API key
+    OPENAI_API_KEY, ...         a backend's API key (backends/openai_http.py names which)
+    CRYSTALLISE_TORCH_THREADS   torch threads for the weight layer
+    CRYSTALLISE_LLAMA_EXTRA_BUFTS  llama.cpp extra buffer types (auto | on | off)
+    CRYSTALLISE_LINK_THRESHOLD  the similarity that links two notes
+    CRYSTALLISE_PREFILTER_MIN   block size from which vector search prefilters
+
+A leaf of the dependency graph: it imports nothing from crystallise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "ENV_EMBEDDER",
+    "ENV_HOME",
+    "ENV_LINK_THRESHOLD",
+    "ENV_LLAMA_EXTRA_BUFTS",
+    "ENV_MODEL",
+    "ENV_MODELS_DIR",
+    "ENV_PREFILTER_MIN",
+    "ENV_STORE",
+    "ENV_TORCH_THREADS",
+    "ENV_UPSTREAM",
+    "ENV_UPSTREAM_KEY",
+    "default_home_path",
+    "env",
+    "models_dir_for",
+]
+
+ENV_HOME = "CRYSTALLISE_HOME"
+ENV_STORE = "CRYSTALLISE_STORE_URL"
+ENV_MODEL = "CRYSTALLISE_MODEL"
+ENV_MODELS_DIR = "CRYSTALLISE_MODELS_DIR"
+ENV_EMBEDDER = "CRYSTALLISE_EMBEDDER"
+ENV_UPSTREAM = "CRYSTALLISE_PROXY_UPSTREAM"
+ENV_UPSTREAM_KEY = "CRYSTALLISE_PROXY_UPSTREAM_KEY"
+ENV_TORCH_THREADS = "CRYSTALLISE_TORCH_THREADS"
+ENV_LLAMA_EXTRA_BUFTS = "CRYSTALLISE_LLAMA_EXTRA_BUFTS"
+ENV_LINK_THRESHOLD = "CRYSTALLISE_LINK_THRESHOLD"
+ENV_PREFILTER_MIN = "CRYSTALLISE_PREFILTER_MIN"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The environment variable `name` (empty counts as unset), else `default`."""
+    return os.environ.get(name) or default
+
+
+def default_home_path() -> Path:
+    return Path(env(ENV_HOME) or ".crystallise").resolve()
+
+
+def models_dir_for(home_path: Path) -> Path:
+    """Where GGUF models live: $CRYSTALLISE_MODELS_DIR (shared by several homes), else HOME/models."""
+    return Path(env(ENV_MODELS_DIR) or home_path / "models").resolve()

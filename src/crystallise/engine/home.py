@@ -1,0 +1,145 @@
+"""The home directory: every piece of state crystallise keeps, in one place.
+
+    $CRYSTALLISE_HOME (default ./.crystallise)
+    ├── config.json      settings (model spec, store URL, "pii" redaction); optional
+    ├── store.db         the SQLite store (unless config/env names a PostgreSQL URL)
+    ├── artifacts/       the git repository of learned agent/org-level artifacts
+    └── models/          GGUF files assembled by `crystallise models pull`
+
+`Home` is passed explicitly to everything that needs state (no global settings);
+`Home.from_env()` and the settings below read the environment through `crystallise.config`
+(the one module that reads it), then `config.json`, then a default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crystallise.config import (
+    ENV_EMBEDDER,
+    ENV_HOME,
+    ENV_MODEL,
+    ENV_MODELS_DIR,
+    ENV_STORE,
+    default_home_path,
+    env,
+    models_dir_for,
+)
+from crystallise.artifacts import ArtifactRepo
+from crystallise.artifacts.gitcli import atomic_write
+from crystallise.backends import get_backend
+from crystallise.backends.base import Backend
+from crystallise.context.embed import Embedder, get_embedder
+from crystallise.context.pii import policy_from_config
+from crystallise.store import open_store
+from crystallise.store.sql import SqlStore
+from crystallise.errors import ConfigError
+
+__all__ = ["ENV_HOME", "ENV_MODELS_DIR", "Home", "default_home_path", "models_dir_for"]
+
+
+
+@dataclass
+class Home:
+    """Handle on a crystallise home. Opening is lazy: nothing touches disk until used."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    _store: SqlStore | None = field(default=None, repr=False)
+    _repo: ArtifactRepo | None = field(default=None, repr=False)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_env(cls) -> Home:
+        return cls.open(default_home_path())
+
+    @classmethod
+    def open(cls, path: str | Path) -> Home:
+        """An existing home; ConfigError naming `crystallise init` when there is none."""
+        p = Path(path).resolve()
+        if not (p / "artifacts").is_dir():
+            raise ConfigError(
+                f"no crystallise home at {p}: run `crystallise init` (or set {ENV_HOME} to an existing home)"
+            )
+        return cls(path=p, config=_read_config(p))
+
+    @classmethod
+    def init(cls, path: str | Path, *, store_url: str | None = None, model: str | None = None) -> Home:
+        """Create (or complete) a home: directories, config, store schema, artifact repo."""
+        p = Path(path).resolve()
+        (p / "models").mkdir(parents=True, exist_ok=True)
+        config = _read_config(p)
+        if store_url:
+            config["store_url"] = store_url
+        if model:
+            config["model"] = model
+        (p / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        home = cls(path=p, config=config)
+        home.repo.init()
+        home.store  # noqa: B018 - opening migrates the schema
+        return home
+
+    # -- parts ---------------------------------------------------------------------------
+    @property
+    def store_url(self) -> str:
+        return env(ENV_STORE) or self.config.get("store_url") or f"sqlite:///{self.path / 'store.db'}"
+
+    @property
+    def store(self) -> SqlStore:
+        """The trace and item store (SQLite or PostgreSQL: one implementation), opened and migrated on first use."""
+        if self._store is None:
+            self._store = open_store(self.store_url)
+            self._store.redactor = policy_from_config(self.config)  # PII redaction: on unless config says off
+        return self._store
+
+    @property
+    def repo(self) -> ArtifactRepo:
+        """The git repository of agent- and org-level artifacts."""
+        if self._repo is None:
+            self._repo = ArtifactRepo(self.path / "artifacts")
+        return self._repo
+
+    @property
+    def models_dir(self) -> Path:
+        return models_dir_for(self.path)
+
+    @property
+    def model_spec(self) -> str:
+        return env(ENV_MODEL) or self.config.get("model") or "local"
+
+    @property
+    def embedder_spec(self) -> str:
+        return env(ENV_EMBEDDER) or self.config.get("embedder") or "auto"
+
+    def embedder(self) -> Embedder:
+        """The embedder the home is configured with (`context/embed.py`: `auto`, `hash`, `minilm`, ...)."""
+        return get_embedder(str(self.embedder_spec))
+
+    def backend(self, spec: str | None = None) -> Backend:
+        """The model backend for `spec` (default: the configured model, else `local`)."""
+        return get_backend(spec or self.model_spec, models_dir=self.models_dir)
+
+    def save_config(self) -> None:
+        """Write `config` back to `config.json` (atomically: a torn config would lock the user out)."""
+        atomic_write(self.path / "config.json", (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode())
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    f = path / "config.json"
+    if not f.exists():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{f} is not valid JSON ({e}): fix or delete it") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{f} must hold a JSON object: fix or delete it")
+    return data
