@@ -133,7 +133,7 @@ def test_the_whole_code_catalogue_holds() -> None:
 
 def test_the_suite_sees_an_injection_when_data_reaches_a_comment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The old renderer's bug: a template key written into a `# key` comment of code.py."""
-    import crystallise.harness.programs.render as render
+    import crystallise.harness.programs.rendering as render
 
     real = render._arith
 
@@ -171,13 +171,13 @@ def test_jsonl_rows_holding_line_separators_read_back_whole() -> None:
     from crystallise.harness.spec import View, dump_jsonl
     from crystallise.types import ChangeSet, Delta
 
-    rows = [{"id": "a", "input": "x\u2028y\x85z\u2029"}, {"id": "b", "input": "\x1c\x1d"}]
+    rows = [{"id": "a", "input": "x\u2028y\x85z\u2029", "expected": "1"}, {"id": "b", "input": "\x1c\x1d", "expected": "2"}]
     text = dump_jsonl(rows)
     assert View(lambda p: text).jsonl("tasks/t/evals.jsonl") == rows
     cs = ChangeSet(learner="crystallise", layer="harness", deltas=[
         Delta(op="set", target="artifact", path="tasks/t/evals.jsonl", before=None, after=text)])
     assert check_protected(cs, read=lambda p: None) == []
-    deep = '{"id": "c", "v": ' + "[" * 50_000 + "]" * 50_000 + "}\n"
+    deep = '{"id": "c", "expected": "1", "input": ' + "[" * 50_000 + "]" * 50_000 + "}\n"
     cs.deltas[0].after = text + deep
     assert [v.rule for v in check_protected(cs, read=lambda p: None)] == ["append-only"]
 
