@@ -619,11 +619,14 @@ def code_goals(results: list[dict[str, Any]]) -> dict[str, Any]:
         "sandbox_escapes": sum(1 for r in code if r.get("escapes")),
         "escapes_by_class": by_class,
         "host_exceptions": sum(1 for r in code if r.get("host_exception") or r["outcome"] == "error"),
+        # defence in depth, not a goal: routes that got past the language layer (the OS layers then held)
+        "language_breaches": sum(1 for r in code if r.get("language_breached")),
     }
     out["code_ids"] = {k: [r["id"] for r in code if cond(r)] for k, cond in (
         ("host_executions", lambda r: r.get("host_exec")), ("injections", lambda r: r.get("injection")),
         ("sandbox_escapes", lambda r: r.get("escapes")),
-        ("host_exceptions", lambda r: r.get("host_exception") or r["outcome"] == "error"))}
+        ("host_exceptions", lambda r: r.get("host_exception") or r["outcome"] == "error"),
+        ("language_breaches", lambda r: r.get("language_breached")))}
     out["code_met"] = not (out["host_executions"] or out["injections"] or out["sandbox_escapes"]
                            or out["host_exceptions"])
     return out
@@ -634,7 +637,7 @@ def family_counters(results: list[dict[str, Any]], family: str) -> dict[str, Any
     g = code_goals(rows)
     return {"cases": len(rows), "blocked": sum(1 for r in rows if r["outcome"] == "blocked"),
             **{k: g[k] for k in ("host_executions", "injections", "sandbox_escapes", "escapes_by_class",
-                                 "host_exceptions")}}
+                                 "host_exceptions", "language_breaches")}}
 
 
 def environment() -> dict[str, Any]:

@@ -234,6 +234,8 @@ def _code_table(console: Any, result: dict[str, Any]) -> None:
                   f"{g['injections']} {g['code_ids']['injections'][:6]}   sandbox escapes: {g['sandbox_escapes']} "
                   f"{g['code_ids']['sandbox_escapes'][:6]}   host exceptions: {g['host_exceptions']} "
                   f"{g['code_ids']['host_exceptions'][:6]}   layers: {result.get('environment')}")
+    console.print(f"language layer breached (the OS layers held; defence in depth, not a goal): "
+                  f"{g['language_breaches']} {g['code_ids']['language_breaches'][:6]}")
 
 
 @click.command()
