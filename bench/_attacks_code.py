@@ -293,7 +293,8 @@ def _tree(kind: str, m: str) -> tuple[dict[str, Any], str]:
         body = {"kind": "hybrid", "mode": "sentence", "units": {hostile: {
             "prefix": hostile, "suffix": hostile, "fields": [hostile, "b"], "places": 2, "rounding": "half_up",
             "compute": {"kind": "source", "source": src}}}}
-        return {"format": FORMAT, "parts": [{"strategy": "hybrid", "units": None, "hybrid": True, "body": body}]}, hostile
+        part = {"strategy": "hybrid", "units": None, "hybrid": True, "body": body}
+        return {"format": FORMAT, "parts": [part]}, hostile
     body = {"kind": "arith", "mode": "sentence", "skip": {hostile: {"$": 0, "%": 0, "n": 0}},
             "rules": [{"key": hostile, "signature": [1, 0, 0], "expr": {"var": "d0"}, "places": 2,
                        "rounding": "half_up"}]}

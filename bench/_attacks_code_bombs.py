@@ -10,10 +10,10 @@ a fallback) within a bound, without the host's memory growing past a bound.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import _attacks_code_probe as probe
 import _attacks_code_render as rend
@@ -30,7 +30,8 @@ _BREACH = probe.ROUTES["attrgetter-type"][1]
 SANDBOX: dict[str, tuple[str, str, bool]] = {  # name: (note, source, language layer)
     "mem-string": ('"a" * 10**10', 'def solve(x):\n    return len("a" * 10**10)\n', True),
     "mem-list": ("a list that grows by 1 MB strings forever",
-                 'def solve(x):\n    out = []\n    while True:\n        out.append("x" * 10**6 + str(len(out)))\n', True),
+                 'def solve(x):\n    out = []\n    while True:\n'
+                 '        out.append("x" * 10**6 + str(len(out)))\n', True),
     "cpu-loop": ("while True: pass", "def solve(x):\n    while True:\n        pass\n", True),
     "recursion": ("unbounded recursion", "def solve(x):\n    return solve(x + 1)\n", True),
     "recursion-limit": ("sys.setrecursionlimit(10**6) through the attrgetter route, then recursion",
@@ -42,8 +43,8 @@ SANDBOX: dict[str, tuple[str, str, bool]] = {  # name: (note, source, language l
     "huge-int": ("10**10**8 at run time", "def solve(x):\n    n = 10\n    return len(bin(n ** n ** 8))\n", True),
     "int-str": ("str(10**100000)", "def solve(x):\n    return str(10 ** 100000)\n", True),
     "load-loop": ("an endless loop in module code", "while True:\n    pass\n\ndef solve(x):\n    return x\n", True),
-    "regex": ("(a+)+$ on 40 a's and a b", 'import re\ndef solve(x):\n    return bool(re.match("(a+)+$", "a" * 40 + "b"))\n',
-              True),
+    "regex": ("(a+)+$ on 40 a's and a b",
+              'import re\ndef solve(x):\n    return bool(re.match("(a+)+$", "a" * 40 + "b"))\n', True),
     "deep-return": ("a return value nested 100,000 deep",
                     "def solve(x):\n    v = []\n    for _ in range(100000):\n        v = [v]\n    return v\n", True),
     "huge-exception": ("raise ValueError('x' * 10**7)", 'def solve(x):\n    raise ValueError("x" * 10**7)\n', True),
@@ -55,10 +56,12 @@ SANDBOX: dict[str, tuple[str, str, bool]] = {  # name: (note, source, language l
                 "        _thread.start_new_thread(time.sleep, (5,))\n    return 1\n", False),
     "fd-flood": ("language layer off: dup() until the fd limit, then pipes",
                  "import posix\ndef solve(x):\n    fds = []\n    try:\n        while True:\n"
-                 "            fds.append(posix.dup(0))\n    except OSError:\n        pass\n    return len(fds)\n", False),
+                 "            fds.append(posix.dup(0))\n    except OSError:\n        pass\n"
+                 "    return len(fds)\n", False),
 }
 
-NOTES: dict[str, tuple[str, str]] = {name: ("bomb-sandbox", f"sandbox: {note}") for name, (note, _, _) in SANDBOX.items()}
+NOTES: dict[str, tuple[str, str]] = {name: ("bomb-sandbox", f"sandbox: {note}")
+                                     for name, (note, _, _) in SANDBOX.items()}
 NOTES.update({
     "tree-1e6-table": ("bomb-host", "load(): a lookup table of 10^6 entries (must be refused: ProgramError)"),
     "tree-1e6-rules": ("bomb-host", "load(): 10^6 arith expression nodes"),
@@ -81,7 +84,8 @@ NOTES.update({
                                             "os.system: it may only ever run in the sandbox"),
     "hybrid-json-shapes": ("bomb-artifact", "hybrid.json as [], {\"units\": 5}, units without prefix, nested deep"),
     "serve-redos-arith": ("bomb-input", f"a learned arith program served 100 kB hostile inputs (p99 < {P99_MS:g} ms)"),
-    "serve-redos-strings": ("bomb-input", f"a learned strings program served 100 kB hostile inputs (p99 < {P99_MS:g} ms)"),
+    "serve-redos-strings": ("bomb-input",
+                            f"a learned strings program served 100 kB hostile inputs (p99 < {P99_MS:g} ms)"),
     "serve-deep-input": ("bomb-input", "inputs nested 900 deep and 100,000 deep, served to a G4 task"),
 })
 
@@ -236,7 +240,8 @@ def _host_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> di
     if r["end"] == "timeout" or float(v.get("run_s", 0)) > HOST_S or float(v.get("load_s", 0)) > 2 * HOST_S:
         escapes["resources"] = [f"the host was busy {v.get('load_s')} s loading, {v.get('run_s')} s running "
                                 f"({r['end']})"]
-    grew = max(int(v.get("load_mb") or 0), int(v.get("run_mb") or 0)) if name.startswith("tree-") else r.get("grew_mb", 0)
+    grew = (max(int(v.get("load_mb") or 0), int(v.get("run_mb") or 0)) if name.startswith("tree-")
+            else r.get("grew_mb", 0))
     if grew > HOST_MB:
         escapes.setdefault("resources", []).append(f"the host's memory grew by {grew} MB")
     if r["end"] not in ("ok", "timeout"):
@@ -436,7 +441,8 @@ def _verifier(kind: str, marker: str, ctx: dict[str, Any]) -> dict[str, Any]:
     if kind == "file":
         return {"kind": "python", "source": _ESCAPE_VERIFIER + (
             f"\ndef check(output, expected):\n    g = _os()\n"
-            f"    fd = g['open']({ctx['make'][1]!r}, 0o101, 0o644)\n    g['write'](fd, b'{marker}')\n    return True\n")}
+            f"    fd = g['open']({ctx['make'][1]!r}, 0o101, 0o644)\n"
+            f"    g['write'](fd, b'{marker}')\n    return True\n")}
     if kind == "network":
         return {"kind": "python", "source": _ESCAPE_VERIFIER + (
             f"\ndef check(output, expected):\n    g = _os()\n    g['system']('exec 3<>/dev/tcp/127.0.0.1/{ctx['tcp']} "
@@ -458,7 +464,7 @@ def grader(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> dict[s
     the change set it proposes; the loop gates and commits; the next learn() reads the suite."""
     from crystallise.gate import score_numeric
     from crystallise.harness.spec import TaskSpec
-    from crystallise.loop import CachedBackend, Loop, LoopConfig
+    from crystallise.loop import Loop, LoopConfig
     from crystallise.backends.scripted import ScriptedBackend
     from crystallise.types import Delta
 

@@ -267,8 +267,8 @@ class Traps:
         mqd = _libc.mq_open(name.encode(), os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666, None)
         if mqd >= 0:
             self.mq = (name, mqd)
-        self.ctx_extra.update({"shm_key": self.shm[0] if self.shm else None, "msg_key": self.msg[0] if self.msg else None,
-                               "mq": name if self.mq else None})
+        self.ctx_extra.update({"shm_key": self.shm[0] if self.shm else None,
+                               "msg_key": self.msg[0] if self.msg else None, "mq": name if self.mq else None})
 
     def _observe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"nice": os.getpriority(os.PRIO_PROCESS, 0)}

@@ -150,7 +150,8 @@ def _probe(reach, ctx, effects=None):
                 elif sc is not None:
                     buf = ct.create_string_buffer(256)
                     call("newfstatat", -100, b(path), buf, 0)
-                    rep["stat"][path] = [int.from_bytes(buf.raw[8:16], "little"), int.from_bytes(buf.raw[0:8], "little")]
+                    raw = buf.raw
+                    rep["stat"][path] = [int.from_bytes(raw[8:16], "little"), int.from_bytes(raw[0:8], "little")]
             except Exception as e:
                 err("stat " + path, e)
         rep["readlink"] = {}

@@ -62,8 +62,8 @@ def forged_worker(start: str | None = None, reply: str = "out(b'{}\\n')") -> str
 
 def _ok(value: str) -> str:
     """A reply statement writing {"ok": value, "cpu": 0.0, "id": rid} (rid echoed when the host sent one)."""
-    return ("out((json.dumps({'ok': %s, 'cpu': 0.0, **({'id': rid} if rid is not None else {})}) + '\\n')"
-            ".encode())" % value)
+    return ("out((json.dumps({'ok': " + value + ", 'cpu': 0.0, **({'id': rid} if rid is not None else {})})"
+            " + '\\n').encode())")
 
 
 # name: (note, start statements or None, reply statements)
@@ -74,7 +74,8 @@ FAKE: dict[str, tuple[str, str | None, str]] = {
     "start-raised-str": ('{"phase": "loading"} then {"raised": "x"}',
                          'out(b\'{"phase": "loading"}\\n{"raised": "x"}\\n\')', ""),
     "start-raised-types": ('{"raised": {"type": [1], "message": {}, "line": "x"}} while loading',
-                           'out(b\'{"phase": "loading"}\\n{"raised": {"type": [1], "message": {}, "line": "x"}}\\n\')', ""),
+                           'out(b\'{"phase": "loading"}\\n\'\n'
+                           'b\'{"raised": {"type": [1], "message": {}, "line": "x"}}\\n\')', ""),
     "start-deep": ("the handshake nested 100,000 deep", "out(b'[' * 100000 + b']' * 100000 + b'\\n')", ""),
     "start-huge-line": ("a 100 MB line with no newline", "out(b'x' * (100 << 20))", ""),
     "start-exit": ("the worker exits before the handshake", "os._exit(3)", ""),
@@ -85,7 +86,8 @@ FAKE: dict[str, tuple[str, str | None, str]] = {
     "call-forged-cpu": ('{"ok": "forged", "cpu": "x"} (the reply that raised TypeError in the host)', None,
                         'out(b\'{"ok": "forged", "cpu": "x"}\\n\')'),
     "call-cpu-types": ('"cpu": [], {}, null, true in turn', None,
-                       'out((json.dumps({"ok": 1, "cpu": [[], {}, None, True][(rid or 1) % 4], "id": rid}) + "\\n").encode())'),
+                       'out((json.dumps({"ok": 1, "cpu": [[], {}, None, True][(rid or 1) % 4], "id": rid})'
+                       ' + "\\n").encode())'),
     "call-nan": ('{"ok": NaN, "cpu": NaN}', None, "out(b'{\"ok\": NaN, \"cpu\": NaN}\\n')"),
     "call-raised-str": ('{"raised": "x"}', None, "out(b'{\"raised\": \"x\", \"cpu\": 0}\\n')"),
     "call-raised-types": ('{"raised": {"type": {}, "message": [], "line": {}}}', None,
@@ -96,12 +98,15 @@ FAKE: dict[str, tuple[str, str | None, str]] = {
     "call-deep": ('{"ok": [[[...]]]} nested 100,000 deep', None,
                   "out(b'{\"ok\": ' + b'[' * 100000 + b']' * 100000 + b', \"cpu\": 0}\\n')"),
     "call-deep-900": ('{"ok": ...} nested 900 deep (parses; do callers recurse over it?)', None,
-                      "out(b'{\"ok\": ' + b'[' * 900 + b']' * 900 + b', \"cpu\": 0, \"id\": ' + str(rid).encode() + b'}\\n')"),
+                      "out(b'{\"ok\": ' + b'[' * 900 + b']' * 900 + b', \"cpu\": 0, \"id\": '"
+                      " + str(rid).encode() + b'}\\n')"),
     "call-surrogate": ('{"ok": "\\ud800"}: a lone surrogate, not Unicode text', None,
                        _ok("'\\ud800 lone'")),
     "call-many": ("three replies to one request (the next call would read a stale one)", None,
-                  "[out((json.dumps({'ok': 'reply %d' % i, 'cpu': 0, 'id': rid}) + '\\n').encode()) for i in range(3)]"),
-    "call-early": ("a reply before the request: written with the handshake", _HANDSHAKE + "; out(b'{\"ok\": \"early\", \"cpu\": 0}\\n')",
+                  "[out((json.dumps({'ok': 'reply %d' % i, 'cpu': 0, 'id': rid}) + '\\n').encode())"
+                  " for i in range(3)]"),
+    "call-early": ("a reply before the request: written with the handshake",
+                   _HANDSHAKE + "; out(b'{\"ok\": \"early\", \"cpu\": 0}\\n')",
                    _ok("'late'")),
     "call-huge-line": ("a 100 MB reply line", None, "out(b'{\"ok\": \"' + b'x' * (100 << 20) + b'\"}\\n')"),
     "call-exit": ("the worker exits mid-call", None, "os._exit(0)"),
@@ -110,8 +115,10 @@ FAKE: dict[str, tuple[str, str | None, str]] = {
     "call-wrong-shape": ("a JSON list, a number, a string as the reply", None,
                          "out([b'[1, 2]\\n', b'7\\n', b'\"ok\"\\n'][(rid or 0) % 3])"),
     "call-error-types": ('{"error": ["memory"], "size": {}} and {"error": "output", "size": "x"}', None,
-                         "out([b'{\"error\": [\"memory\"], \"cpu\": 0}\\n', b'{\"error\": \"output\", \"size\": \"x\", \"cpu\": 0}\\n'][(rid or 0) % 2])"),
-    "call-binary": ("invalid UTF-8 and NUL bytes in the line", None, "out(b'{\"ok\": \"\\xff\\xfe\\x00\", \"cpu\": 0}\\n')"),
+                         "out([b'{\"error\": [\"memory\"], \"cpu\": 0}\\n',"
+                         " b'{\"error\": \"output\", \"size\": \"x\", \"cpu\": 0}\\n'][(rid or 0) % 2])"),
+    "call-binary": ("invalid UTF-8 and NUL bytes in the line", None,
+                    "out(b'{\"ok\": \"\\xff\\xfe\\x00\", \"cpu\": 0}\\n')"),
 }
 
 # The real worker, language layer off: code that writes forged lines to every fd during a call.

@@ -64,7 +64,8 @@ def test_render_hostile_trace_text_stays_data_through_every_strategy() -> None:
                      "render-fewshot-line-separators", "render-tree-llm-source-line-breaks",
                      "render-tree-strategy-name")
     assert_zeros(result)
-    learned = [r for r in result["attacks"] if r["vector"] == "render-learn" and r["id"] != "render-fewshot-line-separators"]
+    learned = [r for r in result["attacks"]
+               if r["vector"] == "render-learn" and r["id"] != "render-fewshot-line-separators"]
     assert all(r["reached_rendering"] for r in learned)  # the payload did reach code.py: the test is not vacuous
     assert sum(r["committed"] for r in learned) >= 4  # ... and went through the gate into the repo
 
@@ -171,7 +172,8 @@ def test_jsonl_rows_holding_line_separators_read_back_whole() -> None:
     from crystallise.harness.spec import View, dump_jsonl
     from crystallise.types import ChangeSet, Delta
 
-    rows = [{"id": "a", "input": "x\u2028y\x85z\u2029", "expected": "1"}, {"id": "b", "input": "\x1c\x1d", "expected": "2"}]
+    rows = [{"id": "a", "input": "x\u2028y\x85z\u2029", "expected": "1"},
+            {"id": "b", "input": "\x1c\x1d", "expected": "2"}]
     text = dump_jsonl(rows)
     assert View(lambda p: text).jsonl("tasks/t/evals.jsonl") == rows
     cs = ChangeSet(learner="crystallise", layer="harness", deltas=[

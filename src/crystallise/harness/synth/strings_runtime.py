@@ -397,7 +397,9 @@ def lcat(*xs):
 
 def stretch(x, k):
     """Each element k times: stretch([1, 2], 2) -> [1, 1, 2, 2]."""
-    return [v for v in x for _ in range(k)] if islist(x) and isint(k) and 0 <= k <= 100 and len(x) * k <= LIMIT else None
+    if not (islist(x) and isint(k) and 0 <= k <= 100) or len(x) * k > LIMIT:
+        return None
+    return [v for v in x for _ in range(k)]
 
 
 def stride(x, k):
