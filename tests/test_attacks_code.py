@@ -119,8 +119,8 @@ def test_a_learners_verifier_too_deep_to_parse_is_refused() -> None:
 
 
 @pytest.mark.slow
-@needs_sandbox
-@needs_verifiers
+@pytest.mark.xfail(strict=True, reason="open rows in harness/programs (node budget) and gate/verifiers.py (remote "
+                                       "$ref, regex backtracking): see the xfails above and docs/reliability.md")
 def test_the_whole_code_catalogue_holds() -> None:
     code, result = bench(*[a for f in ("code-render", "code-sandbox", "code-protocol", "code-bombs", "code-graders")
                            for a in ("--family", f)])
