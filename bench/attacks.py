@@ -103,7 +103,19 @@ def select(attacks: list[Any], families: tuple[str, ...], sample: int | None, id
 
 def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The suite's goals, measured: cross-tenant leaks, hostile items live at agent/org level, and leaks
-    that are not a documented known gap (a known gap is still counted and listed)."""
+    that are not a documented known gap (a known gap is still counted and listed); for the code
+    families, the four zeros of issue 13 (host executions, injections, sandbox escapes, host
+    exceptions), where a known gap counts like any other attack."""
+    code = _load("_attacks_code").code_goals(results)
+    content = [r for r in results if r["family"] not in _load("_attacks_code").CODE_FAMILIES]
+    out = _content_goals(content)
+    out.update(code)
+    out["leaks"] += sum(1 for r in results if r["outcome"] == "leaked" and r not in content)
+    out["met"] = out["met"] and code["code_met"]
+    return out
+
+
+def _content_goals(results: list[dict[str, Any]]) -> dict[str, Any]:
     leaked = [r for r in results if r["outcome"] == "leaked"]
     cross = [r["id"] for r in leaked if r["family"] == "cross-tenant" or r["success"].startswith("a response carries")]
     wide = [r["id"] for r in leaked if r["success"].startswith("the hostile text")
@@ -132,37 +144,51 @@ def detector_figures(catalog: Any) -> dict[str, Any]:
 
 def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict[str, Any]:
     """Run `attacks` against a fresh home; the JSON-able result."""
-    from crystallise.server import create_app
-
-    runner, api = _load("_attacks_run"), _load("_attacks_api")
-    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
+    code_mod = _load("_attacks_code")
+    code_attacks = [a for a in attacks if a.family in code_mod.CODE_FAMILIES]
+    attacks = [a for a in attacks if a.family not in code_mod.CODE_FAMILIES]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
         home = Home.init(Path(tmp) / "home", store_url=store_url)
-        lab = runner.Lab(home, scratch=Path(tmp))
-        lab.world = api.setup_world(lab)
-        results = []
-        with _Server(create_app(home, upstream="scripted")) as server:
-            lab.url = server.url
-            for atk in attacks:
-                t0 = time.perf_counter()
-                try:
-                    outcome = executors[atk.vector](lab, atk)
-                except Exception as e:  # noqa: BLE001 - an attack that crashes the code under test is a finding
-                    outcome = {"outcome": "error", "why": f"{type(e).__name__}: {e}"[:500],
-                               "traceback": traceback.format_exc(limit=6)}
-                results.append({**atk.to_dict(), **outcome, "seconds": round(time.perf_counter() - t0, 3)})
-                if progress is not None:
-                    progress(results[-1])
+        results = _content(home, Path(tmp), attacks, progress) if attacks else []
+        if code_attacks:
+            results += code_mod.run_code(home, code_attacks, progress)
         store = home.store.__class__.__name__
         home.store.close()
     families: dict[str, dict[str, int]] = {}
     for r in results:
         families.setdefault(r["family"], dict.fromkeys(OUTCOMES, 0))[r["outcome"]] += 1
     overall = Counter(r["outcome"] for r in results)
+    code_families = {f: code_mod.family_counters(results, f) for f in code_mod.CODE_FAMILIES
+                     if any(r["family"] == f for r in results)}
     return {"attacks": results, "families": families, "overall": {o: overall.get(o, 0) for o in OUTCOMES},
             "total": len(results), "goals": goals(results), "store": store_url or "sqlite (temp)",
-            "store_class": store, "seconds": round(time.perf_counter() - started, 1)}
+            "store_class": store, "seconds": round(time.perf_counter() - started, 1),
+            "code_families": code_families, "environment": code_mod.environment() if code_attacks else {}}
+
+
+def _content(home: Home, scratch: Path, attacks: list[Any], progress: Any) -> list[dict[str, Any]]:
+    """The content and cross-tenant attacks, through the HTTP API on loopback."""
+    from crystallise.server import create_app
+
+    runner, api = _load("_attacks_run"), _load("_attacks_api")
+    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
+    lab = runner.Lab(home, scratch=scratch)
+    lab.world = api.setup_world(lab)
+    results = []
+    with _Server(create_app(home, upstream="scripted")) as server:
+        lab.url = server.url
+        for atk in attacks:
+            t0 = time.perf_counter()
+            try:
+                outcome = executors[atk.vector](lab, atk)
+            except Exception as e:  # noqa: BLE001 - an attack that crashes the code under test is a finding
+                outcome = {"outcome": "error", "why": f"{type(e).__name__}: {e}"[:500],
+                           "traceback": traceback.format_exc(limit=6)}
+            results.append({**atk.to_dict(), **outcome, "seconds": round(time.perf_counter() - t0, 3)})
+            if progress is not None:
+                progress(results[-1])
+    return results
 
 
 def _table(result: dict[str, Any]) -> None:
@@ -176,17 +202,40 @@ def _table(result: dict[str, Any]) -> None:
     for family, counts in result["families"].items():
         table.add_row(family, *[str(counts[o]) for o in OUTCOMES])
     table.add_row("[b]overall[/b]", *[f"[b]{result['overall'][o]}[/b]" for o in OUTCOMES])
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=200)
     console.print(table)
     g = result["goals"]
     console.print(f"cross-tenant leaks: {g['cross_tenant_leaks']}   hostile items live at agent/org level: "
                   f"{g['hostile_active_agent_or_org']}   leaks: {g['leaks']} ({g['known_gap_leaks']} known gaps) "
                   f"{g['leaked_ids'][:10]}   errors: {g['errors']} {g['error_ids'][:10]}")
+    if result.get("code_families"):
+        _code_table(console, result)
     d = result.get("detector")
     if d:
         console.print("detector alone: " + ", ".join(f"{k} {v['caught']}/{v['of']}" for k, v in d.items()))
     if g["known_gaps_closed"]:
         console.print(f"known gaps that no longer leak (remove their known_gap note): {g['known_gaps_closed']}")
+
+
+def _code_table(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    classes = _load("_attacks_code_host").CLASSES
+    table = Table(title="code paths (issue 13): what the host saw")
+    for col in ("family", "cases", "blocked", "host executions", "injections", "escapes", *classes, "host exceptions"):
+        table.add_column(col, justify="left" if col == "family" else "right")
+    for family, c in result["code_families"].items():
+        table.add_row(family, str(c["cases"]), str(c["blocked"]), str(c["host_executions"]), str(c["injections"]),
+                      str(c["sandbox_escapes"]), *[str(c["escapes_by_class"][k]) for k in classes],
+                      str(c["host_exceptions"]))
+    console.print(table)
+    g = result["goals"]
+    console.print(f"host executions: {g['host_executions']} {g['code_ids']['host_executions'][:6]}   injections: "
+                  f"{g['injections']} {g['code_ids']['injections'][:6]}   sandbox escapes: {g['sandbox_escapes']} "
+                  f"{g['code_ids']['sandbox_escapes'][:6]}   host exceptions: {g['host_exceptions']} "
+                  f"{g['code_ids']['host_exceptions'][:6]}   layers: {result.get('environment')}")
+    console.print(f"language layer breached (the OS layers held; defence in depth, not a goal): "
+                  f"{g['language_breaches']} {g['code_ids']['language_breaches'][:6]}")
 
 
 @click.command()
@@ -199,11 +248,12 @@ def _table(result: dict[str, Any]) -> None:
 def command(as_json: bool, store_url: str | None, families: tuple[str, ...], sample: int | None,
             ids: tuple[str, ...], list_only: bool) -> None:
     """Poisoning, injection and cross-tenant attacks through the real paths; blocked / quarantined / leaked."""
-    catalog = _load("_attacks_catalog")
-    unknown = sorted(set(families) - set(catalog.FAMILIES))
+    catalog, code = _load("_attacks_catalog"), _load("_attacks_code")
+    known = (*catalog.FAMILIES, *code.CODE_FAMILIES)
+    unknown = sorted(set(families) - set(known))
     if unknown:
-        raise click.BadParameter(f"unknown family {unknown}: use {list(catalog.FAMILIES)}", param_hint="--family")
-    attacks = select(catalog.catalogue(), families, sample, ids)
+        raise click.BadParameter(f"unknown family {unknown}: use {list(known)}", param_hint="--family")
+    attacks = select([*catalog.catalogue(), *code.catalogue()], families, sample, ids)
     if list_only:
         for a in attacks:
             click.echo(f"{a.id:32} {a.family:15} {a.vector:26} {a.note}")
@@ -214,7 +264,8 @@ def command(as_json: bool, store_url: str | None, families: tuple[str, ...], sam
             click.echo(f"{r['outcome']:11} {r['id']:32} {r['why'][:100]}", err=True)
 
     result = run(store_url, attacks, progress)
-    result["detector"] = detector_figures(catalog)
+    if any(a.family in catalog.FAMILIES for a in attacks):
+        result["detector"] = detector_figures(catalog)
     _table(result)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, default=str))

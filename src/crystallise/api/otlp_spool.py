@@ -70,7 +70,7 @@ class Spool:
         if not f.exists():
             return []
         spans = []
-        for line in f.read_text(encoding="utf-8").splitlines():
+        for line in f.read_text(encoding="utf-8").split("\n"):  # not splitlines(): U+2028 may be in a span
             try:
                 data = json.loads(line)
             except ValueError:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest, Message, approx_tokens
-from crystallise.errors import SandboxError
+from crystallise.errors import SandboxError, ValidationError
 from crystallise.harness.programs import Program, ProgramError, load, sandbox_runner
 from crystallise.harness.programs import close_sandboxes as close_sandboxes
 from crystallise.harness.spec import TaskSpec, View, task_path
@@ -100,7 +100,7 @@ def load_program(view: View, name: str) -> tuple[Program | None, str | None]:
     text = view.read(task_path(name, "program.json"))
     try:
         tree = json.loads(text).get("program") if text else None
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: nested too deep to parse
         return None, "program.json is not a JSON object"
     if tree is None:
         return None, "no program tree in program.json (a program learned before trees: run learn again)"
@@ -218,7 +218,10 @@ class TaskRuntime:
             system += "\n\nPlaybook (lessons from earlier runs):\n" + block
             learned += approx_tokens(block)
         messages = [Message("system", system)]
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        try:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise ValidationError(f"the input must be a JSON value nested at most ~900 deep: {e}") from None
         for ex in _similar(self.examples, text, self.examples_k):
             q = ex["input"] if isinstance(ex["input"], str) else json.dumps(ex["input"], ensure_ascii=False)
             a = ex["output"] if isinstance(ex["output"], str) else json.dumps(ex["output"], ensure_ascii=False)

@@ -92,7 +92,8 @@ class View:
 
     def jsonl(self, path: str) -> list[dict[str, Any]]:
         text = self.read(path) or ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # split on "\n" only: str.splitlines() also splits at U+2028/U+2029/U+0085 inside a row's strings
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
 def dump_jsonl(rows: list[dict[str, Any]]) -> str:

@@ -210,8 +210,8 @@ def adapter_changeset(
     for name, jsonl in (suites or {}).items():
         spath = suite_path(level, owner, name)
         old = home.repo.read(spath) or ""
-        have = {json.loads(line)["id"] for line in old.splitlines() if line.strip()}
-        new_lines = [line for line in jsonl.splitlines() if line.strip() and json.loads(line)["id"] not in have]
+        have = {json.loads(line)["id"] for line in old.split("\n") if line.strip()}  # "\n" only: see View.jsonl
+        new_lines = [line for line in jsonl.split("\n") if line.strip() and json.loads(line)["id"] not in have]
         if new_lines:  # learners may add eval cases, never change one
             deltas.append(Delta(op="set", target="artifact", path=spath, before=old or None,
                                 after=old + "".join(line + "\n" for line in new_lines),

@@ -55,9 +55,18 @@ def _check(source: str, entry: str = "solve") -> set[str]:
     return names
 
 
+# Characters str.splitlines() breaks lines at that Python's tokenizer does not (or, for \r, that
+# `indent` would count differently): a source holding one is shown as a string, never re-indented.
+_OTHER_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+STRATEGIES = frozenset({"lookup", "arith", "strings", "coder", "hybrid"})
+
+
 def nestable(source: str, entry: str = "solve") -> bool:
     """Whether LLM-written `source` can be shown nested in a function of the rendering (it parses,
-    defines `entry` at top level, uses no `global`/`nonlocal`/`__future__`)."""
+    defines `entry` at top level, uses no `global`/`nonlocal`/`__future__`, and has no line break
+    but \n: `indent` must see the lines the tokenizer sees)."""
+    if not _OTHER_BREAKS.isdisjoint(source):
+        return False
     try:
         names = _check(source, entry)
         return entry in names
@@ -94,11 +103,12 @@ def compose(parts: Sequence[Part], *, title: str = "") -> str:
     table = []
     for i, part in enumerate(parts):
         names = _check(part.source)
-        fn = f"_part{i}_{_ident(part.strategy)}"
+        label = _ident(part.strategy) if part.strategy in STRATEGIES else "part"  # a name, never data
+        fn = f"_part{i}_{label}"
         ret = "solve, unit" if "unit" in names else "solve, (lambda value: '')"
         units = "None" if part.units is None else _units(part.units)
         chunks.append(
-            f"# ---- part {i + 1}: {_ident(part.strategy)}"
+            f"# ---- part {i + 1}: {label}"
             f"{'' if part.units is None else f' ({len(part.units)} verified units)'} ----\n"
             f"def {fn}():\n{indent(part.source.rstrip())}\n    return {ret}\n\n\n"
             f"_UNITS{i} = {units}\n"

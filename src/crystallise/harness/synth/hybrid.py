@@ -305,6 +305,26 @@ def _best_format(values: list[float | None], cases: Sequence[Case], metric: Any)
 # -- serving ----------------------------------------------------------------------------------------
 
 
+def _specs(text: str | None) -> dict[str, dict[str, Any]]:
+    """hybrid.json's units, only those of the shape `extraction_request` needs (the file is an artifact
+    anyone with the repository can write: a malformed one means no hybrid answers, never an exception)."""
+    try:
+        units = json.loads(text).get("units") if text else None
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    if not isinstance(units, dict):
+        return {}
+
+    def ok(u: Any) -> bool:
+        return (isinstance(u, dict) and all(isinstance(u.get(k), str) for k in ("prefix", "suffix", "instructions"))
+                and isinstance(u.get("fields"), list) and all(isinstance(f, str) for f in u["fields"])
+                and isinstance(u.get("shots", []), list)
+                and all(isinstance(s, dict) and isinstance(s.get("x"), str) and isinstance(s.get("fields"), dict)
+                        for s in u.get("shots", [])))
+
+    return {k: u for k, u in units.items() if ok(u)}
+
+
 def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> Any:
     """For `TaskRuntime`: the hybrid answer to `value`, or None (then the LLM answers).
 
@@ -317,9 +337,7 @@ def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> An
 
     specs = getattr(runtime, "_hybrid_specs", None)
     if specs is None:
-        text = runtime.view.read(task_path(runtime.spec.name, "hybrid.json"))
-        specs = json.loads(text).get("units", {}) if text else {}
-        runtime._hybrid_specs = specs
+        specs = runtime._hybrid_specs = _specs(runtime.view.read(task_path(runtime.spec.name, "hybrid.json")))
     program = runtime.program
     if not specs or program is None:
         return None

@@ -31,6 +31,11 @@ SPACE = "[ \\t]+"
 NONSPACE = "[^ \\t]+"
 PUNCT = "(?:[^\\w \\t]|_)+"  # runs of characters that are neither letters, digits nor blanks
 TOKENS = ("WORD", "DIGITS", "SPACE", "NONSPACE", "ALNUM", "UPPER", "LOWER", "PROPER", "CAPITAL", "NUMBER", "PUNCT")
+TOKEN_RX = (WORD, DIGITS, SPACE, NONSPACE, ALNUM, UPPER, LOWER, PROPER, CAPITAL, NUMBER, PUNCT)
+# Programs are data anyone with the artifact repo can write: no helper builds a value longer than
+# this, and regex parameters are token classes or escaped literals (what the synthesiser makes), so a
+# program tree cannot make the host allocate gigabytes or backtrack for ever.
+LIMIT = 1 << 20
 
 
 def isstr(*xs):
@@ -45,9 +50,15 @@ def islist(*xs):
     return all(type(x) is list and all(type(v) is int for v in x) for x in xs)
 
 
+@functools.lru_cache(maxsize=1024)
+def rxok(rx):
+    """Whether `rx` is a token class or a literal escaped with re.escape (nothing that can backtrack)."""
+    return isstr(rx) and (rx in TOKEN_RX or re.escape(re.sub("\\\\(.)", "\\1", rx, flags=re.S)) == rx)
+
+
 @functools.lru_cache(maxsize=8192)
 def spans(s, rx):
-    return tuple((m.start(), m.end()) for m in re.finditer(rx, s))
+    return tuple((m.start(), m.end()) for m in re.finditer(rx, s)) if rxok(rx) else ()
 
 
 def esc(t):
@@ -132,25 +143,32 @@ def rev(v):
 
 def keep(s, rx):
     """Only the matches of `rx`, joined: keep(\"801-456\", DIGITS) -> \"801456\"."""
-    return "".join(s[a:b] for a, b in spans(s, rx)) if isstr(s, rx) and rx else None
+    return "".join(s[a:b] for a, b in spans(s, rx)) if isstr(s, rx) and rx and rxok(rx) else None
 
 
 def drop(s, rx):
     """`s` without the matches of `rx`."""
-    return re.sub(rx, "", s) if isstr(s, rx) and rx else None
+    return re.sub(rx, "", s) if isstr(s, rx) and rx and rxok(rx) else None
 
 
 def join(s, rx, sep):
     """The matches of `rx` joined by `sep`: join(\"+1 23-45\", DIGITS, \".\") -> \"1.23.45\"."""
-    return sep.join(s[a:b] for a, b in spans(s, rx)) if isstr(s, rx, sep) and rx else None
+    if not (isstr(s, rx, sep) and rx and rxok(rx)):
+        return None
+    found = spans(s, rx)
+    if sum(b - a for a, b in found) + len(sep) * len(found) > LIMIT:
+        return None
+    return sep.join(s[a:b] for a, b in found)
 
 
 def replace(s, a, b):
-    return s.replace(a, b) if isstr(s, a, b) and a else None
+    if not (isstr(s, a, b) and a) or len(s) + max(0, len(b) - len(a)) * s.count(a) > LIMIT:
+        return None
+    return s.replace(a, b)
 
 
 def cat(*parts):
-    return "".join(parts) if isstr(*parts) else None
+    return "".join(parts) if isstr(*parts) and sum(len(p) for p in parts) <= LIMIT else None
 
 
 def text(v):
@@ -211,7 +229,7 @@ def count(s, t):
 
 def ntok(s, rx):
     """How many matches of `rx` `s` has (e.g. words)."""
-    return len(spans(s, rx)) if isstr(s, rx) and rx else None
+    return len(spans(s, rx)) if isstr(s, rx) and rx and rxok(rx) else None
 
 
 def find(s, t, k):
@@ -248,7 +266,7 @@ def suffix(s, t):
 
 def has(s, rx):
     """Whether `s` has a match of `rx` (e.g. any digit)."""
-    return bool(spans(s, rx)) if isstr(s, rx) and rx else None
+    return bool(spans(s, rx)) if isstr(s, rx) and rx and rxok(rx) else None
 
 
 def eq(a, b):
@@ -374,12 +392,14 @@ def prepend(x, v):
 
 
 def lcat(*xs):
-    return [v for x in xs for v in x] if islist(*xs) else None
+    return [v for x in xs for v in x] if islist(*xs) and sum(len(x) for x in xs) <= LIMIT else None
 
 
 def stretch(x, k):
     """Each element k times: stretch([1, 2], 2) -> [1, 1, 2, 2]."""
-    return [v for v in x for _ in range(k)] if islist(x) and isint(k) and 0 <= k <= 100 else None
+    if not (islist(x) and isint(k) and 0 <= k <= 100) or len(x) * k > LIMIT:
+        return None
+    return [v for v in x for _ in range(k)]
 
 
 def stride(x, k):
