@@ -97,8 +97,6 @@ def test_bombs_are_contained_in_the_sandbox_and_in_the_host() -> None:
                          "bomb-tree-depth-1e4"))
 
 
-@pytest.mark.xfail(strict=True, reason="harness/programs load() counts lookup entries, skip entries and hybrid "
-                                       "units against no budget: a tree of 10^6 of them loads (reported, issue 13)")
 def test_trees_over_the_node_budget_are_refused() -> None:
     assert_zeros(run_ids("bomb-tree-1e6-table", "bomb-tree-1e6-skip", "bomb-tree-1e6-units"))
 
@@ -108,8 +106,6 @@ def test_a_learners_python_verifier_never_runs_in_the_host() -> None:
     assert_zeros(run_ids("grader-python-file", "grader-python-network", "grader-python-module-body"))
 
 
-@pytest.mark.xfail(strict=True, reason="gate/verifiers.py: jsonschema fetches a remote $ref (the host makes an HTTP "
-                                       "request) and regex verifiers backtrack (reported, issue 13)")
 def test_a_learners_data_verifier_reaches_no_network_and_cannot_backtrack() -> None:
     assert_zeros(run_ids("grader-schema-remote-ref", "grader-regex-redos"))
 
@@ -119,8 +115,6 @@ def test_a_learners_verifier_too_deep_to_parse_is_refused() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open rows in harness/programs (node budget) and gate/verifiers.py (remote "
-                                       "$ref, regex backtracking): see the xfails above and docs/reliability.md")
 def test_the_whole_code_catalogue_holds() -> None:
     code, result = bench(*[a for f in ("code-render", "code-sandbox", "code-protocol", "code-bombs", "code-graders")
                            for a in ("--family", f)])

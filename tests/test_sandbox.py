@@ -444,3 +444,30 @@ def test_an_exception_with_odd_text_still_comes_back_as_code_raised(attacks: San
     assert info.value.exc_type == "Exception" and info.value.exc_message.startswith("lone ? mmm")
     assert len(info.value.exc_message) == 2000
     assert attacks.call("ping") == "alive"
+
+
+@pytest.mark.parametrize("source", [
+    # a dict subclass as exec's globals could keep the restricted __builtins__ from being set
+    "class G(dict):\n    def __setitem__(self, k, v):\n        pass\n\ndef solve():\n"
+    "    g = G()\n    exec(\"x = __import__('os')\", g)\n    return 'escaped'\n",
+    # a class pattern reads the attributes __match_args__ names, chosen at run time
+    "import operator\nclass M(type):\n    def __instancecheck__(cls, o):\n        return True\n"
+    "C = M('C', (), {'__match_args__': ('__globals__',)})\n\ndef solve():\n    match operator.attrgetter:\n"
+    "        case C(g):\n            return 'escaped'\n    return None\n",
+    "from re import _compiler\n\ndef solve():\n    return 'escaped'\n",
+    "import re._parser\n\ndef solve():\n    return 'escaped'\n",
+])
+def test_language_layer_routes_found_by_the_attack_suite_are_closed(source: str) -> None:
+    try:
+        with Sandbox(source) as box:
+            got = box.call()
+    except SandboxError:
+        return
+    assert got != "escaped"
+
+
+def test_plain_exec_and_self_matching_class_patterns_still_work() -> None:
+    src = ("def solve(x):\n    g = {}\n    exec('y = 2', g)\n    match x:\n        case int(v):\n"
+           "            return v + g['y']\n    return None\n")
+    with Sandbox(src) as box:
+        assert box.call(3) == 5

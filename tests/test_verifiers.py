@@ -429,3 +429,46 @@ def test_bad_spec(spec: object, match: str) -> None:
 
 def test_name_and_description_allowed() -> None:
     validate_spec({"kind": "exact", "name": "city", "description": "the capital"})
+
+
+def test_a_backtracking_regex_fails_the_case_in_bounded_time() -> None:
+    import time
+
+    from crystallise.gate.verifiers import verify_detail
+
+    t0 = time.monotonic()
+    for pattern in ("(a+)+$", "(a|aa)+$", "(a|a?)+$", "(.*a){20}$"):
+        passed, reason = verify_detail({"kind": "regex", "pattern": pattern}, "a" * 60 + "!", None)
+        assert not passed, pattern  # fails: by no match, or by the time limit (then the reason says so)
+        assert reason is None or "took over" in reason
+    assert time.monotonic() - t0 < 2.0
+    assert verify_detail({"kind": "regex", "pattern": "[A-D]"}, "B", None)[0]
+
+
+def test_a_schema_never_fetches_a_remote_reference() -> None:
+    import socket
+    import threading
+
+    from crystallise.gate.verifiers import verify
+
+    hits: list[bytes] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(1.0)
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+            hits.append(conn.recv(100))
+            conn.close()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve)
+    t.start()
+    port = srv.getsockname()[1]
+    assert not verify({"kind": "json_schema", "schema": {"$ref": f"http://127.0.0.1:{port}/x.json"}}, "1", None)
+    t.join()
+    srv.close()
+    assert hits == []

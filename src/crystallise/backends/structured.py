@@ -22,6 +22,7 @@ import jsonschema
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest, Message
 from crystallise.errors import ModelOutputError, ValidationError
+from crystallise.schemas import validator
 
 __all__ = ["complete_json", "complete_text", "extract_json"]
 
@@ -79,14 +80,12 @@ def _parse(text: str, validator: Any) -> Any:
 
 
 def _validator(schema: dict[str, Any]) -> Any:
-    cls = jsonschema.validators.validator_for(schema)
     try:
-        cls.check_schema(schema)
+        return validator(schema, check=True)  # never fetches a remote $ref
     except jsonschema.SchemaError as exc:
         raise ValidationError(
             f"the output schema is not a valid JSON schema: {exc.message}; fix the schema"
         ) from None
-    return cls(schema)
 
 
 def complete_json(

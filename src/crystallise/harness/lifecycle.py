@@ -90,9 +90,9 @@ def gather(store: Store, view: View, spec: TaskSpec, metric: Callable[[Any, Any]
 
 
 def _schema_check(schema: dict[str, Any]) -> Callable[[Any], bool]:
-    import jsonschema
+    from crystallise.schemas import validator as make_validator
 
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = make_validator(schema)
     return lambda value: validator.is_valid(value.strip() if isinstance(value, str) else value)
 
 

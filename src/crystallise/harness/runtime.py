@@ -280,7 +280,6 @@ class TaskRuntime:
 
 
 def _validator(schema: dict[str, Any]) -> Any:
-    import jsonschema
+    from crystallise.schemas import validator
 
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    return validator(schema)

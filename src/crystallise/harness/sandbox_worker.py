@@ -95,6 +95,8 @@ def check_module(name):
     if name.partition(".")[0] not in ALLOWED:
         raise ImportError("import of %r is not allowed in crystallised code; allowed: %s"
                           % (name, ", ".join(sorted(ALLOWED))))
+    if any(part.startswith("_") for part in name.split(".")):
+        raise ImportError("import of private module %r is not allowed in crystallised code" % (name,))
 
 def format_ok(node):
     # "{0.x[1]:>{w}}".format(...) on a string literal: every attribute its fields name must be allowed
@@ -113,6 +115,8 @@ def format_ok(node):
         return False
     return True
 
+MATCH_SELF = frozenset("bool bytearray bytes dict float frozenset int list set str tuple".split())
+
 def check(tree):
     for node in ast.walk(tree):
         names, attrs = [], []
@@ -120,6 +124,11 @@ def check(tree):
             attrs = [node.attr] if not (node.attr in FORMAT_ATTRS and format_ok(node)) else []
         elif isinstance(node, ast.MatchClass):
             attrs = node.kwd_attrs
+            if node.patterns and not (isinstance(node.cls, ast.Name) and node.cls.id in MATCH_SELF):
+                # positional sub-patterns read the attributes a class's __match_args__ names, which
+                # the program chooses at run time: only the builtins that match themselves are allowed
+                raise PermissionError("positional patterns of class %r are not allowed in crystallised code "
+                                      "(line %s): use keyword patterns" % (ast.unparse(node.cls), node.lineno))
         elif isinstance(node, ast.Name):
             names = [node.id] if node.id not in SAFE_DUNDERS else []
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
@@ -130,6 +139,9 @@ def check(tree):
             if node.level:
                 raise ImportError("relative imports are not allowed in crystallised code")
             check_module(node.module or "")
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    raise ImportError("import of private name %r is not allowed in crystallised code" % alias.name)
         elif isinstance(node, ast.Import):
             for a in node.names:
                 check_module(a.name)
@@ -211,8 +223,8 @@ def safe_wraps(wrapped, assigned=functools.WRAPPER_ASSIGNMENTS, updated=functool
 
 def with_globals(g):
     g = {} if g is None else g
-    if not isinstance(g, dict):
-        raise TypeError("globals must be a dict")
+    if type(g) is not dict:  # a dict subclass could keep the real builtins from being set
+        raise TypeError("globals must be a plain dict")
     g["__builtins__"] = dict(SAFE)  # a copy: the program cannot edit the builtins of later calls
     return g
 

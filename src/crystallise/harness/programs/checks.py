@@ -36,8 +36,16 @@ class ProgramError(ValidationError):
 
 
 class Budget:
+    """Counts every node, table entry, template and unit of one program against MAX_NODES, before
+    anything is built from them (a hostile program.json must not cost the host its memory)."""
+
     def __init__(self) -> None:
         self.nodes = 0
+
+    def add(self, n: int, where: str) -> None:
+        self.nodes += n
+        if self.nodes > MAX_NODES:
+            raise ProgramError(f"program has more than {MAX_NODES} nodes ({where})")
 
     def tick(self, depth: int, where: str) -> None:
         self.nodes += 1

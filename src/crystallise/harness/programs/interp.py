@@ -128,6 +128,7 @@ class _Arith:
         _need(self.mode in MODES, f"mode must be one of {MODES}")
         _need(isinstance(body["skip"], dict), "skip must be an object")
         self.skip: dict[str, dict[str, int]] = {}
+        budget.add(len(body["skip"]), "arith templates")
         for key, s in body["skip"].items():
             s = _keys(s, "skip entry", {"$", "%", "n"})
             self.skip[_str(key, "skip key")] = {k: _int(s[k], "skip count", 0, 64) for k in ("$", "%", "n")}
@@ -141,6 +142,9 @@ class _Arith:
             places = _int(r["places"], "places", -1, MAX_PLACES)
             _need(r["rounding"] in ROUNDINGS, f"rounding must be one of {ROUNDINGS}")
             self.rules[(_str(r["key"], "rule key"), sig_t)] = (_arith_expr(r["expr"], budget), places, r["rounding"])
+        # the most numbers any rule reads (its template's own included): an input with more has no rule,
+        # so extraction stops there (a hostile input of 50,000 numbers costs what 9 do)
+        self.limit = max((sum(sig) + sum(self.skip.get(key, {}).values()) for key, sig in self.rules), default=0) + 1
 
     def _match(self, text: Any) -> tuple[str, tuple[int, ...], dict[str, list[float]], Any] | None:
         if not isinstance(text, str):
@@ -149,7 +153,10 @@ class _Arith:
         skip = self.skip.get(key)
         if skip is None:
             return None
-        nums = {k: v[skip[k]:] for k, v in extract_numbers(text).items()}
+        found = extract_numbers(text, self.limit)
+        if found is None:
+            return None
+        nums = {k: v[skip[k]:] for k, v in found.items()}
         sig = (len(nums["$"]), len(nums["%"]), len(nums["n"]))
         rule = self.rules.get((key, sig))
         return None if rule is None else (key, sig, nums, rule)
@@ -191,7 +198,7 @@ class _Lookup:
     def __init__(self, body: Mapping[str, Any], budget: _Budget) -> None:
         _keys(body, "lookup body", {"kind", "table"})
         _need(isinstance(body["table"], dict), "table must be an object")
-        budget.nodes += len(body["table"])
+        budget.add(len(body["table"]), "lookup entries")
         self.table = {_str(k, "table key"): _json_value(v, "table value") for k, v in body["table"].items()}
 
     @staticmethod
@@ -324,6 +331,7 @@ class _Grouped:
         _need(self.mode in MODES, f"mode must be one of {MODES}")
         _need(type(body["groups"]) is list, "groups must be a list")
         self.groups: dict[str, tuple[str, str, tuple[str, ...] | None, Callable[..., Any], tuple[str, str, str]]] = {}
+        budget.add(len(body["groups"]), "groups")
         for g in body["groups"]:
             _keys(g, "group", {"unit", "prefix", "suffix", "arg_keys", "codec", "fn"})
             keys = g["arg_keys"]
@@ -398,6 +406,7 @@ class _Hybrid:
         _need(self.mode in MODES, f"mode must be one of {MODES}")
         _need(isinstance(body["units"], dict), "units must be an object")
         self.units: dict[str, tuple[str, str, tuple[str, ...], Callable[..., Any], int, str]] = {}
+        budget.add(len(body["units"]), "hybrid units")
         for key, u in body["units"].items():
             _keys(u, "hybrid unit", {"prefix", "suffix", "fields", "places", "rounding", "compute"})
             fields = u["fields"]

@@ -35,10 +35,13 @@ _NUM = re.compile(
 _SCALE = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
 
 
-def extract_numbers(text):
-    """{'$': [...], '%': [...], 'n': [...]} in order of appearance."""
+def extract_numbers(text, limit=None):
+    """{'$': [...], '%': [...], 'n': [...]} in order of appearance; None once there are more
+    than `limit` numbers (a program that reads at most that many stops early)."""
     out = {"$": [], "%": [], "n": []}
-    for m in _NUM.finditer(text):
+    for i, m in enumerate(_NUM.finditer(text)):
+        if limit is not None and i >= limit:
+            return None
         value = float(m.group("num").replace(",", ""))
         if m.group("scale"):
             value *= _SCALE[m.group("scale").lower()]
