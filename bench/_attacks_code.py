@@ -339,7 +339,7 @@ def _sandboxed(lab: CodeLab, source: str, arg: Any, *, language: bool = True, ti
                ) -> tuple[Any, str | None, str | None]:
     """(what came back, the SandboxError that stopped it, a host exception)."""
     from crystallise.errors import SandboxError
-    from crystallise.harness.sandbox import Sandbox
+    from crystallise.sandbox import Sandbox
 
     try:
         with Sandbox(source, timeout_s=timeout_s, _language_layer=language) as box:
@@ -483,7 +483,7 @@ def _runtime_over(lab: CodeLab, source: str) -> Any:
 
 
 def _protocol(lab: CodeLab, source: str, patch: str | None, language: bool) -> dict[str, Any]:
-    import crystallise.harness.sandbox as sandbox_mod
+    import crystallise.sandbox as sandbox_mod
     from crystallise.errors import SandboxError
     from crystallise.harness.programs import close_sandboxes
 
@@ -540,7 +540,7 @@ def protocol_worker(lab: CodeLab, atk: CodeAttack) -> dict[str, Any]:
     r = _protocol(lab, source, None, False)
     # the same forgery through the serving path: a runtime over the program, language layer off
     import crystallise.harness.programs as programs_mod
-    from crystallise.harness.sandbox import Sandbox
+    from crystallise.sandbox import Sandbox
 
     real = programs_mod.sandbox_runner
     programs_mod.sandbox_runner = lambda src: Sandbox(src, timeout_s=1.0, _language_layer=False)
@@ -645,6 +645,6 @@ def environment() -> dict[str, Any]:
     """Which layers this run faced (wip/sandbox and wip/verifiers change them)."""
     import importlib.util
 
-    return {"sandbox_os_layers": importlib.util.find_spec("crystallise.harness.sandbox_os") is not None,
+    return {"sandbox_os_layers": importlib.util.find_spec("crystallise.sandbox.isolation") is not None,
             "python_verifier_module": importlib.util.find_spec("crystallise.gate.python_verifier") is not None,
             "pid": os.getpid()}

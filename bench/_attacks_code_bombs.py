@@ -103,7 +103,7 @@ def _rss_mb() -> int:
 
 def _sandbox_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     from crystallise.errors import SandboxError
-    from crystallise.harness.sandbox import Sandbox
+    from crystallise.sandbox import Sandbox
 
     _, source, language = SANDBOX[atk.payload]
     timeout = 1.0

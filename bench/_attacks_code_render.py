@@ -268,7 +268,7 @@ def judge_source(code: str | None, marker: str, tree: dict[str, Any] | None) -> 
 def compare_answers(tree: dict[str, Any], code: str, serve: list[tuple[Any, Any]], metric: str) -> list[str]:
     """The interpreter against the right answers, and the rendering (run in the sandbox) against the
     interpreter, on the served inputs."""
-    from crystallise.harness.sandbox import Sandbox
+    from crystallise.sandbox import Sandbox
 
     right = score_numeric if metric == "numeric" else score_exact
     found = []

@@ -8,7 +8,7 @@ suite led to are pinned by tests of their own at the end.
 
 Families that depend on work not merged yet are expected to fail until it is, strictly (an xfail
 that starts passing fails, so the marker cannot outlive the hole): the OS-level sandbox and reply
-validation (wip/sandbox, detected by `crystallise.harness.sandbox_os`) and sandboxed python
+validation (wip/sandbox, detected by `crystallise.sandbox.isolation`) and sandboxed python
 verifiers (wip/verifiers, detected by `crystallise.gate.python_verifier`).
 """
 
@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from crystallise.cli import main
 
-HARDENED_SANDBOX = importlib.util.find_spec("crystallise.harness.sandbox_os") is not None
+HARDENED_SANDBOX = importlib.util.find_spec("crystallise.sandbox.isolation") is not None
 SANDBOXED_VERIFIERS = importlib.util.find_spec("crystallise.gate.python_verifier") is not None
 needs_sandbox = pytest.mark.xfail(not HARDENED_SANDBOX, strict=True,
                                   reason="main's sandbox: language-layer breaches reach SysV/POSIX IPC and host "

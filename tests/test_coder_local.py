@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from crystallise.gate import score_exact
-from crystallise.harness.sandbox import run_once
+from crystallise.sandbox import run_once
 from crystallise.harness.synth.base import Case, Problem, split
 from crystallise.harness.synth.coder import CoderStrategy
 from crystallise.harness.synth.verify import verify

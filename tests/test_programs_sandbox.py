@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness.programs import FORMAT, load, render
-from crystallise.harness.sandbox import Sandbox
+from crystallise.sandbox import Sandbox
 from crystallise.harness.synth.arith import ArithStrategy
 from crystallise.harness.synth.base import Case, Problem
 from crystallise.harness.synth.lookup import LookupStrategy

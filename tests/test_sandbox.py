@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from crystallise.errors import SandboxError, ValidationError
-from crystallise.harness.sandbox import (
+from crystallise.sandbox import (
     DEFAULT_ALLOWED,
     CodeRaised,
     Sandbox,

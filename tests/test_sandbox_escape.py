@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from crystallise.harness.sandbox import CodeRaised, Sandbox, SandboxCrashed, SandboxTimeout
+from crystallise.sandbox import CodeRaised, Sandbox, SandboxCrashed, SandboxTimeout
 
 X86_64 = os.uname().machine == "x86_64"
 

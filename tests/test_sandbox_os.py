@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from crystallise.harness import sandbox_os
-from crystallise.harness.sandbox import Sandbox, SandboxUnavailable, run_once
-from crystallise.harness.seccomp import ALLOWED_SYSCALLS, compile_filter
+from crystallise.sandbox import isolation as sandbox_os
+from crystallise.sandbox import Sandbox, SandboxUnavailable, run_once
+from crystallise.sandbox.seccomp import ALLOWED_SYSCALLS, compile_filter
 
 SRC = "def solve(x):\n    return x\n"
 

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crystallise.errors import SandboxError
-from crystallise.harness import sandbox as sandbox_mod
-from crystallise.harness.sandbox import Sandbox, SandboxCrashed, SandboxTimeout
-from crystallise.harness.sandbox_reply import (
+import crystallise.sandbox as sandbox_mod
+from crystallise.sandbox import Sandbox, SandboxCrashed, SandboxTimeout
+from crystallise.sandbox.reply import (
     MAX_DEPTH,
     ProtocolError,
     check_ready,
@@ -158,7 +158,7 @@ def test_a_malformed_reply_kills_the_worker(box: Sandbox, line: str) -> None:
 
 
 def test_legitimate_error_replies_still_mean_what_they_say(box: Sandbox) -> None:
-    from crystallise.harness.sandbox import CodeRaised
+    from crystallise.sandbox import CodeRaised
 
     with pytest.raises(CodeRaised, match="ValueError at line 3: no"):
         box.call("raw", '{"raised": {"type": "ValueError", "message": "no", "line": 3}, "cpu": 0, "id": ID}\n')

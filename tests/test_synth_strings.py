@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from crystallise.harness.sandbox import DEFAULT_ALLOWED, Sandbox
+from crystallise.sandbox import DEFAULT_ALLOWED, Sandbox
 from crystallise.harness.synth import strings_runtime as rt
 from crystallise.harness.synth.strings import StringStrategy
 

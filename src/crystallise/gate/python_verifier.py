@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from crystallise.errors import SandboxError, ValidationError
-from crystallise.harness.sandbox import DEFAULT_ALLOWED, Sandbox
+from crystallise.sandbox import DEFAULT_ALLOWED, Sandbox
 
 __all__ = ["close_sandboxes", "run_check", "validate_source"]
 

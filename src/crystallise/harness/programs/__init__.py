@@ -30,7 +30,7 @@ _MAX_SANDBOXES = 16
 
 def sandbox_runner(source: str) -> Any:
     """The warm sandbox for `source` (started on first use; least recently used ones are stopped)."""
-    from crystallise.harness.sandbox import Sandbox
+    from crystallise.sandbox import Sandbox
 
     key = hashlib.sha256(source.encode()).hexdigest()
     with _LOCK:
@@ -52,7 +52,7 @@ def isolation_problem() -> str | None:
 
     Asked once per process (a worker is started and stopped: ~50 ms). Learners that would write
     code skip it with this reason rather than write code nothing may run."""
-    from crystallise.harness.sandbox import Sandbox, SandboxUnavailable
+    from crystallise.sandbox import Sandbox, SandboxUnavailable
 
     with _LOCK:
         if not _PROBLEM:

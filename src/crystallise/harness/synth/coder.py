@@ -34,7 +34,7 @@ from typing import Any
 
 from crystallise.backends.base import Backend, CompletionRequest, Message
 from crystallise.errors import CrystalliseError, SandboxError
-from crystallise.harness.sandbox import DEFAULT_ALLOWED
+from crystallise.sandbox import DEFAULT_ALLOWED
 from crystallise.harness.synth.base import Candidate, Case, Problem
 from crystallise.harness.synth.strategies import group_cases, retry, unit_hash
 from crystallise.harness.programs import sandbox_runner

@@ -19,7 +19,7 @@ Layers, outermost first (the OS layers are what must hold; the language layer is
     only the interpreter, its standard library (site-packages masked) and the system's shared
     libraries, plus /dev/null and a private /tmp. No /proc, no /etc, no /home, /root or /work,
     no network but an unconfigured loopback.
-  * seccomp (`crystallise.harness.seccomp`): an allowlist compiled here with libseccomp and
+  * seccomp (`crystallise.sandbox.seccomp`): an allowlist compiled here with libseccomp and
     installed by the worker after it loaded its modules; everything else fails with EPERM.
   * rlimits: address space, CPU seconds, no file may grow (FSIZE 0), 16 fds, no new processes.
   * language: imports only from the allow-list, each a proxy module without private names or other
@@ -49,9 +49,9 @@ from importlib import resources
 from typing import IO, Any, cast
 
 from crystallise.errors import SandboxError, ValidationError
-from crystallise.harness import sandbox_os
-from crystallise.harness.sandbox_os import SandboxUnavailable
-from crystallise.harness.sandbox_reply import ProtocolError, check_ready, check_reply, check_start
+from crystallise.sandbox import isolation as sandbox_os
+from crystallise.sandbox.isolation import SandboxUnavailable
+from crystallise.sandbox.reply import ProtocolError, check_ready, check_reply, check_start
 
 __all__ = [
     "DEFAULT_ALLOWED",
@@ -88,9 +88,9 @@ class SandboxCrashed(SandboxError):
     """The worker died or broke the protocol (memory limit, a crash, a forged reply); it restarts on the next call."""
 
 
-# The worker, sandbox_worker.py, read as text: it runs as `python -I -S -B -c _CHILD`, with no
+# The worker, worker.py, read as text: it runs as `python -I -S -B -c _CHILD`, with no
 # crystallise code and no site-packages, so it is never imported from here.
-_CHILD = resources.files("crystallise.harness").joinpath("sandbox_worker.py").read_text(encoding="utf-8")
+_CHILD = resources.files("crystallise.sandbox").joinpath("worker.py").read_text(encoding="utf-8")
 
 
 class _Timeout(Exception):

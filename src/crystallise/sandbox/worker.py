@@ -1,6 +1,6 @@
-"""The sandbox worker: the program a `Sandbox` child process runs (see `sandbox.py`).
+"""The sandbox worker: the program a `Sandbox` child process runs (see `crystallise/sandbox/__init__.py`).
 
-Not imported: `sandbox.py` reads this file as text and runs it with `python -I -S -B -c <text>`
+Not imported: the sandbox package reads this file as text and runs it with `python -I -S -B -c <text>`
 (inside bubblewrap), so it sees only the standard library (no crystallise code, no site-packages).
 Protocol: one JSON object per line; the config arrives on fd 0, then the worker moves the pipes to
 the fds the config names (the seccomp filter allows read/write on those two only) and points fds
@@ -15,7 +15,7 @@ the fds the config names (the seccomp filter allows read/write on those two only
 # ruff: noqa
 # mypy: ignore-errors
 if __name__ != "__main__":
-    raise ImportError("crystallise.harness.sandbox_worker is a program for the sandbox's child process, not a module")
+    raise ImportError("crystallise.sandbox.worker is a program for the sandbox's child process, not a module")
 
 import _string, ast, builtins, functools, json, operator, os, posix, resource, signal, string, sys, time, types
 from json import decoder as _jdec, encoder as _jenc
@@ -285,7 +285,7 @@ def address_space():
     return hi
 
 def seccomp(bpf):
-    # The host compiled the allowlist (harness/seccomp.py); install it on this process.
+    # The host compiled the allowlist (sandbox/seccomp.py); install it on this process.
     import ctypes
     if len(bpf) % 8 or not 0 < len(bpf) // 8 < 4096:
         return "the filter is malformed"

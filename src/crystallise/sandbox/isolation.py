@@ -38,7 +38,7 @@ def seccomp_filter(fds: tuple[int, int]) -> bytes:
     """The worker's allowlist as BPF, or SandboxUnavailable naming what to install."""
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailable("the sandbox needs Linux (bubblewrap and seccomp); run crystallise on Linux")
-    from crystallise.harness.seccomp import FilterUnavailable, compile_filter
+    from crystallise.sandbox.seccomp import FilterUnavailable, compile_filter
 
     try:
         return compile_filter(*fds)
