@@ -60,6 +60,7 @@ from crystallise.engine.home import Home
 from crystallise.engine.committer import Committer
 from crystallise.engine.task import define_task
 from crystallise.engine.observe import trace
+from crystallise.engine.scope import teaches
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version
 
 __all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task"]
@@ -347,7 +348,7 @@ class Loop:
         org = self.config.scope.org
         kwargs: dict[str, Any] = {"after_seq": after_seq} if after_seq is not None else {}
         runs = self.store.list_traces(name=self.spec.name, org=org, limit=100_000, with_children=True, **kwargs)
-        return runs if org is not None else [t for t in runs if t.org_id is None]
+        return [t for t in runs if teaches(t, org=org)]
 
     def _own(self, cs: ChangeSet) -> None:
         """An org's loop learned `cs` from that org's runs: the change set says so (its scope), so the API
@@ -415,8 +416,9 @@ class Loop:
 
     def _waiting(self, cs: ChangeSet) -> bool:
         """A lifecycle change set of this task already waits for review: do not propose it again."""
+        pending = self.store.list_changesets(status="needs_review", limit=1000)
         return any(p.learner == "lifecycle" and p.evidence.get("task") == self.spec.name and p.summary == cs.summary
-                   and p.scope.org == self.config.scope.org for p in self.store.list_changesets(status="needs_review", limit=1000))
+                   and p.scope.org == self.config.scope.org for p in pending)
 
     def _promotion_refused(self, sha: str | None) -> bool:
         for cs in self.store.list_changesets(status="rejected", limit=1000):

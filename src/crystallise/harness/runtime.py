@@ -151,7 +151,7 @@ class TaskRuntime:
         self.bullets = list(bullets)
         self.examples_k = examples_k
         if view.org is None and org is not None:
-            view = View(view._read, view.overlay, org=org)  # an org is served from its own namespace
+            view = view.for_org(org)  # an org is served from its own namespace
         self.view = view
         self.org = view.org
         self.code = view.read(task_path(spec.name, "code.py")) if spec.grade in ("G4", "G5") else None
@@ -180,11 +180,11 @@ class TaskRuntime:
                 self.agent = TaskRuntime(agent_spec, shared, backend, examples_k=0)
 
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> Answer:
-        ans, reason = self._code_answer(value, record)
+        ans, reason = self.code_answer(value, record)
         if ans is not None:
             return ans
         if self.agent is not None:  # the org's program (if any) abstained: the agent-level program next
-            shared, why = self.agent._code_answer(value, record)
+            shared, why = self.agent.code_answer(value, record)
             if shared is not None and shared.served_by != "none":
                 return shared
             reason = reason or why
@@ -195,7 +195,7 @@ class TaskRuntime:
         ans.code_sha = self.code_sha
         return ans
 
-    def _code_answer(self, value: Any, record: dict[str, Any] | None) -> tuple[Answer | None, str | None]:
+    def code_answer(self, value: Any, record: dict[str, Any] | None) -> tuple[Answer | None, str | None]:
         """The program's answer (code or hybrid), or (None, why it fell through)."""
         reason = None
         if self.code:

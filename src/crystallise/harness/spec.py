@@ -119,6 +119,10 @@ class View:
         """The agent-level (shared) tree under the same overlay."""
         return View(self._read, self.overlay)
 
+    def for_org(self, org: str | None) -> View:
+        """The same tree and overlay, read in `org`'s namespace."""
+        return View(self._read, self.overlay, org=org)
+
     def physical(self, path: str) -> str:
         """Where a logical task path lives for this view's namespace."""
         if self.org is None or not path.startswith("tasks/") or path.startswith(namespace(self.org)):
@@ -138,7 +142,7 @@ class View:
             return own
         shared = self._raw(path)
         if shared is None or own is None:
-            return shared  # the task is defined once, for everyone; an org without a grade of its own has the shared one
+            return shared  # defined once, for everyone; an org without a grade of its own has the shared one
         data, mine = json.loads(shared), json.loads(own)
         data.update({k: mine[k] for k in ORG_SPEC_FIELDS if k in mine})
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
