@@ -35,6 +35,7 @@ from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.credit import record_credit
+from crystallise.context.items import most_specific
 from crystallise.context.reflect import ReflectionLearner
 from crystallise.errors import ProtectedError, ValidationError
 from crystallise.governance import canary as canary_mod
@@ -180,7 +181,7 @@ class Loop:
     def bullets(self, extra: Sequence[Item] = ()) -> list[Item]:
         s = self.config.scope
         items = self.store.query_items(agent=s.agent, org=s.org, user=s.user, kind="bullet")
-        return [*items, *extra]
+        return most_specific([*items, *extra])
 
     def runtime(self, deltas: Sequence[Delta] = ()) -> TaskRuntime:
         """Serving runtime for the current version, or as it would be after `deltas`."""
