@@ -24,11 +24,12 @@ def test_the_most_specific_item_per_key_wins(tmp_path, store_url):
         Item("Ship orders with DHL", kind="memory", level="org", agent_id="shop", org_id="acme", key="ship.carrier"),
         Item("Ship my orders with FedEx", kind="memory", level="user", agent_id="shop", org_id="acme", user_id="u1",
              key="ship.carrier"))
+    def texts(user: str, query: str | None) -> list[str]:
+        return [i.text for i in crystallise.context(agent="shop", org="acme", user=user, query=query, home=home).items]
+
     for query in ("ship orders carrier", None):
-        texts = lambda user: [i.text for i in crystallise.context(agent="shop", org="acme", user=user, query=query,  # noqa: E731
-                                                                   home=home).items]
-        assert texts("u1") == ["Ship my orders with FedEx"]
-        assert texts("u2") == ["Ship orders with DHL"]
+        assert texts("u1", query) == ["Ship my orders with FedEx"]
+        assert texts("u2", query) == ["Ship orders with DHL"]
     assert [i.text for i in crystallise.context(agent="shop", org="globex", home=home).items] == \
         ["Ship orders with UPS"]
     hits = recall("ship orders", agent="shop", org="acme", user="u1", home=home)
