@@ -106,12 +106,14 @@ def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
     that are not a documented known gap (a known gap is still counted and listed)."""
     leaked = [r for r in results if r["outcome"] == "leaked"]
     cross = [r["id"] for r in leaked if r["family"] == "cross-tenant" or r["success"].startswith("a response carries")]
+    leftovers = [r["id"] for r in leaked if r["vector"] == "forget"]
     wide = [r["id"] for r in leaked if r["success"].startswith("the hostile text")
             and any(w["status"] == "active" and w["level"] in ("agent", "org") for w in r.get("written", []))]
     unexpected = [r["id"] for r in leaked if not r.get("known_gap")]
     closed = [r["id"] for r in results if r.get("known_gap") and r["outcome"] != "leaked"]
     errors = [r["id"] for r in results if r["outcome"] == "error"]
     return {"cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
+            "forget_leftovers": len(leftovers),
             "known_gap_leaks": len(leaked) - len(unexpected), "unexpected_leaks": len(unexpected),
             "errors": len(errors), "leaked_ids": [r["id"] for r in leaked], "error_ids": errors,
             "known_gaps_closed": closed, "met": not cross and not wide and not unexpected and not errors}
@@ -135,7 +137,8 @@ def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict
     from crystallise.server import create_app
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
-    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
+    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner),
+                 **_load("_attacks_tenancy").executors(runner), "api": api.api_attack}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
         home = Home.init(Path(tmp) / "home", store_url=store_url)

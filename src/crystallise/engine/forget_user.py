@@ -87,7 +87,10 @@ def forget_user(home: Home, user: str, *, org: str | None = None, all_orgs: bool
     validate_scope("default", org, user)
     store = home.store
     orgs = store.user_orgs(user)
-    if not orgs:
+    if not orgs:  # nothing stored yet: spans may still wait for their root in the spool
+        spooled = _forget_spool(Path(home.path) / SPOOL, user, org)
+        if spooled:
+            return [DeletionReport(user=user, org=org, counts={"spool_files": spooled})]
         raise NotFoundError(f"user {user!r} has no traces, items or changes in this store: nothing to delete")
     if all_orgs:
         targets = orgs
