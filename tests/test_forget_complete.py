@@ -96,3 +96,24 @@ def test_the_access_log_holds_no_query_strings(caplog):
     assert QueryStringFilter().filter(record)
     assert "zed" not in record.getMessage() and "ZX1Q" not in record.getMessage()
     assert "/v1/context" in record.getMessage()
+
+
+def test_forget_on_the_command_line_rewrites_history_when_asked(tmp_path):
+    from click.testing import CliRunner
+
+    from crystallise.cli import main
+
+    home = new_home(tmp_path)
+    mine = loop_for(home, "zed")
+    for n in range(100, 150):
+        value, truth = zed(n)
+        _, tid = mine.answer(value)
+        mine.feedback(tid, truth, False)
+    assert mine.learn().committed
+    result = CliRunner().invoke(main, ["--home", str(home.path), "forget", "--user", "zed", "--org", "acme", "--yes",
+                                       "--rewrite-history", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["commits_rewritten"] > 0 and row["counts"]["task_files"] > 0
+    history = home.repo._git("log", "-p", "--all").decode()
+    assert "VAULT-zed" not in history and "reply code for order 1" not in history
