@@ -90,7 +90,7 @@ def test_a_corroborated_fact_supersedes_the_older_one(home: Home) -> None:
     assert rome.status == "active" and rome.key == "user.city"
     old = home.store.get_item(paris.id)
     assert old.status == "retired" and old.superseded_by == rome.id
-    assert shown(home, "u1", "where do I live") == [rome.text]
+    assert shown(home, "u1", "did I move to Rome or stay in Paris") == [rome.text]  # relevant, and only the newest
 
 
 def test_explicit_remember_confirms_a_quarantined_fact(home: Home) -> None:

@@ -97,3 +97,26 @@ def test_shared_artifacts_learn_from_the_operators_runs_only_and_serve_after_the
     victim = org_loop(home, "victim")
     ans, _ = victim.answer("reply code for order 31337")  # no program of its own: the agent's serves it
     assert ans.served_by == "code" and ans.output == "CODE-31337"
+
+
+def test_shared_files_come_from_k_orgs_and_a_person(tmp_path):
+    from crystallise.engine.committer import Committer
+    from crystallise.engine.share import share_task
+    from crystallise.governance.review import approve
+
+    home = new_home(tmp_path)
+    for org in ("o1", "o2"):
+        loop = org_loop(home, org)
+        teach(loop, lambda n: f"CODE-{n}", range(1, 60))
+        assert loop.learn().committed
+    assert share_task(home, "codes", k=3) is None  # two orgs agree: not enough
+    loop = org_loop(home, "o3")
+    teach(loop, lambda n: f"CODE-{n}", range(1, 60))
+    assert loop.learn().committed
+    cs = share_task(home, "codes", k=3)
+    assert cs is not None and cs.status == "needs_review" and cs.evidence["program"]
+    assert home.repo.read("tasks/codes/code.py") is None  # nothing shared before a person approves
+    approve(Committer(home), cs.id, by="operator")
+    ans, _ = org_loop(home, "o4").answer("reply code for order 4242")  # a new org: the shared program
+    assert ans.served_by == "code" and ans.output == "CODE-4242"
+    assert all("org" not in row for row in View.of(home.repo).jsonl("tasks/codes/examples.jsonl"))
