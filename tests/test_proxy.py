@@ -84,7 +84,8 @@ def test_a_call_gets_the_context_and_is_recorded_as_a_trace(env):
     by_kind = spans(trace)
     shown = by_kind["retrieval"].attributes["shown_items"]
     items = env["items"]
-    assert set(shown) == {items["Refunds are allowed within 30 days"], items["Acme customers get 60 days to ask for a refund"]}
+    assert set(shown) == {items["Refunds are allowed within 30 days"],
+                          items["Acme customers get 60 days to ask for a refund"]}
     llm = by_kind["llm"]
     assert llm.attributes["prompt_tokens"] == 11 and llm.attributes["completion_tokens"] == 3
     assert llm.attributes["latency_ms"] > 0 and llm.attributes["response_model"] == "gpt-test-0001"
