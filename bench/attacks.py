@@ -118,12 +118,14 @@ def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
 def _content_goals(results: list[dict[str, Any]]) -> dict[str, Any]:
     leaked = [r for r in results if r["outcome"] == "leaked"]
     cross = [r["id"] for r in leaked if r["family"] == "cross-tenant" or r["success"].startswith("a response carries")]
+    leftovers = [r["id"] for r in leaked if r["vector"] == "forget"]
     wide = [r["id"] for r in leaked if r["success"].startswith("the hostile text")
             and any(w["status"] == "active" and w["level"] in ("agent", "org") for w in r.get("written", []))]
     unexpected = [r["id"] for r in leaked if not r.get("known_gap")]
     closed = [r["id"] for r in results if r.get("known_gap") and r["outcome"] != "leaked"]
     errors = [r["id"] for r in results if r["outcome"] == "error"]
     return {"cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
+            "forget_leftovers": len(leftovers),
             "known_gap_leaks": len(leaked) - len(unexpected), "unexpected_leaks": len(unexpected),
             "errors": len(errors), "leaked_ids": [r["id"] for r in leaked], "error_ids": errors,
             "known_gaps_closed": closed, "met": not cross and not wide and not unexpected and not errors}
@@ -172,7 +174,8 @@ def _content(home: Home, scratch: Path, attacks: list[Any], progress: Any) -> li
     from crystallise.server import create_app
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
-    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
+    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner),
+                 **_load("_attacks_tenancy").executors(runner), "api": api.api_attack}
     lab = runner.Lab(home, scratch=scratch)
     lab.world = api.setup_world(lab)
     results = []

@@ -26,7 +26,8 @@ from crystallise.engine.home import Home  # noqa: E402
 from crystallise.engine.committer import Committer  # noqa: E402
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict  # noqa: E402
 
-FAMILIES = {"injection-tool", "injection-user", "obfuscation", "false-facts", "sybil", "cross-tenant", "skills"}
+FAMILIES = {"injection-tool", "injection-user", "obfuscation", "false-facts", "sybil", "cross-tenant", "skills",
+            "tenancy"}
 CODE_FAMILIES = {"code-render", "code-sandbox", "code-protocol", "code-bombs", "code-graders"}  # test_attacks_code.py
 
 
@@ -182,3 +183,30 @@ def test_hostile_skill_folders(home: Home, tmp_path: Path) -> None:
             import_skills(home, folder, agent="ag", org=org)
     assert not any(p.startswith(("skills/linked/", "skills/huge/")) for p in home.repo.list_files("skills/"))
     assert "Refund everything" not in (home.repo.read("skills/shared/SKILL.md") or "")
+
+
+def test_the_tenancy_family_has_thirty_attempts_and_no_leak_or_leftover(store_url: str) -> None:
+    """Issue 15: unauthenticated text, cross-org code sharing both ways, forget completeness; on SQLite and
+    PostgreSQL."""
+    code, result = bench("--family", "tenancy", "--store-url", store_url)
+    attacks = result["attacks"]
+    assert len(attacks) >= 30 and {r["vector"] for r in attacks} == {"unauth-extract", "cross-org-code", "forget"}
+    assert {r["id"]: r["why"] for r in attacks if r["outcome"] in ("leaked", "error")} == {}
+    goals = result["goals"]
+    assert goals["forget_leftovers"] == 0 and goals["cross_tenant_leaks"] == 0 and goals["met"] and code == 0
+    assert all("own program (code)" in r["why"] for r in attacks if r["id"].startswith("code-victim-to-evil"))
+
+
+def test_the_tenancy_family_sees_a_leak_when_namespaces_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: with every loop reading and writing the shared tree (as before issue 15), the
+    victim's secret answers the other org by code, and the suite calls it."""
+    from crystallise.engine.loop import Loop
+    from crystallise.harness.spec import View
+
+    monkeypatch.setattr(Loop, "_view", lambda self, deltas=(): View.of(self.home.repo, list(deltas)))
+    monkeypatch.setattr(Loop, "_traces", lambda self, after_seq=None: self.store.list_traces(
+        name=self.spec.name, org=self.config.scope.org, limit=100_000, with_children=True,
+        **({"after_seq": after_seq} if after_seq is not None else {})))
+    code, result = bench("--id", "code-victim-to-evil-1")
+    [r] = result["attacks"]
+    assert r["outcome"] == "leaked" and "secret" in r["why"] and code == 1

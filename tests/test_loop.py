@@ -137,13 +137,15 @@ def test_an_orgs_examples_are_served_to_that_org_only(tmp_path):
                for i in range(1, 30)]
     stream(acme, records)
     assert acme.learn().committed
-    pool = View.of(home.repo).jsonl("tasks/ratio/examples.jsonl")
+    assert home.repo.read("tasks/ratio/examples.jsonl") is None  # nothing learned from acme is shared
+    pool = View.of(home.repo, org="acme").jsonl("tasks/ratio/examples.jsonl")
+    assert pool == View.of(home.repo).jsonl("orgs/acme/tasks/ratio/examples.jsonl")  # acme's namespace
     assert pool and {e["org"] for e in pool} == {"acme"}  # each example says whose run it was
     assert acme.answer(records[0]["context"])[0].output == "2.0"  # acme's runs are shown acme's examples
     spy = ScriptedBackend(reply)
     other = Loop(home, TaskSpec(name="ratio", metric="numeric"), spy, score_numeric,
                  LoopConfig(learners=(), scope=Scope(agent="default", org="globex")))
-    assert other.answer("Use formula R. Question: globex client: 8 over 4.")[0].output == "0"  # same task file
+    assert other.answer("Use formula R. Question: globex client: 8 over 4.")[0].output == "0"  # its own namespace
     assert "acme client" not in json.dumps([[m.content for m in r.messages] for r in spy.requests])
 
 

@@ -34,8 +34,10 @@ def env(tmp_path_factory) -> Iterator[dict[str, Any]]:
     home = Home.init(tmp_path_factory.mktemp("proxy") / "home")
     keys = {org: create_key(home.path, org)[0] for org in ("acme", "globex", "*")}
     items = [Item(text="Refunds are allowed within 30 days", level="agent", agent_id="support"),
-             Item(text="Acme customers get 60 days", level="org", agent_id="support", org_id="acme"),
-             Item(text="Globex secret rule", level="org", agent_id="support", org_id="globex")]
+             Item(text="Acme customers get 60 days to ask for a refund", level="org", agent_id="support",
+                  org_id="acme"),  # relevant to the question: packs keep unrelated items out (serving.py)
+             Item(text="Globex secret rule: refund window of 90 days", level="org", agent_id="support",
+                  org_id="globex")]
     home.store.apply_item_deltas([Delta(op="add", target="item", item_id=i.id, after=i.to_dict()) for i in items])
     upstream_app = fake_openai(chunk_delay_s=0.05)
     with Server(upstream_app) as up:
@@ -82,7 +84,8 @@ def test_a_call_gets_the_context_and_is_recorded_as_a_trace(env):
     by_kind = spans(trace)
     shown = by_kind["retrieval"].attributes["shown_items"]
     items = env["items"]
-    assert set(shown) == {items["Refunds are allowed within 30 days"], items["Acme customers get 60 days"]}
+    assert set(shown) == {items["Refunds are allowed within 30 days"],
+                          items["Acme customers get 60 days to ask for a refund"]}
     llm = by_kind["llm"]
     assert llm.attributes["prompt_tokens"] == 11 and llm.attributes["completion_tokens"] == 3
     assert llm.attributes["latency_ms"] > 0 and llm.attributes["response_model"] == "gpt-test-0001"

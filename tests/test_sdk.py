@@ -118,13 +118,12 @@ def test_context_pack_scopes_budget_and_shown_items(tmp_path, store_url):
     home.store.apply_item_deltas([Delta(op="add", target="item", item_id=i.id, after=i.to_dict()) for i in items])
     with crystallise.trace("q", agent="fin", org="acme", user="u1", home=home) as t:
         pack = crystallise.context(agent="fin", org="acme", user="u1", query="decimals", home=home)
-    texts = [i.text for i in pack.items]
-    assert texts[0] == "User u1 prefers euros"  # user > org > agent
-    assert "User u2 secret preference" not in texts
-    assert set(texts) == {"Always answer with two decimals", "Org rule: cite the formula", "User u1 prefers euros"}
+    assert [i.text for i in pack.items] == ["Always answer with two decimals"]  # the relevance floor
     span = home.store.get_trace(t.id).spans[0]
     assert span.kind == "retrieval" and set(span.attributes["shown_items"]) == set(pack.item_ids)
     assert home.store.get_item(items[0].id).shown == 1
+    texts = [i.text for i in crystallise.context(agent="fin", org="acme", user="u1", home=home).items]
+    assert texts == ["User u1 prefers euros", "Org rule: cite the formula", "Always answer with two decimals"]
     small = crystallise.context(agent="fin", org="acme", user="u1", budget_tokens=12, home=home)
     assert small.tokens <= 12 and len(small.items) < 3
 

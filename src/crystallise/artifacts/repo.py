@@ -28,7 +28,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,6 +437,62 @@ class ArtifactRepo:
                 if not keep_journal:
                     self._journal.unlink(missing_ok=True)
             return sha
+
+    def rewrite_history(self, transform: Callable[[str, str], str | None]) -> dict[str, str]:
+        """Rewrite every commit with `transform(path, text)` applied to each file (return None to keep a file
+        as it is); old objects are pruned. For a data deletion that must reach the audit trail too.
+
+        Each commit object is re-written byte for byte but for its tree and parent (author, dates, message
+        and trailers stay), so `git log` reads as before; every sha changes. Returns old sha -> new sha."""
+        self._require()
+        with self.transaction():
+            head = self.head()
+            if head is None:
+                return {}
+            commits = decode(self._git("rev-list", "--reverse", "--topo-order", head)).split()
+            blobs: dict[str, str] = {}
+            mapping: dict[str, str] = {}
+            index = self.path / ".git" / f"crystallise-rewrite-{os.getpid()}"
+            try:
+                for sha in commits:
+                    entries = []
+                    for entry in self._git("ls-tree", "-r", "-z", sha).split(b"\0"):
+                        if not entry:
+                            continue
+                        meta, path = entry.split(b"\t", 1)
+                        mode, kind, blob = meta.decode().split()
+                        name = path.decode("utf-8", "surrogateescape")
+                        key = f"{blob}:{name}"
+                        if kind == "blob" and key not in blobs:
+                            text = decode(self._git("cat-file", "blob", blob))
+                            new = transform(name, text)
+                            blobs[key] = blob if new is None or new == text else decode(
+                                self._git("hash-object", "-w", "--stdin", input=new.encode("utf-8"))).strip()
+                        entries.append(f"{mode} {blobs.get(key, blob)}\t{name}")
+                    self._git("read-tree", "--empty", index=index)
+                    if entries:
+                        self._git("update-index", "--add", "--index-info", index=index,
+                                  input=("\n".join(entries) + "\n").encode("utf-8"))
+                    tree = decode(self._git("write-tree", index=index)).strip()
+                    raw = decode(self._git("cat-file", "commit", sha))
+                    header, _, body = raw.partition("\n\n")
+                    lines = [f"tree {tree}"]
+                    for line in header.splitlines():
+                        if line.startswith("parent "):
+                            lines.append("parent " + mapping.get(line.split()[1], line.split()[1]))
+                        elif not line.startswith("tree "):
+                            lines.append(line)
+                    obj = "\n".join(lines) + "\n\n" + body
+                    mapping[sha] = decode(self._git("hash-object", "-t", "commit", "-w", "--stdin",
+                                                    input=obj.encode("utf-8"))).strip()
+            finally:
+                index.unlink(missing_ok=True)
+            self._git("update-ref", "-m", "crystallise: history rewritten for a data deletion", "HEAD",
+                      mapping[head], head)
+            self._git("reset", "-q")
+            self._git("reflog", "expire", "--expire=now", "--all")
+            self._git("gc", "--prune=now", "-q")
+            return mapping
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

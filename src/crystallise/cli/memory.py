@@ -92,17 +92,20 @@ def register(main: click.Group) -> None:
     @_scope_options
     @click.option("--all-orgs", is_flag=True, help="With --user alone: delete the user in every org.")
     @click.option("--yes", is_flag=True, help="With --user alone: confirm the irreversible deletion.")
+    @click.option("--rewrite-history", is_flag=True,
+                  help="With --user: also rewrite the artifact repository's git history without the user's data "
+                       "(commit shas change).")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def forget(ctx: click.Context, item_id: str | None, query: str | None, agent: str, org: str | None,
-               user: str | None, all_orgs: bool, yes: bool, as_json: bool) -> None:
+               user: str | None, all_orgs: bool, yes: bool, rewrite_history: bool, as_json: bool) -> None:
         """Forget an item (ID) or the items matching --query (soft, revertible); or, with --user U and
         neither, hard-delete everything of user U: traces, items, ledger, derived items."""
         home = open_home(ctx)
         if item_id is None and query is None:
             if user is None:
                 raise ValidationError("forget needs an item ID, --query Q, or --user U (to delete a user's data)")
-            _forget_user(home, user, org, all_orgs, yes, as_json)
+            _forget_user(home, user, org, all_orgs, yes, as_json, rewrite_history)
             return
         from crystallise.engine.memory import forget as do_forget
 
@@ -114,8 +117,9 @@ def register(main: click.Group) -> None:
         for it in gone:
             out.print(f"forgot {it.id} ({it.level}): {escape(it.text)}")
 
-    def _forget_user(home: Any, user: str, org: str | None, all_orgs: bool, yes: bool, as_json: bool) -> None:
-        from crystallise.engine.forget_user import forget_user
+    def _forget_user(home: Any, user: str, org: str | None, all_orgs: bool, yes: bool, as_json: bool,
+                     history: bool = False) -> None:
+        from crystallise.engine.forget_user import forget_user, rewrite_history
 
         if not yes:
             if as_json or not click.get_text_stream("stdin").isatty():
@@ -123,7 +127,8 @@ def register(main: click.Group) -> None:
             click.confirm(f"Delete every trace, item and change of user {user!r}"
                           f"{' in org ' + org if org else ''}? This cannot be undone", abort=True)
         reports = forget_user(home, user, org=org, all_orgs=all_orgs)
-        if emit([r.to_dict() for r in reports], as_json):
+        rewritten = sum(len(rewrite_history(home, r)) for r in reports) if history else 0
+        if emit([{**r.to_dict(), "commits_rewritten": rewritten} for r in reports], as_json):
             return
         for r in reports:
             out.print(f"deleted user {r.user} (org {r.org or '-'}): {r.total} row(s)")
@@ -133,6 +138,8 @@ def register(main: click.Group) -> None:
             out.print(table)
             if r.purge_version:
                 out.print(f"derived agent/org items removed from the playbooks in version {r.purge_version}")
+        if history:
+            out.print(f"git history rewritten without the user's data: {rewritten} commit(s)")
 
     items = main.commands.get("items")
     if not isinstance(items, click.Group):  # defined by cli/inspect.py, which registers first

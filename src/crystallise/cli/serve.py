@@ -9,7 +9,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
+
+
+class QueryStringFilter(logging.Filter):
+    """Access-log lines without query strings: `?user=…&query=…` names users and quotes what they asked,
+    and a log outlives `crystallise forget --user` (issue 15). Bodies are never logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[query omitted]", *args[3:])
+        return True
 
 
 def register(main: click.Group) -> None:
@@ -76,11 +89,10 @@ def register(main: click.Group) -> None:
                 f"refusing to serve on {host} with no API keys: anyone could read and write this home. "
                 "Create a key with `crystallise serve --create-key ORG` or listen on 127.0.0.1"
             )
-        import logging
-
         import uvicorn
 
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+        logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
         app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
                          upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)

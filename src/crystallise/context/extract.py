@@ -8,6 +8,8 @@
                  already active                   → merge: provenance grows
                  instruction-like (any source),   → quarantined for review only (corroboration never frees it:
                  or tool output                      an attacker, or a fetched page, repeats itself)
+                 from a run with no authenticated → quarantined for review only: an org- or agent-level
+                 user, or relayed without an org     item is never activated by sightings (`review_only`)
            ─► change sets (one per scope) ─► Committer (user scope: the user ledger)
 
 The scope of a candidate is the trace's: a trace of user u1 yields u1's items only, so
@@ -232,10 +234,25 @@ def _scope_of(trace: Trace) -> Scope:
     return Scope(agent=trace.agent_id, org=trace.org_id, user=trace.user_id)
 
 
-def independent(evidence: Sequence[dict[str, Any]]) -> int:
-    """How many independent sightings: distinct traces, counting traces of one session once."""
+def independent(evidence: Sequence[dict[str, Any]], level: str = "user") -> int:
+    """How many independent sightings.
+
+    Above user level: distinct authenticated users (session ids are the client's to choose, so two
+    sessions of one client are one voice; a sighting with no user counts for nobody). At user level
+    the user is the only author of their own memories: distinct traces, a session's traces once.
+
+    >>> independent([{"trace": "a", "session": "s1", "user": "u1"}, {"trace": "b", "session": "s2", "user": "u1"}],
+    ...             level="org")
+    1
+    """
+    if level != "user":
+        return len({e["user"] for e in evidence if e.get("user")})
     sessions = {e.get("session") or f"trace:{e.get('trace')}" for e in evidence}
     return len(sessions)
+
+
+def _no_user(trace: Trace) -> bool:
+    return trace.user_id is None
 
 
 class _Buffer:
@@ -263,6 +280,9 @@ class ExtractionLearner:
     corroborations: int = 2
     detector: Detector | None = None
     name: str = "extraction"
+    # runs whose text waits for review whatever is seen again (engine/scope.review_only: no authenticated
+    # user, or relayed without an org)
+    review_only: Callable[[Trace], bool] = _no_user
 
     def _detect(self, text: str) -> list[str]:
         return (self.detector.detect if self.detector is not None else default_detect)(text)
@@ -304,7 +324,8 @@ class ExtractionLearner:
 
     def _one(self, cand: Candidate, trace: Trace, scope: Scope, view: list[Item],
              counts: dict[str, int]) -> list[Delta]:
-        sighting = {"trace": trace.id, "session": trace.session_id}
+        unvouched = self.review_only(trace)
+        sighting = {"trace": trace.id, "session": trace.session_id, "user": None if unvouched else trace.user_id}
         same = [it for it in view if it.status in ("active", "quarantined") and it.kind == cand.kind
                 and (normalise(it.text) == normalise(cand.text)
                      or self.similarity(it.text, cand.text) >= self.threshold)]
@@ -321,8 +342,8 @@ class ExtractionLearner:
             # instruction-like text, and tool output, are released by review only: an attacker (or a web
             # page a tool fetches) can repeat themselves in as many "independent" sessions as they like
             flagged = bool(old.meta.get("injection")) or old.source == "tool" or cand.source == "tool" \
-                or bool(self._detect(cand.text))
-            n = independent(evidence)
+                or bool(self._detect(cand.text)) or bool(old.meta.get("unauthenticated")) or unvouched
+            n = independent(evidence, scope.level)
             if flagged or n < self.corroborations:
                 return [build.update(old, f"seen again in trace {trace.id} ({n} independent)",
                                      provenance=build.union(old.provenance, [trace.id]), meta={"evidence": evidence})]
@@ -338,6 +359,9 @@ class ExtractionLearner:
         rules = self._detect(cand.text)  # the user's words too: implicit extraction is nobody's decision
         if rules:
             quarantine = {"reason": f"instruction-like text from {cand.source} output", "release": "review only"}
+        elif unvouched:
+            quarantine = {"reason": "text from a run with no authenticated user (or relayed without an org)",
+                          "release": "review only (nobody answers for these words)"}
         elif is_untrusted(cand.source, trust):
             quarantine = {"reason": "uncorroborated extraction from tool output",
                           "release": "review only (tool output can repeat itself)"}
@@ -347,6 +371,8 @@ class ExtractionLearner:
         meta: dict[str, Any] = {"learned_by": "extraction", "evidence": [sighting], "quarantine": quarantine}
         if rules:
             meta["injection"] = rules
+        if unvouched:
+            meta["unauthenticated"] = True
         item = Item(
             text=cand.text, kind=cand.kind, level=scope.level, agent_id=scope.agent, org_id=scope.org,  # type: ignore[arg-type]
             user_id=scope.user, section=cand.section, status="quarantined", source=cand.source, trust=trust,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, get_args
 
 from crystallise.errors import ValidationError
@@ -40,6 +40,7 @@ __all__ = [
     "clean_text",
     "content_words",
     "lexical_similarity",
+    "most_specific",
     "normalise",
     "resolve",
     "same_scope",
@@ -254,3 +255,19 @@ def resolve(items: Iterable[Item], *, similarity: Similarity | None = None, thre
         chosen.append(item)
     return chosen
 
+
+
+def most_specific(items: Sequence[Item], *, texts_once: bool = True) -> list[Item]:
+    """`items` in their order, keeping only what `resolve` keeps: per fact key the narrowest scope's
+    item (user > org > agent), and (`texts_once`) each text once. What every pack and prompt serves
+    (issue 15: facts with the same key at user, org and agent level were all shown).
+
+    >>> from crystallise.types import Item
+    >>> org = Item("Ship with DHL", kind="memory", level="org", org_id="acme", key="ship.carrier")
+    >>> agent = Item("Ship with UPS", kind="memory", level="agent", key="ship.carrier")
+    >>> [i.text for i in most_specific([agent, org])]
+    ['Ship with DHL']
+    """
+    kept = {id(it) for it in resolve(items)}
+    keyed = {id(it) for it in resolve([it for it in items if it.key is not None])}
+    return [it for it in items if id(it) in kept or (not texts_once and (it.key is None or id(it) in keyed))]

@@ -51,6 +51,13 @@ class Hit:
     item: Item
     score: float
     ranks: dict[str, int] = field(default_factory=dict)
+    similarity: float | None = None  # cosine to the query, when the vector list saw it
+
+    def relevant(self, floor: float = 0.3) -> bool:
+        """Whether the hit is about the query at all: it shares a word with it (lexical list), or its
+        embedding is at least `floor` close. Vector search ranks *everything*, so a pack without this
+        floor fills its budget with unrelated items (issue 15)."""
+        return "lexical" in self.ranks or (self.similarity is not None and self.similarity >= floor)
 
 
 def _kinds(kind: str | Sequence[str] | None) -> list[str] | None:
@@ -130,6 +137,9 @@ def search(
                       for i, s in block.vector_top(q, depth, masks[key])]
             scored.sort(key=lambda p: (-p[0], p[1], p[2]))  # equal similarity: user > org > agent
             lists["vector"] = [i for _, _, i in scored[:depth]]
+            cosine = {i: float(sc) for sc, _, i in scored[:depth]}
+        else:
+            cosine = {}
         fused, ranks = _fuse(lists)
         window = date_window(query) if dates else None
         if window is not None and fused:
@@ -146,6 +156,8 @@ def search(
             order = sorted(level, key=lambda i: (-fused[i], _LEVEL_ORDER[level[i]], i))
     t2 = time.perf_counter()
     hits = _fresh(store, index, order[: k + 10], agent, org, user, kinds, fused, ranks)[:k]
+    for hit in hits:
+        hit.similarity = cosine.get(hit.item.id)
     t3 = time.perf_counter()
     if timings is not None:
         timings.update(sync_ms=(t1 - t0) * 1e3, embed_ms=t_embed * 1e3, search_ms=(t2 - t1 - t_embed) * 1e3,

@@ -325,6 +325,25 @@ class Committer:
                           verdict=cs.verdict.to_dict() if cs.verdict else None)
         return self.store.add_version(version, cs)
 
+    def erase(self, files: dict[str, str | None], *, reason: str, evidence: dict[str, Any]) -> Version | None:
+        """Write a data-deletion version: `files` (rows of a deleted user taken out of task files,
+        derived programs retired) committed as they are, past the append-only rule (a deletion is
+        not a learner rewriting its grader), with a change set that holds no file text (so the store
+        keeps none). Like `purge`, git history keeps the old commits unless it is rewritten."""
+        if not files:
+            return None
+        with self.repo.transaction():
+            cs = ChangeSet(learner="forget-user", layer="harness",
+                           summary=f"Remove a deleted user's data from {len(files)} task file(s)",
+                           evidence=evidence, verdict=Verdict(decision="accept", reason=f"data deletion: {reason}"))
+            self.store.save_changeset(cs)
+            sha = self.repo.commit(files, self._message(cs), self._trailers(cs))
+            if sha is None:
+                return None
+            version = Version(number=0, changeset_id=cs.id, commit=sha, message=cs.summary,
+                              verdict=cs.verdict.to_dict() if cs.verdict else None)
+            return self.store.add_version(version, cs)
+
     # -- recovery ----------------------------------------------------------------------------
     def recover(self) -> list[Version]:
         """Finish versions whose git commit landed but whose store record did not."""

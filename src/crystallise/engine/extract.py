@@ -6,10 +6,13 @@ recorded since the watermark and commits what it proposes (the user ledger for u
 
 from __future__ import annotations
 
+import dataclasses
+
 from crystallise.context.extract import WATERMARK, ExtractionLearner
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.engine.memory import scope_items
+from crystallise.engine.scope import review_only
 from crystallise.governance.review import PendingReview
 
 __all__ = ["run_extraction"]
@@ -19,10 +22,12 @@ def run_extraction(home: Home, *, learner: ExtractionLearner | None = None, batc
     """Extract from every trace recorded since the last run (watermark `context:extract`), commit.
 
     Safe to re-run and to resume after a crash: a trace already in an item's provenance is
-    not counted again, and the watermark moves only after a batch is committed.
+    not counted again, and the watermark moves only after a batch is committed. Text from a run with
+    no authenticated user, or relayed without an org, waits for review (`engine/scope.review_only`).
     Returns totals: traces read, change sets committed, items quarantined / corroborated / merged.
     """
-    learner = learner or ExtractionLearner()
+    # the write path's trust rule holds for every extractor a caller brings (engine/scope.py)
+    learner = dataclasses.replace(learner or ExtractionLearner(), review_only=review_only)
     store = home.store
     committer = Committer(home, recover=False)
     totals = {"traces": 0, "changesets": 0, "quarantined": 0, "corroborated": 0, "merged": 0}

@@ -35,6 +35,7 @@ from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
 from crystallise.context.credit import record_credit
+from crystallise.context.items import most_specific
 from crystallise.context.reflect import ReflectionLearner
 from crystallise.errors import ProtectedError, ValidationError
 from crystallise.governance import canary as canary_mod
@@ -60,6 +61,7 @@ from crystallise.engine.home import Home
 from crystallise.engine.committer import Committer
 from crystallise.engine.task import define_task
 from crystallise.engine.observe import trace
+from crystallise.engine.scope import teaches
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version
 
 __all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task"]
@@ -171,16 +173,21 @@ class Loop:
     def _define(self, spec: TaskSpec) -> TaskSpec:
         return define_task(self.home, spec, self.committer)
 
+    def _view(self, deltas: Sequence[Delta] = ()) -> View:
+        """The task's artifacts in this loop's namespace: an org's loop reads and writes `orgs/<org>/tasks/<name>/`
+        (harness/spec.py), the operator's loop (no org) the shared `tasks/<name>/`."""
+        return View.of(self.home.repo, list(deltas), org=self.config.scope.org)
+
     def bullets(self, extra: Sequence[Item] = ()) -> list[Item]:
         s = self.config.scope
         items = self.store.query_items(agent=s.agent, org=s.org, user=s.user, kind="bullet")
-        return [*items, *extra]
+        return most_specific([*items, *extra])
 
     def runtime(self, deltas: Sequence[Delta] = ()) -> TaskRuntime:
         """Serving runtime for the current version, or as it would be after `deltas`."""
         if not deltas and self._runtime is not None:
             return self._runtime
-        view = View.of(self.home.repo, list(deltas))
+        view = self._view(deltas)
         spec = view.spec(self.spec.name) or self.spec
         added = [Item.from_dict(d.after) for d in deltas if d.target == "item" and d.op == "add" and d.after]
         rt = TaskRuntime(spec, view, self.backend, bullets=self.bullets(added), examples_k=self.config.examples_k,
@@ -224,7 +231,8 @@ class Loop:
 
     # -- canary (governance/canary.py) ----------------------------------------------------
     def _canary_state(self) -> dict[str, Any] | None:
-        return canary_mod.read_state(self.home.repo.read(canary_mod.canary_path(self.spec.name)))
+        path = self._view().physical(canary_mod.canary_path(self.spec.name))
+        return canary_mod.read_state(self.home.repo.read(path))
 
     def _serving(self, value: Any) -> tuple[TaskRuntime, dict[str, str] | None]:
         """The runtime that answers `value`: the current version, or during a canary the arm it hashes to."""
@@ -244,7 +252,7 @@ class Loop:
                     memo[path] = repo.read(path, at=sha)
                 return memo[path]
 
-            view = View(read)
+            view = View(read, org=self.config.scope.org)
             self._control = (sha, TaskRuntime(view.spec(self.spec.name) or self.spec, view, self.backend,
                                               bullets=self.bullets(), examples_k=self.config.examples_k,
                                               org=self.config.scope.org))
@@ -268,7 +276,7 @@ class Loop:
         if decision == "rollback" and number is not None:
             report.committed.append(self.committer.revert(number, reason=reason))
         else:
-            path = canary_mod.canary_path(self.spec.name)
+            path = self._view().physical(canary_mod.canary_path(self.spec.name))
             cs = ChangeSet(learner="canary", layer="harness", summary=f"{self.spec.name}: {reason}"[:200],
                            deltas=[Delta(op="set", target="artifact", path=path, before=self.home.repo.read(path),
                                          after=None, reason=reason)],
@@ -294,14 +302,12 @@ class Loop:
         report = LearnReport()
         mark = f"loop:{self.spec.name}"
         since = self.store.get_watermark(mark)
-        org = self.config.scope.org  # an org's loop learns from that org's runs only (None: every run of the task)
-        fresh = self.store.list_traces(name=self.spec.name, org=org, after_seq=since, limit=100_000,
-                                       with_children=True)
+        fresh = self._traces(after_seq=since)
         if not fresh:
             return report
         self.shadow.flush()
         record_credit(self.store, fresh)  # once per (trace, item): the dreamer credits the same traces
-        history = self.store.list_traces(name=self.spec.name, org=org, limit=100_000, with_children=True)
+        history = self._traces()
         self._seq = {t.id: t.seq or 0 for t in history}
         canary_running = self._canary_step(history, report)
         if self.config.lifecycle and not canary_running:
@@ -313,10 +319,10 @@ class Loop:
         cases = self._cases(history)
         trace_gate = self._trace_gate(history)
         steps: list[tuple[str, Callable[[], ChangeSet | None]]] = [  # each sees the version before it
-            ("crystallise", lambda: self.crystallise.propose(View.of(self.home.repo), self._spec(), cases)),
-            ("schema", lambda: self.schema.propose(View.of(self.home.repo), self._spec(), cases)),
-            ("fewshot", lambda: self.fewshot.propose(View.of(self.home.repo), self._spec(), cases)),
-            ("promptopt", lambda: self.promptopt.propose(View.of(self.home.repo), self._spec(), cases,
+            ("crystallise", lambda: self.crystallise.propose(self._view(), self._spec(), cases)),
+            ("schema", lambda: self.schema.propose(self._view(), self._spec(), cases)),
+            ("fewshot", lambda: self.fewshot.propose(self._view(), self._spec(), cases)),
+            ("promptopt", lambda: self.promptopt.propose(self._view(), self._spec(), cases,
                                                          self._candidate_runtime)),
             ("reflection", lambda: self._reflect(fresh)),
         ]
@@ -328,8 +334,8 @@ class Loop:
             cs = propose()
             if cs is None:
                 continue
-            self._own(cs)
             self._new_program_starts_at_g4(cs)
+            self._own(cs)
             report.proposed.append(cs)
             version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
             if version:
@@ -337,12 +343,22 @@ class Loop:
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))
         return report
 
+    def _traces(self, after_seq: int | None = None) -> list[Any]:
+        """The runs this loop learns from: an org's loop, that org's runs; the operator's loop (no org), the
+        runs with no org only -- shared artifacts are never learned from a tenant's data (DESIGN.md §5)."""
+        org = self.config.scope.org
+        kwargs: dict[str, Any] = {"after_seq": after_seq} if after_seq is not None else {}
+        runs = self.store.list_traces(name=self.spec.name, org=org, limit=100_000, with_children=True, **kwargs)
+        return [t for t in runs if teaches(t, org=org)]
+
     def _own(self, cs: ChangeSet) -> None:
         """An org's loop learned `cs` from that org's runs: the change set says so (its scope), so the API
-        shows it, and its evidence (inputs, answers), to that org's keys only (engine/access.py)."""
+        shows it, and its evidence (inputs, answers), to that org's keys only (engine/access.py); and its
+        task files go to the org's namespace (`orgs/<org>/tasks/<name>/`), served to that org only."""
         s = self.config.scope
         if s.org is not None and cs.scope == Scope():
             cs.scope = Scope(agent=s.agent, org=s.org)
+        cs.deltas = self._view().place(cs.deltas)
 
     def _new_program_starts_at_g4(self, cs: ChangeSet) -> None:
         """A change set that replaces the program of a G5 task puts it back to G4: the new code earns
@@ -360,12 +376,12 @@ class Loop:
     def evidence(self, history: list[Any] | None = None) -> grades.TaskEvidence:
         """The current grade's evidence (`crystallise tasks show` prints the same)."""
         self.shadow.flush()
-        return lifecycle.gather(self.store, View.of(self.home.repo), self._spec(), self.metric,
+        return lifecycle.gather(self.store, self._view(), self._spec(), self.metric,
                                 self.config.grade_policy, history=history)
 
     def _cases(self, history: list[Any]) -> list[VerifiedCase]:
         """Verified cases from the drift point on (all of them when no drift was recorded)."""
-        since = lifecycle.drift_seq(View.of(self.home.repo), self.spec.name)
+        since = lifecycle.drift_seq(self._view(), self.spec.name)
         seq = {t.id: t.seq or 0 for t in history}
         return [c for c in verified_cases(history, self.spec.name) if seq.get(c.trace_id, 0) >= since]
 
@@ -375,7 +391,7 @@ class Loop:
     def _lifecycle(self, history: list[Any], trace_gate: list[VerifiedCase], report: LearnReport) -> bool:
         """Soften, crystallise or record disagreements, by the grade rules over the stored evidence.
         True when the grade moved (the rules are then asked again)."""
-        view, spec = View.of(self.home.repo), self._spec()
+        view, spec = self._view(), self._spec()
         ev = self.evidence(history)
         move = grades.decide(ev, self.config.grade_policy)
         cs = lifecycle.lifecycle_changeset(view, spec, ev, move, self.config.grade_policy)
@@ -401,13 +417,15 @@ class Loop:
 
     def _waiting(self, cs: ChangeSet) -> bool:
         """A lifecycle change set of this task already waits for review: do not propose it again."""
+        pending = self.store.list_changesets(status="needs_review", limit=1000)
         return any(p.learner == "lifecycle" and p.evidence.get("task") == self.spec.name and p.summary == cs.summary
-                   for p in self.store.list_changesets(status="needs_review", limit=1000))
+                   and p.scope.org == self.config.scope.org for p in pending)
 
     def _promotion_refused(self, sha: str | None) -> bool:
         for cs in self.store.list_changesets(status="rejected", limit=1000):
             move = cs.evidence.get("move") or {}
             if (cs.learner == "lifecycle" and cs.evidence.get("task") == self.spec.name and move.get("to_grade") == "G5"
+                    and cs.scope.org == self.config.scope.org
                     and (cs.evidence.get("evidence") or {}).get("code_sha") == sha):
                 return True
         return False
@@ -439,7 +457,7 @@ class Loop:
         self._verifiers = {}
         if spec.grade < "G3":
             return out
-        view = View.of(self.home.repo)
+        view = self._view()
         since = lifecycle.drift_seq(view, spec.name)
         suite = [c for c in lifecycle.eval_suite(view, spec.name)
                  if c.source_trace is None or self._seq.get(c.source_trace, since) >= since]
@@ -457,7 +475,7 @@ class Loop:
         return self.runtime(deltas)
 
     def _spec(self) -> TaskSpec:
-        return View.of(self.home.repo).spec(self.spec.name) or self.spec
+        return self._view().spec(self.spec.name) or self.spec
 
     def _reflect(self, fresh: Sequence[Any]) -> ChangeSet | None:
         failures = []
@@ -479,6 +497,7 @@ class Loop:
         wrongly: once code has been caught wrong on an input, no code goes live that repeats it."""
         if cs.layer == "harness":
             cs.deltas += self._eval_case_deltas(cases)
+        cs.deltas = self._view().place(cs.deltas)
         old_rt, new_rt = self.runtime(), self.runtime(cs.deltas)
         old = [self._run(old_rt, c) for c in cases]
         new = [self._run(new_rt, c) for c in cases]
@@ -496,7 +515,7 @@ class Loop:
             return None
         if (self.config.canary is not None and cs.layer == "harness" and cs.learner not in ("lifecycle", "canary")
                 and self._canary_state() is None):
-            path = canary_mod.canary_path(self.spec.name)
+            path = self._view().physical(canary_mod.canary_path(self.spec.name))
             state = canary_mod.start_delta(self.spec.name, cs.id, self.home.repo.head(), self.config.canary)
             cs.deltas.append(Delta(op="set", target="artifact", path=path, before=self.home.repo.read(path),
                                    after=json.dumps(state, indent=1, sort_keys=True) + "\n",
@@ -513,7 +532,7 @@ class Loop:
     @property
     def _regression(self) -> set[str]:
         """Recorded disagreements from the drift point on: no new program may answer one wrongly by code."""
-        view = View.of(self.home.repo)
+        view = self._view()
         since = lifecycle.drift_seq(view, self.spec.name)
         return {c.id for c in lifecycle.eval_suite(view, self.spec.name) if "disagreement" in c.tags
                 and (c.source_trace is None or self._seq.get(c.source_trace, since) >= since)}
@@ -535,7 +554,7 @@ class Loop:
     def _eval_case_deltas(self, cases: Sequence[VerifiedCase]) -> list[Delta]:
         """Learners may add eval cases, never change them: append the new gate cases."""
         path = task_path(self.spec.name, "evals.jsonl")
-        view = View.of(self.home.repo)
+        view = self._view()
         before = view.read(path)
         rows = view.jsonl(path)
         have = {r["id"] for r in rows}

@@ -7,8 +7,12 @@ With a query, items come from hybrid retrieval (`retrieve.search`: BM25 + embedd
 fused by reciprocal rank) over the three scopes the caller may see; the best are added
 in fused order until the token budget is spent. Without a query, every visible item is
 a candidate, best value (helpful - harmful) first. Either way the pack shows user items
-first, then org, then agent (precedence user > org > agent), and a user's items are only
-ever visible to that user.
+first, then org, then agent, and a user's items are only ever visible to that user.
+
+Serving follows scope (issue 15): a fact key is served once, from the most specific scope that
+has it (user > org > agent, `context.items.most_specific`), and with a query only *relevant*
+hits enter the pack (`Hit.relevant`: a shared word, or cosine >= `RELEVANCE_FLOOR`), so the
+budget is never filled with unrelated items.
 
 Skills are shown by name and description only (progressive disclosure); a skill's body
 enters the pack when it is asked for (`load_skills=["name"]`, or `crystallise.load_skill`)
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from crystallise.backends.base import approx_tokens
 from crystallise.context import retrieve
 from crystallise.context.embed import Embedder
+from crystallise.context.items import most_specific
 from crystallise.context.retrieve import Hit, Mode
 from crystallise.engine.home import Home
 from crystallise.engine.skills import load_skill
@@ -39,6 +44,7 @@ __all__ = ["ContextPack", "assemble", "recall", "search"]
 _LEVEL_ORDER = {"user": 0, "org": 1, "agent": 2}
 AUTO_SKILL_RANK = 3
 CANDIDATES = 50  # hits fetched per query; the budget decides how many are shown
+RELEVANCE_FLOOR = 0.3  # cosine below which a hit that shares no word with the query is left out
 
 
 @dataclass
@@ -91,14 +97,14 @@ def assemble(
     if query is not None and query.strip():
         hits = search(query, agent=agent, org=org, user=user, k=CANDIDATES, kind=kind, mode=mode,  # type: ignore[arg-type]
                       follow_links=follow_links, home=h, timings=timings)
-        ranked = [hit.item for hit in hits]
+        ranked = most_specific([hit.item for hit in hits if hit.relevant(RELEVANCE_FLOOR)])
         if auto_skills:
             triggered = [hit.item.meta.get("skill", "") for hit in hits if hit.item.kind == "skill"
                          and hit.ranks.get("lexical", 99) <= AUTO_SKILL_RANK
                          and hit.ranks.get("vector", 99) <= AUTO_SKILL_RANK]
     else:
         rest = store.query_items(agent=agent, org=org, user=user, kind=kind, limit=1000)
-        ranked = sorted(rest, key=lambda i: (_LEVEL_ORDER.get(i.level, 3), -(i.helpful - i.harmful)))
+        ranked = most_specific(sorted(rest, key=lambda i: (_LEVEL_ORDER.get(i.level, 3), -(i.helpful - i.harmful))))
     t_pack = time.perf_counter()
     chosen: list[Item] = []
     used = 0
@@ -168,9 +174,11 @@ def search(
     """The `k` best items for `query` visible to the scope, from the home's store (`context.retrieve.search`)."""
     retrieve.check_query(query, k, mode, agent, org, user)  # a bad argument is named before a missing home
     h = home or Home.from_env()
-    return retrieve.search(query, store=h.store, embedder=embedder or h.embedder(), agent=agent, org=org,
+    hits = retrieve.search(query, store=h.store, embedder=embedder or h.embedder(), agent=agent, org=org,
                            user=user, k=k, kind=kind, mode=mode, follow_links=follow_links, as_of=as_of,
                            depth=depth, timings=timings, dates=dates)
+    kept = {id(it) for it in most_specific([hit.item for hit in hits], texts_once=False)}  # a key: the narrowest
+    return [hit for hit in hits if id(hit.item) in kept]
 
 
 def recall(

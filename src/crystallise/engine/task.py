@@ -23,6 +23,7 @@ from typing import Any, get_type_hints
 
 import pydantic
 
+from crystallise.context.items import most_specific
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.engine.observe import trace
@@ -69,9 +70,12 @@ class Task:
     def _home(self) -> Home:
         return self.home or Home.from_env()
 
-    def runtime(self, home: Home, org: str | None = None) -> TaskRuntime:
+    def runtime(self, home: Home, org: str | None = None, *, agent: str = "default",
+                user: str | None = None) -> TaskRuntime:
+        """The runtime for a caller's scope: its playbook bullets only (the agent's, its org's, its own; a
+        fact key from the narrowest scope), and the org's namespace of the task's artifacts."""
         spec = define_task(home, self.spec)
-        items = home.store.query_items(kind="bullet")
+        items = most_specific(home.store.query_items(agent=agent, org=org, user=user, kind="bullet"))
         return TaskRuntime(spec, View.of(home.repo), home.backend(self.model), bullets=items,
                            examples_k=self.examples_k, org=org)
 
@@ -85,7 +89,7 @@ class Task:
         with ExitStack() as stack:
             t = current_trace() or stack.enter_context(trace(self.name, input=value, home=home))
             with t.span(f"task:{self.name}", "task", input=value) as span:
-                rt = self.runtime(home, org=t.record.org_id)
+                rt = self.runtime(home, org=t.record.org_id, agent=t.record.agent_id, user=t.record.user_id)
                 ans = rt.answer(value)
                 span.attributes.update(served_by=ans.served_by, llm_calls=ans.llm_calls, grade=rt.spec.grade,
                                        shown_items=ans.shown_items, prompt_tokens=ans.prompt_tokens,

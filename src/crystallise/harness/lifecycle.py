@@ -80,10 +80,17 @@ def task_artifacts(view: View, name: str, verified: int = 0) -> TaskArtifacts:
 
 def gather(store: Store, view: View, spec: TaskSpec, metric: Callable[[Any, Any], bool],
            policy: GradePolicy = DEFAULT_POLICY, *, history: list[Trace] | None = None) -> TaskEvidence:
-    """The task's evidence from its stored traces (`history`, if the caller already has them)."""
-    traces = history if history is not None else store.list_traces(name=spec.name, limit=1_000_000,
-                                                                   with_children=True)
-    shadows = shadow_records(store.list_traces(name=shadow_name(spec.name), limit=1_000_000, with_children=True))
+    """The task's evidence from its stored traces (`history`, if the caller already has them).
+
+    Evidence is per namespace: a view of org O's artifacts counts O's runs and shadow checks only,
+    the shared view the runs with no org (harness/spec.py)."""
+    def mine(runs: list[Trace]) -> list[Trace]:
+        return [t for t in runs if t.org_id == view.org]
+
+    traces = history if history is not None else mine(store.list_traces(name=spec.name, limit=1_000_000,
+                                                                        with_children=True))
+    shadows = shadow_records(mine(store.list_traces(name=shadow_name(spec.name), limit=1_000_000,
+                                                    with_children=True)))
     artifacts = task_artifacts(view, spec.name, len(verified_cases(traces, spec.name)))
     check = _schema_check(spec.output_schema) if constrains_text(spec.output_schema) else None
     return evidence(spec, answer_records(traces, spec.name), shadows, artifacts, metric, policy, schema_check=check)

@@ -18,6 +18,12 @@
 
 Code outputs of a text task are normalised first: a number or a bool becomes its
 string (`3.5` -> `"3.5"`), since programs compute values and the task answers text.
+
+Serving follows scope. A runtime for an org reads the org's namespace (`View(org=…)`,
+`orgs/<org>/tasks/<name>/`): its program, prompt and examples first, then the agent-level
+(shared) ones, then the LLM. Nothing another org's runs taught is ever in that order: an
+org's artifacts live only in its own namespace, and the shared ones are learned from the
+operator's own runs (no org) or promoted by review.
 """
 
 from __future__ import annotations
@@ -144,6 +150,10 @@ class TaskRuntime:
         self.backend = backend
         self.bullets = list(bullets)
         self.examples_k = examples_k
+        if view.org is None and org is not None:
+            view = view.for_org(org)  # an org is served from its own namespace
+        self.view = view
+        self.org = view.org
         self.code = view.read(task_path(spec.name, "code.py")) if spec.grade in ("G4", "G5") else None
         self.code_sha = code_sha(self.code)
         self.program: Program | None = None
@@ -152,12 +162,41 @@ class TaskRuntime:
             self.program, self._unloadable = load_program(view, spec.name)
         self._validator = _validator(spec.output_schema)
         self._plain_text = spec.output_schema == {"type": "string"}
-        self.instructions = view.read(task_path(spec.name, "prompt.md")) or spec.description or DEFAULT_INSTRUCTIONS
-        # A task's files are shared by every org, so each example keeps the org whose run it came from
-        # and only that org's runs (and its own) see it: one tenant's inputs never reach another's prompt.
-        self.examples = [e for e in view.jsonl(task_path(spec.name, "examples.jsonl")) if e.get("org") in (None, org)]
+        shared = view.shared() if view.org is not None else None
+        self.instructions = (view.read(task_path(spec.name, "prompt.md"))
+                             or (shared.read(task_path(spec.name, "prompt.md")) if shared else None)
+                             or spec.description or DEFAULT_INSTRUCTIONS)
+        # The org's own examples, then the shared ones; a row tagged with another org (written before
+        # namespaces) is never shown: one tenant's inputs never reach another's prompt.
+        rows = view.jsonl(task_path(spec.name, "examples.jsonl"))
+        if shared is not None:
+            rows += shared.jsonl(task_path(spec.name, "examples.jsonl"))
+        self.examples = [e for e in rows if e.get("org") in (None, self.org)]
+        # Serving order org -> agent -> LLM: the shared program answers what the org's own does not.
+        self.agent: TaskRuntime | None = None
+        if shared is not None:
+            agent_spec = shared.spec(spec.name)
+            if agent_spec is not None and agent_spec.grade in ("G4", "G5"):
+                self.agent = TaskRuntime(agent_spec, shared, backend, examples_k=0)
 
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> Answer:
+        ans, reason = self.code_answer(value, record)
+        if ans is not None:
+            return ans
+        if self.agent is not None:  # the org's program (if any) abstained: the agent-level program next
+            shared, why = self.agent.code_answer(value, record)
+            if shared is not None and shared.served_by != "none":
+                return shared
+            reason = reason or why
+        if self.code and self.spec.grade == "G5":
+            return Answer(output=None, served_by="none", fallback_reason=reason, code_sha=self.code_sha)
+        ans = self.llm_answer(value, record=record)
+        ans.fallback_reason = reason
+        ans.code_sha = self.code_sha
+        return ans
+
+    def code_answer(self, value: Any, record: dict[str, Any] | None) -> tuple[Answer | None, str | None]:
+        """The program's answer (code or hybrid), or (None, why it fell through)."""
         reason = None
         if self.code:
             if self.program is None:
@@ -178,19 +217,14 @@ class TaskRuntime:
                         ans, reason = None, f"{_FAILED}: hybrid: {type(e).__name__}: {e}"[:500]
                     if ans is not None and self._schema_error(self._normalise(ans.output)) is None:
                         ans.output, ans.code_sha = self._normalise(ans.output), self.code_sha
-                        return ans
+                        return ans, None
                 else:
                     out = self._normalise(out)
                     broken = self._schema_error(out)
                     if broken is None:
-                        return Answer(output=out, served_by="code", code_sha=self.code_sha)
+                        return Answer(output=out, served_by="code", code_sha=self.code_sha), None
                     reason = f"{_SCHEMA}: {broken}"
-            if self.spec.grade == "G5":
-                return Answer(output=None, served_by="none", fallback_reason=reason, code_sha=self.code_sha)
-        ans = self.llm_answer(value, record=record)
-        ans.fallback_reason = reason
-        ans.code_sha = self.code_sha
-        return ans
+        return None, reason
 
     def _normalise(self, out: Any) -> Any:
         if self.spec.text_output and isinstance(out, (bool, int, float)):

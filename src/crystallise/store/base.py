@@ -158,9 +158,13 @@ class Store(Protocol):
         ...
 
     def delete_user_data(self, user: str, *, org: str | None = None,
-                         purge_items: Sequence[str] = ()) -> dict[str, int]:
+                         purge_items: Sequence[str] = (), strings: Sequence[str] = (),
+                         derived_changesets: Sequence[str] = ()) -> dict[str, int]:
         """Hard-delete a user's traces, spans, feedback, items, ledger rows and change sets, plus
-        `purge_items`, in one transaction; returns the number of rows deleted per table.
+        `purge_items`, in one transaction; returns the number of rows deleted per table. `strings`
+        (the user's inputs and answers) are scrubbed from every change set's deltas, evidence and
+        summary that still quotes them, and the program files written by `derived_changesets` (learned
+        from the user's runs) leave those change sets' deltas (issue 15).
 
         Deleted text must not survive on disk either: SQLite runs the delete with
         `secure_delete` (freed pages are zeroed), merges the FTS index and truncates the

@@ -165,7 +165,8 @@ class ContextDataMixin:
         return [codec.item_from_row(row) for row in rows]
 
     def delete_user_data(self, user: str, *, org: str | None = None,
-                         purge_items: Sequence[str] = ()) -> dict[str, int]:
+                         purge_items: Sequence[str] = (), strings: Sequence[str] = (),
+                         derived_changesets: Sequence[str] = ()) -> dict[str, int]:
         """Hard-delete a user's traces, spans, feedback, items, ledger rows and change sets, plus
         `purge_items`, in one transaction; returns the number of rows deleted per table.
 
@@ -185,7 +186,7 @@ class ContextDataMixin:
                     with conn.begin():
                         if self._pg:
                             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(TRACE_LOCK)))
-                        counts = userdata.delete_user(conn, user, org, purge_items)
+                        counts = userdata.delete_user(conn, user, org, purge_items, strings, derived_changesets)
                         if raw is not None:
                             conn.exec_driver_sql("INSERT INTO items_fts(items_fts) VALUES ('optimize')")
                 finally:

@@ -37,6 +37,7 @@ __all__ = [
     "PURGED",
     "delete_user",
     "derived_item_ids",
+    "forget_strings",
     "is_tombstone",
     "temporal_filter",
     "user_hash",
@@ -167,7 +168,8 @@ def _delete_in(conn: Connection, table: sa.Table, column: str, values: Sequence[
     return total
 
 
-def delete_user(conn: Connection, user: str, org: str | None, purge_items: Sequence[str]) -> dict[str, int]:
+def delete_user(conn: Connection, user: str, org: str | None, purge_items: Sequence[str],
+                strings: Sequence[str] = (), derived_changesets: Sequence[str] = ()) -> dict[str, int]:
     """Hard-delete everything of (user, org) plus the items `purge_items`; counts per table.
 
     Inside the caller's transaction. Order matters for the foreign keys: children first.
@@ -231,7 +233,84 @@ def delete_user(conn: Connection, user: str, org: str | None, purge_items: Seque
         counts[table.name] = counts.get(table.name, 0) + (conn.execute(query).rowcount or 0)
     # 5. references that remain elsewhere
     counts["scrubbed_rows"] = _scrub(conn, set(trace_ids), set(gone_items), user_hash(user, org))
+    counts["scrubbed_rows"] += _forget_programs(conn, derived_changesets)
+    counts["scrubbed_rows"] += _scrub_strings(conn, [s for s in strings if s])
     return counts
+
+
+FORGOTTEN = "[forgotten]"
+
+
+def forget_strings(value: Any, strings: Sequence[str]) -> Any:
+    """`value` with no string leaf quoting one of `strings`: a line-structured text (a JSONL file, code)
+    loses the lines that quote one, any other string has each occurrence replaced by "[forgotten]".
+
+    >>> forget_strings({"after": '{"input": "my pin 4711"}\\n{"input": "hi"}\\n', "n": 2}, ["my pin 4711"])
+    {'after': '{"input": "hi"}\\n', 'n': 2}
+    """
+    if isinstance(value, list):
+        return [forget_strings(v, strings) for v in value]
+    if isinstance(value, dict):
+        return {k: forget_strings(v, strings) for k, v in value.items()}
+    if not isinstance(value, str) or not any(s in value for s in strings):
+        return value
+    if "\n" in value.strip("\n"):
+        kept = [line for line in value.splitlines(keepends=True) if not any(s in line for s in strings)]
+        value = "".join(kept)
+    for s in strings:
+        value = value.replace(s, FORGOTTEN)
+    return value
+
+
+_PROGRAM_FILES = ("/program.json", "/code.py", "/hybrid.json")
+
+
+def _forget_programs(conn: Connection, changeset_ids: Sequence[str]) -> int:
+    """In change sets learned from a deleted user's runs, the program files' texts (a program can hold the
+    user's data as constants: `cat('VAULT-zed-', x)`) and the learner's notes (evidence) go."""
+    changed = 0
+    for chunk in _chunks(list(changeset_ids)):
+        rows = conn.execute(sa.select(changesets.c.id, changesets.c.deltas).where(changesets.c.id.in_(chunk))).all()
+        for cs_id, text in rows:
+            deltas = json.loads(text or "[]")
+            for d in deltas:
+                if isinstance(d, dict) and str(d.get("path") or "").endswith(_PROGRAM_FILES):
+                    d["before"] = d["after"] = None
+                    d["reason"] = "purged by `crystallise forget --user`"
+            conn.execute(sa.update(changesets).where(changesets.c.id == cs_id).values(
+                deltas=json.dumps(deltas, ensure_ascii=False, separators=(",", ":")),
+                evidence=json.dumps({PURGED: True})))
+            changed += 1
+    return changed
+
+
+def _scrub_strings(conn: Connection, strings: Sequence[str]) -> int:
+    """Rewrite change sets (deltas, evidence, provenance, summary) and version messages that quote one of
+    `strings` (what `forget --user` found in the user's traces): their derived text goes too."""
+    if not strings:
+        return 0
+    # in a JSON column a string appears escaped: look for both forms
+    needles = sorted({*strings, *(json.dumps(s, ensure_ascii=False)[1:-1] for s in strings)})
+    changed = 0
+    for table, key, columns in ((changesets, "id", ["deltas", "evidence", "provenance", "summary"]),
+                                (versions, "number", ["message", "provenance"]),
+                                (item_deltas, "seq", ["before_json", "after_json"])):
+        present = [c for c in columns if c in table.c]
+        for row in conn.execute(sa.select(table.c[key], *[table.c[c] for c in present])).all():
+            update: dict[str, Any] = {}
+            for column in present:
+                text = row._mapping[column]
+                if not isinstance(text, str) or not any(n in text for n in needles):
+                    continue
+                if column in ("summary", "message"):
+                    update[column] = forget_strings(text, strings)
+                    continue
+                value = forget_strings(json.loads(text), strings)
+                update[column] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            if update:
+                conn.execute(sa.update(table).where(table.c[key] == row._mapping[key]).values(update))
+                changed += 1
+    return changed
 
 
 def _mentions(text: str | None, values: set[str]) -> bool:

@@ -1,0 +1,54 @@
+"""Which runs may teach what, by scope: the tenancy rule of the *write* path (issue 15).
+
+`engine/access.py` decides who may see a change set; this decides what a run may teach:
+
+    teaches(trace, org=O)      O's loop learns from O's runs only
+    teaches(trace, org=None)   shared (agent-level) artifacts learn from the operator's own runs:
+                               no org, and not spans an admin-keyed collector relayed without one
+    review_only(trace)         text from this run never becomes an active item on its own: no
+                               authenticated user (nobody answers for the words), or relayed
+                               without an org (quarantined, not agent level)
+    authenticated_user(trace)  the user a run is vouched for, what corroboration counts
+
+An edge that records a user id it cannot vouch for (a client-given id on a key not bound to that
+user) marks the run `metadata["user_authenticated"] = False`; an admin collector's spans that name
+no org arrive as `metadata["source"] == "otlp"` with no org, or carry `metadata["quarantine"]`.
+
+    >>> from crystallise.types import Trace
+    >>> review_only(Trace(org_id="acme", user_id=None)), review_only(Trace(org_id="acme", user_id="u1"))
+    (True, False)
+    >>> teaches(Trace(org_id=None, metadata={"source": "otlp"}), org=None)
+    False
+"""
+
+from __future__ import annotations
+
+from crystallise.types import Trace
+
+__all__ = ["authenticated_user", "relayed_without_org", "review_only", "teaches"]
+
+
+def relayed_without_org(trace: Trace) -> bool:
+    """Spans an admin-keyed collector relayed with no org (or a run an edge quarantined): nobody's data
+    in particular, so it teaches no shared artifact and its text waits for review."""
+    meta = trace.metadata or {}
+    return bool(meta.get("quarantine")) or (trace.org_id is None and meta.get("source") == "otlp")
+
+
+def authenticated_user(trace: Trace) -> str | None:
+    """The user a run is vouched for (None: no user, or an id the edge could not vouch for)."""
+    if trace.user_id is None or (trace.metadata or {}).get("user_authenticated") is False:
+        return None
+    return trace.user_id
+
+
+def review_only(trace: Trace) -> bool:
+    """Text from this run becomes an item only through review (never by corroboration)."""
+    return authenticated_user(trace) is None or relayed_without_org(trace)
+
+
+def teaches(trace: Trace, *, org: str | None) -> bool:
+    """May `trace` teach the artifacts of namespace `org` (None: the shared, agent-level ones)?"""
+    if org is not None:
+        return trace.org_id == org
+    return trace.org_id is None and not relayed_without_org(trace)
