@@ -26,6 +26,7 @@ from crystallise.api.schemas import RevertIn, TaskDetail, TaskList, TaskSummary,
 from crystallise.errors import NotFoundError
 from crystallise.harness.spec import View, task_path, valid_task_name
 from crystallise.engine.home import Home
+from crystallise.engine import access
 from crystallise.engine.access import sees, sees_version
 from crystallise.engine.committer import Committer, playbook_path
 from crystallise.types import ChangeSet, Version
@@ -181,4 +182,4 @@ def revert_version(
         raise Forbidden(f"this API key is bound to user {who.user!r}: it can only revert versions of that user's "
                         "own items; use the org's key")
     reason = body.reason if body else "requested through the API"
-    return Committer(home).revert(number, reason=reason)
+    return Committer(home).revert(number, reason=reason, actor=access.actor_for(who, "revert"))

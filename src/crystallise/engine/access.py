@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Version
 
-__all__ = ["Who", "sees", "sees_version"]
+__all__ = ["Who", "actor_for", "sees", "sees_version"]
 
 
 class Who(Protocol):
@@ -66,3 +67,13 @@ def sees_version(store: Store, who: Who, version: Version, cache: dict[str, bool
     if version.changeset_id not in cache:
         cache[version.changeset_id] = sees(who, store.get_changeset(version.changeset_id))
     return cache[version.changeset_id]
+
+
+def actor_for(who: Who, what: str) -> Actor:
+    """The authenticated actor an API request commits as (governance/protect.py): the admin key
+    is a person's action with authority over graders, metrics, existing cases and logging (the
+    key id is recorded); an org key's explicit request (a revert, an undo, an approval) is a
+    person's action too, so it does not wait for review, but it has no such authority."""
+    if who.admin:
+        return Actor.admin_key(who, name=what)
+    return Actor.explicit(f"{what} (org {who.org})")
