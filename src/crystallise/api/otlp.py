@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from crystallise.api.auth import KeyRing, Principal
 from crystallise.api.deps import get_principal
+from crystallise.api.hostile import refuse
 from crystallise.api.otlp_decode import BadPayload, UnsupportedMedia, decode_request, encode_response, raw_spans
 from crystallise.api.otlp_map import build_trace, crystallise_span_id, crystallise_trace_id, find_root, scope_of
 from crystallise.api.otlp_spool import Spool
@@ -202,6 +203,7 @@ def create_otlp_app(home: Home, keys: KeyRing, *, flush_after_s: float = 300.0,
         except BadPayload as e:
             raise Problem(400, f"{e}: send an OTLP ExportTraceServiceRequest") from None
         spans, problems = raw_spans(message)
+        refuse(spans, "$.spans")  # NaN/Infinity doubles or lone surrogates: 422, nothing stored (hostile.py)
         org = None if who.admin else who.org
         rejected, messages = await run_in_threadpool(ingestor.ingest, spans, org)
         rejected += len(problems)
