@@ -199,7 +199,7 @@ def test_duplicate_trace_id_is_409_and_keeps_the_first(client, home, keys):
     assert first.status_code == 201
     assert "retry" in problem(client.post("/v1/traces", json={**TRACE, "id": "tr_fixed", "output": "5"},
                                           headers=auth(keys["acme"])), 409)["detail"]
-    assert home.store.get_trace("tr_fixed").output == "4" and home.store.count_traces() == 1
+    assert home.store.get_trace("tr_fixed@acme").output == "4" and home.store.count_traces() == 1  # ids are per org
 
 
 def test_oversized_body_is_413_before_anything_is_written(client, home, keys):

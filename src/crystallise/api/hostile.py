@@ -150,8 +150,11 @@ class StrictJson:
 
 
 def _is_json(scope: Scope) -> bool:
+    """A plain JSON body (a compressed one is checked once decoded, by the route: otlp.py)."""
+    ctype = b"application/json"
     for name, value in scope.get("headers", []):
+        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            return False
         if name == b"content-type":
-            v = value.lower()
-            return b"json" in v or b"text/plain" in v
-    return True  # no content type: FastAPI parses it as JSON anyway
+            ctype = value.lower()
+    return b"json" in ctype or b"text/plain" in ctype

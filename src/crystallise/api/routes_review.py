@@ -171,11 +171,10 @@ def post_undo(body: UndoIn, home: HomeDep, who: PrincipalDep) -> UndoOut:
         raise Problem(422, "say what to undo: `traces` (a list of trace ids) or `user`, not both and not neither")
     org = None if who.admin else who.org
     user = who.write_user(body.user) if body.user is not None else None
-    for trace_id in body.traces:
-        visible_trace(home, who, trace_id)  # another org's trace: 404, as if unknown
+    traces = [visible_trace(home, who, t).id for t in body.traces]  # another org's: 404, as if unknown
     reason = body.reason or "requested through the API"
     if body.dry_run:
-        plan = plan_undo(home, traces=body.traces, user=user, reason=reason, org=org)
+        plan = plan_undo(home, traces=traces, user=user, reason=reason, org=org)
         return UndoOut(dry_run=True, plan=plan.to_dict(), needs_admin=needs_admin(home, who, plan))
 
     def refuse_outside(plan: UndoPlan) -> None:
@@ -184,6 +183,6 @@ def post_undo(body: UndoIn, home: HomeDep, who: PrincipalDep) -> UndoOut:
             raise Forbidden(f"this undo would also change what is not org {who.org}'s alone "
                             f"({'; '.join(outside[:3])}): it needs the admin key (try it with dry_run first)")
 
-    plan, version = undo(home, traces=body.traces, user=user, reason=reason, org=org, check=refuse_outside,
+    plan, version = undo(home, traces=traces, user=user, reason=reason, org=org, check=refuse_outside,
                          actor=access.actor_for(who, "undo"))
     return UndoOut(dry_run=False, plan=plan.to_dict(), version=version)

@@ -9,17 +9,32 @@ unknown one (DESIGN.md §5: "another org's id answers exactly like an unknown on
                                   scope *and* every delta: never another org's items or playbooks, nor
                                   the memories of a user outside any org
     a user-bound key (who.user)   besides, never another user's memories
+
+Ids are per org (issue 15): an id a client chooses (a trace's, span's or feedback's `id`, an
+OTLP trace id) is stored qualified by the org it is written to, `<id>@<org>` (`stored_id`), so
+another org can neither squat it nor learn that it exists; record ids a client may send never
+hold "@" (api/schemas.py `RecordId`). An org key names its records by the plain id and is
+shown them that way (`find_trace`, `shown_trace`); rows stored before this rule, unqualified,
+are still found by their org. The admin key sees the stored ids.
+
+    >>> stored_id("victim", "run-1"), stored_id(None, "run-1")
+    ('run-1@victim', 'run-1')
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
+from crystallise.errors import NotFoundError
 from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
-from crystallise.types import ChangeSet, Version
+from crystallise.types import ChangeSet, Trace, Version
 
-__all__ = ["Who", "actor_for", "sees", "sees_version"]
+__all__ = ["ORG_SEP", "Who", "actor_for", "find_trace", "may_see_trace", "qualify_trace", "sees", "sees_version",
+           "shown_id", "shown_trace", "stored_id"]
+
+ORG_SEP = "@"
 
 
 class Who(Protocol):
@@ -77,3 +92,74 @@ def actor_for(who: Who, what: str) -> Actor:
     if who.admin:
         return Actor.admin_key(who, name=what)
     return Actor.explicit(f"{what} (org {who.org})")
+
+
+# -- ids per org -----------------------------------------------------------------------------------
+
+
+def stored_id(org: str | None, given: str | None) -> str | None:
+    """The id a client-chosen `given` id is stored under in `org` (unchanged outside any org)."""
+    if given is None or org is None:
+        return given
+    return f"{given}{ORG_SEP}{org}"
+
+
+def shown_id(who: Who, stored: str | None) -> str | None:
+    """The id `who` knows a stored record by: its own org's qualifier dropped (admin: as stored)."""
+    suffix = f"{ORG_SEP}{who.org}"
+    if stored is None or who.admin or not stored.endswith(suffix):
+        return stored
+    return stored[: -len(suffix)]
+
+
+def qualify_trace(trace: Trace, org: str | None, *, given: set[str] | None = None) -> Trace:
+    """`trace` with its client-chosen ids (`given`: the ids the client sent, None: all of them)
+    stored per `org`: trace id, span ids and parents, feedback ids and their trace id."""
+    if org is None:
+        return trace
+
+    def q(value: str | None) -> str | None:
+        return stored_id(org, value) if value is not None and (given is None or value in given) else value
+
+    trace.id = q(trace.id) or trace.id
+    for span in trace.spans:
+        span.id, span.parent_id, span.trace_id = q(span.id) or span.id, q(span.parent_id), trace.id
+    for fb in trace.feedback:
+        fb.id, fb.trace_id = q(fb.id) or fb.id, trace.id
+    return trace
+
+
+def may_see_trace(who: Who, trace: Trace) -> bool:
+    """Org keys: their own org's traces; user-bound keys: their own user's; admin: all."""
+    user = getattr(who, "user", None)
+    if user is not None and trace.user_id != user:
+        return False
+    return who.admin or trace.org_id == who.org
+
+
+def find_trace(store: Store, who: Who, given: str) -> Trace | None:
+    """The trace `who` calls `given`, or None -- the same None whether it is unknown or another
+    org's (and the same lookups either way: the org's qualified id, then the id as stored)."""
+    candidates = [given] if who.admin else [stored_id(who.org, given), given]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            trace = store.get_trace(candidate)
+        except NotFoundError:
+            continue
+        if may_see_trace(who, trace):
+            return trace
+    return None
+
+
+def shown_trace(who: Who, trace: Trace) -> Trace:
+    """A copy of `trace` with the ids as `who` knows them (see `shown_id`)."""
+    if who.admin:
+        return trace
+    tid = shown_id(who, trace.id) or trace.id
+    spans = [dataclasses.replace(s, id=shown_id(who, s.id) or s.id, parent_id=shown_id(who, s.parent_id),
+                                 trace_id=tid) for s in trace.spans]
+    feedback = [dataclasses.replace(f, id=shown_id(who, f.id) or f.id, trace_id=tid) for f in trace.feedback]
+    return dataclasses.replace(trace, id=tid, spans=spans, feedback=feedback)
+
