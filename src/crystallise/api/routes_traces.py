@@ -102,7 +102,8 @@ def list_traces(
     rows = home.store.list_traces(agent=agent, org=who.read_org(org), user=who.read_user(user), name=name,
                                   after_seq=after_seq, limit=limit, with_children=spans)
     cursor = int(rows[-1].seq or after_seq) if rows else after_seq
-    return TracePage(traces=[access.shown_trace(who, t) for t in rows], next_after_seq=cursor, has_more=len(rows) == limit)
+    return TracePage(traces=[access.shown_trace(who, t) for t in rows], next_after_seq=cursor,
+                     has_more=len(rows) == limit)
 
 
 @router.get("/{trace_id}", response_model=Trace, summary="One trace with its spans and feedback")
