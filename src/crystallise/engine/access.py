@@ -10,6 +10,17 @@ unknown one (DESIGN.md §5: "another org's id answers exactly like an unknown on
                                   the memories of a user outside any org
     a user-bound key (who.user)   besides, never another user's memories
 
+The same rule over artifact paths (`may_read_path`), for task listings and pages, diffs and
+change sets: `orgs/<org>/...` (what was learned from that org's runs: its task programs,
+examples and eval cases) and `context/org/<org>/...` are that org's alone; `context/user/...`
+is no org key's; everything else (`tasks/<name>/...`, the agent playbook, skills) is shared.
+
+    >>> from types import SimpleNamespace as Key
+    >>> evil = Key(org="evil", user=None, admin=False)
+    >>> [may_read_path(evil, p) for p in ("tasks/t/code.py", "orgs/evil/tasks/t/evals.jsonl",
+    ...                                   "orgs/victim/tasks/t/evals.jsonl", "context/org/victim/playbook.md")]
+    [True, True, False, False]
+
 Ids are per org (issue 15): an id a client chooses (a trace's, span's or feedback's `id`, an
 OTLP trace id) is stored qualified by the org it is written to, `<id>@<org>` (`stored_id`), so
 another org can neither squat it nor learn that it exists; record ids a client may send never
@@ -24,15 +35,18 @@ are still found by their org. The admin key sees the stored ids.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+import hashlib
+import re
+from typing import Any, Protocol
 
 from crystallise.errors import NotFoundError
 from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Trace, Version
 
-__all__ = ["ORG_SEP", "Who", "actor_for", "find_trace", "may_see_trace", "qualify_trace", "sees", "sees_version",
-           "shown_id", "shown_trace", "stored_id"]
+__all__ = ["ORG_SEP", "Who", "actor_for", "find_trace", "may_read_path", "may_see_trace", "org_folder",
+           "qualify_trace", "report_for", "sees", "sees_version", "shown_id", "shown_trace", "stored_id",
+           "task_namespaces"]
 
 ORG_SEP = "@"
 
@@ -61,10 +75,7 @@ def sees(who: Who, changeset: ChangeSet) -> bool:
         return False  # a user-bound key: never another user's memories
     for d in changeset.deltas:
         if d.target == "artifact":
-            parts = (d.path or "").split("/")
-            if parts[:2] == ["context", "org"] and parts[2:3] != [who.org]:
-                return False
-            if parts[:2] == ["context", "user"]:
+            if not may_read_path(who, d.path or ""):
                 return False
             continue
         for snap in (d.before, d.after):
@@ -163,3 +174,51 @@ def shown_trace(who: Who, trace: Trace) -> Trace:
     feedback = [dataclasses.replace(f, id=shown_id(who, f.id) or f.id, trace_id=tid) for f in trace.feedback]
     return dataclasses.replace(trace, id=tid, spans=spans, feedback=feedback)
 
+
+
+# -- artifact paths --------------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+def org_folder(org: str) -> str:
+    """`orgs/<org>/`: where what is learned from `org`'s runs lives in the artifact repository (an
+    org id that is not a plain path segment is hashed). The same layout as `harness.spec.namespace`
+    of wip/tenancy-b; once that lands, this calls it."""
+    seg = org if _SEGMENT.match(org) else "x-" + hashlib.sha256(org.encode()).hexdigest()[:16]
+    return f"orgs/{seg}/"
+
+
+def may_read_path(who: Who, path: str) -> bool:
+    """Whether `who` may read the artifact file at `path` (see the module docstring)."""
+    if who.admin:
+        return True
+    parts = path.split("/")
+    if parts[0] == "orgs":
+        return path.startswith(org_folder(who.org))
+    if parts[:2] == ["context", "org"]:
+        return parts[2:3] == [who.org]
+    return parts[:2] != ["context", "user"]
+
+
+def task_namespaces(who: Who, folders: list[str]) -> list[tuple[str | None, str]]:
+    """(org, prefix) of the task trees `who` may read: the shared `tasks/`, its own org's, and for
+    the admin every org's (`folders`: the `orgs/<x>/` folders the repository holds)."""
+    out: list[tuple[str | None, str]] = [(None, "tasks/")]
+    if who.admin:
+        out += [(f.split("/")[1], f + "tasks/") for f in sorted(folders)]
+    elif org_folder(who.org) in folders:
+        out.append((who.org, org_folder(who.org) + "tasks/"))
+    return out
+
+
+def report_for(who: Who, report: dict[str, Any]) -> dict[str, Any]:
+    """A dream report (`DreamReport.to_dict()`) as `who` may see it: an org key gets its own org's
+    credit counts (credit runs over every org's new traces) and its own scopes only."""
+    if who.admin:
+        return report
+    zero = {"traces": 0, "new": 0, "helpful": 0, "harmful": 0}
+    out = {k: v for k, v in report.items() if k != "credit_by_org"}
+    out["credit"] = dict((report.get("credit_by_org") or {}).get(who.org, zero))
+    out["scopes"] = [s for s in report.get("scopes", []) if (s.get("scope") or {}).get("org") == who.org]
+    return out

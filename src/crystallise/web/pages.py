@@ -24,7 +24,7 @@ from crystallise.api.auth import Principal
 from crystallise.api.schemas import RevertIn
 from crystallise.engine.access import sees_version
 from crystallise.errors import NotFoundError, ValidationError
-from crystallise.harness.spec import View, task_path
+from crystallise.harness.spec import View
 from crystallise.engine.home import Home
 from crystallise.store import browse
 from crystallise.types import Feedback, Item, Trace, Version
@@ -272,19 +272,22 @@ def tasks_page(request: Request, who: Who) -> Response:
 
 
 @router.get("/tasks/{name}", response_class=HTMLResponse)
-def task_page(request: Request, who: Who, name: Annotated[str, Path(max_length=200)]) -> Response:
+def task_page(request: Request, who: Who, name: Annotated[str, Path(max_length=200)],
+              org: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+    """The files of the namespace this key may see (routes_versions.task_root: engine/access.py)."""
     home = _home(request)
-    task = routes_versions.get_task(name, home, who)
+    task = routes_versions.get_task(name, home, who, org=_opt(org))
+    _, root = routes_versions.task_root(home, who, name, task.org)
     view = View.of(home.repo)
     files: dict[str, Any] = {}
     for fname in ("code.py", "prompt.md", "schema.json"):
-        text = view.read(task_path(name, fname))
+        text = view.read(root + fname)
         if text:
             files[fname] = text
     evidence: dict[str, list[dict[str, Any]]] = {}
     for fname in ("examples.jsonl", "evals.jsonl"):
         with contextlib.suppress(ValueError):
-            evidence[fname] = view.jsonl(task_path(name, fname))[:50]
+            evidence[fname] = view.jsonl(root + fname)[:50]
     return render(request, "task.html", who=who, root=_root(request), task=task, files=files, evidence=evidence)
 
 

@@ -1,0 +1,94 @@
+"""Issue 15, part 1: the one access module decides what a key sees of learning too: a dream's credit
+counts and a version diff show an org key its own org's, never another org's (and never nothing)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from crystallise.api import create_key  # noqa: E402
+from crystallise.engine.committer import Committer  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Span, Trace, Verdict  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    h = Home.init(tmp_path_factory.mktemp("template") / "home")
+    h.close()
+    return h.path
+
+
+@pytest.fixture
+def home(tmp_path, template) -> Iterator[Home]:
+    h = Home.open(shutil.copytree(template, tmp_path / "home"))
+    h.config["model"] = "scripted:{}"
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def keys(home) -> dict[str, str]:
+    return {org: create_key(home.path, org)[0] for org in ("victim", "evil", "*")}
+
+
+@pytest.fixture
+def client(home, keys) -> Iterator[TestClient]:
+    with TestClient(create_app(home)) as c:
+        yield c
+
+
+def h(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def shown_run(org: str, item: str, score: float) -> Trace:
+    t = Trace(name="run", org_id=org, input="q", output="a",
+              spans=[Span(name="context", kind="retrieval", attributes={"shown_items": [item]})])
+    t.feedback.append(Feedback(trace_id=t.id, score=score))
+    return t
+
+
+def test_a_dream_shows_an_org_key_its_own_orgs_credit_only(client, home, keys):
+    for i in range(3):
+        home.store.write_trace(shown_run("victim", f"it_v{i}", 1.0))
+    home.store.write_trace(shown_run("evil", "it_e", 0.0))
+    r = client.post("/v1/dream", json={"dry_run": True}, headers=h(keys["evil"]))
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["credit"]["traces"] == 1 and report["credit"]["helpful"] == 0  # not the victim's 3
+    assert "credit_by_org" not in report
+    assert all((s["scope"] or {}).get("org") == "evil" for s in report["scopes"])
+    admin = client.post("/v1/dream", json={"dry_run": True}, headers=h(keys["*"])).json()
+    assert admin["credit"]["traces"] == 4 and set(admin["credit_by_org"]) == {"victim", "evil"}
+
+
+def commit_files(home: Home, org: str | None, files: dict[str, str]) -> int:
+    deltas = [Delta(op="set", target="artifact", path=p, before=home.repo.read(p), after=t) for p, t in files.items()]
+    cs = ChangeSet(learner="crystallise", layer="harness", deltas=deltas, scope=Scope(agent="default", org=org),
+                   verdict=Verdict(decision="accept", reason="gate"))
+    return Committer(home).commit(cs).number
+
+
+def test_a_version_diff_shows_an_org_key_its_own_orgs_changes(client, home, keys):
+    item = Item(text="Victim rule", level="org", org_id="victim")
+    v1 = Committer(home).commit(ChangeSet(learner="test", layer="context", scope=Scope(org="victim"),
+                                          deltas=[Delta(op="add", target="item", item_id=item.id,
+                                                        after=item.to_dict())],
+                                          verdict=Verdict(decision="accept", reason="ok"))).number
+    commit_files(home, "evil", {"orgs/evil/tasks/t/code.py": "EVIL-PROGRAM\n"})
+    v3 = commit_files(home, "victim", {"orgs/victim/tasks/t/code.py": "VICTIM-PROGRAM\n"})
+    mine = client.get(f"/v1/versions/{v1}/diff/{v3}", headers=h(keys["victim"])).json()["patch"]
+    assert "VICTIM-PROGRAM" in mine and "EVIL-PROGRAM" not in mine
+    assert client.get(f"/v1/versions/{v1}/diff/{v3}", headers=h(keys["evil"])).status_code == 404
+    full = client.get(f"/v1/versions/{v1}/diff/{v3}", headers=h(keys["*"])).json()["patch"]
+    assert "VICTIM-PROGRAM" in full and "EVIL-PROGRAM" in full
+    assert [v["number"] for v in client.get("/v1/versions", headers=h(keys["evil"])).json()["versions"]] == [v1 + 1]
