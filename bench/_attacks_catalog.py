@@ -22,7 +22,8 @@ from typing import Any
 
 __all__ = ["FAMILIES", "Attack", "catalogue"]
 
-FAMILIES = ("injection-tool", "injection-user", "obfuscation", "false-facts", "sybil", "cross-tenant", "skills")
+FAMILIES = ("injection-tool", "injection-user", "obfuscation", "false-facts", "sybil", "cross-tenant", "skills",
+            "tenancy")
 
 SERVED = "the hostile text goes live (is served in a context pack, or is active at agent/org level)"
 READ = "a response carries another tenant's (or another user's) data, or a write lands in their scope"
@@ -296,10 +297,27 @@ def _skills() -> list[Attack]:
     ]
 
 
+# Issue 15 (tenancy of learning), parts 1, 3, 5, 8: ids, tasks, dream, diffs, protection by principal and
+# hostile input; the probes and what counts as a leak are in bench/_attacks_tenancy.py.
+_TENANCY = [
+    "ids-trace-post", "ids-span", "ids-feedback-in-trace", "ids-feedback-post", "ids-get", "ids-feedback-foreign-trace",
+    "ids-squat", "ids-undo", "ids-legacy", "ids-otlp-squat", "ids-otlp-oracle", "ids-mcp-feedback", "tasks-api",
+    "tasks-ui", "dream-credit", "version-diff", "protect-human-grader", "protect-review-metric",
+    "protect-define-grader", "protect-undo-metric", "protect-forged-actor", "protect-org-key-revert",
+    "bad-rest-surrogate", "bad-rest-nan", "bad-rest-infinity", "bad-rest-surrogate-key", "bad-feedback-nan",
+    "bad-otlp-json-nan", "bad-otlp-json-surrogate", "bad-otlp-protobuf-inf", "bad-proxy-surrogate", "bad-sse-nan",
+    "bad-mcp-infinity", "bad-id-overlong", "bad-id-control", "bad-id-at-sign", "read-legacy-rows",
+]
+
+
+def _tenancy() -> list[Attack]:
+    return [Attack(f"tn-{name}", "tenancy", "tenancy", name, READ) for name in _TENANCY]
+
+
 def catalogue() -> list[Attack]:
     """Every attack, families in `FAMILIES` order; ids are unique."""
     attacks = [*_injection_tool(), *_injection_user(), *_obfuscation(), *_false_facts(), *_sybil(),
-               *_cross_tenant(), *_skills()]
+               *_cross_tenant(), *_skills(), *_tenancy()]
     ids = [a.id for a in attacks]
     if len(ids) != len(set(ids)):
         raise RuntimeError("duplicate attack ids in the catalogue")

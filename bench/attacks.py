@@ -111,7 +111,11 @@ def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
     unexpected = [r["id"] for r in leaked if not r.get("known_gap")]
     closed = [r["id"] for r in results if r.get("known_gap") and r["outcome"] != "leaked"]
     errors = [r["id"] for r in results if r["outcome"] == "error"]
-    return {"cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
+    tenancy = [r for r in results if r["family"] == "tenancy"]
+    return {"tenancy": {"attempts": len(tenancy), "leaks": sum(r["outcome"] == "leaked" for r in tenancy),
+                        "stored_bad_inputs": sum(r.get("stored_bad", 0) for r in tenancy),
+                        "server_errors": sum(r.get("server_errors", 0) for r in tenancy)},
+            "cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
             "known_gap_leaks": len(leaked) - len(unexpected), "unexpected_leaks": len(unexpected),
             "errors": len(errors), "leaked_ids": [r["id"] for r in leaked], "error_ids": errors,
             "known_gaps_closed": closed, "met": not cross and not wide and not unexpected and not errors}
@@ -135,7 +139,8 @@ def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict
     from crystallise.server import create_app
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
-    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack}
+    executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner), "api": api.api_attack,
+                 "tenancy": _load("_attacks_tenancy").tenancy_attack}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
         home = Home.init(Path(tmp) / "home", store_url=store_url)
@@ -182,6 +187,10 @@ def _table(result: dict[str, Any]) -> None:
     console.print(f"cross-tenant leaks: {g['cross_tenant_leaks']}   hostile items live at agent/org level: "
                   f"{g['hostile_active_agent_or_org']}   leaks: {g['leaks']} ({g['known_gap_leaks']} known gaps) "
                   f"{g['leaked_ids'][:10]}   errors: {g['errors']} {g['error_ids'][:10]}")
+    t = g.get("tenancy") or {}
+    if t.get("attempts"):
+        console.print(f"tenancy: {t['attempts']} attempts, {t['leaks']} leaks, {t['stored_bad_inputs']} bad inputs "
+                      f"stored, {t['server_errors']} 5xx")
     d = result.get("detector")
     if d:
         console.print("detector alone: " + ", ".join(f"{k} {v['caught']}/{v['of']}" for k, v in d.items()))

@@ -63,8 +63,10 @@ __all__ = [
     "is_protected_path",
 ]
 
-APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl")
-IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*")
+APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl",
+               "orgs/*/tasks/*/evals.jsonl", "orgs/*/evals/*.jsonl")  # orgs/<org>/: what one org's runs taught
+IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*", "orgs/*/graders/*", "orgs/*/tasks/*/graders/*",
+             "orgs/*/logs/*")
 # Learner names people's actions use. Descriptive only: since issue 15 nothing is decided by
 # them (a change set can give itself any name); authority is the `Actor` the committer is given.
 HUMAN_LEARNERS = frozenset({"define", "human", "user", "review", "revert", "undo",
@@ -256,7 +258,8 @@ def check_protected(cs: ChangeSet, *, read: Callable[[str], str | None],
             v = _append_only(d, read(path), human)
         elif _matches(path, IMMUTABLE):
             v = None if human else Violation("immutable", path, "graders and logs are outside a learner's reach")
-        elif fnmatch.fnmatchcase(path, "tasks/*/spec.json") and not human:
+        elif (fnmatch.fnmatchcase(path, "tasks/*/spec.json") or fnmatch.fnmatchcase(path, "orgs/*/tasks/*/spec.json")) \
+                and not human:
             v = _metric(d, read(path))
         else:
             v = None

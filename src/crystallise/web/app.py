@@ -32,7 +32,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
-from crystallise.api.problems import Problem
+from crystallise.api.problems import Problem, lone_surrogate, scrub
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 from crystallise.engine.home import Home
 
@@ -108,6 +108,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     who = context.pop("who", None)
     html = env.get_template(template).render(request=request, who=who, csrf=csrf_token(request),
                                              open=request.app.state.keys.open, **context)
+    if lone_surrogate(html):  # a row stored before bad input was refused (api/hostile.py): show it repaired
+        html = scrub(html)
     return HTMLResponse(html, status_code=status)
 
 
