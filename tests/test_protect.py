@@ -265,3 +265,21 @@ def test_the_loop_refuses_a_learner_case_graded_by_code(tmp_path):
     assert not pwned.exists()
     assert home.repo.read(EVALS) == evals and home.repo.read("tasks/ratio/code.py") is None
     assert home.repo.read(SPEC) == spec and len(home.store.list_versions()) == versions
+
+
+@pytest.mark.parametrize("path, before", [
+    ("orgs/acme/tasks/ratio/graders/check.py", None),
+    ("orgs/acme/graders/g.py", None),
+    ("orgs/acme/logs/run.log", None),
+    ("orgs/acme/tasks/ratio/evals.jsonl", rows(CASE_A)),
+])
+def test_an_orgs_namespace_is_protected_like_the_shared_tree(home, path, before):
+    """What one org's runs taught lives in orgs/<org>/ (wip/tenancy-b): its graders, logs and eval cases
+    are as far outside a learner's reach as the shared ones."""
+    if before is not None:
+        Committer(home, actor=Actor.cli()).commit(accepted("define", Delta(op="set", target="artifact", path=path,
+                                                                          before=None, after=before)))
+    after = rows(CASE_A | {"expected": "9"}) if before is not None else "X = 1\n"
+    with pytest.raises(ProtectedError):
+        Committer(home).commit(accepted("human", Delta(op="set", target="artifact", path=path, before=before,
+                                                       after=after)))

@@ -94,7 +94,7 @@ def list_traces(
     org: Filter = None,
     user: Filter = None,
     name: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
-    after_seq: Annotated[int, Query(ge=0, description="return traces with seq greater than this")] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**62, description="return traces with seq greater than this")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     spans: Annotated[bool, Query(description="include spans and feedback")] = False,
 ) -> TracePage:

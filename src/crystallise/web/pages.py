@@ -110,7 +110,7 @@ def overview(request: Request, who: Who) -> Response:
 
 @router.get("/traces", response_class=HTMLResponse)
 def traces_page(request: Request, who: Who, agent: Text = None, user: Text = None, org: Text = None,
-                status: Text = None, before: Annotated[int | None, Query(ge=1)] = None) -> Response:
+                status: Text = None, before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> Response:
     home = _home(request)
     state = _opt(status)
     if state not in (None, "ok", "error"):
@@ -215,7 +215,7 @@ def item_page(request: Request, who: Who, item_id: Annotated[str, Path(max_lengt
 
 
 @router.get("/versions", response_class=HTMLResponse)
-def versions_page(request: Request, who: Who, before: Annotated[int | None, Query(ge=1)] = None) -> Response:
+def versions_page(request: Request, who: Who, before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> Response:
     page = routes_versions.list_versions(_home(request), who, limit=50, before=before)
     return render(request, "versions.html", who=who, root=_root(request), versions=page.versions,
                   older=page.next_before)
