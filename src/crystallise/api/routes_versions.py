@@ -152,7 +152,8 @@ def list_versions(
     home: HomeDep,
     who: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1, le=2**62, description="only versions numbered below this (cursor)")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**62,
+                                        description="only versions numbered below this (cursor)")] = None,
 ) -> VersionPage:
     newest = home.store.list_versions(limit=1)
     if not newest:
