@@ -92,3 +92,35 @@ def test_a_version_diff_shows_an_org_key_its_own_orgs_changes(client, home, keys
     full = client.get(f"/v1/versions/{v1}/diff/{v3}", headers=h(keys["*"])).json()["patch"]
     assert "VICTIM-PROGRAM" in full and "EVIL-PROGRAM" in full
     assert [v["number"] for v in client.get("/v1/versions", headers=h(keys["evil"])).json()["versions"]] == [v1 + 1]
+
+
+def test_postgres_row_level_security_holds_where_a_filter_is_missed(store_url, tmp_path):
+    """Issue 15: on PostgreSQL the database holds the org line too (migration 5). Inside an org key's
+    scope a query that forgets its org filter still sees only that org's traces, spans, feedback and
+    items (plus shared items), and a write into another org is refused."""
+    from crystallise.errors import CrystalliseError, NotFoundError
+    from crystallise.store.engine import org_scope
+
+    if not store_url.startswith("postgres"):
+        pytest.skip("row-level security is PostgreSQL's; SQLite relies on the code's filters")
+    home = Home.init(tmp_path / "rls", store_url=store_url)
+    try:
+        store = home.store
+        victim = store.write_trace(shown_run("victim", "it_v", 1.0))
+        evil = store.write_trace(shown_run("evil", "it_e", 0.0))
+        for org in ("victim", None):
+            it = Item(text=f"rule of {org}", level="org" if org else "agent", org_id=org)
+            store.apply_item_deltas([Delta(op="add", target="item", item_id=it.id, after=it.to_dict())])
+        with org_scope("evil"):
+            assert [t.id for t in store.list_traces(after_seq=0, limit=100, with_children=True)] == [evil.id]
+            with pytest.raises(NotFoundError):
+                store.get_trace(victim.id)
+            texts = {i.text for i in store.scan_items(status=("active", "quarantined", "candidate", "retired"))}
+            assert texts == {"rule of None"}  # the shared item, never the victim's
+            with pytest.raises(CrystalliseError):
+                store.write_trace(Trace(name="x", org_id="victim", input="planted"))
+            mine = store.write_trace(Trace(name="x", org_id="evil", input="ok"))
+        assert {t.id for t in store.list_traces(after_seq=0, limit=100)} == {victim.id, evil.id, mine.id}
+        assert len(store.get_trace(victim.id).spans) == 1  # outside any org scope: everything
+    finally:
+        home.close()

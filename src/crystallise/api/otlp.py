@@ -72,7 +72,8 @@ class Ingestor:
                 if problem:
                     rejected += len(group)
                     messages.append(problem)
-        self.flush_stale()
+        with access.every_org():  # stale traces of any org are written in their own org, not the caller's
+            self.flush_stale()
         return rejected, messages
 
     def _one(self, trace_hex: str, group: list[dict[str, Any]], org: str | None) -> str | None:

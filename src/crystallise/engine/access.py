@@ -42,11 +42,12 @@ from typing import Any, Protocol
 from crystallise.errors import NotFoundError
 from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
+from crystallise.store.engine import org_scope, set_org_scope
 from crystallise.types import ChangeSet, Trace, Version
 
-__all__ = ["ORG_SEP", "Who", "actor_for", "find_trace", "may_read_path", "may_see_trace", "org_folder",
-           "qualify_trace", "report_for", "sees", "sees_version", "shown_id", "shown_trace", "stored_id",
-           "task_namespaces"]
+__all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_trace",
+           "org_folder", "qualify_trace", "report_for", "sees", "sees_version", "shown_id", "shown_trace",
+           "stored_id", "task_namespaces"]
 
 ORG_SEP = "@"
 
@@ -222,3 +223,18 @@ def report_for(who: Who, report: dict[str, Any]) -> dict[str, Any]:
     out["credit"] = dict((report.get("credit_by_org") or {}).get(who.org, zero))
     out["scopes"] = [s for s in report.get("scopes", []) if (s.get("scope") or {}).get("org") == who.org]
     return out
+
+
+# -- the database's share of the rule (PostgreSQL row-level security, store/migrations.py m005) -----
+
+
+def enter(who: Who) -> None:
+    """From here on in this request, the store shows an org key only its org's rows (PostgreSQL:
+    row-level security; a filter missed in code cannot leak). The admin key: every row."""
+    set_org_scope(None if who.admin else who.org)
+
+
+def every_org() -> Any:
+    """A block that reads across orgs on purpose inside an org key's request (the dream's credit
+    step runs over every org's new traces; what the key is shown is cut by `report_for`)."""
+    return org_scope(None)
