@@ -124,3 +124,26 @@ def test_postgres_row_level_security_holds_where_a_filter_is_missed(store_url, t
         assert len(store.get_trace(victim.id).spans) == 1  # outside any org scope: everything
     finally:
         home.close()
+
+
+def test_a_group_commit_of_several_orgs_is_not_held_to_the_first_requests_org(store_url, tmp_path):
+    """The shared drain task is made by whichever request came first: its batch (several orgs'
+    traces) must not run in that request's database org scope."""
+    import asyncio
+
+    from crystallise.store.engine import org_scope
+    from crystallise.store.group import GroupCommit
+
+    home = Home.init(tmp_path / "gc", store_url=store_url)
+    try:
+        writer = GroupCommit(home.store)
+
+        async def both() -> list[Trace]:
+            with org_scope("victim"):  # the first request's scope, inherited by the drain task
+                return list(await asyncio.gather(writer.write_trace(Trace(name="a", org_id="victim")),
+                                                 writer.write_trace(Trace(name="b", org_id="evil"))))
+
+        written = asyncio.run(both())
+        assert {t.org_id for t in written} == {"victim", "evil"} and home.store.count_traces() == 2
+    finally:
+        home.close()
