@@ -45,9 +45,9 @@ from crystallise.store.base import Store
 from crystallise.store.engine import org_scope, set_org_scope
 from crystallise.types import ChangeSet, Trace, Version
 
-__all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_trace",
-           "org_folder", "qualify_trace", "report_for", "sees", "sees_version", "shown_id", "shown_trace",
-           "stored_id", "task_namespaces"]
+__all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_record",
+           "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version", "shown_id",
+           "shown_trace", "stored_id", "task_namespaces"]
 
 ORG_SEP = "@"
 
@@ -141,12 +141,17 @@ def qualify_trace(trace: Trace, org: str | None, *, given: set[str] | None = Non
     return trace
 
 
-def may_see_trace(who: Who, trace: Trace) -> bool:
-    """Org keys: their own org's traces; user-bound keys: their own user's; admin: all."""
-    user = getattr(who, "user", None)
-    if user is not None and trace.user_id != user:
+def may_see_record(who: Who, org: str | None, user: str | None = None) -> bool:
+    """A record (trace, user memory) of `org` and `user`: org keys see their own org's, user-bound
+    keys their own user's only, the admin key all."""
+    if getattr(who, "user", None) is not None and user != who.user:
         return False
-    return who.admin or trace.org_id == who.org
+    return who.admin or org == who.org
+
+
+def may_see_trace(who: Who, trace: Trace) -> bool:
+    """`may_see_record` for a trace."""
+    return may_see_record(who, trace.org_id, trace.user_id)
 
 
 def find_trace(store: Store, who: Who, given: str) -> Trace | None:
