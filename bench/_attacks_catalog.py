@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["FAMILIES", "Attack", "catalogue"]
 
 FAMILIES = ("injection-tool", "injection-user", "obfuscation", "false-facts", "sybil", "cross-tenant", "skills",
-            "tenancy")
+            "tenancy", "tenancy-access")
 
 SERVED = "the hostile text goes live (is served in a context pack, or is active at agent/org level)"
 READ = "a response carries another tenant's (or another user's) data, or a write lands in their scope"
@@ -342,6 +342,19 @@ _FORGET = [
 ]
 
 
+# Issue 15 (tenancy of learning), parts 1, 3, 5, 8: ids, tasks, dream, diffs, protection by principal and
+# hostile input; the probes and what counts as a leak are in bench/_attacks_access.py.
+_TENANCY_ACCESS = [
+    "ids-trace-post", "ids-span", "ids-feedback-in-trace", "ids-feedback-post", "ids-get", "ids-feedback-foreign-trace",
+    "ids-squat", "ids-undo", "ids-legacy", "ids-otlp-squat", "ids-otlp-oracle", "ids-mcp-feedback", "tasks-api",
+    "tasks-ui", "dream-credit", "version-diff", "protect-human-grader", "protect-review-metric",
+    "protect-define-grader", "protect-undo-metric", "protect-forged-actor", "protect-org-key-revert",
+    "bad-rest-surrogate", "bad-rest-nan", "bad-rest-infinity", "bad-rest-surrogate-key", "bad-feedback-nan",
+    "bad-otlp-json-nan", "bad-otlp-json-surrogate", "bad-otlp-protobuf-inf", "bad-proxy-surrogate", "bad-sse-nan",
+    "bad-mcp-infinity", "bad-id-overlong", "bad-id-control", "bad-id-at-sign", "read-legacy-rows",
+]
+
+
 def _tenancy() -> list[Attack]:
     out = [Attack(f"unvouched-{mode}-{i}", "tenancy", "unauth-extract", text, SERVED, note,
                   params={"mode": mode, "sessions": 3})
@@ -354,10 +367,14 @@ def _tenancy() -> list[Attack]:
     return out
 
 
+def _tenancy_access() -> list[Attack]:
+    return [Attack(f"tn-{name}", "tenancy-access", "tenancy-access", name, READ) for name in _TENANCY_ACCESS]
+
+
 def catalogue() -> list[Attack]:
     """Every attack, families in `FAMILIES` order; ids are unique."""
     attacks = [*_injection_tool(), *_injection_user(), *_obfuscation(), *_false_facts(), *_sybil(),
-               *_cross_tenant(), *_skills(), *_tenancy()]
+               *_cross_tenant(), *_skills(), *_tenancy(), *_tenancy_access()]
     ids = [a.id for a in attacks]
     if len(ids) != len(set(ids)):
         raise RuntimeError("duplicate attack ids in the catalogue")

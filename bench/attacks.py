@@ -124,7 +124,11 @@ def _content_goals(results: list[dict[str, Any]]) -> dict[str, Any]:
     unexpected = [r["id"] for r in leaked if not r.get("known_gap")]
     closed = [r["id"] for r in results if r.get("known_gap") and r["outcome"] != "leaked"]
     errors = [r["id"] for r in results if r["outcome"] == "error"]
-    return {"cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
+    access = [r for r in results if r["family"] == "tenancy-access"]
+    return {"tenancy": {"attempts": len(access), "leaks": sum(r["outcome"] == "leaked" for r in access),
+                        "stored_bad_inputs": sum(r.get("stored_bad", 0) for r in access),
+                        "server_errors": sum(r.get("server_errors", 0) for r in access)},
+            "cross_tenant_leaks": len(cross), "hostile_active_agent_or_org": len(wide), "leaks": len(leaked),
             "forget_leftovers": len(leftovers),
             "known_gap_leaks": len(leaked) - len(unexpected), "unexpected_leaks": len(unexpected),
             "errors": len(errors), "leaked_ids": [r["id"] for r in leaked], "error_ids": errors,
@@ -175,7 +179,8 @@ def _content(home: Home, scratch: Path, attacks: list[Any], progress: Any) -> li
 
     runner, api = _load("_attacks_run"), _load("_attacks_api")
     executors = {**runner.EXECUTORS, **_load("_attacks_mcp").executors(runner),
-                 **_load("_attacks_tenancy").executors(runner), "api": api.api_attack}
+                 **_load("_attacks_tenancy").executors(runner), "api": api.api_attack,
+                 "tenancy-access": _load("_attacks_access").tenancy_attack}
     lab = runner.Lab(home, scratch=scratch)
     lab.world = api.setup_world(lab)
     results = []
@@ -211,6 +216,10 @@ def _table(result: dict[str, Any]) -> None:
     console.print(f"cross-tenant leaks: {g['cross_tenant_leaks']}   hostile items live at agent/org level: "
                   f"{g['hostile_active_agent_or_org']}   leaks: {g['leaks']} ({g['known_gap_leaks']} known gaps) "
                   f"{g['leaked_ids'][:10]}   errors: {g['errors']} {g['error_ids'][:10]}")
+    t = g.get("tenancy") or {}
+    if t.get("attempts"):
+        console.print(f"tenancy-access: {t['attempts']} attempts, {t['leaks']} leaks, {t['stored_bad_inputs']} "
+                      f"bad inputs stored, {t['server_errors']} 5xx")
     if result.get("code_families"):
         _code_table(console, result)
     d = result.get("detector")

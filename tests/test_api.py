@@ -199,7 +199,7 @@ def test_duplicate_trace_id_is_409_and_keeps_the_first(client, home, keys):
     assert first.status_code == 201
     assert "retry" in problem(client.post("/v1/traces", json={**TRACE, "id": "tr_fixed", "output": "5"},
                                           headers=auth(keys["acme"])), 409)["detail"]
-    assert home.store.get_trace("tr_fixed").output == "4" and home.store.count_traces() == 1
+    assert home.store.get_trace("tr_fixed@acme").output == "4" and home.store.count_traces() == 1  # ids are per org
 
 
 def test_oversized_body_is_413_before_anything_is_written(client, home, keys):
@@ -323,13 +323,37 @@ def test_tasks_list_and_show(client, home, keys):
     home.repo.commit({"tasks/add/spec.json": spec.to_json(), "tasks/add/evals.jsonl": '{"input": 1}\n',
                       "tasks/add/program.json": '{"how": "synth"}'}, "Add task")
     tasks = client.get("/v1/tasks", headers=auth(keys["acme"])).json()["tasks"]
-    assert tasks == [{"name": "add", "grade": "G3", "description": "add two numbers", "examples": 0,
+    assert tasks == [{"name": "add", "org": None, "grade": "G3", "description": "add two numbers", "examples": 0,
                       "eval_cases": 1, "code": False}]
     got = client.get("/v1/tasks/add", headers=auth(keys["acme"])).json()
     assert got["spec"]["grade"] == "G3" and got["program"] == {"how": "synth"}
     assert got["files"] == ["tasks/add/evals.jsonl", "tasks/add/program.json", "tasks/add/spec.json"]
     problem(client.get("/v1/tasks/nope", headers=auth(keys["acme"])), 404)
     problem(client.get("/v1/tasks/Bad%20Name", headers=auth(keys["acme"])), 400)
+
+
+def test_an_org_key_sees_its_own_task_namespace_and_the_shared_tasks_never_another_orgs(client, home, keys):
+    """Issue 15: /ui/tasks/{name} and GET /v1/tasks showed any key other orgs' examples and eval cases."""
+    spec = TaskSpec(name="add", description="add two numbers", grade="G1")
+    home.repo.commit({"tasks/add/spec.json": spec.to_json(),
+                      "orgs/globex/tasks/add/spec.json": '{"grade": "G4"}\n',
+                      "orgs/globex/tasks/add/code.py": "def solve(a):\n    return 'GLOBEX-SECRET'\n",
+                      "orgs/globex/tasks/add/evals.jsonl": '{"id": "g1", "input": "globex input", "expected": "7"}\n',
+                      "orgs/acme/tasks/add/examples.jsonl": '{"input": "acme input", "output": "3"}\n'}, "org tasks")
+    acme = client.get("/v1/tasks", headers=auth(keys["acme"])).json()["tasks"]
+    assert [(t["name"], t["org"], t["grade"]) for t in acme] == [("add", None, "G1"), ("add", "acme", "G1")]
+    mine = client.get("/v1/tasks/add", headers=auth(keys["acme"])).json()
+    assert mine["org"] == "acme" and all(not f.startswith("orgs/globex") for f in mine["files"])
+    problem(client.get("/v1/tasks/add?org=globex", headers=auth(keys["acme"])), 404)
+    assert client.get("/v1/tasks/add?org=globex", headers=auth(keys["*"])).json()["code"] is True
+    admin = client.get("/v1/tasks", headers=auth(keys["*"])).json()["tasks"]
+    assert {(t["org"], t["grade"]) for t in admin} == {(None, "G1"), ("acme", "G1"), ("globex", "G4")}
+    ui = client
+    ui.post("/ui/login", data={"key": keys["acme"]})
+    for url in ("/ui/tasks/add", "/ui/tasks/add?org=globex", "/ui/tasks", "/ui/"):
+        page = ui.get(url)
+        assert "GLOBEX-SECRET" not in page.text and "globex input" not in page.text, url
+    assert "acme input" in ui.get("/ui/tasks/add").text
 
 
 def commit_item(home: Home, text: str, level: str, org: str | None = None, user: str | None = None,
@@ -411,7 +435,7 @@ def test_traces_items_and_otlp_on_each_store(tmp_path, store_url):
             r = c.post("/otlp/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]},
                        headers=auth(key))
             assert r.status_code == 200 and r.json() == {}
-            got = home.store.get_trace("otel_" + "ab" * 16)
+            got = home.store.get_trace("otel_" + "ab" * 16 + "@acme")  # ids are per org
             assert got.org_id == "acme" and got.spans[0].kind == "llm"
     finally:
         home.close()

@@ -27,7 +27,7 @@ from crystallise.engine.committer import Committer  # noqa: E402
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict  # noqa: E402
 
 FAMILIES = {"injection-tool", "injection-user", "obfuscation", "false-facts", "sybil", "cross-tenant", "skills",
-            "tenancy"}
+            "tenancy", "tenancy-access"}
 CODE_FAMILIES = {"code-render", "code-sandbox", "code-protocol", "code-bombs", "code-graders"}  # test_attacks_code.py
 
 
@@ -53,6 +53,17 @@ def test_a_sample_of_every_family_leaks_nothing(store_url: str) -> None:
     quarantined = [r for r in result["attacks"] if r["outcome"] == "quarantined"]
     assert quarantined and all(r["written"] or r["held"] for r in quarantined)
     assert all(r["requests"] for r in result["attacks"] if r["family"] == "cross-tenant")
+
+
+def test_the_tenancy_family_leaks_nothing_stores_no_bad_input_and_never_5xx(store_url: str) -> None:
+    """Issue 15: >= 30 attempts (ids, tasks, dream, diffs, a change set calling itself a person, hostile
+    input over REST, OTLP, the proxy, SSE and MCP), on SQLite and PostgreSQL."""
+    code, result = bench("--family", "tenancy-access", "--store-url", store_url)
+    tenancy = result["goals"]["tenancy"]
+    assert tenancy["attempts"] >= 30
+    assert tenancy == {"attempts": tenancy["attempts"], "leaks": 0, "stored_bad_inputs": 0, "server_errors": 0}, \
+        [(r["id"], r["why"]) for r in result["attacks"] if r["outcome"] != "blocked"]
+    assert code == 0
 
 
 def test_another_orgs_key_never_reads_what_an_orgs_loop_learned() -> None:

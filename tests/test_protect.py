@@ -13,7 +13,9 @@ import pytest
 
 from crystallise.errors import ProtectedError
 from crystallise.harness.learn import verified_cases
-from crystallise.governance import check_protected
+from crystallise.api.auth import Principal
+from crystallise.engine.access import actor_for
+from crystallise.governance import Actor, check_protected
 from crystallise.harness.spec import TaskSpec
 from crystallise.engine.committer import Committer
 from crystallise.types import ChangeSet, Delta, Verdict
@@ -153,18 +155,55 @@ def test_a_learner_cannot_smuggle_in_a_grader_that_writes_a_file(home, tmp_path)
 def test_people_may_add_cases_graded_by_python(home):
     evals = home.repo.read(EVALS)
     new = CASE_C | {"verifier": PY_PASS}
-    Committer(home).commit(accepted("human", Delta(op="set", target="artifact", path=EVALS, before=evals,
-                                                   after=evals + rows(new))))
+    Committer(home, actor=Actor.cli("alice")).commit(accepted("human", Delta(
+        op="set", target="artifact", path=EVALS, before=evals, after=evals + rows(new))))
     assert home.repo.read(EVALS).endswith(rows(new))
 
 
 def test_people_may_define_graders_but_not_rewrite_cases(home):
     grader = Delta(op="set", target="artifact", path="tasks/ratio/graders/check.py", before=None, after="X = 1\n")
-    Committer(home).commit(accepted("human", grader))
+    person = Committer(home, actor=Actor.cli("alice"))
+    version = person.commit(accepted("human", grader))
+    assert "Crystallise-Actor: cli:alice" in home.repo.show(version.commit)
+    assert home.store.get_changeset(version.changeset_id).evidence["actor"] == {"name": "alice", "via": "cli"}
     evals = home.repo.read(EVALS)
     with pytest.raises(ProtectedError):  # even a person gives a corrected case a new id
-        Committer(home).commit(accepted("human", Delta(op="set", target="artifact", path=EVALS, before=evals,
-                                                       after=rows(CASE_A | {"expected": "0"}))))
+        person.commit(accepted("human", Delta(op="set", target="artifact", path=EVALS, before=evals,
+                                              after=rows(CASE_A | {"expected": "0"}))))
+
+
+@pytest.mark.parametrize("name", ["human", "review", "define", "revert", "undo", "user", "accept"])
+def test_a_change_set_calling_itself_a_person_is_a_learner(home, name):
+    """Issue 15 attack: `learner="human"` added a grader, `learner="review"` changed the metric."""
+    spec = home.repo.read(SPEC)
+    grader = Delta(op="set", target="artifact", path="tasks/ratio/graders/check.py", before=None, after="X = 1\n")
+    metric = Delta(op="set", target="artifact", path=SPEC, before=spec,
+                   after=json.dumps(json.loads(spec) | {"metric": "exact"}))
+    for delta in (grader, metric):
+        cs = accepted(name, delta)
+        cs.evidence = {"actor": {"name": "root", "via": "cli"}, "review": {"decision": "approve", "by": "root"}}
+        with pytest.raises(ProtectedError):
+            Committer(home).commit(cs)
+        saved = home.store.get_changeset(cs.id)
+        assert saved.status == "rejected" and "actor" not in saved.evidence  # a self-written actor is dropped
+    assert home.repo.read("tasks/ratio/graders/check.py") is None and home.repo.read(SPEC) == spec
+
+
+def test_an_actor_is_only_made_by_its_factories_and_only_admin_keys_make_admin_actors():
+    with pytest.raises(TypeError):
+        Actor(name="root", via="cli")
+    with pytest.raises(TypeError):
+        Actor.admin_key(Principal(org="evil", key_id="key_1"))
+    assert Actor.admin_key(Principal(org="*", key_id="key_9")).may_protect
+    assert not Actor.explicit("undo").may_protect
+
+
+def test_an_org_keys_request_has_no_authority_over_graders(home):
+    grader = Delta(op="set", target="artifact", path="tasks/ratio/graders/check.py", before=None, after="X = 1\n")
+    with pytest.raises(ProtectedError):
+        Committer(home).commit(accepted("human", grader), actor=actor_for(Principal(org="evil"), "revert"))
+    Committer(home).commit(accepted("human", grader), actor=actor_for(Principal(org="*", key_id="k"), "edit"))
+    assert home.repo.read("tasks/ratio/graders/check.py") == "X = 1\n"
 
 
 def test_revert_keeps_the_eval_cases_a_version_recorded(tmp_path):
@@ -174,7 +213,7 @@ def test_revert_keeps_the_eval_cases_a_version_recorded(tmp_path):
     (version,) = loop.learn().committed
     cases = home.repo.read(EVALS)
     assert cases and home.repo.read("tasks/ratio/code.py")
-    Committer(home).revert(version.number)
+    Committer(home).revert(version.number, actor=Actor.cli())
     assert home.repo.read("tasks/ratio/code.py") is None
     assert home.repo.read(EVALS) == cases  # evidence about the task outlives the change
 
@@ -226,3 +265,21 @@ def test_the_loop_refuses_a_learner_case_graded_by_code(tmp_path):
     assert not pwned.exists()
     assert home.repo.read(EVALS) == evals and home.repo.read("tasks/ratio/code.py") is None
     assert home.repo.read(SPEC) == spec and len(home.store.list_versions()) == versions
+
+
+@pytest.mark.parametrize("path, before", [
+    ("orgs/acme/tasks/ratio/graders/check.py", None),
+    ("orgs/acme/graders/g.py", None),
+    ("orgs/acme/logs/run.log", None),
+    ("orgs/acme/tasks/ratio/evals.jsonl", rows(CASE_A)),
+])
+def test_an_orgs_namespace_is_protected_like_the_shared_tree(home, path, before):
+    """What one org's runs taught lives in orgs/<org>/ (wip/tenancy-b): its graders, logs and eval cases
+    are as far outside a learner's reach as the shared ones."""
+    if before is not None:
+        Committer(home, actor=Actor.cli()).commit(accepted("define", Delta(op="set", target="artifact", path=path,
+                                                                          before=None, after=before)))
+    after = rows(CASE_A | {"expected": "9"}) if before is not None else "X = 1\n"
+    with pytest.raises(ProtectedError):
+        Committer(home).commit(accepted("human", Delta(op="set", target="artifact", path=path, before=before,
+                                                       after=after)))

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from crystallise.cli import main
 from crystallise.errors import ArtifactError, ProtectedError, ValidationError
+from crystallise.governance import Actor
 from crystallise.governance import review as rv
 from crystallise.harness.spec import View
 from crystallise.engine.committer import Committer
@@ -26,10 +27,12 @@ def test_rules_match_by_layer_level_and_owner():
     assert harness.matches(cs()) and not harness.matches(cs("context"))
     assert acme.matches(cs("context", org="acme")) and not acme.matches(cs("context", org="other"))
     assert not acme.matches(cs("context", org="acme", user="u1"))  # a user-level change is not org-level
-    assert rv.requires_review(ChangeSet(learner="define", layer="harness"), [harness]) is None  # people's own acts
+    assert rv.requires_review(ChangeSet(learner="define", layer="harness"), [harness],
+                              Actor.host("define")) is None  # people's own acts
+    assert rv.requires_review(ChangeSet(learner="define", layer="harness"), [harness]) == harness  # a name is not
     approved = cs()
-    approved.evidence["review"] = {"decision": "approve"}
-    assert rv.requires_review(approved, [harness]) is None
+    approved.evidence["review"] = {"decision": "approve"}  # self-written: counts for nothing
+    assert rv.requires_review(approved, [harness]) == harness
 
 
 @pytest.mark.parametrize("config, fix", [
@@ -95,9 +98,10 @@ def test_approval_never_bypasses_protection_or_staleness(tmp_path):
     with pytest.raises(ProtectedError):
         rv.approve(Committer(home), sneaky.id, by="alice")
     # the real proposal goes stale when the file it changes moves on
-    Committer(home).commit(ChangeSet(learner="human", layer="harness", verdict=Verdict("accept", "by hand"),
-                                     deltas=[Delta(op="set", target="artifact", path="tasks/ratio/code.py",
-                                                   before=None, after="def solve(value):\n    return None\n")]))
+    Committer(home, actor=Actor.cli()).commit(ChangeSet(
+        learner="human", layer="harness", verdict=Verdict("accept", "by hand"),
+        deltas=[Delta(op="set", target="artifact", path="tasks/ratio/code.py",
+                      before=None, after="def solve(value):\n    return None\n")]))
     assert "changed since this was proposed" in rv.diff_text(report.proposed[0], home.repo.read)
     with pytest.raises(ArtifactError, match="changed since"):
         rv.approve(Committer(home), report.proposed[0].id, by="alice")

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from crystallise.cli import main
 from crystallise.errors import ArtifactError, NotFoundError, ValidationError
 from crystallise.gate.suite import EvalSuite
+from crystallise.governance import Actor
 from crystallise.governance.undo import is_revoked
 from crystallise.engine.undo import plan_undo, undo
 from crystallise.harness.learn import verified_cases
@@ -69,7 +70,7 @@ def world(tmp_path, store_url):
 def test_undo_a_user_reverts_what_they_taught_and_nothing_else(world):
     home, v, w = world
     before = len(home.store.list_versions())
-    plan, version = undo(home, user="A", reason="poisoning")
+    plan, version = undo(home, user="A", reason="poisoning", actor=Actor.cli())
     assert len(home.store.list_versions()) == before + 1  # one new version
     assert v["mine"].number == 0  # a user-level change: the store's user ledger, not a version
     assert set(plan.versions) == {v["a"].number, v["ab"].number, v["evals"].number}
@@ -96,7 +97,7 @@ def test_undo_a_user_reverts_what_they_taught_and_nothing_else(world):
 
 def test_undo_one_trace(world):
     home, v, w = world
-    plan, version = undo(home, traces=[w["a2"]])
+    plan, version = undo(home, traces=[w["a2"]], actor=Actor.cli())
     assert plan.versions == [v["ab"].number] and plan.trimmed == [w["z"].id] and plan.retired == []
     assert home.store.get_item(w["x"].id).status == "active"  # learned from another trace of A
 
@@ -119,7 +120,7 @@ def test_bad_input_and_nothing_learned(world):
     with pytest.raises(NotFoundError):
         plan_undo(home, traces=["tr_nope"])
     lonely = _trace(home.store, "C")
-    plan, version = undo(home, traces=[lonely])
+    plan, version = undo(home, traces=[lonely], actor=Actor.cli())
     assert version is None and is_revoked(home.store.get_trace(lonely))
 
 

@@ -6,6 +6,7 @@
 Layers of one request, outside in:
 
     BodyLimit          413 before an oversized body is read (limits.py)
+    StrictJson         422 for NaN/Infinity or lone surrogates in any JSON body (hostile.py)
     auth               Authorization: Bearer KEY -> Principal (deps.py, auth.py)
     route              pydantic parses -> library call -> dataclass/pydantic out (routes_*.py)
     problem handlers   every error -> RFC 9457 problem details (problems.py)
@@ -36,6 +37,7 @@ from crystallise.api import (
 )
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
+from crystallise.api.hostile import SafeJSONResponse, StrictJson
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
 from crystallise.api.problems import document_problems, install_handlers
@@ -109,6 +111,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
+        default_response_class=SafeJSONResponse,  # a stored NaN or lone surrogate never makes a read 500
     )
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
     app.state.trace_writer = GroupCommit(home.store)
@@ -137,6 +140,7 @@ def create_app(
             return max_otlp_body_bytes
         return max_proxy_body_bytes if path == "/v1/chat/completions" else max_body_bytes
 
+    app.add_middleware(StrictJson)  # inside BodyLimit: an oversized body is refused before it is buffered
     app.add_middleware(BodyLimit, limit_for=limit_for)
     return app
 

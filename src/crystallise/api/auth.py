@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crystallise.engine import access
 from crystallise.errors import ConfigError, NotFoundError, UserError, ValidationError
 from crystallise.types import new_id, now
 
@@ -75,11 +76,8 @@ class Principal:
         return self.write_org(requested)
 
     def sees(self, org: str | None, user: str | None = None) -> bool:
-        """Whether a record of `org` (and `user`) is visible: org keys see their org only,
-        user-bound keys their own user's records only."""
-        if self.user is not None and user != self.user:
-            return False
-        return self.admin or org == self.org
+        """Whether a record of `org` (and `user`) is visible (the rule: `engine.access.may_see_record`)."""
+        return access.may_see_record(self, org, user)
 
     def write_user(self, requested: str | None) -> str | None:
         """The user a write (or a read's user filter) gets: a user-bound key's own user, whatever

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 
 from crystallise.api.auth import ADMIN, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem
+from crystallise.engine import access
 from crystallise.engine.home import Home
 
 __all__ = ["HomeDep", "PrincipalDep", "get_home", "get_principal", "reject_unknown_query"]
@@ -52,6 +53,7 @@ async def get_principal(request: Request) -> Principal:
     if principal is None:
         raise Problem(401, "unknown API key: check it, or create one with `crystallise serve --create-key ORG`",
                       headers=_BEARER)
+    access.enter(principal)  # the database holds the org line too (PostgreSQL row-level security)
     return principal
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -32,7 +33,9 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from crystallise.api.auth import KeyRing, Principal
+from crystallise.engine import access
 from crystallise.api.deps import get_principal
+from crystallise.api.hostile import refuse
 from crystallise.api.otlp_decode import BadPayload, UnsupportedMedia, decode_request, encode_response, raw_spans
 from crystallise.api.otlp_map import build_trace, crystallise_span_id, crystallise_trace_id, find_root, scope_of
 from crystallise.api.otlp_spool import Spool
@@ -69,7 +72,8 @@ class Ingestor:
                 if problem:
                     rejected += len(group)
                     messages.append(problem)
-        self.flush_stale()
+        with access.every_org():  # stale traces of any org are written in their own org, not the caller's
+            self.flush_stale()
         return rejected, messages
 
     def _one(self, trace_hex: str, group: list[dict[str, Any]], org: str | None) -> str | None:
@@ -79,29 +83,31 @@ class Ingestor:
             return (f"trace {trace_hex}: spans name org {asked!r} but this API key writes to org {org!r}; "
                     "drop crystallise.org or use that org's key")
         org = org if org is not None else asked
-        existing = self._existing(trace_hex)
+        existing = self._existing(trace_hex, org)
         if existing is not None:
             return self._late(existing, group, org)
-        waiting, waiting_org = self.spool.org(trace_hex)
+        key = _spool_key(trace_hex, org)  # ids are per org: another org's same trace id is another trace
+        waiting, waiting_org = self.spool.org(key)
         if waiting and waiting_org != org:
             return f"trace {trace_hex} is being recorded for another org: its spans must come from one org's key"
         if not any(s.get("parent_id") is None for s in group):
-            self.spool.add(trace_hex, group, org)
+            self.spool.add(key, group, org)
             return None
-        everything = self.spool.read(trace_hex) + group
+        everything = self.spool.read(key) + group
         try:
-            trace = build_trace(_unique(everything), org)
+            trace = _build(everything, org)
             self.home.store.write_trace(trace)
         except UserError as e:  # cannot ever be written: keep the evidence, tell the exporter
-            kept = self.spool.fail(trace_hex)
+            kept = self.spool.fail(key)
             log.warning("OTLP trace %s rejected (%s); waiting spans kept in %s", trace_hex, e, kept)
             return f"trace {trace_hex}: {e}"
-        self.spool.drop(trace_hex)
+        self.spool.drop(key)
         return None
 
-    def _existing(self, trace_hex: str) -> Trace | None:
+    def _existing(self, trace_hex: str, org: str | None) -> Trace | None:
         try:
-            return self.home.store.get_trace(crystallise_trace_id(trace_hex))  # type: ignore[no-any-return]
+            return self.home.store.get_trace(  # type: ignore[no-any-return]
+                access.stored_id(org, crystallise_trace_id(trace_hex)))
         except NotFoundError:
             return None
 
@@ -109,7 +115,8 @@ class Ingestor:
     def _late(existing: Trace, group: list[dict[str, Any]], org: str | None) -> str | None:
         """A retry of what was written is fine; anything new for a written trace is rejected."""
         known = {s.id for s in existing.spans}
-        if existing.org_id == org and all(crystallise_span_id(s["span_id"]) in known for s in group):
+        if existing.org_id == org and all(access.stored_id(org, crystallise_span_id(s["span_id"])) in known
+                                          for s in group):
             return None
         return (f"trace {existing.id} was already recorded when its root span arrived; spans that end after "
                 "their root span are not kept (end child spans before the root)")
@@ -125,9 +132,9 @@ class Ingestor:
                     self.spool.drop(trace_hex)
                     continue
                 try:
-                    if self._existing(trace_hex) is not None:
+                    if self._existing(spans[0]["trace_id"], org) is not None:
                         raise UserError("the trace was already recorded")
-                    self.home.store.write_trace(build_trace(_unique(spans), org))
+                    self.home.store.write_trace(_build(spans, org))
                 except StoreError as e:
                     log.warning("OTLP trace %s not flushed yet: %s", trace_hex, e)
                     continue
@@ -138,6 +145,18 @@ class Ingestor:
                 self.spool.drop(trace_hex)
                 written += 1
         return written
+
+
+def _spool_key(trace_hex: str, org: str | None) -> str:
+    """The spool's name for an OTLP trace id sent to `org` (32 hex digits, as the spool wants)."""
+    if org is None:
+        return trace_hex
+    return hashlib.sha256(f"{org}\0{trace_hex}".encode()).hexdigest()[:32]
+
+
+def _build(spans: list[dict[str, Any]], org: str | None) -> Trace:
+    """The trace of `spans`, its ids (all derived from the exporter's) stored per org."""
+    return access.qualify_trace(build_trace(_unique(spans), org), org)
 
 
 def _unique(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,6 +221,7 @@ def create_otlp_app(home: Home, keys: KeyRing, *, flush_after_s: float = 300.0,
         except BadPayload as e:
             raise Problem(400, f"{e}: send an OTLP ExportTraceServiceRequest") from None
         spans, problems = raw_spans(message)
+        refuse(spans, "$.spans")  # NaN/Infinity doubles or lone surrogates: 422, nothing stored (hostile.py)
         org = None if who.admin else who.org
         rejected, messages = await run_in_threadpool(ingestor.ingest, spans, org)
         rejected += len(problems)

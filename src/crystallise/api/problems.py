@@ -25,6 +25,8 @@ How exceptions map (first match wins):
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,7 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from crystallise.api.auth import Forbidden
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
-__all__ = ["PROBLEM_JSON", "Problem", "document_problems", "install_handlers", "problem_response"]
+__all__ = ["PROBLEM_JSON", "Problem", "SafeJSONResponse", "document_problems", "install_handlers", "lone_surrogate",
+           "problem_response", "scrub"]
 
 log = logging.getLogger("crystallise.api")
 
@@ -54,6 +57,37 @@ _TITLES = {
     502: ("bad-gateway", "Upstream model server unavailable"),
     503: ("unavailable", "Store unavailable"),
 }
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (not Unicode: it cannot be written as UTF-8)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def scrub(value: Any) -> Any:
+    """`value` with NaN/Infinity as None and lone surrogates as U+FFFD (for writing out)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if lone_surrogate(value) else value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSONResponse that never fails on stored NaN or lone surrogates (it writes them repaired)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (ValueError, UnicodeEncodeError):
+            return super().render(scrub(content))
 
 
 class Problem(Exception):
@@ -84,7 +118,7 @@ def problem_body(status: int, detail: str, instance: str | None = None, **extra:
 def problem_response(
     status: int, detail: str, instance: str | None = None, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    return JSONResponse(problem_body(status, detail, instance, **extra), status_code=status,
+    return SafeJSONResponse(problem_body(status, detail, instance, **extra), status_code=status,
                         media_type=PROBLEM_JSON, headers=headers)
 
 

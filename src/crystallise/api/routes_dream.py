@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from crystallise.api.auth import Forbidden, Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import ScopeId, _In
+from crystallise.engine import access
 from crystallise.engine.dream import dream
 from crystallise.errors import ValidationError
 from crystallise.types import Scope
@@ -64,7 +65,9 @@ def post_dream(body: DreamIn, home: HomeDep, who: PrincipalDep) -> dict[str, Any
     """Credit, critiques of failures, curation, dedup and forgetting for the scope (see
     docs/context.md, Dreaming); returns the report. 403 when the key may not change that scope."""
     scope = _scope_for(who, body)
-    return dream(home, scope, since=body.since, dry_run=body.dry_run).to_dict()
+    with access.every_org():  # credit runs over every org's new traces; the report is cut to the key's below
+        report = dream(home, scope, since=body.since, dry_run=body.dry_run)
+    return access.report_for(who, report.to_dict())
 
 
 @router.get("/dreams", response_model=DreamRuns, summary="What earlier dreams read and did")

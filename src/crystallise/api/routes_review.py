@@ -34,6 +34,7 @@ from crystallise.api.problems import Problem
 from crystallise.api.routes_changesets import list_changesets
 from crystallise.api.routes_traces import visible_trace
 from crystallise.api.schemas import ChangeSetPage, RecordId, ScopeId, _In
+from crystallise.engine import access
 from crystallise.engine.access import sees
 from crystallise.errors import NotFoundError
 from crystallise.governance import review as rv
@@ -133,7 +134,8 @@ def _by(body: ReviewIn, who: Principal) -> str:
 def approve_review(changeset_id: ChangeSetId, body: ReviewIn, home: HomeDep, who: PrincipalDep) -> Version:
     """409 if it is not waiting any more, or if the artifacts moved on since it was proposed."""
     _decidable(home, who, changeset_id)
-    return rv.approve(Committer(home), changeset_id, by=_by(body, who), note=body.note)
+    return rv.approve(Committer(home), changeset_id, by=_by(body, who), note=body.note,
+                      actor=access.actor_for(who, f"review approved by {_by(body, who)}"))
 
 
 @router.post("/review/{changeset_id}/reject", response_model=ChangeSet,
@@ -169,11 +171,10 @@ def post_undo(body: UndoIn, home: HomeDep, who: PrincipalDep) -> UndoOut:
         raise Problem(422, "say what to undo: `traces` (a list of trace ids) or `user`, not both and not neither")
     org = None if who.admin else who.org
     user = who.write_user(body.user) if body.user is not None else None
-    for trace_id in body.traces:
-        visible_trace(home, who, trace_id)  # another org's trace: 404, as if unknown
+    traces = [visible_trace(home, who, t).id for t in body.traces]  # another org's: 404, as if unknown
     reason = body.reason or "requested through the API"
     if body.dry_run:
-        plan = plan_undo(home, traces=body.traces, user=user, reason=reason, org=org)
+        plan = plan_undo(home, traces=traces, user=user, reason=reason, org=org)
         return UndoOut(dry_run=True, plan=plan.to_dict(), needs_admin=needs_admin(home, who, plan))
 
     def refuse_outside(plan: UndoPlan) -> None:
@@ -182,5 +183,6 @@ def post_undo(body: UndoIn, home: HomeDep, who: PrincipalDep) -> UndoOut:
             raise Forbidden(f"this undo would also change what is not org {who.org}'s alone "
                             f"({'; '.join(outside[:3])}): it needs the admin key (try it with dry_run first)")
 
-    plan, version = undo(home, traces=body.traces, user=user, reason=reason, org=org, check=refuse_outside)
+    plan, version = undo(home, traces=traces, user=user, reason=reason, org=org, check=refuse_outside,
+                         actor=access.actor_for(who, "undo"))
     return UndoOut(dry_run=False, plan=plan.to_dict(), version=version)

@@ -12,6 +12,7 @@ org's trace id answers 404 exactly like an unknown one, so existence does not le
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import anyio
@@ -22,6 +23,7 @@ from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.problems import Problem
 from crystallise.api.schemas import FeedbackIn, TraceAccepted, TraceIn, TracePage
+from crystallise.engine import access
 from crystallise.errors import NotFoundError
 from crystallise.engine.home import Home
 from crystallise.types import Feedback, Trace
@@ -34,22 +36,19 @@ Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
 
 
 def visible_trace(home: Home, who: Principal, trace_id: str) -> Trace:
-    """The trace if the caller may see it; otherwise the same NotFoundError whether it exists or not."""
-    try:
-        trace: Trace = home.store.get_trace(trace_id)
-    except NotFoundError:
-        trace = None  # type: ignore[assignment]
-    if trace is None or not who.sees(trace.org_id, trace.user_id):
+    """The trace if the caller may see it (stored ids, as the caller knows them: engine/access.py);
+    otherwise the same NotFoundError whether it exists or not."""
+    trace = access.find_trace(home.store, who, trace_id)
+    if trace is None:
         raise NotFoundError(f"trace {trace_id} not found: GET /v1/traces lists the traces this key can see")
     return trace
 
 
-def _exists(home: Home, trace_id: str) -> bool:
-    try:
-        home.store.get_trace(trace_id)
-    except NotFoundError:
-        return False
-    return True
+def _given_ids(body: TraceIn) -> set[str]:
+    """The ids the client chose (they are stored per org; generated ones are unique already)."""
+    ids = {body.id} if body.id else set()
+    ids |= {s.id for s in body.spans if s.id} | {s.parent_id for s in body.spans if s.parent_id}
+    return ids | {f.id for f in body.feedback if f.id}
 
 
 @router.post("", status_code=201, response_model=TraceAccepted, summary="Record a finished trace")
@@ -62,7 +61,8 @@ async def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, request: R
     """
     trace = body.to_trace(org=who.write_org(body.org))
     trace.user_id = who.write_user(body.user)
-    if body.id is not None and await anyio.to_thread.run_sync(_exists, home, body.id):
+    access.qualify_trace(trace, trace.org_id, given=_given_ids(body))  # ids are per org
+    if body.id is not None and await anyio.to_thread.run_sync(access.find_trace, home.store, who, body.id):
         raise Problem(409, f"trace {body.id} was already recorded and traces are immutable: if this was a retry, "
                            "the first request succeeded; otherwise send a new id (or none)")
     writer = getattr(request.app.state, "trace_writer", None)
@@ -70,17 +70,20 @@ async def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, request: R
         stored = await writer.write_trace(trace)
     else:
         stored = await anyio.to_thread.run_sync(home.store.write_trace, trace)
-    response.headers["Location"] = f"/v1/traces/{stored.id}"
-    return TraceAccepted(id=stored.id, seq=int(stored.seq or 0))
+    shown = access.shown_id(who, stored.id) or stored.id
+    response.headers["Location"] = f"/v1/traces/{shown}"
+    return TraceAccepted(id=shown, seq=int(stored.seq or 0))
 
 
 @router.post("/{trace_id}/feedback", status_code=201, response_model=Feedback, summary="Give feedback on a trace")
 def post_feedback(trace_id: str, body: FeedbackIn, home: HomeDep, who: PrincipalDep) -> Feedback:
     """Attach an outcome to an acknowledged trace (404 for unknown or other orgs' traces)."""
-    feedback = body.to_feedback(trace_id)
-    visible_trace(home, who, trace_id)
+    trace = visible_trace(home, who, trace_id)
+    feedback = body.to_feedback(trace.id)
+    if body.id is not None:
+        feedback.id = access.stored_id(trace.org_id, body.id) or feedback.id
     home.store.add_feedback(feedback)
-    return feedback
+    return dataclasses.replace(feedback, id=access.shown_id(who, feedback.id) or feedback.id, trace_id=trace_id)
 
 
 @router.get("", response_model=TracePage, summary="List traces (cursor pagination)")
@@ -91,7 +94,7 @@ def list_traces(
     org: Filter = None,
     user: Filter = None,
     name: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
-    after_seq: Annotated[int, Query(ge=0, description="return traces with seq greater than this")] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**62, description="return traces with seq greater than this")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     spans: Annotated[bool, Query(description="include spans and feedback")] = False,
 ) -> TracePage:
@@ -99,9 +102,10 @@ def list_traces(
     rows = home.store.list_traces(agent=agent, org=who.read_org(org), user=who.read_user(user), name=name,
                                   after_seq=after_seq, limit=limit, with_children=spans)
     cursor = int(rows[-1].seq or after_seq) if rows else after_seq
-    return TracePage(traces=rows, next_after_seq=cursor, has_more=len(rows) == limit)
+    return TracePage(traces=[access.shown_trace(who, t) for t in rows], next_after_seq=cursor,
+                     has_more=len(rows) == limit)
 
 
 @router.get("/{trace_id}", response_model=Trace, summary="One trace with its spans and feedback")
 def get_trace(trace_id: str, home: HomeDep, who: PrincipalDep) -> Trace:
-    return visible_trace(home, who, trace_id)
+    return access.shown_trace(who, visible_trace(home, who, trace_id))

@@ -14,6 +14,7 @@ it changes what every org's agents see.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -23,9 +24,10 @@ from fastapi import APIRouter, Body, Path, Query
 from crystallise.api.auth import Forbidden, Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import RevertIn, TaskDetail, TaskList, TaskSummary, VersionDetail, VersionDiff, VersionPage
-from crystallise.errors import NotFoundError
-from crystallise.harness.spec import View, task_path, valid_task_name
+from crystallise.errors import NotFoundError, ValidationError
+from crystallise.harness.spec import TaskSpec, View, task_path, valid_task_name
 from crystallise.engine.home import Home
+from crystallise.engine import access
 from crystallise.engine.access import sees, sees_version
 from crystallise.engine.committer import Committer, playbook_path
 from crystallise.types import ChangeSet, Version
@@ -40,41 +42,94 @@ VersionNo = Annotated[int, Path(ge=1, le=2**62)]
 # -- tasks ---------------------------------------------------------------------------------------
 
 
-def _summary(view: View, name: str) -> TaskSummary | None:
-    spec = view.spec(name)
+def _read_jsonl(home: Home, path: str) -> list[dict[str, Any]]:
+    try:
+        return View(home.repo.read).jsonl(path)
+    except ValueError:
+        return []
+
+
+def _spec(home: Home, org: str | None, name: str) -> Any:
+    """The shared spec, with an org namespace's own grade and output schema over it."""
+    shared = View.of(home.repo).spec(name)
+    if shared is None or org is None:
+        return shared
+    own = home.repo.read(access.org_folder(org) + task_path(name, "spec.json"))
+    if own:
+        with contextlib.suppress(ValueError, AttributeError):
+            data = json.loads(own)
+            shared = TaskSpec(**{**asdict(shared), **{k: data[k] for k in ("grade", "output_schema") if k in data}})
+    return shared
+
+
+def _summary(home: Home, org: str | None, name: str) -> TaskSummary | None:
+    spec = _spec(home, org, name)
     if spec is None:
         return None
+    root = (access.org_folder(org) if org else "") + task_path(name, "")
     return TaskSummary(
-        name=name, grade=spec.grade, description=spec.description,
-        examples=len(view.jsonl(task_path(name, "examples.jsonl"))),
-        eval_cases=len(view.jsonl(task_path(name, "evals.jsonl"))),
-        code=view.read(task_path(name, "code.py")) is not None,
+        name=name, org=org, grade=spec.grade, description=spec.description,
+        examples=len(_read_jsonl(home, root + "examples.jsonl")),
+        eval_cases=len(_read_jsonl(home, root + "evals.jsonl")),
+        code=home.repo.read(root + "code.py") is not None,
     )
+
+
+def _org_folders(home: Home) -> list[str]:
+    return sorted({"/".join(p.split("/")[:2]) + "/" for p in home.repo.list_files("orgs/") if p.count("/") >= 3})
 
 
 @router.get("/tasks", response_model=TaskList, tags=["tasks and versions"], summary="Tasks and their grades")
 def list_tasks(home: HomeDep, who: PrincipalDep) -> TaskList:
-    view = View.of(home.repo)
-    names = sorted({p.split("/")[1] for p in home.repo.list_files("tasks/") if p.count("/") >= 2})
-    return TaskList(tasks=[s for s in (_summary(view, n) for n in names) if s is not None])
+    """The shared tasks, and the namespaces learned from one org's runs that this key may see: an org
+    key its own org's, the admin key every org's (engine/access.py)."""
+    out: list[TaskSummary] = []
+    for org, prefix in access.task_namespaces(who, _org_folders(home)):
+        names = sorted({p[len(prefix):].split("/")[0] for p in home.repo.list_files(prefix)
+                        if p[len(prefix):].count("/") >= 1})
+        out += [s for s in (_summary(home, org, n) for n in names if _valid(n)) if s is not None]
+    return TaskList(tasks=out)
+
+
+def _valid(name: str) -> bool:
+    try:
+        valid_task_name(name)
+    except ValidationError:
+        return False
+    return True
+
+
+def task_root(home: Home, who: Principal, name: str, org: str | None) -> tuple[TaskSummary, str]:
+    """The task `name` as `who` may see it and the folder its files are read from: `org`'s namespace
+    (an org key: only its own; another org's answers like an unknown task), else the shared one."""
+    valid_task_name(name)
+    if org is not None and not who.admin and org != who.org:
+        raise NotFoundError(f"no task {name!r}: GET /v1/tasks lists the tasks")
+    if org is None and not who.admin and home.repo.list_files(access.org_folder(who.org) + task_path(name, "")):
+        org = who.org  # an org key is shown what its own runs taught, where they taught anything
+    summary = _summary(home, org, name)
+    if summary is None or (org is not None and not home.repo.list_files(access.org_folder(org) + task_path(name, ""))):
+        raise NotFoundError(f"no task {name!r}: GET /v1/tasks lists the tasks")
+    return summary, (access.org_folder(org) if org else "") + task_path(name, "")
 
 
 @router.get("/tasks/{name}", response_model=TaskDetail, summary="One task: spec, grade, program, files")
-def get_task(name: str, home: HomeDep, who: PrincipalDep) -> TaskDetail:
-    view = View.of(home.repo)
-    summary = _summary(view, valid_task_name(name))
-    spec = view.spec(name)
-    if summary is None or spec is None:
-        raise NotFoundError(f"no task {name!r}: GET /v1/tasks lists the tasks")
-    program_text = view.read(task_path(name, "program.json"))
+def get_task(name: str, home: HomeDep, who: PrincipalDep,
+             org: Annotated[str | None, Query(min_length=1, max_length=200,
+                                              description="an org's namespace (the admin key; an org key: its own)")]
+             = None) -> TaskDetail:
+    """An org key is shown its own org's namespace of the task (or the shared task where its runs
+    taught nothing); another org's namespace answers 404 like an unknown task."""
+    summary, root = task_root(home, who, name, org)
+    spec = _spec(home, summary.org, name)
+    program_text = home.repo.read(root + "program.json")
     program: Any = None
     if program_text:
         try:
             program = json.loads(program_text)
         except json.JSONDecodeError:
             program = program_text
-    return TaskDetail(**summary.model_dump(), spec=asdict(spec), program=program,
-                      files=home.repo.list_files(f"tasks/{name}/"))
+    return TaskDetail(**summary.model_dump(), spec=asdict(spec), program=program, files=home.repo.list_files(root))
 
 
 # -- versions ------------------------------------------------------------------------------------
@@ -97,7 +152,8 @@ def list_versions(
     home: HomeDep,
     who: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="only versions numbered below this (cursor)")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**62,
+                                        description="only versions numbered below this (cursor)")] = None,
 ) -> VersionPage:
     newest = home.store.list_versions(limit=1)
     if not newest:
@@ -142,7 +198,8 @@ def diff_versions(a: VersionNo, b: VersionNo, home: HomeDep, who: PrincipalDep) 
     # an org key sees the shared artifacts and its own org's playbooks, never other orgs': only files the
     # versions it may see changed, and none that a version it may not see changed (another org's task
     # runs recorded as eval cases, another org's skill) — those are left out of the patch
-    roots = ("README.md", "context/agent/", f"context/org/{who.org}/", "tasks/", "skills/", "adapters/")
+    roots = ("README.md", "context/agent/", f"context/org/{who.org}/", "tasks/", "skills/", "adapters/",
+             access.org_folder(who.org))
     seen: set[str] = set()
     hidden: set[str] = set()
     for v in home.store.list_versions(limit=max(a, b) + 1):
@@ -181,4 +238,4 @@ def revert_version(
         raise Forbidden(f"this API key is bound to user {who.user!r}: it can only revert versions of that user's "
                         "own items; use the org's key")
     reason = body.reason if body else "requested through the API"
-    return Committer(home).revert(number, reason=reason)
+    return Committer(home).revert(number, reason=reason, actor=access.actor_for(who, "revert"))

@@ -202,6 +202,8 @@ class VersionDiff(BaseModel):
 
 class TaskSummary(BaseModel):
     name: str
+    org: str | None = Field(None, description="the org whose runs this namespace was learned from "
+                                              "(null: the shared, agent-level task)")
     grade: str
     description: str
     examples: int

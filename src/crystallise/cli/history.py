@@ -84,12 +84,13 @@ def register(main: click.Group) -> None:
         from crystallise.errors import ValidationError
         from crystallise.engine.undo import plan_undo, undo
         from crystallise.engine.committer import Committer
+        from crystallise.governance.protect import Actor
 
         home = open_home(ctx)
         if version is not None:
             if traces or user:
                 raise ValidationError("give a VERSION, or --trace/--user, not both")
-            new = Committer(home).revert(version, reason=reason)
+            new = Committer(home).revert(version, reason=reason, actor=Actor.cli())
             if not emit(new.to_dict(), as_json):
                 out.print(f"version {new.number} reverts version {version} (commit {new.commit[:8] or '—'})")
             return
@@ -98,7 +99,7 @@ def register(main: click.Group) -> None:
             if not emit(plan.to_dict(), as_json):
                 out.print(f"would undo {plan.cause}: {plan.to_dict()}", highlight=False)
             return
-        plan, new = undo(home, traces=traces, user=user, reason=reason)
+        plan, new = undo(home, traces=traces, user=user, reason=reason, actor=Actor.cli())
         if emit({"plan": plan.to_dict(), "version": new.to_dict() if new else None}, as_json):
             return
         if new is None:

@@ -107,9 +107,10 @@ def register(main: click.Group) -> None:
     def review_approve(ctx: click.Context, changeset_id: str, by: str, note: str) -> None:
         """Commit a waiting proposal as a version."""
         from crystallise.engine.committer import Committer
+        from crystallise.governance.protect import Actor
 
         home = open_home(ctx)
-        version = rv.approve(Committer(home), changeset_id, by=by, note=note)
+        version = rv.approve(Committer(home), changeset_id, by=by, note=note, actor=Actor.cli(by))
         out.print(f"approved by {by}: version {version.number} (commit {version.commit[:8] or '—'})")
 
     @review.command("reject")

@@ -29,7 +29,7 @@ from typing import Any
 
 from crystallise.context.guard import guard_changeset
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
-from crystallise.governance.protect import APPEND_ONLY, check_protected, is_protected_path
+from crystallise.governance.protect import APPEND_ONLY, Actor, check_protected, is_protected_path
 from crystallise.governance.review import PendingReview, load_rules, requires_review
 from crystallise.engine.home import Home
 from crystallise.store.userdata import is_tombstone
@@ -41,6 +41,7 @@ TRAILER_CS = "Crystallise-Changeset"
 TRAILER_PROV = "Crystallise-Provenance"
 TRAILER_VERDICT = "Crystallise-Verdict"
 TRAILER_LEARNER = "Crystallise-Learner"
+TRAILER_ACTOR = "Crystallise-Actor"
 
 
 def playbook_path(level: str, owner: str) -> str:
@@ -71,17 +72,24 @@ def _owner(item: dict[str, Any]) -> tuple[str, str] | None:
 class Committer:
     """Applies accepted change sets as versions; reverts versions."""
 
-    def __init__(self, home: Home, *, recover: bool = True) -> None:
+    def __init__(self, home: Home, *, recover: bool = True, actor: Actor | None = None) -> None:
         self.home = home
+        self.actor = actor  # the authenticated person every commit of this committer acts for (None: learners)
         self.store = home.store
         self.repo = home.repo
         if recover:  # online user-level writes skip it: they never touch git
             self.recover()
 
     # -- commit ----------------------------------------------------------------------------
-    def commit(self, cs: ChangeSet) -> Version:
+    def commit(self, cs: ChangeSet, *, actor: Actor | None = None) -> Version:
         """Commit an accepted change set: a version (git + store), or for a user-level change set
-        the store's user ledger (returned as a Version with number 0 and no commit)."""
+        the store's user ledger (returned as a Version with number 0 and no commit).
+
+        `actor` (or the committer's own): the authenticated person this commit is for; without
+        one the change set is a learner's, whatever its `learner` name says (governance/protect.py)."""
+        actor = actor or self.actor
+        evidence = {k: v for k, v in cs.evidence.items() if k != "actor"}  # never self-declared
+        cs.evidence = {**evidence, "actor": actor.to_dict()} if actor is not None else evidence
         if cs.verdict is None or cs.verdict.decision != "accept":
             raise ValidationError(
                 f"change set {cs.id} has no accept verdict ({cs.verdict.decision if cs.verdict else 'not gated'}): "
@@ -91,14 +99,14 @@ class Committer:
         if redactor is not None:  # before git sees anything: the playbook is rendered from these
             cs.deltas = [redactor.redact_delta(d) for d in cs.deltas]
         if _user_level(cs):
-            self._hold_for_review(cs)  # a review rule for user-level learning holds these too
+            self._hold_for_review(cs, actor)  # a review rule for user-level learning holds these too
             guard_changeset(cs)  # a learned item never goes live with instruction-like text (context/guard.py)
             return self._commit_user(cs)
         # One committer at a time (threads and processes): the protection and staleness checks,
         # the rendered playbooks, the git commit and the version number all see the same state.
         with self.repo.transaction():
-            self._refuse_protected(cs)
-            self._hold_for_review(cs)
+            self._refuse_protected(cs, actor)
+            self._hold_for_review(cs, actor)
             guard_changeset(cs)
             return self._commit_locked(cs)
 
@@ -152,9 +160,9 @@ class Committer:
                     f"item {d.item_id} changed since the change set was proposed: re-run the learner"
                 )
 
-    def _hold_for_review(self, cs: ChangeSet) -> None:
+    def _hold_for_review(self, cs: ChangeSet, actor: Actor | None) -> None:
         """A learned change set under a review rule waits for a person (governance/review.py)."""
-        rule = requires_review(cs, load_rules(self.home.config))
+        rule = requires_review(cs, load_rules(self.home.config), actor)
         if rule is None:
             return
         cs.status = "needs_review"
@@ -162,9 +170,9 @@ class Committer:
         self.store.save_changeset(cs)
         raise PendingReview(cs, rule)
 
-    def _refuse_protected(self, cs: ChangeSet) -> None:
+    def _refuse_protected(self, cs: ChangeSet, actor: Actor | None) -> None:
         """Graders, existing eval cases and logs are outside a learner's reach, whatever the gate said."""
-        violations = check_protected(cs, read=self.repo.read)
+        violations = check_protected(cs, read=self.repo.read, actor=actor)
         if not violations:
             return
         reason = "refused: " + "; ".join(str(v) for v in violations)
@@ -226,6 +234,9 @@ class Committer:
     @staticmethod
     def _trailers(cs: ChangeSet) -> dict[str, str]:
         trailers = {TRAILER_CS: cs.id, TRAILER_LEARNER: cs.learner}
+        actor = cs.evidence.get("actor")
+        if isinstance(actor, dict):
+            trailers[TRAILER_ACTOR] = f"{actor.get('via')}:{actor.get('name')}".replace("\n", " ")
         if cs.provenance:
             more = f" (+{len(cs.provenance) - 20} more in the store)" if len(cs.provenance) > 20 else ""
             trailers[TRAILER_PROV] = ", ".join(cs.provenance[:20]) + more
@@ -234,7 +245,9 @@ class Committer:
         return trailers
 
     # -- revert ----------------------------------------------------------------------------
-    def revert(self, number: int, *, reason: str = "requested by the user") -> Version:
+    def revert(self, number: int, *, reason: str = "requested by the user", actor: Actor | None = None) -> Version:
+        """Undo version `number` by committing its inverse (`actor`: the person asking; without
+        one, a revert that would touch graders, cases or logs is refused like a learner's)."""
         version = self.store.get_version(number)
         if version.reverted_by:
             raise ValidationError(f"version {number} was already reverted by version {version.reverted_by}")
@@ -255,7 +268,7 @@ class Committer:
             with self.repo.transaction():
                 new = self._commit_version(revert_cs)
         else:
-            new = self.commit(revert_cs)
+            new = self.commit(revert_cs, actor=actor)
         self.store.mark_reverted(number, new.number)
         return new
 

@@ -105,6 +105,8 @@ class DreamReport:
     started_at: float
     finished_at: float = 0.0
     credit: dict[str, int] = field(default_factory=dict)
+    # the same counts per org of the credited traces ("" for traces of no org): an org key is shown its own
+    credit_by_org: dict[str, dict[str, int]] = field(default_factory=dict)
     scopes: list[ScopeReport] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
@@ -273,27 +275,37 @@ def _credit(home: Home, dry_run: bool, report: DreamReport, say: Progress) -> tu
     pending: Counter[str] = Counter()
     touched: set[str] = set()
     totals = {"traces": 0, "new": 0, "helpful": 0, "harmful": 0}
+    by_org: dict[str, dict[str, int]] = {}
     while True:
         batch = store.list_traces(after_seq=mark, limit=BATCH, with_children=True)
         if not batch:
             break
-        rows = usage_rows(batch)
         top = max(t.seq or 0 for t in batch)
-        if dry_run:
-            have = store.usage_pairs([t.id for t in batch])
-            fresh = [r for r in rows if (r[0], r[1]) not in have]
-            for _, item_id, outcome, _ in fresh:
-                pending[f"{item_id}:{'helpful' if outcome > 0 else 'harmful'}"] += outcome != 0
-            counts = {"new": len(fresh), "helpful": sum(r[2] > 0 for r in fresh),
-                      "harmful": sum(r[2] < 0 for r in fresh)}
-        else:
-            counts = store.record_usage(rows, watermark=(USAGE_WATERMARK, top))
-        touched |= {r[1] for r in rows}
-        totals["traces"] += len(batch)
-        for k in ("new", "helpful", "harmful"):
-            totals[k] += counts[k]
+        groups: dict[str, list[Trace]] = {}
+        for t in batch:
+            groups.setdefault(t.org_id or "", []).append(t)
+        for n, (org, traces) in enumerate(sorted(groups.items())):
+            rows = usage_rows(traces)
+            if dry_run:
+                have = store.usage_pairs([t.id for t in traces])
+                fresh = [r for r in rows if (r[0], r[1]) not in have]
+                for _, item_id, outcome, _ in fresh:
+                    pending[f"{item_id}:{'helpful' if outcome > 0 else 'harmful'}"] += outcome != 0
+                counts = {"new": len(fresh), "helpful": sum(r[2] > 0 for r in fresh),
+                          "harmful": sum(r[2] < 0 for r in fresh)}
+            else:  # the watermark moves with the batch's last group (a crash between re-credits nothing)
+                counts = store.record_usage(rows, watermark=(USAGE_WATERMARK, top) if n == len(groups) - 1
+                                            else None)
+            touched |= {r[1] for r in rows}
+            mine = by_org.setdefault(org, {"traces": 0, "new": 0, "helpful": 0, "harmful": 0})
+            mine["traces"] += len(traces)
+            totals["traces"] += len(traces)
+            for k in ("new", "helpful", "harmful"):
+                totals[k] += counts[k]
+                mine[k] += counts[k]
         mark = top
     report.credit = totals
+    report.credit_by_org = by_org
     if totals["traces"]:
         say(f"credit: {totals['traces']} trace(s), +{totals['helpful']} helpful, +{totals['harmful']} harmful")
     return pending, touched

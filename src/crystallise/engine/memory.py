@@ -46,6 +46,7 @@ from crystallise.context.temporal import KEY_PATTERN, fact_key, plan_activation,
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
+from crystallise.governance.protect import Actor
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
 
 __all__ = ["accept", "changes", "commit_explicit", "forget", "history", "remember", "revert_change", "scope_items"]
@@ -82,7 +83,7 @@ def commit_explicit(home: Home, scope: Scope, deltas: list[Delta], *, what: str,
         evidence={"explicit": True, **(evidence or {})},
         verdict=Verdict(decision="accept", reason=EXPLICIT.format(what=learner, undo=undo)),
     )
-    return Committer(home, recover=scope.level != "user").commit(cs)
+    return Committer(home, recover=scope.level != "user").commit(cs, actor=Actor.explicit(learner))
 
 
 def _check_trace(home: Home, trace_id: str | None, scope: Scope) -> list[str]:

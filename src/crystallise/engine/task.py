@@ -28,6 +28,7 @@ from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.engine.observe import trace
 from crystallise.errors import ModelOutputError, ValidationError
+from crystallise.governance.protect import Actor
 from crystallise.harness.runtime import TaskRuntime, constrains_text
 from crystallise.harness.spec import TaskSpec, View, task_path, valid_task_name
 from crystallise.traces.sdk import current_trace
@@ -134,5 +135,5 @@ def define_task(home: Home, spec: TaskSpec, committer: Committer | None = None) 
         summary=f"{spec.name}: define task ({spec.grade})",
         verdict=Verdict(decision="accept", reason="task defined by the user"),
     )
-    (committer or Committer(home)).commit(cs)
+    (committer or Committer(home)).commit(cs, actor=Actor.host("define"))  # the operator's own code defines it
     return spec

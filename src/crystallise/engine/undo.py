@@ -13,6 +13,7 @@ from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.governance import undo as rules
+from crystallise.governance.protect import Actor
 from crystallise.governance.undo import UndoPlan
 from crystallise.types import Version
 
@@ -27,7 +28,7 @@ def plan_undo(home: Home, *, traces: Sequence[str] = (), user: str | None = None
 
 def undo(
     home: Home, *, traces: Sequence[str] = (), user: str | None = None, reason: str = "", org: str | None = None,
-    check: Callable[[UndoPlan], None] | None = None,
+    check: Callable[[UndoPlan], None] | None = None, actor: Actor | None = None,
 ) -> tuple[UndoPlan, Version | None]:
     """Plan and commit the undo; mark the cause traces revoked and fully undone versions reverted.
 
@@ -41,7 +42,7 @@ def undo(
         rules.revoke(home.store, plan.traces, plan.cause, reason)
         if plan.changeset is None:
             return plan, None
-        version = committer.commit(plan.changeset)
+        version = committer.commit(plan.changeset, actor=actor)
         for number in plan.fully_undone:
             try:
                 home.store.mark_reverted(number, version.number)

@@ -4,11 +4,12 @@
     problems = check_protected(changeset, read=repo.read)   # [] when the change set is allowed
 """
 
-from crystallise.governance.protect import HUMAN_LEARNERS, Violation, by_person, check_protected
+from crystallise.governance.protect import HUMAN_LEARNERS, Actor, Violation, by_person, check_protected
 from crystallise.governance.review import PendingReview, ReviewRule, approve, load_rules, reject, requires_review
 
 __all__ = [
     "HUMAN_LEARNERS",
+    "Actor",
     "PendingReview",
     "ReviewRule",
     "Violation",

@@ -18,7 +18,11 @@ well. So the committer refuses, *by construction*, any change set from a learner
 
 Human actions (defining a task, an explicit edit) are allowed 2-3 and 5; nobody may rewrite
 an existing case (1): give the corrected case a new id. Who counts as a person is decided
-in one place, `by_person`; which verifiers a learner may use, in `gate.suite.learner_may_add`.
+in one place, `by_person`, and only by the authenticated `Actor` the committer is handed by
+the code path that called it (the CLI, the admin-key API, the operator's own in-process
+code) -- never by the change set's own `learner` string, which any learner (or text a learner
+copied from a trace) can set to "human". Which verifiers a learner may use is decided in
+`gate.suite.learner_may_add`.
 `check_protected` is a pure function over the change set and a `read(path)` of the current tree:
 
     >>> from crystallise.types import ChangeSet, Delta
@@ -26,14 +30,22 @@ in one place, `by_person`; which verifiers a learner may use, in `gate.suite.lea
     ...     Delta(op="set", target="artifact", path="tasks/t/evals.jsonl", before='{"id": "a"}\\n', after="")])
     >>> [v.rule for v in check_protected(cs, read=lambda p: '{"id": "a"}\\n')]
     ['append-only']
+    >>> grader = ChangeSet(learner="human", layer="harness", deltas=[
+    ...     Delta(op="set", target="artifact", path="graders/g.py", before=None, after="x = 1")])
+    >>> [v.rule for v in check_protected(grader, read=lambda p: None)]          # a name is no credential
+    ['immutable']
+    >>> check_protected(grader, read=lambda p: None, actor=Actor.cli("alice"))  # a person at the CLI
+    []
 """
 
 from __future__ import annotations
 
 import fnmatch
+import getpass
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from crystallise.errors import ValidationError
 from crystallise.gate.suite import Case, learner_may_add
@@ -42,6 +54,7 @@ from crystallise.types import ChangeSet, Delta
 
 __all__ = [
     "APPEND_ONLY",
+    "Actor",
     "HUMAN_LEARNERS",
     "IMMUTABLE",
     "Violation",
@@ -50,9 +63,12 @@ __all__ = [
     "is_protected_path",
 ]
 
-APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl")
-IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*")
-# Change sets made by people (or on their explicit behalf), not by learners.
+APPEND_ONLY = ("tasks/*/evals.jsonl", "evals/*.jsonl", "evals/*/*.jsonl",
+               "orgs/*/tasks/*/evals.jsonl", "orgs/*/evals/*.jsonl")  # orgs/<org>/: what one org's runs taught
+IMMUTABLE = ("graders/*", "tasks/*/graders/*", "logs/*", "orgs/*/graders/*", "orgs/*/tasks/*/graders/*",
+             "orgs/*/logs/*")
+# Learner names people's actions use. Descriptive only: since issue 15 nothing is decided by
+# them (a change set can give itself any name); authority is the `Actor` the committer is given.
 HUMAN_LEARNERS = frozenset({"define", "human", "user", "review", "revert", "undo",
                             "remember", "forget", "accept", "forget-user"})  # context/memory.py, forget_user.py
 _TARGETS = ("item", "artifact")
@@ -76,14 +92,85 @@ def is_protected_path(path: str | None, patterns: tuple[str, ...] = APPEND_ONLY 
 
 
 _matches = is_protected_path
+_SEAL = object()  # only the factories below hold it: an Actor is never built from a change set's strings
+_VIA = ("cli", "admin-key", "host", "explicit")
 
 
-def by_person(cs: ChangeSet) -> bool:
-    """Whether `cs` is a person's action (or made on their explicit behalf) rather than a learner's.
+@dataclass(frozen=True)
+class Actor:
+    """The authenticated person behind a commit, handed to the committer by the code path that
+    calls it -- never read from the change set.
 
-    Today the change set's `learner` name decides; this is the one place to re-key it on the
-    authenticated principal."""
-    return cs.learner in HUMAN_LEARNERS
+        Actor.cli()                    a person at the CLI on the host (the OS user)
+        Actor.admin_key(principal)     an admin-key API request (records the key id and who)
+        Actor.host("define")           the operator's own in-process code (`@task`, `Loop.define`)
+        Actor.explicit("remember")     an explicit memory action of a key's own scope: skips
+                                       review, but has no authority over graders, cases or logs
+
+    The first three may change graders, metrics, existing cases and logging (`may_protect`).
+
+        >>> Actor.cli("alice").may_protect, Actor.explicit("remember").may_protect
+        (True, False)
+        >>> Actor(name="x", via="cli")
+        Traceback (most recent call last):
+        TypeError: an Actor is made by Actor.cli(), Actor.admin_key(principal), Actor.host() or Actor.explicit()
+    """
+
+    name: str
+    via: str
+    key_id: str | None = None
+    _seal: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._seal is not _SEAL or self.via not in _VIA:
+            raise TypeError("an Actor is made by Actor.cli(), Actor.admin_key(principal), Actor.host() "
+                            "or Actor.explicit()")
+
+    @property
+    def may_protect(self) -> bool:
+        """Whether this actor may change graders, metrics, existing eval cases and logging."""
+        return self.via in ("cli", "admin-key", "host")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "via": self.via, **({"key_id": self.key_id} if self.key_id else {})}
+
+    @classmethod
+    def cli(cls, name: str | None = None) -> Actor:
+        """A person at the command line on the host (`name`: who they say they are; the OS user
+        otherwise)."""
+        try:
+            who = name or getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            who = "unknown"
+        return cls(name=who, via="cli", _seal=_SEAL)
+
+    @classmethod
+    def admin_key(cls, principal: Any, name: str | None = None) -> Actor:
+        """An API request made with the admin key (`principal.admin`); refuses any other key."""
+        if not getattr(principal, "admin", False):
+            raise TypeError("only the admin key's principal makes an admin-key Actor")
+        key_id = getattr(principal, "key_id", None)
+        return cls(name=name or key_id or "admin", via="admin-key", key_id=key_id, _seal=_SEAL)
+
+    @classmethod
+    def host(cls, what: str) -> Actor:
+        """The operator's own code running in-process on the host (defining a task)."""
+        return cls(name=what, via="host", _seal=_SEAL)
+
+    @classmethod
+    def explicit(cls, what: str) -> Actor:
+        """An explicit memory action (remember, forget, accept) through any authenticated edge."""
+        return cls(name=what, via="explicit", _seal=_SEAL)
+
+
+def by_person(cs: ChangeSet, actor: Actor | None = None) -> bool:
+    """Whether `cs` is committed on a person's explicit action rather than learned.
+
+    Only the authenticated `actor` the committer was handed decides; `cs` (its learner name,
+    its evidence) is deliberately not consulted: a change set calling itself "human" is a
+    learner's like any other."""
+    del cs
+    return actor is not None
 
 
 def _ids(text: str) -> list[str]:
@@ -154,9 +241,11 @@ def _metric(d: Delta, current: str | None) -> Violation | None:
     return None
 
 
-def check_protected(cs: ChangeSet, *, read: Callable[[str], str | None]) -> list[Violation]:
-    """Every rule `cs` breaks against the current tree (`read(path)` -> text or None)."""
-    human = by_person(cs)
+def check_protected(cs: ChangeSet, *, read: Callable[[str], str | None],
+                    actor: Actor | None = None) -> list[Violation]:
+    """Every rule `cs` breaks against the current tree (`read(path)` -> text or None), when
+    committed by `actor` (None: a learner)."""
+    human = by_person(cs, actor) and actor is not None and actor.may_protect
     out: list[Violation] = []
     for d in cs.deltas:
         if d.target not in _TARGETS:
@@ -169,7 +258,8 @@ def check_protected(cs: ChangeSet, *, read: Callable[[str], str | None]) -> list
             v = _append_only(d, read(path), human)
         elif _matches(path, IMMUTABLE):
             v = None if human else Violation("immutable", path, "graders and logs are outside a learner's reach")
-        elif fnmatch.fnmatchcase(path, "tasks/*/spec.json") and not human:
+        elif (fnmatch.fnmatchcase(path, "tasks/*/spec.json") or fnmatch.fnmatchcase(path, "orgs/*/tasks/*/spec.json")) \
+                and not human:
             v = _metric(d, read(path))
         else:
             v = None

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from crystallise.errors import CrystalliseError, ValidationError
-from crystallise.governance.protect import by_person
+from crystallise.governance.protect import Actor, by_person
 from crystallise.store.base import Store
 from crystallise.types import ChangeSet, Verdict, Version, now
 
@@ -108,10 +108,11 @@ def load_rules(config: dict[str, Any]) -> list[ReviewRule]:
     return rules
 
 
-def requires_review(cs: ChangeSet, rules: Iterable[ReviewRule]) -> ReviewRule | None:
-    """The first rule that holds `cs` for review, or None. People's own actions never wait;
-    an approved change set has passed review already."""
-    if by_person(cs) or (cs.evidence.get("review") or {}).get("decision") == "approve":
+def requires_review(cs: ChangeSet, rules: Iterable[ReviewRule], actor: Actor | None = None) -> ReviewRule | None:
+    """The first rule that holds `cs` for review, or None. People's own actions (an `actor` was
+    given) never wait; `approve` commits with the approving person as actor. A change set's own
+    evidence (a self-written `{"review": {"decision": "approve"}}`) counts for nothing."""
+    if by_person(cs, actor):
         return None
     return next((r for r in rules if r.matches(cs)), None)
 
@@ -130,20 +131,23 @@ def _waiting(store: Store, changeset_id: str) -> ChangeSet:
     return cs
 
 
-def approve(committer: Any, changeset_id: str, *, by: str, note: str = "") -> Version:
-    """Commit a waiting change set as a version, recording who approved it and on what verdict."""
+def approve(committer: Any, changeset_id: str, *, by: str, note: str = "", actor: Actor | None = None) -> Version:
+    """Commit a waiting change set as a version, recording who approved it and on what verdict
+    (`actor`: the authenticated person approving, recorded with the review). An approval never
+    lends the learner's change set a person's authority over graders, cases or logs."""
     if not by or not by.strip():
         raise ValidationError("say who approves (--by NAME): the version records it")
     cs = _waiting(committer.store, changeset_id)
     gate = cs.verdict or Verdict(decision="needs_review", reason="not gated")
     cs.evidence = {**cs.evidence, "review": {"decision": "approve", "by": by, "note": note, "at": now(),
-                                             "gate": gate.to_dict()}}
+                                             "gate": gate.to_dict(),
+                                             **({"actor": actor.to_dict()} if actor is not None else {})}}
     if gate.decision != "accept":
         cs.verdict = Verdict(**{**gate.to_dict(), "decision": "accept",
                                 "reason": f"approved by {by} in review (the gate said: {gate.reason})"})
     else:
         cs.verdict = Verdict(**{**gate.to_dict(), "reason": f"{gate.reason}; approved by {by} in review"})
-    return committer.commit(cs)
+    return committer.commit(cs, actor=Actor.explicit(f"review approved by {by}"))
 
 
 def reject(store: Store, changeset_id: str, *, by: str, note: str = "") -> ChangeSet:

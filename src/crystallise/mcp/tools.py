@@ -42,6 +42,7 @@ from pydantic import Field
 
 from crystallise.context.items import validate_scope
 from crystallise.context.injection import detect
+from crystallise.engine import access
 from crystallise.engine.memory import forget as lib_forget
 from crystallise.engine.memory import remember as lib_remember
 from crystallise.engine.serving import assemble
@@ -347,14 +348,19 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
             if tid is None:
                 raise ValidationError("no answer to give feedback on yet in this session: call get_playbook, recall "
                                       "or load_skill first, or pass the trace_id one of them returned")
-            try:
-                trace = home.store.get_trace(tid)
-            except NotFoundError:
-                trace = None
-            if trace is None or not b.owns(trace):
+            trace = None  # ids are per org (engine/access.py): the org's qualified id, then the id as stored
+            for candidate in dict.fromkeys((access.stored_id(b.org, tid), tid)):
+                try:
+                    found = home.store.get_trace(candidate)
+                except NotFoundError:
+                    continue
+                if b.owns(found):
+                    trace = found
+                    break
+            if trace is None:  # unknown and another scope's answer alike
                 raise NotFoundError(f"trace {tid} not found in this scope: pass a trace_id this session's tools "
                                     "returned")
-            fb = Feedback(trace_id=tid, score=score, label=label, correction=correction, comment=comment)
+            fb = Feedback(trace_id=trace.id, score=score, label=label, correction=correction, comment=comment)
             home.store.add_feedback(fb)
             return {"trace_id": tid, "feedback_id": fb.id, "recorded": True}
 

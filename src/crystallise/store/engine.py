@@ -13,10 +13,19 @@ event listener sets them on every new one. Write transactions start with
 `BEGIN IMMEDIATE`: taking the write lock up front means two writers queue on the
 busy timeout rather than one failing with "database is locked" when it upgrades a
 read lock mid-transaction.
+
+PostgreSQL enforces org isolation too (migration 5): inside `org_scope("acme")` (the HTTP API
+enters it for an org key's request) every transaction runs as the role `crystallise_org` with
+`crystallise.org = 'acme'`, and row-level security shows and accepts only that org's traces,
+spans, feedback and items (plus shared items), whatever filter the query forgot.
+
+    with org_scope("acme"):
+        store.list_traces(org=None)      # on PostgreSQL: acme's traces only
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import os
 import sqlite3
@@ -38,7 +47,9 @@ __all__ = [
     "is_postgres",
     "make_engine",
     "mask_url",
+    "org_scope",
     "parse_url",
+    "set_org_scope",
     "translate_errors",
     "write_connection",
 ]
@@ -77,12 +88,51 @@ def parse_url(url: str) -> URL:
     raise ConfigError(f"unsupported store URL scheme {scheme!r} in {mask_url(parsed)}: use {ACCEPTED_FORMS}")
 
 
+ORG_ROLE = "crystallise_org"  # made by migration 5
+_ORG: contextvars.ContextVar[str | None] = contextvars.ContextVar("crystallise_db_org", default=None)
+
+
+@contextmanager
+def org_scope(org: str | None) -> Iterator[None]:
+    """Transactions begun inside see (on PostgreSQL) only `org`'s rows; None: every row."""
+    token = _ORG.set(org)
+    try:
+        yield
+    finally:
+        _ORG.reset(token)
+
+
+def set_org_scope(org: str | None) -> None:
+    """`org_scope` for the rest of the current context (an HTTP request: each runs in its own)."""
+    _ORG.set(org)
+
+
 def make_engine(url: str) -> Engine:
     """A configured engine for `url` (see the module docstring). Does not connect yet."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        _isolate_orgs(engine)
+        return engine
     return _sqlite_engine(parsed)
+
+
+def _isolate_orgs(engine: Engine) -> None:
+    """Every transaction begun inside `org_scope(org)` runs as `crystallise_org` for `org` (migration 5)."""
+    can: dict[str, bool] = {}
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        org = _ORG.get()
+        if org is None:
+            return
+        if "role" not in can:  # once per engine: does the role exist, and may we take it?
+            can["role"] = bool(conn.exec_driver_sql(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(r)s) "
+                "THEN pg_has_role(current_user, %(r)s, 'MEMBER') ELSE false END", {"r": ORG_ROLE}).scalar())
+        conn.exec_driver_sql("SELECT set_config('crystallise.org', %(org)s, true)", {"org": org})
+        if can["role"]:
+            conn.exec_driver_sql(f"SET LOCAL ROLE {ORG_ROLE}")
 
 
 def _sqlite_engine(parsed: URL) -> Engine:

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from crystallise.store.base import Store
+from crystallise.store.engine import org_scope
 from crystallise.types import Trace
 
 __all__ = ["GroupCommit"]
@@ -62,12 +63,18 @@ class GroupCommit:
             self._drain_task = asyncio.create_task(self._drain())
         return await asyncio.shield(future)
 
+    def _write(self, traces: list[Trace]) -> list[Any]:
+        """One batch, outside any request's org scope: it holds several orgs' traces (each forced onto
+        its org by the API before it got here), and the drain task inherited whichever request made it."""
+        with org_scope(None):
+            return self.store.write_traces(traces)  # type: ignore[attr-defined,no-any-return]
+
     async def _drain(self) -> None:
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             try:
-                results: list[Any] = await anyio.to_thread.run_sync(self.store.write_traces, [t for t, _ in batch])
+                results: list[Any] = await anyio.to_thread.run_sync(self._write, [t for t, _ in batch])
             except BaseException as error:  # noqa: BLE001 - the store failed: every caller of this batch gets it
                 results = [error] * len(batch)
             self.batches += 1

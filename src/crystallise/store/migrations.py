@@ -347,12 +347,79 @@ def m004_dream(conn: Connection) -> None:
     md.create_all(conn)
 
 
+# The setting and role of m005 (frozen with it): see `store.engine.org_scope`.
+_ORG_SETTING = "crystallise.org"
+_ORG_ROLE = "crystallise_org"
+_NO_ORG = "coalesce(current_setting('crystallise.org', true), '') = ''"
+
+
+def m005_org_isolation(conn: Connection) -> None:
+    """PostgreSQL: org isolation in the database too (issue 15), so a missed filter cannot leak.
+
+    A request made with an org's key runs its transactions as the role `crystallise_org` with
+    `SET LOCAL crystallise.org = '<org>'` (store/engine.py); row-level security on the org-scoped
+    tables then shows it only
+
+        traces            its own org's
+        spans, feedback   those of a trace it can see
+        items             its own org's and the shared ones (no org)
+
+    and refuses writes outside them. Without the setting (the library in-process, learners, the
+    admin key) the policies let every row through. FORCE: the table owner is held too. A role
+    that may not create roles gets no database-side isolation (a NOTICE says so); the code's
+    filters still hold. SQLite has no row-level security: nothing to do.
+    """
+    if not is_postgres(conn):
+        return
+    # '%%' below: the driver reads a lone % as a placeholder even without parameters
+    conn.exec_driver_sql(f"""
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{_ORG_ROLE}') THEN
+    BEGIN
+      CREATE ROLE {_ORG_ROLE} NOLOGIN;
+    EXCEPTION
+      WHEN duplicate_object OR unique_violation THEN NULL;
+      WHEN insufficient_privilege THEN
+        RAISE NOTICE 'crystallise: cannot create role {_ORG_ROLE} (needs CREATEROLE): org isolation by row-level '
+                     'security is off; create the role and grant it to %%, then re-run migration 5', current_user;
+    END;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{_ORG_ROLE}') THEN
+    BEGIN
+      EXECUTE format('GRANT {_ORG_ROLE} TO %%I', current_user);
+    EXCEPTION WHEN OTHERS THEN NULL;  -- already a member, or a superuser (may SET ROLE anyway)
+    END;
+    EXECUTE format('GRANT USAGE ON SCHEMA %%I TO {_ORG_ROLE}', current_schema());
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %%I TO {_ORG_ROLE}',
+                   current_schema());
+    EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %%I TO {_ORG_ROLE}', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %%I GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES '
+                   'TO {_ORG_ROLE}', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %%I GRANT USAGE, SELECT, UPDATE ON SEQUENCES '
+                   'TO {_ORG_ROLE}', current_schema());
+  END IF;
+END $$""")
+    own = f"org_id = current_setting('{_ORG_SETTING}', true)"
+    policies = {
+        "traces": f"{_NO_ORG} OR {own}",
+        "spans": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM traces t WHERE t.id = spans.trace_id)",
+        "feedback": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM traces t WHERE t.id = feedback.trace_id)",
+        "items": f"{_NO_ORG} OR org_id IS NULL OR {own}",
+    }
+    for table, rule in policies.items():
+        conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        conn.exec_driver_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        conn.exec_driver_sql(f"CREATE POLICY crystallise_org_isolation ON {table} USING ({rule}) WITH CHECK ({rule})")
+
+
 # Append only. Never edit, reorder or remove a shipped entry.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", m001_initial),
     ("context_core", m002_context_core),
     ("retrieval", m003_retrieval),
     ("dream", m004_dream),
+    ("org_isolation", m005_org_isolation),
 ]
 
 

@@ -32,7 +32,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
-from crystallise.api.problems import Problem
+from crystallise.api.problems import Problem, lone_surrogate, scrub
+from crystallise.engine import access
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 from crystallise.engine.home import Home
 
@@ -73,8 +74,9 @@ def _environment() -> Environment:
     return env
 
 
-def ui_principal(request: Request) -> Principal:
-    """The caller from the cookie (open server: admin for loopback clients); LoginRequired otherwise."""
+async def ui_principal(request: Request) -> Principal:
+    """The caller from the cookie (open server: admin for loopback clients); LoginRequired otherwise.
+    Async, so that the request's database org scope (`access.enter`) reaches the page's handler."""
     keys: KeyRing = request.app.state.keys
     if keys.open:
         client = request.client.host if request.client else ""
@@ -86,6 +88,7 @@ def ui_principal(request: Request) -> Principal:
     principal = keys.verify(key) if key else None
     if principal is None:
         raise LoginRequired()
+    access.enter(principal)
     return principal
 
 
@@ -108,6 +111,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     who = context.pop("who", None)
     html = env.get_template(template).render(request=request, who=who, csrf=csrf_token(request),
                                              open=request.app.state.keys.open, **context)
+    if lone_surrogate(html):  # a row stored before bad input was refused (api/hostile.py): show it repaired
+        html = scrub(html)
     return HTMLResponse(html, status_code=status)
 
 

@@ -24,7 +24,7 @@ from crystallise.api.auth import Principal
 from crystallise.api.schemas import RevertIn
 from crystallise.engine.access import sees_version
 from crystallise.errors import NotFoundError, ValidationError
-from crystallise.harness.spec import View, task_path
+from crystallise.harness.spec import View
 from crystallise.engine.home import Home
 from crystallise.store import browse
 from crystallise.types import Feedback, Item, Trace, Version
@@ -110,7 +110,7 @@ def overview(request: Request, who: Who) -> Response:
 
 @router.get("/traces", response_class=HTMLResponse)
 def traces_page(request: Request, who: Who, agent: Text = None, user: Text = None, org: Text = None,
-                status: Text = None, before: Annotated[int | None, Query(ge=1)] = None) -> Response:
+                status: Text = None, before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> Response:
     home = _home(request)
     state = _opt(status)
     if state not in (None, "ok", "error"):
@@ -215,7 +215,7 @@ def item_page(request: Request, who: Who, item_id: Annotated[str, Path(max_lengt
 
 
 @router.get("/versions", response_class=HTMLResponse)
-def versions_page(request: Request, who: Who, before: Annotated[int | None, Query(ge=1)] = None) -> Response:
+def versions_page(request: Request, who: Who, before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> Response:
     page = routes_versions.list_versions(_home(request), who, limit=50, before=before)
     return render(request, "versions.html", who=who, root=_root(request), versions=page.versions,
                   older=page.next_before)
@@ -272,19 +272,22 @@ def tasks_page(request: Request, who: Who) -> Response:
 
 
 @router.get("/tasks/{name}", response_class=HTMLResponse)
-def task_page(request: Request, who: Who, name: Annotated[str, Path(max_length=200)]) -> Response:
+def task_page(request: Request, who: Who, name: Annotated[str, Path(max_length=200)],
+              org: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+    """The files of the namespace this key may see (routes_versions.task_root: engine/access.py)."""
     home = _home(request)
-    task = routes_versions.get_task(name, home, who)
+    task = routes_versions.get_task(name, home, who, org=_opt(org))
+    _, root = routes_versions.task_root(home, who, name, task.org)
     view = View.of(home.repo)
     files: dict[str, Any] = {}
     for fname in ("code.py", "prompt.md", "schema.json"):
-        text = view.read(task_path(name, fname))
+        text = view.read(root + fname)
         if text:
             files[fname] = text
     evidence: dict[str, list[dict[str, Any]]] = {}
     for fname in ("examples.jsonl", "evals.jsonl"):
         with contextlib.suppress(ValueError):
-            evidence[fname] = view.jsonl(task_path(name, fname))[:50]
+            evidence[fname] = view.jsonl(root + fname)[:50]
     return render(request, "task.html", who=who, root=_root(request), task=task, files=files, evidence=evidence)
 
 
