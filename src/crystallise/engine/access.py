@@ -35,8 +35,6 @@ are still found by their org. The admin key sees the stored ids.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
 from typing import Any, Protocol
 
 from crystallise.errors import NotFoundError
@@ -44,6 +42,7 @@ from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
 from crystallise.store.engine import org_scope, set_org_scope
 from crystallise.types import ChangeSet, Trace, Version
+from crystallise.harness.spec import namespace
 
 __all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_record",
            "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version", "shown_id",
@@ -184,15 +183,10 @@ def shown_trace(who: Who, trace: Trace) -> Trace:
 
 # -- artifact paths --------------------------------------------------------------------------------
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-
-
 def org_folder(org: str) -> str:
     """`orgs/<org>/`: where what is learned from `org`'s runs lives in the artifact repository (an
-    org id that is not a plain path segment is hashed). The same layout as `harness.spec.namespace`
-    of wip/tenancy-b; once that lands, this calls it."""
-    seg = org if _SEGMENT.match(org) else "x-" + hashlib.sha256(org.encode()).hexdigest()[:16]
-    return f"orgs/{seg}/"
+    org id that is not a plain path segment is hashed): `harness.spec.namespace`, the one rule."""
+    return namespace(org)
 
 
 def may_read_path(who: Who, path: str) -> bool:
