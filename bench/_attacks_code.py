@@ -28,22 +28,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import _attacks_code_host as host  # noqa: E402
-import _attacks_code_probe as probe  # noqa: E402
-import _attacks_code_render as rend  # noqa: E402
-import _attacks_code_sys as syst  # noqa: E402
+from . import _attacks_code_host as host
+from . import _attacks_code_probe as probe
+from . import _attacks_code_render as rend
+from . import _attacks_code_sys as syst
 
 __all__ = ["CODE_FAMILIES", "CodeLab", "catalogue", "code_goals", "run_code"]
 
@@ -153,7 +147,7 @@ def _protocol_attacks() -> list[CodeAttack]:
 
 
 def _bomb_attacks() -> list[CodeAttack]:
-    import _attacks_code_bombs as bombs
+    from . import _attacks_code_bombs as bombs
 
     return [CodeAttack(f"bomb-{name}", "code-bombs", vector, name, ESCAPE if vector != "bomb-artifact" else CRASH,
                        note) for name, (vector, note) in bombs.NOTES.items()]
@@ -566,13 +560,13 @@ def protocol_worker(lab: CodeLab, atk: CodeAttack) -> dict[str, Any]:
 
 
 def grader(lab: CodeLab, atk: CodeAttack) -> dict[str, Any]:
-    import _attacks_code_bombs as bombs
+    from . import _attacks_code_bombs as bombs
 
     return bombs.grader(lab, atk, verdict)
 
 
 def bomb(lab: CodeLab, atk: CodeAttack) -> dict[str, Any]:
-    import _attacks_code_bombs as bombs
+    from . import _attacks_code_bombs as bombs
 
     return bombs.run(lab, atk, verdict)
 

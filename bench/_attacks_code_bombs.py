@@ -15,9 +15,9 @@ import time
 from typing import Any
 from collections.abc import Callable
 
-import _attacks_code_probe as probe
-import _attacks_code_render as rend
-from _attacks_code_sys import in_child
+from . import _attacks_code_probe as probe
+from . import _attacks_code_render as rend
+from ._attacks_code_sys import in_child
 
 __all__ = ["NOTES", "grader", "run"]
 
@@ -215,7 +215,7 @@ def _host_bomb(lab: Any, atk: Any, verdict: Callable[..., dict[str, Any]]) -> di
     name = atk.payload
 
     def go() -> dict[str, Any]:
-        from _attacks_code_sys import _vm
+        from ._attacks_code_sys import _vm
 
         tree, value = _host_tree(name)
         before = _vm("self", "VmRSS")  # what reading program.json costs is not load()'s doing

@@ -22,65 +22,43 @@ Exit status 1 when a goal is missed, so CI can run it.
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import importlib
 import json
-import socket
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from crystallise.engine.home import Home
+from crystallise.testing import Server
 
-HERE = Path(__file__).resolve().parent
 OUTCOMES = ("blocked", "quarantined", "allowed", "leaked", "error")
 
 
 def _load(name: str) -> Any:
-    """A sibling module of this bench (bench/ is not a package: `crystallise bench` loads files by path)."""
-    key = f"crystallise_bench_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise click.ClickException(f"cannot load bench/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
+    """A sibling module of this bench, imported on first use (bench/ is a package)."""
+    return importlib.import_module(f".{name}", __package__)
 
 
-class _Server:
-    """The API app under uvicorn in a thread, on a loopback socket bound before it starts."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise click.ClickException("the API server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+@contextlib.contextmanager
+def _server(app: Any) -> Iterator[Server]:
+    """The API app under uvicorn in a thread (crystallise.testing.Server); a failed start is a click error."""
+    server = Server(app, log_level="error", start_timeout=20)
+    try:
+        server.__enter__()
+    except RuntimeError as exc:
+        raise click.ClickException(f"the API server did not start ({exc})") from exc
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)
 
 
 def select(attacks: list[Any], families: tuple[str, ...], sample: int | None, ids: tuple[str, ...]) -> list[Any]:
@@ -184,7 +162,7 @@ def _content(home: Home, scratch: Path, attacks: list[Any], progress: Any) -> li
     lab = runner.Lab(home, scratch=scratch)
     lab.world = api.setup_world(lab)
     results = []
-    with _Server(create_app(home, upstream="scripted")) as server:
+    with _server(create_app(home, upstream="scripted")) as server:
         lab.url = server.url
         for atk in attacks:
             t0 = time.perf_counter()

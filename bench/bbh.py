@@ -20,7 +20,6 @@ bbh.png to --out; --json prints the summary.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -33,13 +32,7 @@ from crystallise.harness.runtime import close_sandboxes
 from crystallise.engine.home import Home
 from crystallise.engine.loop import LoopConfig
 
-
-def _stream() -> Any:
-    """bench/stream.py, loaded by path like every benchmark (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("crystallise_bench_stream", Path(__file__).with_name("stream.py"))
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+from . import stream
 
 
 class DiskCache:
@@ -75,7 +68,6 @@ def run_task(home: Home, path: Path, model: str, config: LoopConfig, train_share
              stamp: str, coder: Any = None) -> dict[str, Any]:
     from crystallise.harness.learn import CrystalliseLearner
 
-    stream = _stream()
     records = stream.load_records(path, limit)
     cut = max(1, int(len(records) * train_share))
     train, test = records[:cut], records[cut:]
@@ -149,7 +141,7 @@ def command(ctx: click.Context, data_dir: Path, model: str, coder_model: str | N
         raise ValidationError(f"no *.jsonl files in {data_dir} (pass --data-dir to shared/data/bbh)")
     if not 0 < train_share < 1:
         raise ValidationError("--train-share must be between 0 and 1")
-    chosen = _stream()._strategies(strategies)
+    chosen = stream._strategies(strategies)
     config = LoopConfig(learners=("crystallise",), gate_max_cases=gate_cases, strategies=chosen,
                         coder_model=coder_model)
     home = Home.open(ctx.obj["home_path"])

@@ -25,6 +25,7 @@ instead, and drift hits the most common template.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -40,6 +41,7 @@ from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
 from crystallise.engine.home import Home
 from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
+from crystallise.testing import read_jsonl
 
 TEMPLATES = [  # (text, formula, the formula after a definition change)
     ("Use formula Asset Ratio to answer. Question: a firm holds ${a:,} of assets against ${b:,} of debt. Answer:",
@@ -69,9 +71,7 @@ def synthetic(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def from_file(path: Path, n: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise ValidationError(f"no such data file: {path} (pass --data PATH to a JSONL file)")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:n]
+    rows = [row for _, row in itertools.islice(read_jsonl(path), n)]
     out = []
     for r in rows:
         try:

@@ -431,8 +431,7 @@ def command(scenarios: tuple[str, ...], stores: tuple[str, ...], runs: int, writ
     from rich.console import Console
     from rich.progress import Progress
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.pg import PostgresServer, postgres_unavailable
+    from crystallise.testing import PostgresServer, postgres_unavailable
 
     console = Console(stderr=True)
     scenarios = scenarios or SCENARIOS

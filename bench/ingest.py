@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -39,6 +38,7 @@ import httpx
 
 from crystallise.api import create_key
 from crystallise.engine.home import Home
+from crystallise.testing import PostgresServer, postgres_unavailable
 
 HERE = Path(__file__).resolve().parent
 GOAL_RPS, GOAL_P99_MS = 500, 50.0
@@ -50,36 +50,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Postgres:
-    """A throwaway PostgreSQL with its *durable* defaults (tests/pg.py turns fsync off; this must not)."""
-
-    def __init__(self) -> None:
-        if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-            raise click.ClickException("initdb/pg_ctl are not on PATH: apt-get install postgresql")
-        self.dir = tempfile.mkdtemp(prefix="crystallise-bench-pg-")
-        self.root = os.geteuid() == 0
-        if self.root:
-            entry = pwd.getpwnam("postgres")
-            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-        self.port = free_port()
-        data = os.path.join(self.dir, "data")
-        self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale")
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on "
-                "-c synchronous_commit=on -c full_page_writes=on -c max_connections=100")
-        self._run("pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(self.dir, "log"), "-w", "-t", "30", "start")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *argv: str) -> None:
-        cmd = ["runuser", "-u", "postgres", "--", *argv] if self.root else list(argv)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if done.returncode:
-            raise click.ClickException(f"{' '.join(argv)} failed: {done.stderr or done.stdout}")
-
-    def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "fast", "-w", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+def start_postgres() -> PostgresServer:
+    """A throwaway PostgreSQL with its *durable* defaults (the tests' server turns fsync off; this must not)."""
+    reason = postgres_unavailable()
+    if reason:
+        raise click.ClickException(f"cannot start PostgreSQL: {reason}")
+    try:
+        return PostgresServer.start(durable=True)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def start_server(home: Home, port: int) -> subprocess.Popen[bytes]:
@@ -134,8 +113,7 @@ def _ms(text: str) -> float:
 def wrk_load(url: str, key: str, duration: float, connections: int) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise click.ClickException("wrk is not installed: apt-get install wrk (or use --load python)")
-    sys.path.insert(0, str(HERE))
-    from _ingest_load import trace_body
+    from ._ingest_load import trace_body
 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA.format(body=json.dumps(trace_body(0).decode()), key=key))
@@ -167,8 +145,8 @@ def wrk_load(url: str, key: str, duration: float, connections: int) -> dict[str,
 def command(store: str, rate: float, duration: float, connections: int, load: str, as_json: bool) -> None:
     """Trace ingest throughput and latency on loopback (POST /v1/traces), load from another process."""
     tmp = Path(tempfile.mkdtemp(prefix="crystallise-bench-ingest-"))
-    pg = Postgres() if store == "postgres" else None
-    url = pg.url if pg else None if store == "sqlite" else store
+    pg = start_postgres() if store == "postgres" else None
+    url = pg.url() if pg else None if store == "sqlite" else store
     server = None
     try:
         home = Home.init(tmp / "home", store_url=url)

@@ -32,14 +32,13 @@ from crystallise.harness.runtime import TaskRuntime, close_sandboxes
 from crystallise.harness.spec import TaskSpec, View
 from crystallise.engine.home import Home
 from crystallise.engine.loop import Loop, LoopConfig
+from crystallise.testing import read_jsonl
 
 METRICS = {"numeric": score_numeric, "exact": score_exact}
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise ValidationError(f"no such data file: {path}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row for _, row in read_jsonl(path)]
     return [r for r in rows if "target" in r and ("context" in r or "input" in r)]
 
 

@@ -32,32 +32,24 @@ import click
 from crystallise.errors import ValidationError
 from crystallise.harness.programs.interp import strings_fn
 from crystallise.harness.synth.strings import StringStrategy
+from crystallise.testing import read_jsonl
 
 OUTCOMES = ("ok", "wrong", "abstain", "error")
 
 
 def load_tasks(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Task records of a PBE JSONL file; a clear error names the line of a bad one."""
-    if not path.is_file():
-        raise ValidationError(f"no such data file: {path} (pass --data PATH to a PBE JSONL file)")
     tasks: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValidationError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one task") from e
-            examples = rec.get("examples") if isinstance(rec, dict) else None
-            if not isinstance(examples, list) or not all(
-                isinstance(x, dict) and isinstance(x.get("inputs"), list) and "output" in x for x in examples
-            ):
-                raise ValidationError(f'{path}:{n}: a task needs "examples": [{{"inputs": [...], "output": ...}}]')
-            rec.setdefault("task", f"line{n}")
-            tasks.append(rec)
-            if limit and len(tasks) >= limit:
-                break
+    for n, rec in read_jsonl(path, what="task", hint="pass --data PATH to a PBE JSONL file"):
+        examples = rec.get("examples") if isinstance(rec, dict) else None
+        if not isinstance(examples, list) or not all(
+            isinstance(x, dict) and isinstance(x.get("inputs"), list) and "output" in x for x in examples
+        ):
+            raise ValidationError(f'{path}:{n}: a task needs "examples": [{{"inputs": [...], "output": ...}}]')
+        rec.setdefault("task", f"line{n}")
+        tasks.append(rec)
+        if limit and len(tasks) >= limit:
+            break
     if not tasks:
         raise ValidationError(f"{path} holds no tasks")
     return tasks

@@ -39,16 +39,13 @@ from crystallise.backends.base import approx_tokens
 from crystallise.engine.home import Home
 from crystallise.types import Feedback, Scope, Span, Trace
 
+from . import stream
+
 AGENT = "playbook-bench"
 INSTRUCTIONS = "Answer the question. Reply with the final answer only, no explanation."
 
 
 def _load(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("crystallise_bench_stream", Path(__file__).with_name("stream.py"))
-    stream = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(stream)  # type: ignore[union-attr]
     return stream.load_records(path, limit)
 
 

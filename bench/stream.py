@@ -37,6 +37,7 @@ from crystallise.engine.home import Home
 from crystallise.harness.learn import DEFAULT_STRATEGIES
 from crystallise.engine.loop import KNOWN_LEARNERS, LEARNERS, CachedBackend, Loop, LoopConfig
 from crystallise.report import learning_curve
+from crystallise.testing import read_jsonl
 
 METRICS = {"numeric": score_numeric, "exact": score_exact}
 INSTRUCTIONS = "Answer the question. Reply with the final answer only, no explanation."
@@ -44,27 +45,16 @@ INSTRUCTIONS = "Answer the question. Reply with the final answer only, no explan
 
 def load_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of a JSONL file; a clear error names the line of any bad one."""
-    if not path.is_file():
-        raise ValidationError(f"no such data file: {path} (pass --data PATH to a JSONL file)")
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValidationError(
-                    f"{path}, line {n}: not valid JSON ({e.msg}); each line must be one JSON object"
-                ) from e
-            if not isinstance(rec, dict) or "target" not in rec or not ({"context", "input"} & rec.keys()):
-                raise ValidationError(
-                    f'{path}, line {n}: each record needs "target" and one of "context" / "input" '
-                    f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})"
-                )
-            records.append(rec)
-            if limit and len(records) >= limit:
-                break
+    for n, rec in read_jsonl(path):
+        if not isinstance(rec, dict) or "target" not in rec or not ({"context", "input"} & rec.keys()):
+            raise ValidationError(
+                f'{path}, line {n}: each record needs "target" and one of "context" / "input" '
+                f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})"
+            )
+        records.append(rec)
+        if limit and len(records) >= limit:
+            break
     if not records:
         raise ValidationError(f"{path} holds no records")
     return records

@@ -54,6 +54,7 @@ from crystallise.weights.evaluate import (
 )
 from crystallise.weights.forgetting import summarise
 from crystallise.weights.train import TrainConfig, train_adapter
+from crystallise.testing import read_jsonl
 
 STRATEGIES = {
     "naive": {"replay_share": 0.0, "regulariser": "none"},
@@ -75,7 +76,7 @@ def _row(prompt: str, answer: str, rid: str) -> dict[str, Any]:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for _, row in read_jsonl(path)]
 
 
 def formula_task(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -114,3 +114,41 @@ def test_one_module_reads_the_environment() -> None:
     readers = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
                if pattern.search(p.read_text()) and p.relative_to(ROOT).parts[0] != "cli"}
     assert readers <= allowed, readers - allowed
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _sources(*folders: str) -> dict[str, str]:
+    """The Python files under `folders` of the checkout (this file, which names the patterns, aside)."""
+    return {str(p.relative_to(REPO)): p.read_text() for f in folders for p in (REPO / f).rglob("*.py")
+            if p.resolve() != pathlib.Path(__file__).resolve()}
+
+
+def test_the_test_helpers_are_an_edge() -> None:
+    """crystallise.testing (servers, JSONL reader, throwaway PostgreSQL) serves tests/ and bench/:
+    no library package but the command line imports it."""
+    graph = package_graph()
+    assert {p for p, targets in graph.items() if "testing" in targets} == set()
+
+
+def test_bench_is_a_package_that_loads_no_file_by_path_and_imports_no_tests() -> None:
+    assert (REPO / "bench" / "__init__.py").is_file()
+    sources = _sources("bench", "src", "tests")
+    by_path = {p for p, text in sources.items() if "spec_from_file_location" in text}
+    assert by_path == set(), by_path
+    bench_imports_tests = {p for p, text in sources.items() if p.startswith("bench/")
+                           and re.search(r"^\s*(from|import) tests\b", text, re.M)}
+    assert bench_imports_tests == set(), bench_imports_tests
+
+
+def test_one_copy_of_each_helper() -> None:
+    """One threaded uvicorn server (crystallise/testing/servers.py), one llama.cpp model loader
+    (backends/local.py `load_llama`), and no benchmark reading its JSONL data with str.splitlines, which
+    also splits at a U+2028 inside a string (`crystallise.testing.read_jsonl` splits on "\\n" only)."""
+    sources = _sources("bench", "src", "tests")
+    assert {p for p, t in sources.items() if "uvicorn.Server(" in t} == {"src/crystallise/testing/servers.py"}
+    assert {p for p, t in sources.items() if re.search(r"\bLlama\(", t)} == {"src/crystallise/backends/local.py"}
+    reader = re.compile(r"json\.loads\(line\) for line in .*splitlines\(\)")
+    splitting = {p for p, t in _sources("bench").items() if reader.search(t)}
+    assert splitting == set(), splitting

@@ -27,11 +27,7 @@ def test_bench_ingest_reports_throughput_latency_and_durability():
 
 
 def test_the_load_generators_percentiles():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from _ingest_load import percentile, trace_body
+    from bench._ingest_load import percentile, trace_body
 
     assert percentile([], 99) == 0.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0

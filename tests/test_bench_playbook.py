@@ -8,19 +8,15 @@ only the relevant ones.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from crystallise.backends import ScriptedBackend
+from bench import playbook
 from crystallise.engine.home import Home
 
-_spec = importlib.util.spec_from_file_location("crystallise_bench_playbook",
-                                               Path(__file__).resolve().parents[1] / "bench" / "playbook.py")
-playbook = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(playbook)
 
 FORMULAS = ["Current Ratio", "Quick Ratio", "Debt Ratio", "Gross Margin", "Asset Turnover", "Payout Ratio"]
 

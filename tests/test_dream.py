@@ -403,16 +403,13 @@ def test_the_cli_dreams_and_shows_the_records(home: Home, monkeypatch: pytest.Mo
 
 # -- kill -9 (bench/faults.py `dream`) --------------------------------------------------------------
 
-_BENCH = Path(__file__).resolve().parents[1] / "bench" / "faults.py"
+_BENCH = Path(__file__).resolve().parents[1] / "bench" / "faults.py"  # also run as a script (its `child`)
 
 
 def _faults() -> Any:
-    import importlib.util
+    from bench import faults
 
-    spec = importlib.util.spec_from_file_location("crystallise_bench_faults_dream", _BENCH)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return faults
 
 
 def test_kill_minus_nine_during_a_dream_loses_and_duplicates_nothing(tmp_path: Path, store_url: str) -> None:

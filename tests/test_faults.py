@@ -7,7 +7,6 @@ are a few real kills of each kind, so `make test` proves the same invariants.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -17,10 +16,7 @@ import pytest
 from crystallise.artifacts import ArtifactRepo
 from crystallise.engine.home import Home
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "faults.py"
-_spec = importlib.util.spec_from_file_location("crystallise_bench_faults", BENCH)
-faults = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(faults)
+from bench import faults
 
 
 def _home(tmp_path: Path, store_url: str | None = None) -> Path:

@@ -34,13 +34,13 @@ from crystallise.errors import BackendError, ConfigError, ValidationError
 if TYPE_CHECKING:
     from crystallise.backends.registry import BackendRegistry
 
-__all__ = ["DEFAULT_N_CTX", "LocalBackend", "register"]
+__all__ = ["DEFAULT_N_CTX", "LocalBackend", "load_llama", "register"]
 
 DEFAULT_N_CTX = 4096
 _INSTALL_HINT = "the local backend needs llama-cpp-python: pip install 'crystallise[local]'"
 
-# Loading a GGUF costs seconds; keep one Llama per (path, n_ctx) for the process.
-_MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
+# Loading a GGUF costs seconds; keep one Llama per (path, n_ctx, LoRA) for the process (`load_llama`).
+_MODELS: dict[tuple[str, int, str | None], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -126,23 +126,34 @@ def _model_params(llama_cpp: Any, use_extra_bufts: bool) -> Iterator[None]:
         lowlevel.llama_model_default_params = original
 
 
-def _load(path: Path, n_ctx: int, seed: int) -> tuple[Any, threading.Lock]:
-    key = (str(path.resolve()), n_ctx)
+def load_llama(path: Path, *, n_ctx: int = DEFAULT_N_CTX, seed: int = 0,
+               lora: Path | None = None) -> tuple[Any, threading.Lock]:
+    """The one model loader: a llama.cpp `Llama` for the GGUF at `path` (with the GGUF LoRA `lora`
+    applied, if given), loaded once per (path, n_ctx, lora) for the process, and the lock that
+    serialises its completions.
+
+        llm, lock = load_llama(catalog.model_path("smollm2-135m"))
+        with lock:
+            llm.create_chat_completion(messages=[{"role": "user", "content": "hi"}])
+
+    The local backend and the adapter serving of `weights/serve.py` share this cache.
+    """
+    key = (str(path.resolve()), n_ctx, str(lora.resolve()) if lora is not None else None)
     with _MODELS_LOCK:
         cached = _MODELS.get(key)
         if cached is not None:
             return cached
         llama_cpp = _import_llama()
+        kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": n_ctx, "n_threads": _cpu_count(),
+                                  "seed": seed, "verbose": False}
+        if lora is not None:
+            kwargs["lora_path"] = str(lora)
         try:
             with _model_params(llama_cpp, _extra_bufts_wanted()):
-                llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_threads=_cpu_count(),
-                    seed=seed,
-                    verbose=False,
-                )
+                llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
+            if lora is not None:
+                raise BackendError(f"llama.cpp could not load {path} with adapter {lora}: {exc}") from exc
             raise BackendError(
                 f"llama.cpp could not load {path} ({exc}): the file may be damaged — delete it and "
                 f"run `crystallise models pull {path.stem}` again"
@@ -189,7 +200,7 @@ class LocalBackend:
 
     def complete(self, request: CompletionRequest) -> Completion:
         """Generate one chat completion; the schema, when given, constrains decoding."""
-        llm, lock = _load(self.model_path, self.n_ctx, self.seed)
+        llm, lock = load_llama(self.model_path, n_ctx=self.n_ctx, seed=self.seed)
         kwargs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "temperature": request.temperature,

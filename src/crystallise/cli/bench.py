@@ -1,16 +1,19 @@
-"""`crystallise bench NAME ...`: benchmarks are modules in the repository's `bench/` folder.
+"""`crystallise bench NAME ...`: benchmarks are the modules of the repository's `bench` package.
 
 Each `bench/<name>.py` exposes a click command called `command`; this group finds
-and loads them, so benchmarks stay out of the installed library but run through
+and imports them, so benchmarks stay out of the installed library but run through
 the same CLI. The folder is `$CRYSTALLISE_BENCH_DIR`, else `bench/` next to the
-source tree (an editable install), else `./bench`.
+source tree (an editable install), else `./bench`; `load_bench` puts its parent on
+`sys.path` once and imports `bench.<name>` like any module.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import click
 
@@ -26,6 +29,21 @@ def bench_dir() -> Path:
     raise ConfigError("no bench/ folder found: run from a crystallise checkout or set CRYSTALLISE_BENCH_DIR")
 
 
+def load_bench(name: str) -> ModuleType:
+    """`bench.<name>`, imported from `bench_dir()` (the one place that puts the bench package on the path)."""
+    folder = bench_dir().resolve()
+    if folder.name != "bench" or not (folder / "__init__.py").is_file():
+        raise ConfigError(f"{folder} is not the bench package: point CRYSTALLISE_BENCH_DIR at a checkout's bench/")
+    root = str(folder.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    package = importlib.import_module("bench")
+    found = Path(package.__file__ or "").resolve().parent
+    if found != folder:
+        raise ConfigError(f"`import bench` found {found}, not {folder}: another `bench` package is on sys.path")
+    return importlib.import_module(f"bench.{name}")
+
+
 class BenchGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         try:
@@ -34,15 +52,9 @@ class BenchGroup(click.Group):
             return []
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        path = bench_dir() / f"{name}.py"
-        if not path.is_file():
+        if name.startswith("_") or not (bench_dir() / f"{name}.py").is_file():
             return None
-        spec = importlib.util.spec_from_file_location(f"crystallise_bench_{name}", path)
-        if spec is None or spec.loader is None:
-            return None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return getattr(module, "command", None)
+        return getattr(load_bench(name), "command", None)
 
 
 def register(main: click.Group) -> None:

@@ -17,8 +17,6 @@ changes what is served on the next `serving_backend` call.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import threading
 import time
@@ -27,6 +25,7 @@ from typing import Any
 
 from crystallise.backends import catalog
 from crystallise.backends.base import Completion, CompletionRequest
+from crystallise.backends.local import load_llama
 from crystallise.errors import BackendError, ConfigError
 from crystallise.types import Scope
 from crystallise.weights.base import BaseModel, generate
@@ -35,20 +34,6 @@ from crystallise.weights.gguf_lora import peft_to_gguf
 from crystallise.weights.modules import Resolution, WeightsHome, resolve, weights_dir
 
 __all__ = ["LlamaAdapterBackend", "TransformersAdapterBackend", "gguf_adapter", "serving_backend"]
-
-_LLAMAS: dict[tuple[str, str | None], tuple[Any, threading.Lock]] = {}
-_LLAMAS_LOCK = threading.Lock()
-
-
-@atexit.register
-def _close_all() -> None:
-    """Free llama.cpp models before interpreter shutdown (as backends/local.py does, for the same reason)."""
-    with _LLAMAS_LOCK:
-        entries = list(_LLAMAS.values())
-        _LLAMAS.clear()
-    for llm, _lock in entries:
-        with contextlib.suppress(Exception):
-            llm.close()
 
 
 def _cut(text: str, stop: list[str] | None) -> str:
@@ -87,29 +72,6 @@ def gguf_adapter(home: WeightsHome, digest: str, base: BaseModel) -> Path:
     return out
 
 
-def _llama(model_path: Path, lora: Path | None, n_ctx: int, seed: int) -> tuple[Any, threading.Lock]:
-    from crystallise.backends import local
-
-    key = (str(model_path), str(lora) if lora else None)
-    with _LLAMAS_LOCK:
-        if key in _LLAMAS:
-            return _LLAMAS[key]
-        llama_cpp = local._import_llama()
-        kwargs: dict[str, Any] = {"model_path": str(model_path), "n_ctx": n_ctx, "n_threads": local._cpu_count(),
-                                  "seed": seed, "verbose": False}
-        if lora is not None:
-            kwargs["lora_path"] = str(lora)
-        try:
-            with local._model_params(llama_cpp, local._extra_bufts_wanted()):
-                llm = llama_cpp.Llama(**kwargs)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise BackendError(f"llama.cpp could not load {model_path} with adapter {lora}: {exc}") from exc
-        finally:
-            local._silence()
-        _LLAMAS[key] = (llm, threading.Lock())
-        return _LLAMAS[key]
-
-
 class LlamaAdapterBackend:
     """llama.cpp on the GGUF base with a GGUF LoRA applied (or none)."""
 
@@ -119,7 +81,7 @@ class LlamaAdapterBackend:
         self.name = name or f"local:{self.model_path.stem}{'+lora' if lora else ''}"
 
     def complete(self, request: CompletionRequest) -> Completion:
-        llm, lock = _llama(self.model_path, self.lora, self.n_ctx, self.seed)
+        llm, lock = load_llama(self.model_path, n_ctx=self.n_ctx, seed=self.seed, lora=self.lora)
         start = time.perf_counter()
         with lock:
             try:
