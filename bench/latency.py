@@ -10,7 +10,8 @@
      the speed-up (median LLM / median code);
   5. the same records through a program whose one part is LLM-written source (it returns the
      number the arith rule would, computed by Python in the sandbox): the warm cost of sandboxed
-     code — process isolation, the pipe round trip, the host's checks of the reply.
+     code — process isolation, the pipe round trip, the host's checks of the reply — over the
+     calls that program answered (on the others it abstains and the LLM answers: not timed).
 
 The code path is the serving path — runtime, program dispatch, interpreter, output schema — not
 a bare function call; the LLM path includes prompt building and parsing.
@@ -138,7 +139,9 @@ def command(ctx: click.Context, train_path: Path, data_path: Path, model: str, m
     box_rt.answer(_x(chosen[0]), record=chosen[0])  # warm-up: starts the worker
     box_t, _, box_by = _timed(box_rt, chosen, score, repeat=code_repeat)
     close_sandboxes()
-    code_s, llm_s, box_s = _stats(code_t), _stats(llm_t), _stats(box_t)
+    # the sandboxed path's latency is that of the calls its program answered (the others fell back to the LLM)
+    code_s, llm_s = _stats(code_t), _stats(llm_t)
+    box_s = _stats([t for t, by in zip(box_t, box_by) if by == "code"] or [float("nan")])
     result = {
         "task": task, "model": model, "records": len(chosen),
         "code": {**code_s, "accuracy": round(sum(code_ok) / len(chosen), 4), "served_by_code": code_by.count("code")},
