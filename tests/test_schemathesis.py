@@ -18,15 +18,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the `dev` extra")
 
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+
+from bench.openapi import exercise  # noqa: E402
 
 from crystallise.server import create_app  # noqa: E402
 from crystallise.api import create_key  # noqa: E402
@@ -34,30 +28,11 @@ from crystallise.engine.home import Home  # noqa: E402
 from tests.ui_seed import seed  # noqa: E402
 
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 10}
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, status_code_conformance]
 
 
 def _exercise(schema: Any, key: str, examples: dict[Any, int] = EXAMPLES) -> tuple[list[str], Counter[int]]:
-    """Every operation, each mode: run the checks on generated cases; the failures, and the statuses seen."""
-    failures: list[str] = []
-    statuses: Counter[int] = Counter()
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        for mode, n in examples.items():
-
-            @settings(max_examples=n, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def run(case: Any) -> None:
-                response = case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
-                statuses[response.status_code] += 1
-
-            try:
-                run()
-            except Unsatisfiable:
-                continue  # nothing about this operation's input can be made invalid (e.g. GET /v1/health)
-            except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - collect every operation's failure, then report them all
-                failures.append(f"{operation.label} ({mode.value}): {str(e)[:1500]}")
+    """Every operation, each mode: the failures, and the statuses seen (the harness of `bench openapi`)."""
+    failures, statuses, _ = exercise(schema, key, examples[GenerationMode.POSITIVE], examples[GenerationMode.NEGATIVE])
     return failures, statuses
 
 
