@@ -4,9 +4,7 @@ with problem details and nothing written."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,19 +26,9 @@ from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict  # noqa: E4
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    """One initialised home (git repository + migrated store), copied for each test: much faster."""
-    h = Home.init(tmp_path_factory.mktemp("template") / "home")
-    h.close()
-    return h.path
-
-
 @pytest.fixture
-def home(tmp_path, template) -> Iterator[Home]:
-    h = Home.open(shutil.copytree(template, tmp_path / "home"))
-    yield h
-    h.close()
+def home(sqlite_home: Home) -> Home:
+    return sqlite_home
 
 
 @pytest.fixture

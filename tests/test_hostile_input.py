@@ -7,9 +7,7 @@ The attack: one POST with a lone surrogate, NaN or Infinity was stored (201) and
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -38,18 +36,9 @@ BAD_IDS = {"over-long id": "t" * 201, "control character in id": "tr_\x01x", "ne
            "NUL in id": "tr_\x00", "tab in id": "tr\t1"}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    h = Home.init(tmp_path_factory.mktemp("template") / "home")
-    h.close()
-    return h.path
-
-
 @pytest.fixture
-def home(tmp_path, template) -> Iterator[Home]:
-    h = Home.open(shutil.copytree(template, tmp_path / "home"))
-    yield h
-    h.close()
+def home(sqlite_home: Home) -> Home:
+    return sqlite_home
 
 
 @pytest.fixture

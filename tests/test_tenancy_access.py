@@ -3,9 +3,7 @@ counts and a version diff show an org key its own org's, never another org's (an
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,19 +18,10 @@ from crystallise.server import create_app  # noqa: E402
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Span, Trace, Verdict  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    h = Home.init(tmp_path_factory.mktemp("template") / "home")
-    h.close()
-    return h.path
-
-
 @pytest.fixture
-def home(tmp_path, template) -> Iterator[Home]:
-    h = Home.open(shutil.copytree(template, tmp_path / "home"))
-    h.config["model"] = "scripted:{}"
-    yield h
-    h.close()
+def home(sqlite_home: Home) -> Home:
+    sqlite_home.config["model"] = "scripted:{}"
+    return sqlite_home
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ retry-safe POST a 409 (its run silently lost)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,18 +23,9 @@ from crystallise.server import create_app  # noqa: E402
 from crystallise.types import Trace  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    h = Home.init(tmp_path_factory.mktemp("template") / "home")
-    h.close()
-    return h.path
-
-
 @pytest.fixture
-def home(tmp_path, template) -> Iterator[Home]:
-    h = Home.open(shutil.copytree(template, tmp_path / "home"))
-    yield h
-    h.close()
+def home(sqlite_home: Home) -> Home:
+    return sqlite_home
 
 
 @pytest.fixture
