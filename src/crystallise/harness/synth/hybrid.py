@@ -353,7 +353,7 @@ def answer(runtime: Any, value: Any, record: dict[str, Any] | None = None) -> An
         fields, completion, repaired = complete_json(runtime.backend, request, schema)
     except CrystalliseError:
         return None
-    out = program.run(value, fields if isinstance(fields, dict) else None).output if isinstance(fields, dict) else None
+    out = program.run(value, fields).output if isinstance(fields, dict) else None
     if out is None:
         return None
     return Answer(output=out, served_by="hybrid", llm_calls=2 if repaired else 1,
