@@ -34,6 +34,8 @@ __all__ = [
     "ENV_MODEL",
     "ENV_MODELS_DIR",
     "ENV_PREFILTER_MIN",
+    "ENV_REGISTRY",
+    "ENV_SERVE_SPEC",
     "ENV_STORE",
     "ENV_TORCH_THREADS",
     "ENV_UPSTREAM",
@@ -54,6 +56,8 @@ ENV_TORCH_THREADS = "CRYSTALLISE_TORCH_THREADS"
 ENV_LLAMA_EXTRA_BUFTS = "CRYSTALLISE_LLAMA_EXTRA_BUFTS"
 ENV_LINK_THRESHOLD = "CRYSTALLISE_LINK_THRESHOLD"
 ENV_PREFILTER_MIN = "CRYSTALLISE_PREFILTER_MIN"
+ENV_SERVE_SPEC = "CRYSTALLISE_SERVE_SPEC"  # `serve --workers N` hands its options to each process (server.py)
+ENV_REGISTRY = "CRYSTALLISE_REGISTRY"  # the central artifact repository shared by machines (artifacts/registry.py)
 
 
 def env(name: str, default: str | None = None) -> str | None:

@@ -413,14 +413,7 @@ class ArtifactRepo:
                     return None
                 parent = ["-p", head] if head else []
                 sha = decode(self._git("commit-tree", tree, *parent, input=text_message.encode("utf-8"))).strip()
-                subject = text_message.split("\n", 1)[0]
-                try:
-                    self._git("update-ref", "-m", f"crystallise: {subject}", "HEAD", sha, head or ZERO_SHA)
-                except GitCommandError as e:
-                    raise ArtifactError(
-                        f"the artifact repository at {self.path} moved while committing (another writer?): "
-                        f"retry the commit; git said: {e.stderr}"
-                    ) from e
+                sha = self._land(sha, head, paths, text_message)
                 self._git("reset", "-q", "HEAD", "--", *paths)  # the real index agrees with HEAD for these paths
             except BaseException:
                 try:
@@ -437,6 +430,21 @@ class ArtifactRepo:
                 if not keep_journal:
                     self._journal.unlink(missing_ok=True)
             return sha
+
+    def _land(self, sha: str, head: str | None, paths: Sequence[str], message: str) -> str:
+        """Move HEAD from `head` to the new commit `sha` (compare-and-swap); the sha HEAD now names.
+
+        A shared registry (artifacts/registry.py) publishes the commit first, re-made on a newer
+        parent if another machine pushed meanwhile."""
+        subject = message.split("\n", 1)[0]
+        try:
+            self._git("update-ref", "-m", f"crystallise: {subject}", "HEAD", sha, head or ZERO_SHA)
+        except GitCommandError as e:
+            raise ArtifactError(
+                f"the artifact repository at {self.path} moved while committing (another writer?): "
+                f"retry the commit; git said: {e.stderr}"
+            ) from e
+        return sha
 
     def rewrite_history(self, transform: Callable[[str, str], str | None]) -> dict[str, str]:
         """Rewrite every commit with `transform(path, text)` applied to each file (return None to keep a file

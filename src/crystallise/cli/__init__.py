@@ -73,13 +73,17 @@ def open_home(ctx: click.Context) -> Home:
 @main.command()
 @click.option("--store-url", default=None, help="sqlite:///PATH or postgresql://... (default: SQLite in the home).")
 @click.option("--model", default=None, help="Default model spec: local, local:NAME, openai:MODEL, replay:FIELD.")
+@click.option("--registry", default=None, metavar="URL",
+              help="A central artifact repository (path, file:// or ssh:// URL) shared with other machines; "
+                   "the home's artifacts/ becomes a clone of it (docs/deploy.md).")
 @click.pass_context
-def init(ctx: click.Context, store_url: str | None, model: str | None) -> None:
+def init(ctx: click.Context, store_url: str | None, model: str | None, registry: str | None) -> None:
     """Create the home: store schema, artifact repository, models folder."""
-    home = Home.init(ctx.obj["home_path"], store_url=store_url, model=model)
+    home = Home.init(ctx.obj["home_path"], store_url=store_url, model=model, registry=registry)
     out.print(f"crystallise home ready at {home.path}")
     out.print(f"  store:     {home.store_url.split('@')[-1]}")
-    out.print(f"  artifacts: {home.path / 'artifacts'} (git)")
+    shared = f", a clone of {home.registry}" if home.registry else ""
+    out.print(f"  artifacts: {home.path / 'artifacts'} (git{shared})")
     out.print(f"  model:     {home.model_spec}")
 
 

@@ -23,6 +23,7 @@ from crystallise.config import (
     ENV_HOME,
     ENV_MODEL,
     ENV_MODELS_DIR,
+    ENV_REGISTRY,
     ENV_STORE,
     default_home_path,
     env,
@@ -30,11 +31,13 @@ from crystallise.config import (
 )
 from crystallise.artifacts import ArtifactRepo
 from crystallise.artifacts.gitcli import atomic_write
+from crystallise.artifacts.registry import SharedArtifactRepo
 from crystallise.backends import get_backend
 from crystallise.backends.base import Backend
 from crystallise.context.embed import Embedder, get_embedder
 from crystallise.context.pii import policy_from_config
 from crystallise.store import open_store
+from crystallise.store.locks import exclusive
 from crystallise.store.sql import SqlStore
 from crystallise.errors import ConfigError
 
@@ -67,8 +70,11 @@ class Home:
         return cls(path=p, config=_read_config(p))
 
     @classmethod
-    def init(cls, path: str | Path, *, store_url: str | None = None, model: str | None = None) -> Home:
-        """Create (or complete) a home: directories, config, store schema, artifact repo."""
+    def init(
+        cls, path: str | Path, *, store_url: str | None = None, model: str | None = None, registry: str | None = None
+    ) -> Home:
+        """Create (or complete) a home: directories, config, store schema, artifact repo (a clone of
+        `registry` when one is given: machines that share a store share their versions through it)."""
         p = Path(path).resolve()
         (p / "models").mkdir(parents=True, exist_ok=True)
         config = _read_config(p)
@@ -76,6 +82,8 @@ class Home:
             config["store_url"] = store_url
         if model:
             config["model"] = model
+        if registry:
+            config["registry"] = registry
         (p / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         home = cls(path=p, config=config)
         home.repo.init()
@@ -96,10 +104,22 @@ class Home:
         return self._store
 
     @property
+    def registry(self) -> str | None:
+        """The central artifact repository this home's clone pushes to (None: the local repository is the one)."""
+        return env(ENV_REGISTRY) or self.config.get("registry") or None
+
+    @property
     def repo(self) -> ArtifactRepo:
-        """The git repository of agent- and org-level artifacts."""
+        """The git repository of agent- and org-level artifacts: a local one, or a clone of `registry`
+        whose commits are serialised across machines by the store's `artifacts` lock (store/locks.py)."""
         if self._repo is None:
-            self._repo = ArtifactRepo(self.path / "artifacts")
+            if self.registry:
+                self._repo = SharedArtifactRepo(
+                    self.path / "artifacts", str(self.registry), lock=lambda: exclusive(self.store, "artifacts"),
+                    sync_s=float(self.config.get("registry_sync_s", 2.0)),
+                )
+            else:
+                self._repo = ArtifactRepo(self.path / "artifacts")
         return self._repo
 
     @property
