@@ -9,6 +9,7 @@ and problem details) and are composed here, the one module that sees all three.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 
 from crystallise.api.app import create_app as create_api_app
 from crystallise.api.auth import KeyRing
+from crystallise.config import ENV_SERVE_SPEC, env
 from crystallise.engine.home import Home
 from crystallise.web import create_web_app
 
@@ -28,7 +30,7 @@ except ImportError as _e:  # pragma: no cover - depends on the installed extras
 else:
     _MCP_MISSING = None
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "fleet_app"]
 
 log = logging.getLogger("crystallise.api")
 
@@ -47,3 +49,17 @@ def _ui(home: Home, keys: KeyRing, reports: Path) -> Any:
 def create_app(home: Home, **options: Any) -> FastAPI:
     """The API over `home` with /mcp and /ui (`crystallise.api.app.create_app` lists the options)."""
     return create_api_app(home, mcp=_mcp, ui=_ui, **options)
+
+
+def fleet_app() -> FastAPI:
+    """One process of `crystallise serve --workers N` (uvicorn imports this factory in each worker).
+
+    The parent passes the home and the options as JSON in CRYSTALLISE_SERVE_SPEC. Nothing a process
+    keeps can disagree with its siblings: keys are re-read from the home's file on change, the UI's
+    CSRF secret is the home's (web/app.py), the OTLP spool locks each trace across processes, and
+    learned state lives in the store and the artifact repository (docs/deploy.md)."""
+    raw = env(ENV_SERVE_SPEC)
+    if not raw:
+        raise RuntimeError(f"{ENV_SERVE_SPEC} is not set: start the fleet with `crystallise serve --workers N`")
+    spec = json.loads(raw)
+    return create_app(Home.open(spec.pop("home")), **spec)

@@ -168,14 +168,17 @@ class KeyRing:
     def __init__(self, home_path: Path) -> None:
         self.file = Path(home_path) / KEYS_FILE
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._keys: list[dict[str, Any]] = []
         self._refresh()
 
     def _refresh(self) -> None:
         try:
             st = self.file.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+            # the inode too: `_save` replaces the file, and two saves within one mtime tick with equal
+            # sizes (another process of a `serve --workers N` fleet revoking one key and adding another)
+            # must not look unchanged
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
         if stamp == self._stamp and (stamp is not None or not self._keys):

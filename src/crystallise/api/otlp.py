@@ -83,10 +83,14 @@ class Ingestor:
             return (f"trace {trace_hex}: spans name org {asked!r} but this API key writes to org {org!r}; "
                     "drop crystallise.org or use that org's key")
         org = org if org is not None else asked
-        existing = self._existing(trace_hex, org)
+        key = _spool_key(trace_hex, org)  # ids are per org: another org's same trace id is another trace
+        with self.spool.locked(key):  # another server process of this home may hold spans of this trace
+            return self._one_locked(trace_hex, key, group, org)
+
+    def _one_locked(self, trace_hex: str, key: str, group: list[dict[str, Any]], org: str | None) -> str | None:
+        existing = self._existing(trace_hex, org)  # under the lock: another process may have just written it
         if existing is not None:
             return self._late(existing, group, org)
-        key = _spool_key(trace_hex, org)  # ids are per org: another org's same trace id is another trace
         waiting, waiting_org = self.spool.org(key)
         if waiting and waiting_org != org:
             return f"trace {trace_hex} is being recorded for another org: its spans must come from one org's key"
@@ -125,7 +129,7 @@ class Ingestor:
         """Write every trace whose root never came and whose spans have waited long enough."""
         written = 0
         for trace_hex in self.spool.stale(now):
-            with self._lock:
+            with self._lock, self.spool.locked(trace_hex):
                 waiting, org = self.spool.org(trace_hex)
                 spans = self.spool.read(trace_hex)
                 if not waiting or not spans:

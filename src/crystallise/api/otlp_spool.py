@@ -12,20 +12,32 @@ crash loses nothing. A trace whose root never comes (the root lives in another s
 the process died) is written anyway once its file has been quiet for `flush_after_s`.
 Files that could not be written as a trace are renamed `*.jsonl.failed` and kept.
 
-One process owns a spool directory; several server processes need several homes or a
-shared store table (not provided yet).
+Several server processes of one home (`serve --workers N`, one machine) share the spool: each
+trace id's read-modify cycle holds a byte-range lock (`locked`) on `.lock` in the directory, so
+two processes never both write or both drop one trace. Processes on different machines have
+different spools: route an exporter's requests to one machine (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+try:  # POSIX record locks: per process, so callers also hold a thread lock (the Ingestor does)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["Spool"]
+
+_LOCK_SLOTS = 1 << 16  # trace ids hash onto this many one-byte ranges of the lock file
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -41,6 +53,24 @@ class Spool:
         if not _HEX32.match(trace_hex):
             raise ValueError(f"not a trace id: {trace_hex!r}")
         return self.dir / f"{trace_hex}.jsonl"
+
+    @contextmanager
+    def locked(self, trace_hex: str) -> Iterator[None]:
+        """Hold trace `trace_hex`'s lock against other processes of this home (see the module docstring)."""
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        slot = int.from_bytes(hashlib.blake2b(trace_hex.encode(), digest_size=4).digest(), "big") % _LOCK_SLOTS
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, slot)
+            try:
+                yield
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, slot)
+        finally:
+            os.close(fd)
 
     def org(self, trace_hex: str) -> tuple[bool, str | None]:
         """(whether spans are waiting, the org of the key that sent the first of them)."""

@@ -5,13 +5,18 @@
     crystallise serve --host 0.0.0.0           # refused until at least one key exists
     crystallise serve --upstream http://127.0.0.1:8080/v1    # where /v1/chat/completions forwards
     crystallise serve --reports-dir reports    # the bench reports the web UI (/ui) lists
+    crystallise serve --workers 4              # 4 processes on one port (PostgreSQL store: see docs/deploy.md)
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import click
+
+from crystallise.config import ENV_SERVE_SPEC
 
 
 class QueryStringFilter(logging.Filter):
@@ -50,13 +55,16 @@ def register(main: click.Group) -> None:
                   help="Largest chat completion request body.")
     @click.option("--reports-dir", type=click.Path(file_okay=False), default=None,
                   help="Folder of bench reports for the web UI (default: config `reports_dir`, else ./reports).")
+    @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+                  help="Server processes sharing the port. Above 1 the store must be PostgreSQL "
+                       "(SQLite serialises writers: more processes only add lock waits).")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, key_user: str | None,
               list_keys: bool,
               revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
-              max_proxy_body_bytes: int, reports_dir: str | None, log_level: str) -> None:
+              max_proxy_body_bytes: int, reports_dir: str | None, workers: int, log_level: str) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
@@ -94,11 +102,23 @@ def register(main: click.Group) -> None:
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
         logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
-        app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
-                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
+        options = dict(max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
+                       upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
+        if workers > 1 and not home.store_url.startswith("postgresql"):
+            raise click.UsageError(
+                f"--workers {workers} needs a PostgreSQL store (this home uses {home.store_url.split(':')[0]}): "
+                "set store_url in config.json or CRYSTALLISE_STORE_URL to postgresql://..., or serve one process"
+            )
+        app = create_app(home, **options)
         shown = f"[{host}]" if ":" in host else host
         base = f"http://{shown}:{port}"
         console.print(f"crystallise API on {base} (home {home.path}); OTLP: {base}/otlp/v1/traces; "
                       f"OpenAI base URL: {base}/v1 (upstream {app.state.upstream.label}); UI: {base}/ui/",
                       highlight=False, soft_wrap=True)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+        if workers == 1:
+            uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+            return
+        os.environ[ENV_SERVE_SPEC] = json.dumps({"home": str(home.path), **options})  # read by server.fleet_app
+        console.print(f"{workers} server processes", highlight=False)
+        uvicorn.run("crystallise.server:fleet_app", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, proxy_headers=False)

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem, lone_surrogate, scrub
 from crystallise.engine import access
-from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
+from crystallise.errors import ArtifactError, ConfigError, NotFoundError, ProtectedError, StoreError, UserError
 from crystallise.engine.home import Home
 
 __all__ = ["COOKIE", "LoginRequired", "create_web_app", "csrf_token", "form", "render", "ui_principal"]
@@ -120,6 +121,37 @@ def _error(request: Request, status: int, message: str) -> HTMLResponse:
     return render(request, "error.html", status=status, status_code=status, message=message)
 
 
+def shared_secret(home_path: Path) -> bytes:
+    """The home's UI secret (HOME/ui-secret, made once, mode 0600): every server process of a fleet
+    (`serve --workers N`) signs and checks CSRF tokens with the same one, so a form rendered by one
+    process can be posted to another."""
+    path = home_path / "ui-secret"
+    for _ in range(3):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if len(data) == 32:
+            return data
+        tmp = home_path / f".ui-secret.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if data:  # torn or foreign content: replace it
+                os.replace(tmp, path)
+            else:  # the first process to link wins; the others read its secret
+                os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise ConfigError(f"cannot keep a 32-byte UI secret in {path}: check that the home is writable")
+
+
 def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None) -> FastAPI:
     """The UI over `home`; `reports_dir` holds `crystallise bench ... --out` folders (default ./reports)."""
     from crystallise.web import pages, review
@@ -127,7 +159,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
     app = FastAPI(title="crystallise UI", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.home, app.state.keys = home, keys
     app.state.reports_dir = Path(reports_dir or "reports").resolve()
-    app.state.csrf_secret = secrets.token_bytes(32)
+    app.state.csrf_secret = shared_secret(Path(home.path))
     app.state.jinja = _environment()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
