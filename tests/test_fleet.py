@@ -135,7 +135,8 @@ def test_two_processes_agree_on_keys_traces_and_otlp(fleet):
     # the same, child and root at the same moment: an acknowledged child span is never lost (either it is
     # in the trace, or it was refused because its root was written first)
     def send(span: dict) -> httpx.Response:
-        return _fresh("POST", f"{base}/otlp/v1/traces", key, json={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+        body = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+        return _fresh("POST", f"{base}/otlp/v1/traces", key, json=body)
 
     with ThreadPoolExecutor(8) as pool:
         for n in range(100, 124):
