@@ -3,6 +3,7 @@
     crystallise bench ingest --store sqlite                 # a fresh home, `crystallise serve` as a subprocess
     crystallise bench ingest --store postgres               # + a throwaway PostgreSQL, durable settings
     crystallise bench ingest --store sqlite --load wrk      # max throughput measured by wrk instead
+    crystallise bench ingest --store postgres --workers 2   # `serve --workers 2` (CPU: all processes)
 
 1. a fresh home (SQLite in it, or a new PostgreSQL started with fsync and synchronous_commit ON:
    an acknowledged trace must survive a crash, so the benchmark measures the durable path);
@@ -61,10 +62,10 @@ def start_postgres() -> PostgresServer:
         raise click.ClickException(str(exc)) from exc
 
 
-def start_server(home: Home, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Home, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("crystallise")
     cmd = [str(exe) if exe.exists() else "crystallise", "--home", str(home.path), "serve", "--port", str(port),
-           "--log-level", "warning", "--upstream", "scripted:ok"]
+           "--log-level", "warning", "--upstream", "scripted:ok", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -80,10 +81,15 @@ def start_server(home: Home, port: int) -> subprocess.Popen[bytes]:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc): a figure other load on the
-    machine does not inflate, unlike wall-clock throughput."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds a process and its live descendants (`serve --workers N`) have used
+    (Linux /proc): a figure other load on the machine does not inflate, unlike wall-clock throughput."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        kids = [int(k) for task in tasks for k in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_s(k) for k in kids)
 
 
 def python_load(url: str, key: str, mode: str, rate: float, duration: float, connections: int) -> dict[str, Any]:
@@ -141,8 +147,11 @@ def wrk_load(url: str, key: str, duration: float, connections: int) -> dict[str,
 @click.option("--connections", type=int, default=32, show_default=True, help="Keep-alive connections.")
 @click.option("--load", type=click.Choice(["python", "wrk"]), default="python", show_default=True,
               help="What measures the max-throughput phase (the sustained phase is always the open-loop script).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Server processes (`serve --workers N`; above 1 needs --store postgres or a PostgreSQL URL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def command(store: str, rate: float, duration: float, connections: int, load: str, as_json: bool) -> None:
+def command(store: str, rate: float, duration: float, connections: int, load: str, workers: int,
+            as_json: bool) -> None:
     """Trace ingest throughput and latency on loopback (POST /v1/traces), load from another process."""
     tmp = Path(tempfile.mkdtemp(prefix="crystallise-bench-ingest-"))
     pg = start_postgres() if store == "postgres" else None
@@ -152,7 +161,7 @@ def command(store: str, rate: float, duration: float, connections: int, load: st
         home = Home.init(tmp / "home", store_url=url)
         key = create_key(home.path, "bench")[0]
         port = free_port()
-        server = start_server(home, port)
+        server = start_server(home, port, workers)
         target = f"http://127.0.0.1:{port}/v1/traces"
         warm = python_load(target, key, "open", 100, 2, connections)  # warm-up: imports, pools, page cache
         cpu0 = cpu_s(server.pid)
@@ -167,7 +176,8 @@ def command(store: str, rate: float, duration: float, connections: int, load: st
         acked += peak["statuses"].get("201", 0) if load == "python" else peak["sent"] - peak["errors"]
         stored = home.store.count_traces()
         result = {
-            "store": "postgres" if pg else store if store == "sqlite" else "url", "sustained": sustained,
+            "store": "postgres" if pg else store if store == "sqlite" else "url", "workers": workers,
+            "sustained": sustained,
             "max": {k: v for k, v in peak.items() if k != "raw"}, "stored_traces": stored,
             "goal_met": sustained["ok_rps"] >= 0.98 * min(rate, GOAL_RPS) and sustained["p99_ms"] < GOAL_P99_MS
             and rate >= GOAL_RPS,
@@ -188,7 +198,8 @@ def command(store: str, rate: float, duration: float, connections: int, load: st
         click.echo(json.dumps(result))
         return
     s, m = result["sustained"], result["max"]
-    click.echo(f"ingest on {result['store']}: {result['acknowledged']} acknowledged, {result['stored_traces']} stored")
+    click.echo(f"ingest on {result['store']}, {workers} server process(es): {result['acknowledged']} acknowledged, "
+               f"{result['stored_traces']} stored")
     click.echo(f"  sustained  target {rate:.0f}/s  achieved {s['ok_rps']}/s  p50 {s['p50_ms']} ms  "
                f"p99 {s['p99_ms']} ms  max {s['max_ms']} ms  errors {s['errors']}  statuses {s['statuses']}  "
                f"server CPU {s['server_cpu_ms_per_request']} ms/request")
