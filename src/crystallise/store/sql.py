@@ -541,10 +541,10 @@ class SqlStore(ContextDataMixin):
                         if rows:
                             conn.execute(sa.insert(table), rows)
                     for i, trace, *_ in todo:
-                        results[i] = dataclasses.replace(
+                        results[i] = _with(  # not dataclasses.replace: 5x the CPU, per span, on the ingest path
                             trace, seq=seqs[trace.id],
-                            spans=[dataclasses.replace(s, trace_id=trace.id) for s in trace.spans],
-                            feedback=[dataclasses.replace(fb, trace_id=trace.id) for fb in trace.feedback])
+                            spans=[_with(s, trace_id=trace.id) for s in trace.spans],
+                            feedback=[_with(fb, trace_id=trace.id) for fb in trace.feedback])
                 except exc.IntegrityError:
                     raise _BatchConflict() from None
         except _BatchConflict:
@@ -560,3 +560,11 @@ class SqlStore(ContextDataMixin):
 
 class _BatchConflict(Exception):
     """A child id of one trace in a batch collided: the batch is retried trace by trace."""
+
+
+def _with(record: Any, **changes: Any) -> Any:
+    """A shallow copy of a record (a plain dataclass, already validated) with `changes` set."""
+    copy = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__)
+    copy.__dict__.update(changes)
+    return copy
