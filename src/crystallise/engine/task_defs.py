@@ -51,7 +51,8 @@ def define(home: Home, name: str, *, metric: str = "exact", output_schema: dict[
     for label, schema in (("output schema", output_schema), ("input schema", input_schema)):
         if schema is not None and (not isinstance(schema, dict) or not isinstance(schema.get("type", "object"), str)):
             raise ValidationError(f"the {label} must be a JSON Schema object, e.g. {{\"type\": \"string\"}}")
-    wanted = TaskSpec(name=name, description=instruction, metric=metric, output_schema=output_schema or {"type": "string"},
+    wanted = TaskSpec(name=name, description=instruction, metric=metric,
+                      output_schema=output_schema or {"type": "string"},
                       input_schema=input_schema or {"type": "string"})
     current = View.of(home.repo).spec(name)
     if current is not None:
