@@ -12,6 +12,7 @@ See docs/loop.md for the whole loop and docs/cli.md for the command line.
 """
 
 from crystallise.engine.home import Home
+from crystallise.engine.learning import last_trace_id, learn, score
 from crystallise.engine.memory import forget, remember
 from crystallise.engine.observe import trace, wrap_openai
 from crystallise.engine.serving import ContextPack, assemble
@@ -34,7 +35,10 @@ __all__ = [
     "context",
     "current_trace",
     "forget",
+    "last_trace_id",
+    "learn",
     "remember",
+    "score",
     "task",
     "trace",
     "wrap_openai",

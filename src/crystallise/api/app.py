@@ -31,6 +31,7 @@ from crystallise.api import (
     routes_changesets,
     routes_context,
     routes_dream,
+    routes_jobs,
     routes_review,
     routes_traces,
     routes_versions,
@@ -45,6 +46,8 @@ from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.version import __version__
 from crystallise.engine.home import Home
+from crystallise.engine.jobs import InProcessExecutor
+from crystallise.engine.scheduler import LearnPolicy, Scheduler
 from crystallise.store.group import GroupCommit
 
 __all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
@@ -77,6 +80,8 @@ def create_app(
     reports_dir: str | None = None,
     mcp: Callable[[Home], Any] | None = None,
     ui: Callable[[Home, KeyRing, Path], Any] | None = None,
+    run_jobs: bool = False,
+    learn: bool = False,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
@@ -87,6 +92,9 @@ def create_app(
     bodies get `max_proxy_body_bytes`. `reports_dir` holds the bench reports the web UI lists.
     `mcp(home)` makes the endpoint served at /mcp (None: no MCP), `ui(home, keys, reports)` the web
     UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both.
+    `run_jobs`: run queued learning jobs on a thread of this process (engine/jobs.InProcessExecutor);
+    `learn`: also queue them on evidence (engine/scheduler.py, unless the config's "learn" is off).
+    `crystallise serve` turns both on (`--no-learn`: the scheduler off).
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
@@ -100,10 +108,16 @@ def create_app(
             log.warning("no API keys configured: the API is OPEN to anyone who can reach it; "
                         "create one with `crystallise serve --create-key ORG`")
         async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing():
-            try:
-                yield
-            finally:
-                await chat_upstream.aclose()
+            with contextlib.ExitStack() as stack:
+                if run_jobs or learn:
+                    app.state.executor = stack.enter_context(InProcessExecutor(home))
+                if learn:
+                    stack.enter_context(Scheduler(home, LearnPolicy.from_config(home.config))
+                                        .running(app.state.executor))
+                try:
+                    yield
+                finally:
+                    await chat_upstream.aclose()
 
     app = FastAPI(
         title="crystallise",
@@ -123,6 +137,7 @@ def create_app(
     app.include_router(routes_changesets.router)
     app.include_router(routes_review.router)
     app.include_router(routes_dream.router)
+    app.include_router(routes_jobs.router)
     app.include_router(proxy.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")

@@ -58,13 +58,17 @@ def register(main: click.Group) -> None:
     @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
                   help="Server processes sharing the port. Above 1 the store must be PostgreSQL "
                        "(SQLite serialises writers: more processes only add lock waits).")
+    @click.option("--no-learn", is_flag=True,
+                  help="Do not queue learning jobs on evidence (config.json \"learn\": {\"enabled\": false} too); "
+                       "queued jobs still run.")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, key_user: str | None,
               list_keys: bool,
               revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
-              max_proxy_body_bytes: int, reports_dir: str | None, workers: int, log_level: str) -> None:
+              max_proxy_body_bytes: int, reports_dir: str | None, workers: int, no_learn: bool,
+              log_level: str) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
@@ -103,7 +107,8 @@ def register(main: click.Group) -> None:
         logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
         options = dict(max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
-                       upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
+                       upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir,
+                       run_jobs=True, learn=not no_learn)
         if workers > 1 and not home.store_url.startswith("postgresql"):
             raise click.UsageError(
                 f"--workers {workers} needs a PostgreSQL store (this home uses {home.store_url.split(':')[0]}): "

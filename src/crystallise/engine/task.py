@@ -31,6 +31,7 @@ from crystallise.errors import ModelOutputError, ValidationError
 from crystallise.governance.protect import Actor
 from crystallise.harness.runtime import TaskRuntime, constrains_text
 from crystallise.harness.spec import TaskSpec, View, task_path, valid_task_name
+from crystallise.traces.last import set_last_trace_id
 from crystallise.traces.sdk import current_trace
 from crystallise.types import ChangeSet, Delta, Verdict
 
@@ -89,6 +90,7 @@ class Task:
         home = self._home()
         with ExitStack() as stack:
             t = current_trace() or stack.enter_context(trace(self.name, input=value, home=home))
+            set_last_trace_id(t.id)  # `crystallise.last_trace_id()`: score this call later
             with t.span(f"task:{self.name}", "task", input=value) as span:
                 rt = self.runtime(home, org=t.record.org_id, agent=t.record.agent_id, user=t.record.user_id)
                 ans = rt.answer(value)
