@@ -82,6 +82,7 @@ def create_app(
     ui: Callable[[Home, KeyRing, Path], Any] | None = None,
     run_jobs: bool = False,
     learn: bool = False,
+    executor: Callable[[Home], Any] | None = None,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
@@ -94,7 +95,8 @@ def create_app(
     UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both.
     `run_jobs`: run queued learning jobs on a thread of this process (engine/jobs.InProcessExecutor);
     `learn`: also queue them on evidence (engine/scheduler.py, unless the config's "learn" is off).
-    `crystallise serve` turns both on (`--no-learn`: the scheduler off).
+    `crystallise serve` turns both on (`--no-learn`: the scheduler off). `executor(home)`: another
+    executor for them (a context manager: `crystallise.scale.RayExecutor`, `serve --engine ray`).
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
@@ -110,7 +112,8 @@ def create_app(
         async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing():
             with contextlib.ExitStack() as stack:
                 if run_jobs or learn:
-                    app.state.executor = stack.enter_context(InProcessExecutor(home))
+                    app.state.executor = stack.enter_context(
+                        executor(home) if executor is not None else InProcessExecutor(home))
                 if learn:
                     stack.enter_context(Scheduler(home, LearnPolicy.from_config(home.config))
                                         .running(app.state.executor))

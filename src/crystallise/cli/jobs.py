@@ -28,6 +28,7 @@ from rich.table import Table
 from crystallise.engine import jobs
 from crystallise.engine.scheduler import LearnPolicy, Scheduler
 from crystallise.engine.task_defs import define, task_names
+from crystallise.scale.ray_exec import RayExecutor
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.types import Scope
 
@@ -210,15 +211,25 @@ def register(main: click.Group) -> None:
     @main.command("worker")
     @click.option("--threads", default=1, show_default=True, help="Jobs run at once (one per scope).")
     @click.option("--no-learn", is_flag=True, help="Run queued jobs only; do not queue jobs on evidence.")
+    @click.option("--engine", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True,
+                  help="Where jobs run: threads of this process, or tasks on a Ray cluster (the `scale` extra).")
+    @click.option("--address", default=None, metavar="HOST:PORT",
+                  help="With --engine ray: the Ray head's address (default: Ray's own, e.g. RAY_ADDRESS).")
     @click.pass_context
-    def worker_cmd(ctx: click.Context, threads: int, no_learn: bool) -> None:
+    def worker_cmd(ctx: click.Context, threads: int, no_learn: bool, engine: str, address: str | None) -> None:
         """Run queued learning jobs and the scheduler (config.json "learn") until Ctrl-C."""
         home = open_home(ctx)
         policy = LearnPolicy.from_config(home.config)
         learn = policy.enabled and not no_learn
-        console.print(f"crystallise worker on {home.path}: {threads} thread(s), scheduler "
+        where = f"Ray cluster {address or '(default address)'}" if engine == "ray" else f"{threads} thread(s)"
+        console.print(f"crystallise worker on {home.path}: {where}, scheduler "
                       f"{'on' if learn else 'off'}; Ctrl-C stops", highlight=False)
-        with jobs.InProcessExecutor(home, threads=threads) as ex:
+        try:
+            executor = RayExecutor(home, address=address) if engine == "ray" else \
+                jobs.InProcessExecutor(home, threads=threads)
+        except ImportError as e:
+            raise click.ClickException(str(e)) from e
+        with executor as ex:
             scheduler = Scheduler(home, policy if learn else LearnPolicy(enabled=False))
             with scheduler.running(ex):
                 try:

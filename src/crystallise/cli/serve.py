@@ -61,6 +61,10 @@ def register(main: click.Group) -> None:
     @click.option("--no-learn", is_flag=True,
                   help="Do not queue learning jobs on evidence (config.json \"learn\": {\"enabled\": false} too); "
                        "queued jobs still run.")
+    @click.option("--engine", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True,
+                  help="Where learning jobs run: a thread of this process, or tasks on a Ray cluster (`scale` extra).")
+    @click.option("--address", "ray_address", default=None, metavar="HOST:PORT",
+                  help="With --engine ray: the Ray head's address.")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
@@ -68,7 +72,7 @@ def register(main: click.Group) -> None:
               list_keys: bool,
               revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
               max_proxy_body_bytes: int, reports_dir: str | None, workers: int, no_learn: bool,
-              log_level: str) -> None:
+              engine: str, ray_address: str | None, log_level: str) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
@@ -108,13 +112,16 @@ def register(main: click.Group) -> None:
 
         options = dict(max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
                        upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir,
-                       run_jobs=True, learn=not no_learn)
+                       run_jobs=True, learn=not no_learn, engine=engine, ray_address=ray_address)
         if workers > 1 and not home.store_url.startswith("postgresql"):
             raise click.UsageError(
                 f"--workers {workers} needs a PostgreSQL store (this home uses {home.store_url.split(':')[0]}): "
                 "set store_url in config.json or CRYSTALLISE_STORE_URL to postgresql://..., or serve one process"
             )
-        app = create_app(home, **options)
+        try:
+            app = create_app(home, **options)
+        except ImportError as e:  # --engine ray without the `scale` extra: the message names it
+            raise click.ClickException(str(e)) from e
         shown = f"[{host}]" if ":" in host else host
         base = f"http://{shown}:{port}"
         console.print(f"crystallise API on {base} (home {home.path}); OTLP: {base}/otlp/v1/traces; "
