@@ -30,50 +30,15 @@ from crystallise.gate import score_numeric
 from crystallise.harness.spec import TaskSpec
 from crystallise.scale import RayExecutor
 from crystallise.testing.pg import PostgresServer
+from crystallise.testing.raycluster import RayCluster, sweep
 from crystallise.types import Scope
 from tests.helpers import ratio_records
 
 ORGS = [f"org{i}" for i in range(1, 6)]
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def my_netns() -> int:
-    return os.stat("/proc/self/ns/net").st_ino
-
-
-def sweep() -> None:
-    """Kill every process of this private namespace but this one (all of them were started here)."""
-    mine, me = my_netns(), os.getpid()
-    for _ in range(3):
-        victims = []
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit() and int(p.name) != me:
-                try:
-                    if os.stat(p / "ns" / "net").st_ino == mine:
-                        victims.append(int(p.name))
-                except OSError:
-                    continue
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        if not victims:
-            return
-        time.sleep(0.5)
-
-
-def ray_start(home: Path, *args: str) -> None:
-    env = {**os.environ, "CRYSTALLISE_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
-    done = subprocess.run([RAY, "start", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats",
-                           "--object-store-memory=80000000", *args], env=env, capture_output=True, text=True,
-                          timeout=180)
-    if done.returncode:
-        raise RuntimeError(f"ray start failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def seed(home: Home, org: str, task: str) -> None:
@@ -121,11 +86,9 @@ def main(out: Path) -> None:
             seed(main_home, org, "ratio")
         seed(main_home, "victim", "slow")
         say("ray start: head + 1 worker node, 127.0.0.1 only")
-        port = 6391
-        ray_start(homes[0].path, "--head", f"--port={port}", "--include-dashboard=false")
-        ray_start(homes[1].path, f"--address=127.0.0.1:{port}")
+        cluster = RayCluster([h.path for h in homes]).__enter__()
         t0 = time.monotonic()
-        with RayExecutor(main_home, address=f"127.0.0.1:{port}", poll_s=0.3) as ex:
+        with RayExecutor(main_home, address=cluster.address, poll_s=0.3) as ex:
             import ray
 
             facts["nodes"] = len([n for n in ray.nodes() if n["Alive"]])

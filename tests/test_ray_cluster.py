@@ -62,7 +62,7 @@ def test_jobs_on_a_two_node_ray_cluster_in_a_private_network(tmp_path):
                                                          os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(["unshare", "-n", sys.executable, str(HERE / "ray_cluster_driver.py"), str(out)],
                           env=env, capture_output=True, text=True, timeout=900)
-    assert out.exists(), f"the driver wrote nothing (exit {done.returncode}): {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    assert out.exists(), f"no facts (exit {done.returncode}): {done.stdout[-3000:]}{done.stderr[-3000:]}"
     facts = json.loads(out.read_text())
     assert "error" not in facts, f"{facts['error']}\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
     assert facts["nodes"] == 2

@@ -1,0 +1,80 @@
+"""A throwaway local Ray cluster of N nodes on 127.0.0.1, for the tests and benchmarks of crystallise.scale.
+
+Run it inside a private network namespace that has only loopback, so nothing it starts is reachable
+from (or reaches) the network -- a multi-node Ray cluster otherwise advertises the machine's address:
+
+    unshare -n python DRIVER            # the driver: `ip link set lo up`, then
+    with RayCluster(homes) as cluster:  # one node per home (CRYSTALLISE_HOME of its raylet), head first
+        RayExecutor(home, address=cluster.address)
+
+Every process started inside the namespace is stopped by pid on exit (`sweep`), never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["RayCluster", "private_network_problem", "sweep"]
+
+def private_network_problem() -> str | None:
+    """Why a private network namespace cannot be made here (None: it can)."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        return f"cannot make a private network namespace (`unshare -n` needs root): {probe.stderr.strip()}"
+    return None
+
+
+def sweep() -> None:
+    """Kill every process of this network namespace but this one: in a private namespace, ours."""
+    mine, me = os.stat("/proc/self/ns/net").st_ino, os.getpid()
+    if mine == os.stat("/proc/1/ns/net").st_ino:
+        return  # the machine's own namespace: nothing here is only ours
+    for _ in range(3):
+        victims = []
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit() and int(p.name) != me:
+                try:
+                    if os.stat(p / "ns" / "net").st_ino == mine:
+                        victims.append(int(p.name))
+                except OSError:
+                    continue
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if not victims:
+            return
+        time.sleep(0.5)
+
+
+class RayCluster:
+    """`ray start` of a head node and `len(homes) - 1` workers, 2 CPUs each, on 127.0.0.1."""
+
+    def __init__(self, homes: Sequence[Path], *, port: int = 6391, cpus: int = 2) -> None:
+        self.homes, self.port, self.cpus = list(homes), port, cpus
+        self.address = f"127.0.0.1:{port}"
+        self.ray = str(Path(sys.executable).with_name("ray"))
+
+    def _start(self, home: Path, *args: str) -> None:
+        env = {**os.environ, "CRYSTALLISE_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+        done = subprocess.run([self.ray, "start", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
+                               "--disable-usage-stats", "--object-store-memory=80000000", *args],
+                              env=env, capture_output=True, text=True, timeout=180)
+        if done.returncode:
+            raise RuntimeError(f"ray start failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def __enter__(self) -> RayCluster:
+        self._start(self.homes[0], "--head", f"--port={self.port}", "--include-dashboard=false")
+        for home in self.homes[1:]:
+            self._start(home, f"--address={self.address}")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass  # the caller sweeps the namespace once everything else (PostgreSQL) has stopped
