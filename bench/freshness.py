@@ -1,6 +1,6 @@
 """How fast evidence becomes a live version: trace -> job queued, Nth verified trace -> version live.
 
-    crystallise bench freshness                    # 5 orgs, N = 20 verified traces each, scheduler poll 1 s
+    crystallise bench freshness                    # 5 orgs, N = 30 verified traces each, scheduler poll 1 s
     crystallise bench freshness --orgs 10 --poll-s 5 --json
 
 The embedded default (SQLite, in-process executor, the scheduler of `serve` / `crystallise worker`) on
@@ -47,7 +47,7 @@ def _pct(values: list[float], q: float) -> float:
 
 @click.command()
 @click.option("--orgs", default=5, show_default=True, type=click.IntRange(1, 100))
-@click.option("--n", "outcomes", default=20, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--n", "outcomes", default=30, show_default=True, type=click.IntRange(1, 1000),
               help="Verified outcomes that queue a learn job (config.json learn.task_outcomes).")
 @click.option("--poll-s", default=1.0, show_default=True, type=float, help="The scheduler's poll interval.")
 @click.option("--json", "as_json", is_flag=True)

@@ -33,8 +33,8 @@ def private_network_problem() -> str | None:
 def sweep() -> None:
     """Kill every process of this network namespace but this one: in a private namespace, ours."""
     mine, me = os.stat("/proc/self/ns/net").st_ino, os.getpid()
-    if mine == os.stat("/proc/1/ns/net").st_ino:
-        return  # the machine's own namespace: nothing here is only ours
+    if mine == os.stat(f"/proc/{os.getppid()}/ns/net").st_ino:
+        return  # our parent's namespace (not a private one under `unshare -n`): nothing here is only ours
     for _ in range(3):
         victims = []
         for p in Path("/proc").iterdir():
