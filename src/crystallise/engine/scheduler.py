@@ -120,7 +120,8 @@ class Scheduler:
             return
         store = self.home.store
         marks = store.watermarks_with_prefix("dream/")
-        last = {j.scope: j.created_at for j in reversed(jobs.list_jobs(self.home, kind="dream", limit=1000))}
+        last = {(j.scope.agent, j.scope.org, j.scope.user): j.created_at
+                for j in reversed(jobs.list_jobs(self.home, kind="dream", limit=1000))}
         for agent, org, user, top in store.trace_scopes():
             scope = Scope(agent=agent, org=org, user=user)
             since = marks.get(f"dream/{dream_key(scope)}", 0)
@@ -129,7 +130,7 @@ class Scheduler:
             if p.dream_traces and len(store.list_traces(agent=agent, org=org, user=user, after_seq=since,
                                                         limit=p.dream_traces)) >= p.dream_traces:
                 yield "dream", scope, {}
-            elif p.dream_every_s is not None and now() - last.get(scope, 0.0) >= p.dream_every_s:
+            elif p.dream_every_s is not None and now() - last.get((agent, org, user), 0.0) >= p.dream_every_s:
                 yield "dream", scope, {}
 
     def _extract_due(self) -> Iterator[tuple[str, Scope, dict[str, Any]]]:
