@@ -109,6 +109,9 @@ class Scheduler:
         for task in task_names(self.home):
             for org in orgs:
                 since = store.get_watermark(learn_watermark(task, org))
+                n = self.policy.task_outcomes
+                if len(store.list_traces(name=task, org=org, after_seq=since, limit=max(n, 1))) < n:
+                    continue  # too few new runs to hold n verified outcomes: no need to read their feedback
                 fresh = [t for t in store.list_traces(name=task, org=org, after_seq=since, with_children=True,
                                                       limit=10_000) if teaches(t, org=org)]
                 if len(verified_cases(fresh, task)) >= self.policy.task_outcomes:
