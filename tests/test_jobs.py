@@ -250,3 +250,14 @@ def test_postgres_row_level_security_hides_other_orgs_jobs_even_without_the_code
     with org_scope("acme"):
         assert job_rows.get(home.store, job.id)["id"] == job.id
     assert jobs.get(home, job.id).status == "queued"
+
+
+def test_a_weights_export_job_writes_the_scopes_verified_runs_into_the_home(home):
+    _learn_home(home)  # 24 verified runs of ratio in org acme
+    with pytest.raises(Refused, match="admin key"):
+        jobs.submit(home, "weights-export", scope=Scope(org="acme"), params={"task": "ratio"}, actor=ACME)
+    job = jobs.run(home, jobs.submit(home, "weights-export", scope=Scope(org="acme"), params={"task": "ratio"}).id)
+    assert job.status == "succeeded", job.error
+    folder = home.path / "exports" / job.id
+    assert job.result["folder"] == str(folder) and job.result["sft"]["examples"] == 24
+    assert len((folder / "sft.jsonl").read_text().splitlines()) == 24
