@@ -148,8 +148,12 @@ def scope_lock(home: Home, key: str, *, wait: bool = True) -> Iterator[bool]:
                 yield got
             finally:
                 if got:
-                    conn.execute(sa.select(sa.func.pg_advisory_unlock(number)))
-                    conn.commit()
+                    try:
+                        conn.execute(sa.select(sa.func.pg_advisory_unlock(number)))
+                        conn.commit()
+                    except Exception:  # a session lock must never go back to the pool held
+                        conn.invalidate()
+                        raise
         return
     folder = home.path / "locks"
     folder.mkdir(exist_ok=True)
