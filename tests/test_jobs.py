@@ -19,11 +19,12 @@ from crystallise.engine.job_kinds import KINDS, JobKind, Refused
 from crystallise.engine.jobctx import job_scope
 from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.engine.task_defs import define
-from crystallise.errors import ArtifactError, NotFoundError, ValidationError
+from crystallise.errors import ArtifactError, NotFoundError, StoreError, ValidationError
 from crystallise.gate import score_numeric
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec
 from crystallise.store import jobs as job_rows
+from crystallise.store.engine import is_postgres, org_scope
 from crystallise.types import ChangeSet, Delta, Scope, Verdict
 from tests.helpers import ratio_records
 
@@ -229,3 +230,34 @@ def test_a_learn_job_crystallises_and_its_rerun_after_a_crash_commits_nothing(ho
     again = jobs.run(home, job.id, worker="w2")
     assert again.status == "succeeded" and again.attempts == 2
     assert len(home.store.list_versions(limit=1000)) == versions
+
+
+def test_postgres_row_level_security_hides_other_orgs_jobs_even_without_the_code_check(home):
+    if not is_postgres(home.store.engine):
+        pytest.skip("row-level security is PostgreSQL's (SQLite has the code's check only)")
+    job = jobs.submit(home, "skills", scope=Scope(org="acme"))
+    forged = {"id": "job_forged", "kind": "skills", "scope_key": "k", "agent_id": "default", "org_id": "acme",
+              "user_id": None, "params": {}, "status": "queued", "progress": 0.0, "message": "", "log": [],
+              "attempts": 0, "max_attempts": 3, "worker": None, "result": None, "error": None, "actor": {},
+              "cancel_requested": False, "created_at": 1.0, "started_at": None, "finished_at": None,
+              "updated_at": 1.0}
+    with org_scope("evil"):
+        assert job_rows.get(home.store, job.id) is None  # the raw row read: no org filter in the query
+        assert job_rows.rows(home.store) == []
+        assert not job_rows.update(home.store, job.id, status="cancelled")
+        with pytest.raises(StoreError):  # a row of another org cannot be written either
+            job_rows.insert(home.store, forged)
+    with org_scope("acme"):
+        assert job_rows.get(home.store, job.id)["id"] == job.id
+    assert jobs.get(home, job.id).status == "queued"
+
+
+def test_a_weights_export_job_writes_the_scopes_verified_runs_into_the_home(home):
+    _learn_home(home)  # 24 verified runs of ratio in org acme
+    with pytest.raises(Refused, match="admin key"):
+        jobs.submit(home, "weights-export", scope=Scope(org="acme"), params={"task": "ratio"}, actor=ACME)
+    job = jobs.run(home, jobs.submit(home, "weights-export", scope=Scope(org="acme"), params={"task": "ratio"}).id)
+    assert job.status == "succeeded", job.error
+    folder = home.path / "exports" / job.id
+    assert job.result["folder"] == str(folder) and job.result["sft"]["examples"] == 24
+    assert len((folder / "sft.jsonl").read_text().splitlines()) == 24

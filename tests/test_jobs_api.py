@@ -135,3 +135,24 @@ def test_post_learn_queues_runs_and_cancels(keyed):
         assert r.status_code == 200 and r.json()["cancel_requested"]
         final = _wait(lambda: (j := jobs.get(home, queued.id)).done and j)
         assert final.status in ("cancelled", "succeeded")
+
+
+def test_jobs_over_the_api_on_both_stores_keep_orgs_apart(home):
+    """The same routes on SQLite and PostgreSQL (row-level security on: an org key's request runs as
+    the `crystallise_org` role), no workers: what is queued stays queued."""
+    keys = {name: create_key(home.path, org)[0] for name, org in (("admin", "*"), ("acme", "acme"),
+                                                                    ("evil", "evil"))}
+    with Server(create_app(home)) as api, httpx.Client(base_url=api.url) as c:
+        assert c.post("/v1/tasks", json={"name": "ratio", "metric": "numeric"},
+                      headers=_h(keys["admin"])).status_code == 201
+        r = c.post("/v1/learn", json={"task": "ratio"}, headers=_h(keys["acme"]))
+        assert r.status_code == 202, r.text
+        (job,) = r.json()["items"]
+        mine = c.get(f"/v1/jobs/{job['id']}", headers=_h(keys["acme"]))
+        assert mine.status_code == 200 and mine.json()["status"] == "queued"
+        assert c.get(f"/v1/jobs/{job['id']}", headers=_h(keys["evil"])).status_code == 404
+        assert c.get("/v1/jobs", headers=_h(keys["evil"])).json()["items"] == []
+        assert c.post(f"/v1/jobs/{job['id']}/cancel", headers=_h(keys["evil"])).status_code == 404
+        assert [j["id"] for j in c.get("/v1/jobs", headers=_h(keys["admin"])).json()["items"]] == [job["id"]]
+        r = c.post(f"/v1/jobs/{job['id']}/cancel", headers=_h(keys["acme"]))
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"

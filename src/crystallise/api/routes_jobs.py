@@ -102,7 +102,8 @@ def _executor(request: Request) -> jobs.Executor | None:
     return getattr(request.app.state, "executor", None)
 
 
-@router.post("/tasks", status_code=201, response_model=TaskOut, summary="Define a task")
+@router.post("/tasks", status_code=201, response_model=TaskOut, summary="Define a task",
+             responses={200: {"model": TaskOut, "description": "already defined the same way: nothing changed"}})
 def post_task(body: TaskIn, home: HomeDep, who: PrincipalDep, response: Response) -> TaskOut:
     """Commit a task's spec (its first version). Traces named after the task are its evidence; their
     feedback's correction is the verified answer. 200 when it exists with the same definition."""

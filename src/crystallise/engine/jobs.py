@@ -148,8 +148,12 @@ def scope_lock(home: Home, key: str, *, wait: bool = True) -> Iterator[bool]:
                 yield got
             finally:
                 if got:
-                    conn.execute(sa.select(sa.func.pg_advisory_unlock(number)))
-                    conn.commit()
+                    try:
+                        conn.execute(sa.select(sa.func.pg_advisory_unlock(number)))
+                        conn.commit()
+                    except Exception:  # a session lock must never go back to the pool held
+                        conn.invalidate()
+                        raise
         return
     folder = home.path / "locks"
     folder.mkdir(exist_ok=True)
@@ -200,8 +204,7 @@ def submit(home: Home, kind: str, *, scope: Scope, params: dict[str, Any] | None
               max_attempts=max_attempts, created_at=at, updated_at=at)
     row = {k: v for k, v in job.to_dict().items() if k != "scope"}
     row.update(scope_key=job.scope_key, agent_id=scope.agent, org_id=scope.org, user_id=scope.user)
-    with org_scope(None):
-        rows.insert(home.store, row)
+    rows.insert(home.store, row)  # an org key's request: PostgreSQL checks the row is its org's too
     return job
 
 
@@ -212,14 +215,17 @@ def _require_task(home: Home, name: str) -> None:
 
 
 def _load(home: Home, job_id: str) -> Job | None:
+    """The job whatever its org (the workers' read: they run every org's jobs)."""
     with org_scope(None):
         row = rows.get(home.store, job_id)
     return Job.from_row(row) if row is not None else None
 
 
 def get(home: Home, job_id: str, actor: access.Who | None = None) -> Job:
-    """The job, if `actor` may see it; otherwise the same NotFoundError as an unknown id."""
-    job = _load(home, job_id) if isinstance(job_id, str) and job_id else None
+    """The job, if `actor` may see it; otherwise the same NotFoundError as an unknown id. Inside an
+    org key's request PostgreSQL's row-level security hides other orgs' rows as well (migration 6)."""
+    row = rows.get(home.store, job_id) if isinstance(job_id, str) and job_id else None
+    job = Job.from_row(row) if row is not None else None
     if job is None or (actor is not None and not access.may_see_record(actor, job.scope.org, job.scope.user)):
         raise NotFoundError(f"job {job_id!r} not found: `crystallise jobs list` (GET /v1/jobs) lists jobs")
     return job
@@ -235,9 +241,8 @@ def list_jobs(home: Home, actor: access.Who | None = None, *, status: str | None
     if not 1 <= limit <= 1000:
         raise ValidationError("limit must be between 1 and 1000")
     everyone = actor is None or actor.admin
-    with org_scope(None):
-        found = rows.rows(home.store, org=None if everyone else actor.org, any_org=everyone, status=status,
-                          kind=kind, user=None if actor is None else actor.user, limit=limit)
+    found = rows.rows(home.store, org=None if everyone else actor.org, any_org=everyone, status=status,
+                      kind=kind, user=None if actor is None else actor.user, limit=limit)
     return [Job.from_row(r) for r in found]
 
 
@@ -247,12 +252,9 @@ def cancel(home: Home, job_id: str, actor: access.Who | None = None) -> Job:
     job = get(home, job_id, actor)
     if actor is not None and actor.user is not None:
         raise Refused("a user-bound key cannot cancel jobs: use the org's key")
-    with org_scope(None):
-        if rows.update(home.store, job.id, when=("queued",), status="cancelled", finished_at=now(),
+    if not rows.update(home.store, job.id, when=("queued",), status="cancelled", finished_at=now(),
                        message="cancelled before it ran", cancel_requested=True):
-            pass
-        else:
-            rows.update(home.store, job.id, when=("running",), cancel_requested=True)
+        rows.update(home.store, job.id, when=("running",), cancel_requested=True)
     return get(home, job_id, actor)
 
 
@@ -271,6 +273,7 @@ def run(home: Home, job_id: str, *, worker: str | None = None, poll_s: float = 0
     another job of its scope runs); a job `worker` claimed runs; a running job of a worker that
     died (its scope lock is free) runs again as a new attempt; a finished job is returned as is."""
     worker = worker or worker_id()
+    waited = 0.0
     with org_scope(None):
         while True:
             job = _load(home, job_id)
@@ -282,6 +285,10 @@ def run(home: Home, job_id: str, *, worker: str | None = None, poll_s: float = 0
                 row = rows.claim(home.store, worker=worker, job_id=job_id)
                 if row is None:
                     time.sleep(poll_s)  # another job of its scope runs: wait for it
+                    waited += poll_s
+                    if waited >= 10.0:  # ... unless its worker died: put that job back
+                        reap(home)
+                        waited = 0.0
                     continue
                 job = Job.from_row(row)
             with scope_lock(home, job.scope_key) as _:

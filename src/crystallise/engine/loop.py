@@ -343,7 +343,10 @@ class Loop:
             self._new_program_starts_at_g4(cs)
             self._own(cs)
             report.proposed.append(cs)
-            version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
+            gate = self.gate_cases(trace_gate)
+            if progress:
+                progress(f"learn: {name}: gating old vs new on {len(gate)} cases")
+            version = self.gate_and_commit(cs, gate)
             if version:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))

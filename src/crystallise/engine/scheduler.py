@@ -109,6 +109,9 @@ class Scheduler:
         for task in task_names(self.home):
             for org in orgs:
                 since = store.get_watermark(learn_watermark(task, org))
+                n = self.policy.task_outcomes
+                if len(store.list_traces(name=task, org=org, after_seq=since, limit=max(n, 1))) < n:
+                    continue  # too few new runs to hold n verified outcomes: no need to read their feedback
                 fresh = [t for t in store.list_traces(name=task, org=org, after_seq=since, with_children=True,
                                                       limit=10_000) if teaches(t, org=org)]
                 if len(verified_cases(fresh, task)) >= self.policy.task_outcomes:
@@ -120,7 +123,8 @@ class Scheduler:
             return
         store = self.home.store
         marks = store.watermarks_with_prefix("dream/")
-        last = {j.scope: j.created_at for j in reversed(jobs.list_jobs(self.home, kind="dream", limit=1000))}
+        last = {(j.scope.agent, j.scope.org, j.scope.user): j.created_at
+                for j in reversed(jobs.list_jobs(self.home, kind="dream", limit=1000))}
         for agent, org, user, top in store.trace_scopes():
             scope = Scope(agent=agent, org=org, user=user)
             since = marks.get(f"dream/{dream_key(scope)}", 0)
@@ -129,7 +133,7 @@ class Scheduler:
             if p.dream_traces and len(store.list_traces(agent=agent, org=org, user=user, after_seq=since,
                                                         limit=p.dream_traces)) >= p.dream_traces:
                 yield "dream", scope, {}
-            elif p.dream_every_s is not None and now() - last.get(scope, 0.0) >= p.dream_every_s:
+            elif p.dream_every_s is not None and now() - last.get((agent, org, user), 0.0) >= p.dream_every_s:
                 yield "dream", scope, {}
 
     def _extract_due(self) -> Iterator[tuple[str, Scope, dict[str, Any]]]:
