@@ -90,6 +90,17 @@ class _NotJson(ValueError):
     pass
 
 
+# What a body must contain for `problem` to find anything, once it is valid UTF-8 (which cannot
+# carry a surrogate): a NaN/Infinity constant, a \uD800-\uDFFF escape, a float literal big enough
+# to overflow (a long exponent or 309+ digits), or more than MAX_DEPTH brackets. A body with none of
+# these is let through without a second parse and walk (the ingest path: ~0.3 ms of CPU a request).
+_SUSPECT = re.compile(r"NaN|Infinity|\\u[dD][89a-fA-F]|[eE][+-]?\d{3}|\d{309}")
+
+
+def _suspect(text: str) -> bool:
+    return _SUSPECT.search(text) is not None or text.count("[") + text.count("{") > MAX_DEPTH
+
+
 def check_body(body: bytes) -> tuple[int, str] | None:
     """(status, detail) when a JSON body must be refused; None when it may go on (a body that
     is not JSON at all goes on too: the route answers it as before)."""
@@ -97,6 +108,8 @@ def check_body(body: bytes) -> tuple[int, str] | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         return 400, f"the body is not valid UTF-8 (byte {e.start}): send UTF-8 JSON"
+    if not _suspect(text):
+        return None
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except _NotJson as e:
