@@ -60,6 +60,7 @@ def child(scenario: str, home_path: str, n: int, writer: int = 0) -> None:
     from crystallise.engine.home import Home
 
     home = Home.open(home_path)
+    home.config["trace_writes"] = "sync"  # ACK means stored: each trace is written before its block exits
     if scenario == "ingest":
         _child_ingest(home, n)
     elif scenario == "dream":

@@ -17,6 +17,7 @@ point one elsewhere without reloading anything:
     CRYSTALLISE_LLAMA_EXTRA_BUFTS  llama.cpp extra buffer types (auto | on | off)
     CRYSTALLISE_LINK_THRESHOLD  the similarity that links two notes
     CRYSTALLISE_PREFILTER_MIN   block size from which vector search prefilters
+    CRYSTALLISE_TRACE_WRITES    SDK trace writes: background | sync     (config "trace_writes", else background)
 
 A leaf of the dependency graph: it imports nothing from crystallise.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "ENV_PREFILTER_MIN",
     "ENV_STORE",
     "ENV_TORCH_THREADS",
+    "ENV_TRACE_WRITES",
     "ENV_UPSTREAM",
     "ENV_UPSTREAM_KEY",
     "default_home_path",
@@ -54,6 +56,7 @@ ENV_TORCH_THREADS = "CRYSTALLISE_TORCH_THREADS"
 ENV_LLAMA_EXTRA_BUFTS = "CRYSTALLISE_LLAMA_EXTRA_BUFTS"
 ENV_LINK_THRESHOLD = "CRYSTALLISE_LINK_THRESHOLD"
 ENV_PREFILTER_MIN = "CRYSTALLISE_PREFILTER_MIN"
+ENV_TRACE_WRITES = "CRYSTALLISE_TRACE_WRITES"
 
 
 def env(name: str, default: str | None = None) -> str | None:

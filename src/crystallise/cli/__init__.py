@@ -28,6 +28,7 @@ from rich.console import Console
 
 from crystallise.errors import CrystalliseError, UserError
 from crystallise.engine.home import ENV_HOME, Home, default_home_path, models_dir_for
+from crystallise.version import __version__
 
 console = Console(stderr=True)
 # Piped output (make demo, CI logs) gets wide tables instead of rich's 80-column default.
@@ -56,6 +57,7 @@ def emit(data: Any, as_json: bool) -> bool:
 
 
 @click.group(cls=_Group)
+@click.version_option(__version__, "--version", prog_name="crystallise", message="%(prog)s %(version)s")
 @click.option("--home", "home_path", type=click.Path(path_type=Path), default=None,
               help=f"Home directory (default: ${ENV_HOME} or ./.crystallise).")
 @click.pass_context

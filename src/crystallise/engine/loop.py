@@ -60,7 +60,7 @@ from crystallise.harness.structure import SchemaLearner
 from crystallise.engine.home import Home
 from crystallise.engine.committer import Committer
 from crystallise.engine.task import define_task
-from crystallise.engine.observe import trace
+from crystallise.traces.sdk import recording
 from crystallise.engine.scope import teaches
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version
 
@@ -199,7 +199,8 @@ class Loop:
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> tuple[Answer, str]:
         s = self.config.scope
         rt, arm = self._serving(value)
-        with trace(self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value, home=self.home) as t:
+        # Written before the block exits (not in the background): the loop reads and scores it next.
+        with recording(self.store, self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value) as t:
             with t.span(f"task:{self.spec.name}", "task", input=value) as span:
                 ans = rt.answer(value, record=record)
                 if arm is not None:
@@ -289,8 +290,8 @@ class Loop:
     def record_labelled(self, value: Any, truth: Any) -> str:
         """Import a labelled example as a trace whose verified answer is `truth` (no model call)."""
         s = self.config.scope
-        with trace(self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value, home=self.home,
-                   metadata={"imported": True}) as t:
+        with recording(self.store, self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value,
+                       metadata={"imported": True}) as t:
             t.feedback(correction=truth, comment="imported label")
         return t.id
 
