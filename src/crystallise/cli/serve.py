@@ -60,6 +60,8 @@ def register(main: click.Group) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
+            import uvicorn
+
             from crystallise.api import KeyRing, create_key, is_loopback, revoke_key
             from crystallise.server import create_app
         except ImportError as e:
@@ -89,8 +91,6 @@ def register(main: click.Group) -> None:
                 f"refusing to serve on {host} with no API keys: anyone could read and write this home. "
                 "Create a key with `crystallise serve --create-key ORG` or listen on 127.0.0.1"
             )
-        import uvicorn
-
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
         logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
