@@ -141,6 +141,7 @@ def test_write_through_fails_open_and_keeps_feedback_behind_its_trace(writer):
     assert t.id in store.traces and store.feedback[-1].trace_id == t.id and writer.snapshot().rejected == 0
 
 
+@pytest.mark.postgres
 def test_sdk_trace_with_real_postgres_down_then_back(tmp_path, monkeypatch):
     from crystallise.testing import PostgresServer, postgres_unavailable
 
@@ -256,3 +257,17 @@ def test_async_remember_recall_and_task(tmp_path, monkeypatch):
     assert out == "HELLO" and [i.id for i in found] == [item.id]  # type: ignore[attr-defined]
     spans = home.store.get_trace(trace_id).spans
     assert [s.kind for s in spans] == ["task"] and spans[0].output == "HELLO"
+
+
+def test_background_feedback_after_the_block_is_stored_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYSTALLISE_TRACE_WRITES", "background")
+    home = new_home(tmp_path)
+    for _ in range(20):   # the writer races the feedback: the handed-over trace must not change
+        with crystallise.trace("chat", input="q", home=home) as t:
+            t.output = "a"
+        t.feedback(label="thumbs_down")
+    before = crystallise.tracing_stats().rejected
+    assert crystallise.flush(10)
+    got = home.store.list_traces(name="chat", with_children=True, limit=50)
+    assert len(got) == 20 and all(len(x.feedback) == 1 and x.outcome == 0.0 for x in got)
+    assert crystallise.tracing_stats().rejected == before

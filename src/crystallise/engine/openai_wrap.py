@@ -34,7 +34,7 @@ from typing import Any
 
 from crystallise.engine.home import Home
 from crystallise.engine.tracing import default_home, writer_for
-from crystallise.traces.sdk import TraceHandle, current_trace
+from crystallise.traces.sdk import TraceHandle, current_trace, handoff
 from crystallise.types import Span, Trace, now
 
 __all__ = ["SLOW_MS", "wrap_openai"]
@@ -127,7 +127,7 @@ class _Call:
             record.status, record.error = "error", self.span.error
         record.ended_at = now()
         record.metadata["latency_ms"] = round(latency, 3)
-        self.handle.store.write_trace(record)
+        self.handle.store.write_trace(handoff(record))
         self.handle.acknowledged = True
 
 

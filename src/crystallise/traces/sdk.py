@@ -18,6 +18,7 @@ re-raised.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import traceback
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 from crystallise.errors import ValidationError
 from crystallise.types import Feedback, Span, Trace, now
 
-__all__ = ["Recording", "TraceHandle", "TraceWriter", "check_scope", "current_trace", "recording"]
+__all__ = ["Recording", "TraceHandle", "TraceWriter", "check_scope", "current_trace", "handoff", "recording"]
 
 class TraceWriter(Protocol):
     """Where a finished run goes: the store's `write_trace` and `add_feedback` (crystallise.store.Store)."""
@@ -126,6 +127,13 @@ def check_scope(*, agent: Any, org: Any, user: Any) -> None:
             raise ValidationError(f"{label} must be a non-empty string of at most 200 characters, got {value!r}")
 
 
+def handoff(record: Trace) -> Trace:
+    """The finished trace as it is handed over: its own lists, so feedback or a late span added to
+    the handle afterwards cannot change (or double) what a background writer has yet to store."""
+    return dataclasses.replace(record, spans=list(record.spans), feedback=list(record.feedback),
+                               metadata=dict(record.metadata))
+
+
 class Recording:
     """One run being recorded: `with` it, or `async with` it (what `recording()` and `crystallise.trace` return).
 
@@ -170,7 +178,7 @@ class Recording:
 
     def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
         handle = self._finish(error)
-        handle.store.write_trace(self.record)
+        handle.store.write_trace(handoff(self.record))
         handle.acknowledged = True
 
     async def __aenter__(self) -> TraceHandle:
@@ -179,9 +187,9 @@ class Recording:
     async def __aexit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
         handle = self._finish(error)
         if self.async_store is None:
-            await asyncio.to_thread(handle.store.write_trace, self.record)
+            await asyncio.to_thread(handle.store.write_trace, handoff(self.record))
         else:
-            handle.store.write_trace(self.record)  # a background writer: returns at once
+            handle.store.write_trace(handoff(self.record))  # a background writer: returns at once
         handle.acknowledged = True
 
 
