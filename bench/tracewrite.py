@@ -138,4 +138,5 @@ def command(n: int, store_url: str | None, as_json: bool) -> None:
                       ("remember_ms", "remember (user)     "), ("sdk_sync_ms", "SDK trace, sync     "),
                       ("sdk_bg_ms", "SDK trace, background")):
         click.echo(f"  {name} p50 {out[key]['p50']:.2f} ms  p95 {out[key]['p95']:.2f} ms")
-    click.echo(f"  background writer: stored all in {out['bg_drain_ms']:.0f} ms after the last block; {out['bg_stats']}")
+    click.echo(f"  background writer: stored all in {out['bg_drain_ms']:.0f} ms after the last block; "
+               f"{out['bg_stats']}")

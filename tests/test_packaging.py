@@ -238,3 +238,11 @@ def test_a_fresh_venv_with_only_serve_starts_the_server(tmp_path):
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_plots_name_the_bench_extra_when_matplotlib_is_missing(monkeypatch):
+    from crystallise.report import pyplot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib -> ImportError
+    with pytest.raises(ImportError, match=r"crystallise\[bench\]"):
+        pyplot()
