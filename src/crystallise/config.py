@@ -12,7 +12,7 @@ point one elsewhere without reloading anything:
     CRYSTALLISE_EMBEDDER        the embedder                          (config "embedder", else auto)
     CRYSTALLISE_PROXY_UPSTREAM  the proxy's upstream model server      (config "proxy_upstream")
     CRYSTALLISE_PROXY_UPSTREAM_KEY  its API key
-    OPENAI_API_KEY, ...         a backend's API key (backends/openai_http.py names which)
+    OPENAI_API_KEY, ANTHROPIC_API_KEY, ...  a backend's API key (backends/openai_http.py, anthropic_http.py)
     CRYSTALLISE_TORCH_THREADS   torch threads for the weight layer
     CRYSTALLISE_LLAMA_EXTRA_BUFTS  llama.cpp extra buffer types (auto | on | off)
     CRYSTALLISE_LINK_THRESHOLD  the similarity that links two notes
