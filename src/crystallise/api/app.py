@@ -38,6 +38,7 @@ from crystallise.api import (
 )
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
+from crystallise.api.docs_offline import install_docs
 from crystallise.api.hostile import SafeJSONResponse, StrictJson
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
@@ -114,7 +115,9 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
         default_response_class=SafeJSONResponse,  # a stored NaN or lone surrogate never makes a read 500
+        docs_url=None, redoc_url=None,  # served offline instead (docs_offline.py)
     )
+    install_docs(app, title="crystallise")
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
     app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
