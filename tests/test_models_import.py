@@ -100,3 +100,17 @@ def test_pull_hf_registers_the_downloaded_file_with_its_source(tmp_path, monkeyp
     files.append("other.gguf")  # two candidates: the user must say which
     with pytest.raises(ConfigError, match="name one as --hf"):
         model_import.pull_hf("owner/SmolLM2-GGUF", tmp_path / "models")
+
+
+def test_pull_hf_with_the_real_library_offline_is_a_clear_error(tmp_path, monkeypatch):
+    """The real huggingface_hub (the weights extra brings it), kept offline: no request leaves the machine."""
+    hub = pytest.importorskip("huggingface_hub")
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(model_import, "huggingface_hub", hub)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PullError) as err:
+        model_import.pull_hf("owner/repo:model.gguf", tmp_path / "models")
+    assert "owner/repo" in str(err.value) and "--file PATH" in str(err.value)
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
