@@ -7,7 +7,8 @@
 One request, in order:
 
     1. scope      X-Crystallise-Agent/-Org/-User/-Session headers (the body's `user` is the fallback user);
-                  the key's org is forced, an unknown X-Crystallise-* header is a 422
+                  the key's org is forced, an unknown X-Crystallise-* header is a 400 (422s answer 400 on the
+                  OpenAI paths, in OpenAI's error shape: problems.py)
     2. context    assemble(agent, org, user, query = the last user message) -> merged into the first
                   system message (or a new one), unless `X-Crystallise-Context: off`
     3. forward    to the upstream (proxy_upstream.py): its status and body come back unchanged,
