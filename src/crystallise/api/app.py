@@ -28,6 +28,7 @@ from fastapi.responses import RedirectResponse
 
 from crystallise.api import (
     proxy,
+    proxy_responses,
     routes_changesets,
     routes_context,
     routes_dream,
@@ -37,6 +38,7 @@ from crystallise.api import (
 )
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
+from crystallise.api.docs_offline import install_docs
 from crystallise.api.hostile import SafeJSONResponse, StrictJson
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
@@ -54,6 +56,7 @@ log = logging.getLogger("crystallise.api")
 OTLP_PREFIX = "/otlp"
 MCP_PATH = "/mcp"
 UI_PREFIX = "/ui"
+PROXY_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 DESCRIPTION = """\
 Record agent runs, read what crystallise learned, and undo it.
 
@@ -112,7 +115,9 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
         default_response_class=SafeJSONResponse,  # a stored NaN or lone surrogate never makes a read 500
+        docs_url=None, redoc_url=None,  # served offline instead (docs_offline.py)
     )
+    install_docs(app, title="crystallise")
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
     app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
@@ -124,6 +129,7 @@ def create_app(
     app.include_router(routes_review.router)
     app.include_router(routes_dream.router)
     app.include_router(proxy.router)
+    app.include_router(proxy_responses.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")
     def health() -> Health:
@@ -138,7 +144,7 @@ def create_app(
     def limit_for(path: str) -> int:
         if path.startswith(OTLP_PREFIX + "/"):
             return max_otlp_body_bytes
-        return max_proxy_body_bytes if path == "/v1/chat/completions" else max_body_bytes
+        return max_proxy_body_bytes if path in PROXY_PATHS else max_body_bytes
 
     app.add_middleware(StrictJson)  # inside BodyLimit: an oversized body is refused before it is buffered
     app.add_middleware(BodyLimit, limit_for=limit_for)

@@ -7,7 +7,8 @@
 One request, in order:
 
     1. scope      X-Crystallise-Agent/-Org/-User/-Session headers (the body's `user` is the fallback user);
-                  the key's org is forced, an unknown X-Crystallise-* header is a 422
+                  the key's org is forced, an unknown X-Crystallise-* header is a 400 (422s answer 400 on the
+                  OpenAI paths, in OpenAI's error shape: problems.py)
     2. context    assemble(agent, org, user, query = the last user message) -> merged into the first
                   system message (or a new one), unless `X-Crystallise-Context: off`
     3. forward    to the upstream (proxy_upstream.py): its status and body come back unchanged,
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
-from crystallise.api.problems import Problem
+from crystallise.api.problems import Problem, problem_response
 from crystallise.api.proxy_upstream import Reply, UpstreamUnavailable
 from crystallise.api.sse import SseRecorder
 from crystallise.engine.serving import assemble
@@ -47,7 +48,7 @@ from crystallise.backends.base import approx_tokens
 from crystallise.engine.home import Home
 from crystallise.types import Feedback, Span, Trace, new_id, now
 
-__all__ = ["CONTEXT_PREAMBLE", "TRACE_HEADER", "router"]
+__all__ = ["CONTEXT_PREAMBLE", "TRACE_HEADER", "Call", "openai_problem", "read_scope", "router"]
 
 log = logging.getLogger("crystallise.api.proxy")
 
@@ -95,8 +96,9 @@ def _scope_value(name: str, value: str) -> str:
     return value
 
 
-def read_scope(request: Request, who: Principal, body: ChatRequest) -> ProxyScope:
-    """Scope from the X-Crystallise-* headers; misspelt ones are refused like unknown query parameters."""
+def read_scope(request: Request, who: Principal, body: Any) -> ProxyScope:
+    """Scope from the X-Crystallise-* headers; misspelt ones are refused like unknown query parameters.
+    `body.user` (a chat or responses request) is the fallback user."""
     given: dict[str, str] = {}
     for key, value in request.headers.items():
         if key.lower().startswith("x-crystallise-"):
@@ -257,10 +259,13 @@ def _summary(reply: Reply) -> tuple[Any, str | None, dict[str, Any] | None, str 
     return output, doc.get("model"), usage, choice.get("finish_reason"), None
 
 
-def _bad_gateway(call: Call, detail: str, ok: bool) -> Response:
-    from crystallise.api.problems import problem_response
+def openai_problem(e: ValidationError) -> Problem:
+    """A 400 in OpenAI's shape; `ModelNotServed` says param `model`, code `model_not_found`."""
+    return Problem(400, str(e), param=getattr(e, "param", None), code=getattr(e, "code", None))
 
-    return problem_response(502, detail, "/v1/chat/completions", headers=call.headers(ok),
+
+def _bad_gateway(call: Call, detail: str, ok: bool, path: str = "/v1/chat/completions") -> Response:
+    return problem_response(502, detail, path, headers=call.headers(ok),
                             error={"message": detail, "type": "upstream_unavailable", "code": 502, "param": None})
 
 
@@ -289,7 +294,7 @@ async def chat_completions(
                                           error=str(e)))
         return _bad_gateway(call, str(e), ok)
     except ValidationError as e:
-        raise Problem(400, str(e)) from e
+        raise openai_problem(e) from e
 
     if reply.chunks is None:
         output, model, usage, finish, error = _summary(reply)
@@ -338,8 +343,6 @@ async def list_models(request: Request, who: PrincipalDep) -> Response:
     try:
         reply = await request.app.state.upstream.models()
     except UpstreamUnavailable as e:
-        from crystallise.api.problems import problem_response
-
         return problem_response(502, str(e), "/v1/models",
                                 error={"message": str(e), "type": "upstream_unavailable", "code": 502, "param": None})
     return Response(reply.content, status_code=reply.status, headers=reply.headers,

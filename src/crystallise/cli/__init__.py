@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from crystallise.errors import CrystalliseError, UserError
 from crystallise.engine.home import ENV_HOME, Home, default_home_path, models_dir_for
@@ -42,10 +43,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # keeps [extra]
             sys.exit(2)
         except CrystalliseError as e:
-            console.print(f"[red]failed:[/red] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed:[/red] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 
@@ -92,15 +93,30 @@ def models() -> None:
 
 @models.command("pull")
 @click.argument("name", required=False)
+@click.option("--file", "file_path", type=click.Path(dir_okay=False), help="Register a local .gguf file instead.")
+@click.option("--hf", "hf_spec", metavar="REPO[:FILE]", help="Download a .gguf from a Hugging Face hub (extra `hub`).")
+@click.option("--name", "as_name", help="The name to register --file/--hf under (default: the file's name).")
 @click.pass_context
-def models_pull(ctx: click.Context, name: str | None) -> None:
-    """Download, assemble and verify a model (default: the default local model)."""
+def models_pull(ctx: click.Context, name: str | None, file_path: str | None, hf_spec: str | None,
+                as_name: str | None) -> None:
+    """Download, assemble and verify a model (default: the default local model), or register one you have."""
     from rich.progress import Progress
 
-    from crystallise.backends import catalog
+    from crystallise.backends import catalog, model_import
 
-    name = name or catalog.DEFAULT_MODEL
     models_dir = models_dir_for(ctx.obj["home_path"])
+    if file_path or hf_spec:
+        if name or (file_path and hf_spec):
+            raise click.UsageError("give one of NAME, --file PATH or --hf REPO[:FILE]")
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"register {file_path or hf_spec}", total=None)
+            step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+            path = (model_import.import_file(file_path, models_dir, name=as_name, progress=step) if file_path
+                    else model_import.pull_hf(hf_spec or "", models_dir, name=as_name, progress=step))
+        out.print(f"{path.stem}: {path} (sha256 recorded in {path.with_suffix('.json').name}); "
+                  f"use it as local:{path.stem}")
+        return
+    name = name or catalog.DEFAULT_MODEL
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"pull {name}", total=None)
 
@@ -123,6 +139,8 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     installed = {m["name"]: m for m in catalog.installed(models_dir_for(ctx.obj["home_path"]))}
     rows = [{"name": n, "installed": n in installed, "size": spec.size, "licence": spec.licence,
              "base_model": spec.base_model} for n, spec in catalog.CATALOG.items()]
+    rows += [{"name": n, "installed": True, "size": m.get("size"), "licence": "(yours)", "base_model": None,
+              "source": m.get("source")} for n, m in installed.items() if n not in catalog.CATALOG]
     if emit(rows, as_json):
         return
     table = Table("model", "installed", "size (MB)", "licence")

@@ -9,7 +9,8 @@ The fake upstream answers `echo: <last user message>` and keeps every request bo
 behaviour: `fail-500` answers an OpenAI-style 500 error, `fail-400` a 400, `flaky-2-x` fails its first
 2 requests with 503 (a client retries them); any other model works.
 A stream is the reply in three content chunks (plus a usage chunk when
-`stream_options.include_usage` is set), framed as OpenAI frames it.
+`stream_options.include_usage` is set), framed as OpenAI frames it. `POST /v1/embeddings` answers
+3-d vectors `[len(text), index, 1.0]`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def fake_openai(chunk_delay_s: float = 0.0) -> FastAPI:
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "t"}]}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        body = await request.json()
+        app.state.requests.append({"body": body, "headers": dict(request.headers)})
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        return {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 2, "total_tokens": 2},
+                "data": [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 1.0]}
+                         for i, t in enumerate(texts)]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
