@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from crystallise.backends.base import approx_tokens
-from crystallise.context import retrieve
+from crystallise.context import at_time, retrieve
 from crystallise.context.embed import Embedder
-from crystallise.context.items import most_specific
+from crystallise.context.items import most_specific, validate_time
 from crystallise.context.retrieve import Hit, Mode
 from crystallise.engine.home import Home
 from crystallise.engine.skills import load_skill
@@ -174,11 +174,23 @@ def search(
     """The `k` best items for `query` visible to the scope, from the home's store (`context.retrieve.search`)."""
     retrieve.check_query(query, k, mode, agent, org, user)  # a bad argument is named before a missing home
     h = home or Home.from_env()
+    if as_of is not None:  # the index holds today's items only: a point in time is read from the ledger
+        found = at_time.search(query, store=h.store, embedder=embedder or h.embedder(), as_of=validate_as_of(as_of),
+                               agent=agent, org=org, user=user, k=k, kinds=at_time.kinds_of(kind), mode=mode)
+        return [Hit(item=it, score=score, ranks=ranks, similarity=cos) for it, score, ranks, cos in found]
     hits = retrieve.search(query, store=h.store, embedder=embedder or h.embedder(), agent=agent, org=org,
                            user=user, k=k, kind=kind, mode=mode, follow_links=follow_links, as_of=as_of,
                            depth=depth, timings=timings, dates=dates)
     kept = {id(it) for it in most_specific([hit.item for hit in hits], texts_once=False)}  # a key: the narrowest
     return [hit for hit in hits if id(hit.item) in kept]
+
+
+def validate_as_of(as_of: object) -> float:
+    """`as_of` as a time (seconds since the epoch), or a ValidationError naming the form."""
+    t = validate_time(as_of, "as_of")
+    if t is None:
+        raise ValidationError("as_of must be a time in seconds since the epoch (e.g. time.time()), not None")
+    return t
 
 
 def recall(
