@@ -31,6 +31,7 @@ from crystallise.api import (
     routes_changesets,
     routes_context,
     routes_dream,
+    routes_memories,
     routes_review,
     routes_traces,
     routes_versions,
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(routes_changesets.router)
     app.include_router(routes_review.router)
     app.include_router(routes_dream.router)
+    app.include_router(routes_memories.router)
     app.include_router(proxy.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")

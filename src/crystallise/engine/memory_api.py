@@ -38,6 +38,7 @@ from crystallise.context.items import clean_text, same_scope, validate_scope
 from crystallise.engine import access
 from crystallise.engine.home import Home
 from crystallise.engine.memory import commit_explicit, find_item, forget, remember, scope_items
+from crystallise.engine.serving import RELEVANCE_FLOOR
 from crystallise.engine.serving import search as serving_search
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.types import Item, Scope, Trace, now
@@ -126,7 +127,8 @@ class Memory:
         except NotFoundError:
             item = None
         if item is None or (self.who is not None and not access.may_see_item(self.who, item)):
-            raise NotFoundError(f"memory {memory_id} not found: get_all(user_id=...) lists the memories you can see")
+            raise NotFoundError(f"memory {memory_id} not found: get_all (GET /v1/memories) lists the memories you "
+                                "can see")
         return item
 
     @staticmethod
@@ -209,9 +211,13 @@ class Memory:
     def get(self, memory_id: str) -> dict[str, Any] | None:
         """One memory (a retired or reverted one too, with its status), or None for an unknown id."""
         try:
-            return memory_dict(self._find(memory_id))
+            return self.require(memory_id)
         except NotFoundError:
             return None
+
+    def require(self, memory_id: str) -> dict[str, Any]:
+        """`get`, raising NotFoundError (unknown, and another scope's alike) instead of returning None."""
+        return memory_dict(self._find(memory_id))
 
     def get_all(self, *, user_id: str | None = None, agent_id: str | None = None, org_id: str | None = None,
                 run_id: str | None = None, limit: int = 100) -> dict[str, Any]:
@@ -223,13 +229,14 @@ class Memory:
     def search(self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
                org_id: str | None = None, run_id: str | None = None, limit: int = 10,
                as_of: float | None = None) -> dict[str, Any]:
-        """The memories of one scope most relevant to `query`, best first (hybrid retrieval);
-        `as_of` answers with what was true then (the ledger's point in time)."""
+        """The memories of one scope relevant to `query` (a shared word, or an embedding close
+        enough: `serving.RELEVANCE_FLOOR`), best first by hybrid retrieval; `as_of` answers with
+        what was true then (the ledger's point in time)."""
         _limit(limit)
         scope = self._scope(user_id, agent_id, org_id)
         hits = serving_search(query, agent=scope.agent, org=scope.org, user=scope.user, k=min(limit * 3 + 10, 1000),
                               kind="memory", as_of=as_of, home=self.home)
-        kept = [h for h in hits if same_scope(h.item, scope)
+        kept = [h for h in hits if same_scope(h.item, scope) and h.relevant(RELEVANCE_FLOOR)
                 and (run_id is None or h.item.meta.get("run_id") == run_id)][:limit]
         return {"results": [memory_dict(h.item, h.score) for h in kept]}
 
