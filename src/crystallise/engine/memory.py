@@ -49,8 +49,8 @@ from crystallise.engine.home import Home
 from crystallise.governance.protect import Actor
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
 
-__all__ = ["accept", "changes", "commit_explicit", "find_item", "forget", "history", "remember", "revert_change",
-           "scope_items"]
+__all__ = ["accept", "changes", "check_trace", "commit_explicit", "find_item", "forget", "history", "remember",
+           "revert_change", "scope_items"]
 
 EXPLICIT = "explicit user action: {what} (not gated; undo with {undo})"
 LIVE = ("active", "quarantined")
@@ -96,6 +96,9 @@ def _check_trace(home: Home, trace_id: str | None, scope: Scope) -> list[str]:
             f"trace {trace_id} is not a trace of user {scope.user!r}: a user's memory can only cite that user's traces"
         )
     return [trace_id]
+
+
+check_trace = _check_trace  # the trace a write cites, checked to be the scope's own (tiers.py)
 
 
 def remember(

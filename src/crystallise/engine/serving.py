@@ -30,12 +30,14 @@ from dataclasses import dataclass, field
 
 from crystallise.backends.base import approx_tokens
 from crystallise.context import at_time, retrieve
+from crystallise.context import core_blocks as core
 from crystallise.context.embed import Embedder
 from crystallise.context.items import most_specific, validate_time
 from crystallise.context.retrieve import Hit, Mode
 from crystallise.engine.home import Home
 from crystallise.engine.skills import load_skill
 from crystallise.errors import NotFoundError, ValidationError
+from crystallise.store.base import Store
 from crystallise.traces.sdk import current_trace
 from crystallise.types import Item
 
@@ -67,6 +69,16 @@ def _servable(store: object, name: str) -> bool:
     except NotFoundError:
         return True
     return bool(item.status == "active")
+
+
+def core_blocks(store: Store, agent: str, org: str | None, user: str | None) -> list[Item]:
+    """The live core blocks visible to the scope (agent's, org's, the user's), one per level and label."""
+    found = store.query_items(agent=agent, org=org, user=user, kind="note", section=core.CORE, limit=1000)
+    seen: dict[tuple[str, str], Item] = {}
+    for it in sorted(found, key=lambda i: -i.updated_at):
+        if core.is_core(it):
+            seen.setdefault((it.level, core.label_of(it)), it)
+    return list(seen.values())
 
 
 def _line(it: Item) -> str:
@@ -106,8 +118,16 @@ def assemble(
         rest = store.query_items(agent=agent, org=org, user=user, kind=kind, limit=1000)
         ranked = most_specific(sorted(rest, key=lambda i: (_LEVEL_ORDER.get(i.level, 3), -(i.helpful - i.harmful))))
     t_pack = time.perf_counter()
+    pinned = core_blocks(store, agent, org, user)  # MemGPT's core memory: in every pack, first
+    ranked = [it for it in ranked if not (core.is_core(it) or core.is_archival(it))]  # archival: paged, not packed
+    pinned_text = core.render(pinned)
+    used = approx_tokens(pinned_text) + 2 if pinned else 0
+    if used > budget_tokens:
+        raise ValidationError(
+            f"the core memory of this scope takes {used} tokens, more than budget_tokens={budget_tokens}: raise "
+            "the budget, or shorten a block (core_memory_replace / core_memory_set) — core memory is never dropped "
+            "or cut")
     chosen: list[Item] = []
-    used = 0
     for it in ranked:
         cost = approx_tokens(_line(it)) + 2
         if used + cost > budget_tokens:
@@ -115,7 +135,7 @@ def assemble(
         chosen.append(it)
         used += cost
     chosen.sort(key=lambda i: _LEVEL_ORDER.get(i.level, 3))  # stable: keeps relevance order within a level
-    lines: list[str] = []
+    lines: list[str] = [pinned_text, ""] if pinned else []
     for level, title in (("user", "About this user"), ("org", "Organisation rules"), ("agent", "Playbook")):
         block = [_line(it) for it in chosen if it.level == level and it.kind != "skill"]
         if block:
@@ -138,7 +158,7 @@ def assemble(
             used += cost
             loaded.append(skill.name)
     timings["pack_ms"] = (time.perf_counter() - t_pack) * 1e3
-    pack = ContextPack(text="\n".join(lines).strip(), items=chosen, tokens=used, skills_loaded=loaded,
+    pack = ContextPack(text="\n".join(lines).strip(), items=[*pinned, *chosen], tokens=used, skills_loaded=loaded,
                        timings=timings)
     t_record = time.perf_counter()
     t = current_trace()
@@ -147,8 +167,8 @@ def assemble(
             s.attributes["shown_items"] = pack.item_ids
             if loaded:
                 s.attributes["loaded_skills"] = loaded
-            s.output = {"tokens": used, "items": len(chosen)}
-    if chosen:
+            s.output = {"tokens": used, "items": len(pack.items)}
+    if pack.items:
         store.bump_items(pack.item_ids, shown=1)
     timings["record_ms"] = (time.perf_counter() - t_record) * 1e3
     return pack
