@@ -13,6 +13,7 @@ See docs/loop.md for the whole loop and docs/cli.md for the command line.
 
 from crystallise.engine.home import Home
 from crystallise.engine.memory import forget, remember
+from crystallise.engine.memory_api import AsyncMemory, Memory
 from crystallise.engine.observe import trace, wrap_openai
 from crystallise.engine.serving import ContextPack, assemble
 from crystallise.engine.task import Task, task
@@ -25,9 +26,11 @@ from crystallise.version import __version__ as __version__
 context = assemble
 
 __all__ = [
+    "AsyncMemory",
     "ContextPack",
     "CrystalliseError",
     "Home",
+    "Memory",
     "Task",
     "TraceHandle",
     "UserError",

@@ -45,8 +45,8 @@ from crystallise.types import ChangeSet, Item, Trace, Version
 from crystallise.harness.spec import namespace
 
 __all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_item",
-           "may_see_record", "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version", "shown_id",
-           "shown_trace", "stored_id", "task_namespaces"]
+           "may_see_record", "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version",
+           "shown_id", "shown_trace", "stored_id", "task_namespaces"]
 
 ORG_SEP = "@"
 

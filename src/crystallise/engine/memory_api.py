@@ -2,7 +2,7 @@
 
     from crystallise import Memory
     m = Memory()                                               # the home of CRYSTALLISE_HOME
-    m.add("I live in Paris", user_id="u1")                     # {"results": [{"id": "it_…", "memory": …, "event": "ADD"}]}
+    m.add("I live in Paris", user_id="u1")                     # {"results": [{"id", "memory", "event": "ADD"}]}
     m.add([{"role": "user", "content": "I moved to Rome."}], user_id="u1")   # supersedes Paris
     m.search("where does the user live?", user_id="u1")      # {"results": [{"id", "memory", "score", …}]}
     m.get(memory_id); m.get_all(user_id="u1"); m.update(memory_id, "I live in Milan")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing_extensions import TypedDict
 
-__all__ = ["ArchivalHit", "ArchivalPage", "CoreBlockOut", "CoreBlocksOut", "FeedbackOut", "ForgetOut", "ItemOut", "LoadSkillOut",
-           "PlaybookOut", "RecallOut", "RememberOut", "SkillInfo", "SkillsOut"]
+__all__ = ["ArchivalHit", "ArchivalPage", "CoreBlockOut", "CoreBlocksOut", "FeedbackOut", "ForgetOut", "ItemOut",
+           "LoadSkillOut", "PlaybookOut", "RecallOut", "RememberOut", "SkillInfo", "SkillsOut"]
 
 
 class ItemOut(TypedDict):
