@@ -10,6 +10,10 @@ of its own:
     list_skills()                          engine.skills.list_skills (names + descriptions only)
     load_skill(name, file)                 engine.skills.load_skill (the body: progressive disclosure)
     feedback(score, label, correction, comment, trace_id)   store.add_feedback on the last answer
+    core_memory_*, archival_*              engine.tiers (tier_tools.py: MemGPT's self-editing memory)
+
+Each tool's output schema is a TypedDict of outputs.py. Annotations are honest: recall, get_playbook
+and load_skill write a usage trace (below), so they are not read-only; forget is destructive.
 
 Who the tools act for is never a tool argument, so a model cannot talk itself into another
 user's memories: the scope comes from the connection (`Binding`) — CLI flags for stdio, the
