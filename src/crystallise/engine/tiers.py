@@ -51,8 +51,9 @@ class Editor:
     person: bool = True
     agent: str | None = None
     user: str | None = None
-    trace_id: str | None = None
+    trace_id: str | None = None  # a stored trace of the scope: checked, then the edit's provenance
     session: str | None = None
+    trace_ref: str | None = None  # the run the edit was made in, not yet stored (the proxy writes it after)
 
     def evidence(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
