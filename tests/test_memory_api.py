@@ -119,6 +119,33 @@ def test_a_reverted_remember_stays_in_history_as_reverted(home: Home) -> None:
     assert mem.history(a["id"])[-1]["reverted"] is True
 
 
+def test_a_reverted_remember_is_shown_by_the_cli_and_the_ui(sqlite_home: Home) -> None:
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from crystallise.api import create_key
+    from crystallise.cli import main
+    from crystallise.server import create_app
+
+    mem = Memory(sqlite_home, org_id="acme")
+    a = mem.add("Has a dog named Rex", user_id="u1")["results"][0]
+    revert_change(mem.history(a["id"])[0]["changeset_id"], home=sqlite_home)
+    shown = CliRunner().invoke(main, ["--home", str(sqlite_home.path), "items", "show", a["id"]],
+                               catch_exceptions=False)
+    assert shown.exit_code == 0 and "reverted" in shown.output and "Rex" in shown.output
+    acme, _ = create_key(sqlite_home.path, "acme")
+    globex, _ = create_key(sqlite_home.path, "globex")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with TestClient(create_app(sqlite_home)) as c:
+        c.post("/ui/login", content=f"key={acme}&next=/ui/", headers=form)
+        page = c.get(f"/ui/items/{a['id']}")
+        assert page.status_code == 200 and "Reverted by change set" in page.text and "Rex" in page.text
+    with TestClient(create_app(sqlite_home)) as c:
+        c.post("/ui/login", content=f"key={globex}&next=/ui/", headers=form)
+        other = c.get(f"/ui/items/{a['id']}")
+        assert other.status_code == 404 and "Rex" not in other.text  # still another org's
+
+
 def test_bad_input_is_named(home: Home) -> None:
     mem = Memory(home)
     with pytest.raises(ValidationError, match="metadata"):
