@@ -94,3 +94,13 @@ def test_archival_insert_and_paging(home: Home) -> None:
     assert held.status == "quarantined"
     with pytest.raises(ValidationError, match="page_size"):
         tiers.archival_search("x", user="u1", page_size=0, home=home)
+
+
+def test_a_forgotten_user_s_core_block_leaves_the_cached_packs(home: Home) -> None:
+    from crystallise.engine.forget_user import forget_user
+
+    tiers.core_memory_set("human", "Name: Ada", agent="travel", user="u1", home=home)
+    remember("Likes tea", agent="travel", user="u2", home=home)  # another user's row: the watermark's last
+    assert "Name: Ada" in assemble(agent="travel", user="u1", query="name", home=home).text  # cached now
+    forget_user(home, "u1")
+    assert "Ada" not in assemble(agent="travel", user="u1", query="name", home=home).text

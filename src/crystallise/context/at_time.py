@@ -77,7 +77,7 @@ def search(query: str, *, store: Store, embedder: Embedder, as_of: float, agent:
                                                                                  float | None]]:
     """The `k` best items valid at `as_of` for `query`: (item as it was, fused score, ranks, cosine)."""
     found = store.query_items(agent=agent, org=org, user=user, status=("active", "retired", "quarantined"),
-                              limit=MAX_CANDIDATES)
+                              as_of=as_of, limit=MAX_CANDIDATES)
     then = [it for it in (as_it_was(store, it, as_of) for it in found)
             if it is not None and (kinds is None or it.kind in kinds)]
     if not then:

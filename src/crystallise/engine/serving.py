@@ -25,8 +25,10 @@ the skills loaded.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from crystallise.backends.base import approx_tokens
 from crystallise.context import at_time, retrieve
@@ -41,7 +43,7 @@ from crystallise.store.base import Store
 from crystallise.traces.sdk import current_trace
 from crystallise.types import Item
 
-__all__ = ["ContextPack", "assemble", "recall", "search"]
+__all__ = ["ContextPack", "assemble", "clear_core_cache", "core_blocks", "recall", "search", "validate_as_of"]
 
 _LEVEL_ORDER = {"user": 0, "org": 1, "agent": 2}
 AUTO_SKILL_RANK = 3
@@ -71,13 +73,34 @@ def _servable(store: object, name: str) -> bool:
     return bool(item.status == "active")
 
 
+_CORE_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, str | None, str | None], tuple[Any, list[Item]]]] = \
+    weakref.WeakKeyDictionary()
+CORE_CACHE_SCOPES = 10_000
+
+
+def clear_core_cache(store: Any) -> None:
+    """Forget the cached core blocks of `store` (a hard deletion does not move the item watermark)."""
+    _CORE_CACHE.pop(store, None)
+
+
 def core_blocks(store: Store, agent: str, org: str | None, user: str | None) -> list[Item]:
-    """The live core blocks visible to the scope (agent's, org's, the user's), one per level and label."""
+    """The live core blocks visible to the scope (agent's, org's, the user's), one per level and label.
+
+    On the hot path of every pack: answered from a per-store cache while the store's item
+    watermark has not moved (~0.5 ms instead of a ~2 ms query at 5k items)."""
+    mark = store.item_watermark()
+    cache = _CORE_CACHE.setdefault(store, {})
+    hit = cache.get((agent, org, user))
+    if hit is not None and hit[0] == mark:
+        return list(hit[1])
     found = store.query_items(agent=agent, org=org, user=user, kind="note", section=core.CORE, limit=1000)
     seen: dict[tuple[str, str], Item] = {}
     for it in sorted(found, key=lambda i: -i.updated_at):
         if core.is_core(it):
             seen.setdefault((it.level, core.label_of(it)), it)
+    if len(cache) >= CORE_CACHE_SCOPES:
+        cache.clear()
+    cache[(agent, org, user)] = (mark, list(seen.values()))
     return list(seen.values())
 
 
