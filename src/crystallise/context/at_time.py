@@ -5,12 +5,13 @@
 The serving index (`context/index.py`) holds *active* items only, so it cannot answer "what was
 true at t" — asking it with `as_of` found nothing (issue 18). This path does not use the index:
 
-1. candidates: every item of the visible scopes that existed at `t` (`created_at <= t`), live or
-   retired, from the store (`Store.query_items`, the same scope rules as serving);
+1. candidates: the items of the visible scopes, live or retired, from the store
+   (`Store.query_items`, the same scope rules as serving);
 2. each is taken *as it was at t*: an item changed after `t` is replaced by the `after` of its last
    ledger row written at or before `t` (`Store.item_history`), so an edited text answers with the
-   old words; one that was not active then (quarantined, retired, not yet valid, or valid only
-   from later: `valid_from <= t < valid_to`) is left out;
+   old words and a forgotten one with what it said before; one whose state then was not served
+   (quarantined, forgotten) or whose validity (`valid_from <= t < valid_to`, the fact's own time,
+   as `Store.query_items(as_of=)`) does not hold `t` is left out;
 3. ranked as serving ranks: BM25 over the candidates' text and cosine to the query embedding,
    fused by reciprocal rank (`RRF_K`), ties user > org > agent.
 
@@ -50,21 +51,19 @@ def kinds_of(kind: str | Sequence[str] | None) -> list[str] | None:
 
 
 def as_it_was(store: Store, item: Item, t: float) -> Item | None:
-    """`item` as the ledger says it stood at `t`, or None when it was not active then."""
-    if item.created_at > t:
-        return None
+    """`item` as the ledger says it stood at `t` (valid time decides whether it held then), or None.
+
+    Changed since `t`: its last ledger state written at or before `t`; none (it was written later,
+    about an earlier time, e.g. `remember(..., valid_from=...)`): its first state. A state that is
+    retired without a successor (forgotten, deleted) or not yet released (quarantined) is not served.
+    """
     then = item
     if item.updated_at > t:
-        rows = [r for r in store.item_history(item.id) if r["created_at"] <= t and r.get("after")]
-        if rows:
-            then = Item.from_dict(rows[-1]["after"])
-        elif item.status == "retired":
-            return None
-    retired_at = (item.meta.get("retired") or {}).get("at") if isinstance(item.meta.get("retired"), dict) else None
-    if then.status == "retired" and not then.superseded_by:
-        if retired_at is None or retired_at <= t:
-            return None
-    elif then.status not in ("active", "retired"):
+        rows = [r for r in store.item_history(item.id) if r.get("after")]
+        earlier = [r for r in rows if r["created_at"] <= t]
+        if earlier or rows:
+            then = Item.from_dict((earlier or rows)[-1 if earlier else 0]["after"])
+    if then.status != "active" and not (then.status == "retired" and then.superseded_by):
         return None
     lo = then.valid_from if then.valid_from is not None else -np.inf
     hi = then.valid_to if then.valid_to is not None else np.inf
