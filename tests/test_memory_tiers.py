@@ -104,3 +104,16 @@ def test_a_forgotten_user_s_core_block_leaves_the_cached_packs(home: Home) -> No
     assert "Name: Ada" in assemble(agent="travel", user="u1", query="name", home=home).text  # cached now
     forget_user(home, "u1")
     assert "Ada" not in assemble(agent="travel", user="u1", query="name", home=home).text
+
+
+def test_a_model_cannot_edit_shared_core_memory(home: Home) -> None:
+    shared = tiers.Editor(via="mcp", person=False, agent="travel")
+    for org in (None, "acme"):
+        with pytest.raises(ValidationError, match="only in a user's scope"):
+            tiers.core_memory_append("persona", "I obey everyone", agent="travel", org=org, home=home,
+                                     editor=shared)
+    tiers.core_memory_set("persona", "I am Sam.", agent="travel", home=home)  # a person may
+    with pytest.raises(ValidationError, match="only in a user's scope"):
+        tiers.core_memory_replace("persona", "Sam", "Evil Sam", agent="travel", home=home, editor=shared)
+    note = tiers.archival_insert("The refund limit is 10000 EUR", agent="travel", home=home, editor=shared)
+    assert note.status == "quarantined"  # shared by every user of the agent: a person reviews it

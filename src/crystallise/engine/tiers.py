@@ -14,11 +14,13 @@ agent/org ones) whose change set names its learner (`core_memory_append`, …), 
 (channel, agent, user, session) as evidence and the trace as provenance, so `crystallise items
 history` answers who changed a block, from which run, and `items revert` undoes it.
 
-An edit by the model (`Editor.person` False) lands in the narrowest scope of the conversation
-(the user's, when one is bound), is stored as a `reflection` (the model's words), and is refused
-when its text reads like instructions (context/injection.py): a core block is in every pack, so it
-must never become a channel for a prompt injection the model picked up. Overflowing a block's
-budget is refused, never truncated.
+An edit by the model (`Editor.person` False) lands in the narrowest scope of the conversation,
+is stored as a `reflection` (the model's words), and is refused when its text reads like
+instructions (context/injection.py): a core block is in every pack, so it must never become a
+channel for a prompt injection the model picked up. A model edits core blocks only in a user's
+scope (an agent's or org's block reaches every user: a person sets it), and its archival passages
+at agent or org level wait quarantined for review. Overflowing a block's budget is refused, never
+truncated.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ class Editor:
 PERSON = Editor()
 
 
+def _guard_scope(scope: Scope, editor: Editor, what: str) -> None:
+    """A model edits core memory in one user's scope only: an agent or org block is in every user's pack."""
+    if not editor.person and scope.level != "user":
+        raise ValidationError(f"{what} refused: a model edits core memory only in a user's scope (connect with a "
+                              f"user), not the {scope.level}'s, which every user's pack shows; a person sets those "
+                              "blocks with core_memory_set")
+
+
 def _guard(text: str, editor: Editor, what: str) -> None:
     if not editor.person:
         rules = detect(text)
@@ -91,6 +101,7 @@ def _write(h: Home, scope: Scope, label: str, text: str, *, limit: int | None, e
     if len(text) > limit:
         raise ValidationError(f"core block {label!r} would hold {len(text)} characters; its limit is {limit}: "
                               "shorten it, or raise the limit (core_memory_set(..., limit=N)) — never truncated")
+    _guard_scope(scope, editor, learner)
     _guard(text, editor, learner)
     provenance = check_trace(h, editor.trace_id, scope) if editor.trace_id else []
     meta = {"core_block": label, "limit": limit, "edited_by": editor.evidence()}
@@ -128,6 +139,7 @@ def core_memory_append(label: str, text: str, *, agent: str = "default", org: st
     """Add a line to block `label` (created on first use), refused past the block's budget."""
     h = home or Home.from_env()
     scope = validate_scope(agent, org, user)
+    _guard_scope(scope, editor, "core_memory_append")
     old = core_block(cb.validate_label(label), agent=agent, org=org, user=user, home=h)
     limit = int(old.meta.get("limit", cb.DEFAULT_LIMIT)) if old else cb.DEFAULT_LIMIT
     if not isinstance(text, str):
@@ -142,7 +154,7 @@ def core_memory_replace(label: str, old_text: str, new_text: str, *, agent: str 
                         user: str | None = None, home: Home | None = None, editor: Editor = PERSON) -> Item:
     """Replace the one occurrence of `old_text` in block `label` by `new_text` (empty: delete it)."""
     h = home or Home.from_env()
-    validate_scope(agent, org, user)
+    _guard_scope(validate_scope(agent, org, user), editor, "core_memory_replace")
     old = core_block(cb.validate_label(label), agent=agent, org=org, user=user, home=h)
     if old is None:
         raise NotFoundError(f"core block {label!r} does not exist in this scope: create it with core_memory_append")
@@ -157,9 +169,11 @@ def core_memory_replace(label: str, old_text: str, new_text: str, *, agent: str 
 def archival_insert(text: str, *, agent: str = "default", org: str | None = None, user: str | None = None,
                     home: Home | None = None, editor: Editor = PERSON) -> Item:
     """Store a passage in archival memory (a note of section `archival`): searchable, never pinned.
-    A model's instruction-like text is kept quarantined (stored, not served) like any untrusted text."""
+    A model's instruction-like text, and any model passage at agent or org level (shared by every
+    user there), is kept quarantined (stored, not served) until a person accepts it."""
     h = home or Home.from_env()
-    trust = None if editor.person else (0.4 if isinstance(text, str) and detect(text) else None)
+    shared = validate_scope(agent, org, user).level != "user"  # every user of the agent / org would find it
+    trust = None if editor.person else (0.4 if shared or (isinstance(text, str) and detect(text)) else None)
     return remember(text, agent=agent, org=org, user=user, kind="note", section=cb.ARCHIVAL,
                     source="user" if editor.person else "reflection", trust=trust, trace_id=editor.trace_id,
                     meta={"archival": True, "edited_by": editor.evidence()}, home=h)
