@@ -24,6 +24,7 @@ from typing import Any
 from crystallise.engine.aio import aforget, aget_context, arecall, aremember
 from crystallise.engine.home import Home
 from crystallise.engine.memory import forget, remember
+from crystallise.engine.memory_api import AsyncMemory, Memory
 from crystallise.engine.observe import trace, wrap_openai
 from crystallise.engine.serving import ContextPack, recall
 from crystallise.engine.serving import assemble as get_context
@@ -48,9 +49,11 @@ class _ContextPackage(ModuleType):
 sys.modules["crystallise.context"].__class__ = _ContextPackage
 
 __all__ = [
+    "AsyncMemory",
     "ContextPack",
     "CrystalliseError",
     "Home",
+    "Memory",
     "Task",
     "TraceHandle",
     "UserError",

@@ -32,6 +32,7 @@ from crystallise.api import (
     routes_changesets,
     routes_context,
     routes_dream,
+    routes_memories,
     routes_review,
     routes_traces,
     routes_versions,
@@ -46,6 +47,7 @@ from crystallise.api.problems import document_problems, install_handlers
 from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.version import __version__
+from crystallise.engine import session_end
 from crystallise.engine.home import Home
 from crystallise.store.group import GroupCommit
 
@@ -80,6 +82,7 @@ def create_app(
     reports_dir: str | None = None,
     mcp: Callable[[Home], Any] | None = None,
     ui: Callable[[Home, KeyRing, Path], Any] | None = None,
+    extract_every_s: float | None = None,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
@@ -89,7 +92,9 @@ def create_app(
     (default: $CRYSTALLISE_PROXY_UPSTREAM, the config's `proxy_upstream`, the home's model); chat
     bodies get `max_proxy_body_bytes`. `reports_dir` holds the bench reports the web UI lists.
     `mcp(home)` makes the endpoint served at /mcp (None: no MCP), `ui(home, keys, reports)` the web
-    UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both.
+    UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both. With
+    `extract_every_s`, implicit extraction runs by itself that often when a session has ended
+    (engine/session_end.py; `crystallise serve` sets it).
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
@@ -102,7 +107,8 @@ def create_app(
         if keys.open:
             log.warning("no API keys configured: the API is OPEN to anyone who can reach it; "
                         "create one with `crystallise serve --create-key ORG`")
-        async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing():
+        async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing(), \
+                session_end.running(home, interval=extract_every_s) if extract_every_s else _nothing():
             try:
                 yield
             finally:
@@ -128,6 +134,7 @@ def create_app(
     app.include_router(routes_changesets.router)
     app.include_router(routes_review.router)
     app.include_router(routes_dream.router)
+    app.include_router(routes_memories.router)
     app.include_router(proxy.router)
     app.include_router(proxy_responses.router)
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.problems import Problem, problem_response
+from crystallise.api import proxy_memory_tools as memory_tools
 from crystallise.api.proxy_upstream import Reply, UpstreamUnavailable
 from crystallise.api.sse import SseRecorder
 from crystallise.engine.serving import assemble
@@ -56,7 +57,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible proxy"])
 
 TRACE_HEADER = "X-Crystallise-Trace-Id"
 CONTEXT_PREAMBLE = "What has been learned for this agent (apply it where it is relevant):\n\n"
-_HEADERS = {"agent", "org", "user", "session", "trace-name", "context", "context-budget"}
+_HEADERS = {"agent", "org", "user", "session", "trace-name", "context", "context-budget", memory_tools.HEADER}
 
 
 class ChatMessageIn(BaseModel):
@@ -162,6 +163,7 @@ class Call:
         self.retrieval: Span | None = None
         self.sent: list[dict[str, Any]] = body["messages"]
         self.recorded = self.attempted = False
+        self.tool_spans: list[Span] = []  # memory tools the proxy ran (proxy_memory_tools.py)
 
     async def assemble(self) -> None:
         messages = self.body["messages"]
@@ -208,7 +210,7 @@ class Call:
                       session_id=s.session, input=self.body["messages"], output=output,
                       status="error" if error else "ok", error=error, started_at=self.started, ended_at=now(),
                       metadata={"proxy": {"upstream": self.upstream, "status": status}, "latency_ms": latency},
-                      spans=[sp for sp in (self.retrieval, llm) if sp is not None])
+                      spans=[sp for sp in (self.retrieval, llm, *self.tool_spans) if sp is not None])
         if abandoned:
             trace.feedback.append(Feedback(trace_id=self.trace_id, kind="abandoned", source="implicit",
                                            comment="the client closed the stream before it ended"))
@@ -287,8 +289,14 @@ async def chat_completions(
     call = Call(home, upstream.label, scope, payload)
     await call.assemble()
     stream = bool(payload.get("stream"))
+    tools = memory_tools.requested(request.headers.get(f"x-crystallise-{memory_tools.HEADER}"), stream)
     try:
-        reply = await (upstream.open_stream(call.forward_body()) if stream else upstream.complete(call.forward_body()))
+        if tools:
+            reply = await memory_tools.complete(upstream, memory_tools.with_tools(call.forward_body()), home, scope,
+                                                call.trace_id, call.tool_spans)
+        else:
+            reply = await (upstream.open_stream(call.forward_body()) if stream else
+                           upstream.complete(call.forward_body()))
     except UpstreamUnavailable as e:
         ok = await call.record(call.trace(status=None, output=None, model=None, usage=None, finish=None,
                                           error=str(e)))

@@ -95,7 +95,8 @@ def register(main: click.Group) -> None:
         logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
         app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
-                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
+                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir,
+                         extract_every_s=30.0)  # implicit extraction when a session ends (engine/session_end.py)
         shown = f"[{host}]" if ":" in host else host
         base = f"http://{shown}:{port}"
         console.print(f"crystallise API on {base} (home {home.path}); OTLP: {base}/otlp/v1/traces; "

@@ -26,6 +26,7 @@ from crystallise.engine.access import sees_version
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.harness.spec import View
 from crystallise.engine.home import Home
+from crystallise.engine.memory import find_item
 from crystallise.store import browse
 from crystallise.types import Feedback, Item, Trace, Version
 from crystallise.web.app import COOKIE, form, render, ui_principal
@@ -203,7 +204,7 @@ def items_page(request: Request, who: Who, agent: Text = None, user: Text = None
 @router.get("/items/{item_id}", response_class=HTMLResponse)
 def item_page(request: Request, who: Who, item_id: Annotated[str, Path(max_length=200)]) -> Response:
     try:
-        item = _home(request).store.get_item(item_id)
+        item = find_item(_home(request).store, item_id)  # a reverted item is shown from its ledger, as reverted
     except NotFoundError:
         item = None
     if item is None or not _visible_item(who, item):
