@@ -44,6 +44,7 @@ from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
 from crystallise.gate.verifiers import verify_detail
 from crystallise.harness import grades, lifecycle
+from crystallise.harness.history import current_cases, gate_sample, refuse_lost_shapes
 from crystallise.harness.learn import (
     DEFAULT_STRATEGIES,
     CrystalliseLearner,
@@ -110,6 +111,7 @@ class LoopConfig:
     learners: Sequence[str] = LEARNERS
     policy: GatePolicy = field(default_factory=GatePolicy)
     gate_max_cases: int = 48
+    gate_per_shape: int = 4  # held-out cases of every verified input shape, on top of the recent window
     examples_k: int = 3
     synth_budget_s: float = 2.0
     strategies: Sequence[str] = DEFAULT_STRATEGIES  # crystallise's synthesis strategies, cheapest first
@@ -380,13 +382,14 @@ class Loop:
                                 self.config.grade_policy, history=history)
 
     def _cases(self, history: list[Any]) -> list[VerifiedCase]:
-        """Verified cases from the drift point on (all of them when no drift was recorded)."""
+        """Verified cases from the drift point on, and the older ones of shapes not seen since (harness/history.py)."""
         since = lifecycle.drift_seq(self._view(), self.spec.name)
-        seq = {t.id: t.seq or 0 for t in history}
-        return [c for c in verified_cases(history, self.spec.name) if seq.get(c.trace_id, 0) >= since]
+        return current_cases(verified_cases(history, self.spec.name), {t.id: t.seq or 0 for t in history}, since)
 
     def _trace_gate(self, history: list[Any]) -> list[VerifiedCase]:
-        return [c for c in self._cases(history) if is_gate_case(c.input)][-self.config.gate_max_cases:]
+        """The recent held-out window plus a stratified sample of every verified input shape."""
+        return gate_sample(self._cases(history), window=self.config.gate_max_cases,
+                           per_shape=self.config.gate_per_shape)
 
     def _lifecycle(self, history: list[Any], trace_gate: list[VerifiedCase], report: LearnReport) -> bool:
         """Soften, crystallise or record disagreements, by the grade rules over the stored evidence.
@@ -503,6 +506,7 @@ class Loop:
         new = [self._run(new_rt, c) for c in cases]
         cs.verdict = decide(old, new, self.config.policy)
         cs.evidence["gate_cases"] = len(cases)
+        refuse_lost_shapes(cs.verdict, old, new, cases)  # losing a verified input shape is a regression
         repeated = [r.case_id for r in new if r.served_by == "code" and not r.passed and r.case_id in self._regression]
         if repeated and cs.verdict.decision == "accept":
             cs.verdict.decision = "reject"

@@ -19,6 +19,7 @@ from typing import Any
 
 from crystallise.errors import ValidationError
 from crystallise.evidence import VerifiedCase, is_gate_case, verified_cases
+from crystallise.harness.history import shape_of, uncovered_shapes
 from crystallise.harness.programs import isolation_problem
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.harness.synth.arith import ArithRule
@@ -159,9 +160,21 @@ class CrystalliseLearner:
             for name, why in self.refused.items():
                 progress(f"{name}: {why}")
         policies = {s.name: self.policies.get(s.name, self.default_policy) for s in self.strategies}
-        found = synthesise(spec.name, learn, self.strategies, lambda p, t: bool(self.metric(p, t)),
+        metric = lambda p, t: bool(self.metric(p, t))  # noqa: E731
+        found = synthesise(spec.name, learn, self.strategies, metric,
                            previous=current, policies=policies, description=spec.description,
                            numeric=spec.metric == "numeric", budget_s=self.budget_s, progress=progress)
+        missed = uncovered_shapes(found.program if found else None, learn, metric)
+        if missed and len({shape_of(c.input) for c in learn}) > 1 and any(s.name == "arith" for s in self.strategies):
+            # input formats the program does not answer: one arithmetic rule per shape instead of per template
+            if progress is not None:
+                progress(f"synthesis: {len(missed)} input shape(s) unanswered; one rule per shape")
+            per_shape = [ArithPart(modes=("shape",)) if s.name == "arith" else s for s in self.strategies]
+            again = synthesise(spec.name, learn, per_shape, metric, previous=current, policies=policies,
+                               description=spec.description, numeric=spec.metric == "numeric",
+                               budget_s=self.budget_s, progress=progress)
+            if again is not None and len(uncovered_shapes(again.program, learn, metric)) < len(missed):
+                found = again
         if found is None:
             return None
         if found.code == view.read(task_path(spec.name, "code.py")) and current.get("program") == found.program:
