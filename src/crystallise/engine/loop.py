@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
-from crystallise.context.credit import record_credit
+from crystallise.context.credit import counterfactual_blame, record_credit
 from crystallise.context.items import most_specific
 from crystallise.context.reflect import ReflectionLearner
 from crystallise.errors import ProtectedError, ValidationError
@@ -308,7 +308,7 @@ class Loop:
         if not fresh:
             return report
         self.shadow.flush()
-        record_credit(self.store, fresh)  # once per (trace, item): the dreamer credits the same traces
+        record_credit(self.store, fresh, blame=self._blame(fresh))  # once per (trace, item), by counterfactual
         history = self._traces()
         self._seq = {t.id: t.seq or 0 for t in history}
         canary_running = self._canary_step(history, report)
@@ -344,6 +344,22 @@ class Loop:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))
         return report
+
+    def _blame(self, fresh: Sequence[Any]) -> Any:
+        """Harm by counterfactual (context/credit.py): a failed case is re-run with this task's model, once
+        with every item and once without each item it showed; harmful is what its absence fixes."""
+        cases = {c.trace_id: (c.input, c.output) for c in verified_cases(fresh, self.spec.name)}
+        shown = self.bullets()
+
+        def answer_without(value: Any, drop: str | None) -> Any:
+            rt = TaskRuntime(self._spec(), self._view(), self.backend, bullets=[b for b in shown if b.id != drop],
+                             examples_k=self.config.examples_k, org=self.config.scope.org)
+            try:
+                return rt.answer(value).output
+            except Exception:  # noqa: BLE001 - a run that fails answers nothing
+                return None
+
+        return counterfactual_blame(cases, answer_without, self.metric)
 
     def _traces(self, after_seq: int | None = None) -> list[Any]:
         """The runs this loop learns from: an org's loop, that org's runs; the operator's loop (no org), the
