@@ -47,6 +47,7 @@ from crystallise.harness import grades, lifecycle
 from crystallise.harness.history import current_cases, gate_sample, refuse_lost_shapes
 from crystallise.harness.learn import (
     DEFAULT_STRATEGIES,
+    synthesis_attempt,
     CrystalliseLearner,
     FewShotLearner,
     VerifiedCase,
@@ -335,6 +336,8 @@ class Loop:
                 progress(f"learn: {name}")
             cs = propose()
             if cs is None:
+                if name == "crystallise" and self.crystallise.attempt is not None:
+                    self.store.save_changeset(synthesis_attempt(self.crystallise.attempt, self.config.scope))
                 continue
             self._new_program_starts_at_g4(cs)
             self._own(cs)
