@@ -9,8 +9,9 @@ running the same input again *without that item* (with the model that produced t
 answers it right, while the run with every item still fails (`counterfactual_blame`; a run
 whose failure does not reproduce blames nothing). The other items the failed run showed are
 innocent: logged with 0, so they are never blamed for it later. Without a way to re-run
-(`blame=None`, as in the offline dreamer), a failed run's rows are left for a credit that can
-(the task's loop): being shown in a failure is no evidence of harm.
+(`blame=None`, as in the offline dreamer, or a case with no known right answer) a failed run's
+items are logged with 0 too: being shown in a failure is no evidence of harm. (The task's loop
+credits its runs at each learn(), before a dream sees them, with the counterfactual.)
 
 The rule is `crystallise.evidence.outcome_of` (an explicit score >= 0.5 is a success; revoked
 traces earn nothing), as for reflect.py's `credit`; the difference is the log. Because each
@@ -24,8 +25,8 @@ forgetting policy reads.
     ...           feedback=[Feedback(trace_id="", score=0.0)], started_at=10.0)
     >>> [(item, outcome) for _, item, outcome, _ in usage_rows([t], blame=lambda t, shown: {"it_a"})]
     [('it_a', -1)]
-    >>> usage_rows([t])  # no counterfactual: the failure blames nobody yet
-    []
+    >>> [(item, outcome) for _, item, outcome, _ in usage_rows([t])]  # no counterfactual: nobody is blamed
+    [('it_a', 0)]
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def failed(trace: Trace) -> bool:
 
 def usage_rows(traces: Sequence[Trace], blame: Blame | None = None) -> list[tuple[str, str, int, float]]:
     """(trace id, item id, outcome, started_at) for every item each trace showed: +1 on a success; on a
-    failure -1 for the items `blame` finds harmful, 0 for the others, nothing when it cannot tell."""
+    failure -1 for the items `blame` finds harmful, 0 for the others (all of them when it cannot tell)."""
     rows = []
     for t in traces:
         o = outcome_of(t)
@@ -60,9 +61,7 @@ def usage_rows(traces: Sequence[Trace], blame: Blame | None = None) -> list[tupl
         if o is None or not shown:
             continue
         if o == -1:
-            guilty = blame(t, shown) if blame is not None else None
-            if guilty is None:
-                continue  # left for a credit that can re-run the case
+            guilty = (blame(t, shown) if blame is not None else None) or set()
             rows += [(t.id, item_id, -1 if item_id in guilty else 0, float(t.started_at)) for item_id in shown]
             continue
         rows += [(t.id, item_id, o, float(t.started_at)) for item_id in shown]
