@@ -9,8 +9,8 @@ from crystallise.engine.home import Home
 from crystallise.engine.loop import Loop, LoopConfig
 from crystallise.evidence import VerifiedCase, is_gate_case
 from crystallise.gate import CaseResult, GatePolicy, decide, score_numeric
-from crystallise.harness.history import current_cases, gate_sample, lost_shapes, refuse_lost_shapes, shape_of, \
-    shape_tally
+from crystallise.harness.history import current_cases, formats_conflict, gate_sample, lost_shapes, \
+    refuse_lost_shapes, shape_of, shape_tally
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.harness.spec import TaskSpec
 
@@ -56,6 +56,16 @@ def test_gate_sample_represents_every_recurring_shape_beside_the_recent_window()
     assert shapes.count(shape_of(old[0].input)) == 4  # the old format is represented, though not recent
     assert shape_of(once[0].input) not in shapes  # a one-off input is not a shape
     assert len(gate_sample(old + new, window=10, per_shape=4, max_history=2)) == len(recent) + 2
+
+
+def test_one_rule_per_shape_only_when_formats_of_one_question_conflict():
+    cases = [vc(i, old_case(i)[0]) for i in range(10)] + [vc(100 + i, new_case(i)[0]) for i in range(10)]
+    new_shape = shape_of(cases[-1].input)
+    assert formats_conflict({new_shape: 10}, cases)  # two formats of one question, one unanswered
+    other = [vc(200 + i, f"Use formula Other to answer. Question: {i} and {i + 1}.") for i in range(10)]
+    assert not formats_conflict({shape_of(other[0].input): 10}, cases[:10] + other)  # another question
+    assert not formats_conflict({}, cases)
+    assert not formats_conflict({new_shape: 10}, cases, max_shapes=1)  # too many shapes: free text
 
 
 def test_losing_a_verified_shape_is_refused_with_the_shape_in_the_reason():

@@ -69,17 +69,19 @@ def usage_rows(traces: Sequence[Trace], blame: Blame | None = None) -> list[tupl
 
 
 def counterfactual_blame(cases: Mapping[str, tuple[Any, Any]], answer_without: Callable[[Any, str | None], Any],
-                         passes: Callable[[Any, Any], bool], *, max_items: int = 8) -> Blame:
+                         passes: Callable[[Any, Any], bool], *, max_items: int = 8, max_runs: int = 16) -> Blame:
     """A `Blame` that re-runs the case: `cases` maps a trace id to (input, right answer);
     `answer_without(input, item_id)` answers the input with every item the run would show except
     `item_id` (None: all of them). An item is harmful when its absence fixes a failure that
-    reproduces with everything shown; up to `max_items` items per run are tried (None beyond: the
-    rest of that run's items are not judged)."""
+    reproduces with everything shown. It costs 1 + len(shown) model calls a run, so runs showing more
+    than `max_items` items, and runs past the first `max_runs` of one call, are not judged (None)."""
+    judged = [0]
 
     def blame(trace: Trace, shown: Sequence[str]) -> set[str] | None:
         case = cases.get(trace.id)
-        if case is None or len(shown) > max_items:
-            return None  # no right answer to check against, or too many items to try one by one
+        if case is None or len(shown) > max_items or judged[0] >= max_runs:
+            return None  # no right answer to check against, or too many items / runs to re-run
+        judged[0] += 1
         value, truth = case
         if _passes(passes, answer_without(value, None), truth):
             return None  # the failure does not reproduce: nothing to learn about the items from it

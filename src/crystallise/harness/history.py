@@ -34,8 +34,8 @@ from crystallise.harness.programs import ProgramError, load, sandbox_runner
 from crystallise.harness.synth.template import key_of
 from crystallise.types import Verdict
 
-__all__ = ["current_cases", "gate_sample", "lost_shapes", "refuse_lost_shapes", "shape_of", "shape_tally",
-           "uncovered_shapes"]
+__all__ = ["current_cases", "formats_conflict", "gate_sample", "lost_shapes", "refuse_lost_shapes", "shape_of",
+           "shape_tally", "uncovered_shapes"]
 
 
 def shape_of(value: Any) -> str:
@@ -144,6 +144,27 @@ def uncovered_shapes(program: Mapping[str, Any] | None, cases: Sequence[Any], me
         if right < 0.5 * len(members):
             out[shape] = len(members)
     return out
+
+
+def formats_conflict(missed: Mapping[str, int], cases: Sequence[Any], *, min_members: int = 3,
+                     max_shapes: int = 16) -> bool:
+    """Whether one rule per input shape is worth a second synthesis: an unanswered recurring shape shares its
+    leading sentence (the template key arith groups by) with another recurring shape -- two formats of one
+    question -- and the task has at most `max_shapes` recurring shapes (more: free text, where a rule per
+    shape would cost a synthesis per input form and rarely verify)."""
+    if not missed:
+        return False
+    members: dict[str, int] = defaultdict(int)
+    first: dict[str, Any] = {}
+    for c in cases:
+        shape = shape_of(c.input)
+        members[shape] += 1
+        first.setdefault(shape, c.input)
+    recurring = [s for s, n in members.items() if n >= min_members]
+    if len(recurring) > max_shapes:
+        return False
+    sentence = {s: key_of(first[s], "sentence") for s in recurring if isinstance(first[s], str)}
+    return any(m in sentence and any(o != m and sentence.get(o) == sentence[m] for o in recurring) for m in missed)
 
 
 def refuse_lost_shapes(verdict: Verdict, old: Sequence[CaseResult], new: Sequence[CaseResult],

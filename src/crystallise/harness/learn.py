@@ -19,7 +19,7 @@ from typing import Any
 
 from crystallise.errors import ValidationError
 from crystallise.evidence import VerifiedCase, is_gate_case, verified_cases
-from crystallise.harness.history import shape_of, uncovered_shapes
+from crystallise.harness.history import formats_conflict, shape_of, uncovered_shapes
 from crystallise.harness.programs import isolation_problem
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.harness.synth.arith import ArithRule
@@ -177,7 +177,7 @@ class CrystalliseLearner:
         # hybrid parts answer through the task's model (not replayable here); its extraction reads any format
         missed = {} if found and "hybrid" in found.parts else uncovered_shapes(found.program if found else None,
                                                                                learn, metric)
-        if missed and len({shape_of(c.input) for c in learn}) > 1 and any(s.name == "arith" for s in self.strategies):
+        if formats_conflict(missed, learn) and any(s.name == "arith" for s in self.strategies):
             # input formats the program does not answer: one arithmetic rule per shape instead of per template
             if progress is not None:
                 progress(f"synthesis: {len(missed)} input shape(s) unanswered; one rule per shape")
