@@ -13,9 +13,10 @@ from crystallise.backends import ScriptedBackend
 from crystallise.cli import main
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
+from crystallise.engine.loop import Loop, LoopConfig
 from crystallise.engine.task import define_task
 from crystallise.errors import ProtectedError, ValidationError
-from crystallise.gate import Case, EvalSuite, run_suite
+from crystallise.gate import Case, EvalSuite, run_suite, score_exact
 from crystallise.gate.judge import Judge, JudgeSpec, calibrate, calibrated_judge, judge_path, render
 from crystallise.governance.protect import Actor
 from crystallise.harness.spec import TaskSpec
@@ -126,3 +127,28 @@ def test_evals_cli_list_show_add_run(tmp_path: Path):
     ran = json.loads(cli("run", "capital", "--model", "scripted:Paris", "--judge-model", "scripted:PASS",
                          "--json").output)
     assert ran["cases"] == 2 and ran["passed"] == 2 and ran["judge"]["agreement"] == 0.9 and ran["judge"]["usable"]
+
+
+def test_the_gate_grades_judge_cases_with_the_calibrated_judge_only(tmp_path: Path):
+    home = Home.init(tmp_path / "home")
+
+    def model(request: Any) -> str:  # the task's model: answers in a sentence; as a judge, compares fairly
+        return fair(request) if "<output>" in request.messages[-1].content else "It is Paris."
+
+    loop = Loop(home, TaskSpec(name="capital", metric="exact", grade="G3"), ScriptedBackend(model), score_exact,
+                LoopConfig(learners=(), lifecycle=False, shadow="off"))
+    ok = Verdict(decision="accept", reason="a person's change")
+    case = Case("fr", "capital of France", "Paris", verifier={"kind": "judge"}).to_json() + "\n"
+    Committer(home).commit(ChangeSet(learner="human", layer="harness", verdict=ok, deltas=[
+        Delta(op="set", target="artifact", path="tasks/capital/evals.jsonl", before=None, after=case),
+        _judge_delta(home, JudgeSpec(PROMPT, labelled()).to_json())]), actor=Actor.cli("alice"))
+    (gate_case,) = loop.gate_cases([])
+    result = loop._run(loop.runtime(), gate_case)
+    assert result.passed and result.error is None  # "It is Paris." fails exact match; the judge passes it
+    # a judge whose labels it cannot reproduce is not used: the case fails, saying why
+    wrong_labels = [{**r, "label": not r["label"]} for r in labelled()]
+    Committer(home).commit(ChangeSet(learner="human", layer="harness", verdict=ok, deltas=[
+        _judge_delta(home, JudgeSpec(PROMPT, wrong_labels).to_json())]), actor=Actor.cli("alice"))
+    (gate_case,) = loop.gate_cases([])
+    refused = loop._run(loop.runtime(), gate_case)
+    assert not refused.passed and "no calibrated judge" in refused.error

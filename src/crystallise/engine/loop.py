@@ -42,11 +42,13 @@ from crystallise.governance import canary as canary_mod
 from crystallise.governance.canary import CanaryPolicy
 from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
+from crystallise.gate.judge import JudgeCache, judge_path
 from crystallise.gate.verifiers import verify_detail
 from crystallise.harness import grades, lifecycle
 from crystallise.harness.history import current_cases, gate_sample, refuse_lost_shapes
 from crystallise.harness.learn import (
     DEFAULT_STRATEGIES,
+    eval_case_deltas,
     synthesis_attempt,
     CrystalliseLearner,
     FewShotLearner,
@@ -57,7 +59,7 @@ from crystallise.harness.learn import (
 from crystallise.harness.promptopt import PromptOptLearner
 from crystallise.harness.runtime import Answer, TaskRuntime
 from crystallise.engine.shadow import ShadowChecker
-from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
+from crystallise.harness.spec import TaskSpec, View, task_path
 from crystallise.harness.structure import SchemaLearner
 from crystallise.engine.home import Home
 from crystallise.engine.committer import Committer
@@ -169,6 +171,7 @@ class Loop:
         self._runtime: TaskRuntime | None = None
         self._control: tuple[str, TaskRuntime] | None = None  # (sha, runtime) of a canary's control arm
         self._verifiers: dict[str, dict[str, Any]] = {}  # gate case id -> its eval-suite verifier
+        self._judges, self._judge = JudgeCache(), None  # the task's LLM judge for judge-graded cases (gate/judge.py)
         self._seq: dict[str, int] = {}  # trace id -> seq, of the history learn() read
         self._answered = 0  # answers served by this loop (the shadow sample is drawn from it)
 
@@ -491,6 +494,8 @@ class Loop:
             seen.add(c.id)
             out.append(VerifiedCase(c.id, c.input, c.expected))
             self._verifiers[c.id] = c.verifier
+        wanted = any(v.get("kind") == "judge" for v in self._verifiers.values())  # a calibrated judge, or none
+        self._judge = self._judges.get(view.read(judge_path(spec.name)), self.backend) if wanted else None
         return out
 
     def _candidate_runtime(self, deltas: Sequence[Delta]) -> TaskRuntime:
@@ -518,7 +523,7 @@ class Loop:
         On top of the paired test, a program may not answer (by code) a recorded disagreement
         wrongly: once code has been caught wrong on an input, no code goes live that repeats it."""
         if cs.layer == "harness":
-            cs.deltas += self._eval_case_deltas(cases)
+            cs.deltas += eval_case_deltas(self._view(), self.spec, cases)
         cs.deltas = self._view().place(cs.deltas)
         old_rt, new_rt = self.runtime(), self.runtime(cs.deltas)
         old = [self._run(old_rt, c) for c in cases]
@@ -568,30 +573,12 @@ class Loop:
         verifier = self._verifiers.get(case.trace_id)
         why = None
         if verifier is not None:
-            passed, why = verify_detail(verifier, ans.output, case.output) if ans.output is not None else (False, None)
+            passed, why = (verify_detail(verifier, ans.output, case.output, judge=self._judge, input=case.input)
+                           if ans.output is not None else (False, None))
         else:
             passed = ans.output is not None and bool(self.metric(ans.output, case.output))
         return CaseResult(case_id=case.trace_id, passed=passed, output=ans.output, error=why,
                           cost=float(ans.llm_calls), served_by=ans.served_by)
-
-    def _eval_case_deltas(self, cases: Sequence[VerifiedCase]) -> list[Delta]:
-        """Learners may add eval cases, never change them: append the new gate cases."""
-        path = task_path(self.spec.name, "evals.jsonl")
-        view = self._view()
-        before = view.read(path)
-        rows = view.jsonl(path)
-        have = {r["id"] for r in rows}
-        verifier = {"kind": "numeric" if self.spec.metric == "numeric" else "exact"}
-        added = [
-            {"id": c.trace_id, "input": c.input, "expected": c.output, "verifier": verifier,
-             "source_trace": c.trace_id, "created_by": "learner"}
-            for c in cases
-            if c.trace_id not in have
-        ]
-        if not added:
-            return []
-        return [Delta(op="set", target="artifact", path=path, before=before, after=(before or "") + dump_jsonl(added),
-                      reason=f"+{len(added)} eval cases recorded from traces")]
 
     def versions(self) -> list[Version]:
         return self.store.list_versions(limit=10_000)

@@ -23,6 +23,7 @@ is PASS or FAIL counts -- anything else fails the case, with the reply's start a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 from crystallise.backends.base import Backend, CompletionRequest, Message
 from crystallise.errors import BackendError, ValidationError
 
-__all__ = ["Calibration", "Judge", "JudgeSpec", "calibrate", "calibrated_judge", "judge_path", "render"]
+__all__ = ["Calibration", "Judge", "JudgeCache", "JudgeSpec", "calibrate", "calibrated_judge", "judge_path", "render"]
 
 _FIELDS = ("input", "output", "expected")
 
@@ -163,6 +164,30 @@ def calibrate(backend: Backend, spec: JudgeSpec) -> Calibration:
     else:
         usable, reason = True, f"calibrated: agrees with {agree}/{n} labels ({agreement:.0%})"
     return Calibration(n, agree, round(agreement, 4), usable=usable, reason=reason, **counts)
+
+
+class JudgeCache:
+    """The task's judge as the gate uses it: calibrated once per judge.json text (and backend); None where
+    there is no judge file, it does not parse, or it failed calibration (its cases then fail, saying why)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, int], Judge | None] = {}
+        self.calibrations: dict[str, Calibration] = {}  # judge.json sha256 -> its calibration
+
+    def get(self, text: str | None, backend: Backend) -> Judge | None:
+        if text is None:
+            return None
+        key = (hashlib.sha256(text.encode()).hexdigest(), id(backend))
+        if key not in self._memo:
+            try:
+                spec = JudgeSpec.from_json(text)
+            except (ValidationError, TypeError):
+                self._memo[key] = None
+                return None
+            cal = calibrate(backend, spec)
+            self.calibrations[key[0]] = cal
+            self._memo[key] = Judge(backend, spec, cal) if cal.usable else None
+        return self._memo[key]
 
 
 def calibrated_judge(backend: Backend, spec: JudgeSpec) -> Judge:

@@ -33,7 +33,7 @@ from crystallise.harness.synth.verify import Policy
 from crystallise.types import ChangeSet, Delta, Scope, Verdict
 
 __all__ = ["DEFAULT_STRATEGIES", "CrystalliseLearner", "FewShotLearner", "VerifiedCase", "is_gate_case",
-           "synthesis_attempt", "verified_cases"]
+           "eval_case_deltas", "synthesis_attempt", "verified_cases"]
 
 
 def _set(view: View, path: str, after: str | None, reason: str) -> Delta | None:
@@ -223,11 +223,26 @@ class CrystalliseLearner:
         )
 
 
+def eval_case_deltas(view: View, spec: TaskSpec, cases: Sequence[VerifiedCase]) -> list[Delta]:
+    """Learners may add eval cases, never change them: append the gate cases not in the suite yet."""
+    path = task_path(spec.name, "evals.jsonl")
+    before = view.read(path)
+    have = {r["id"] for r in view.jsonl(path)}
+    verifier = {"kind": "numeric" if spec.metric == "numeric" else "exact"}
+    added = [{"id": c.trace_id, "input": c.input, "expected": c.output, "verifier": verifier,
+              "source_trace": c.trace_id, "created_by": "learner"} for c in cases if c.trace_id not in have]
+    if not added:
+        return []
+    return [Delta(op="set", target="artifact", path=path, before=before, after=(before or "") + dump_jsonl(added),
+                  reason=f"+{len(added)} eval cases recorded from traces")]
+
+
 def synthesis_attempt(attempt: dict[str, Any], scope: Scope) -> ChangeSet:
     """A synthesis attempt that found nothing, as evidence: a change set with no deltas, rejected, whose
     verdict says why (the layer advisor counts them: synthesis that keeps failing points to the weights)."""
     why = f"no program: {attempt['why']} ({attempt['learning_cases']} learning cases, {attempt['shapes']} shapes)"
-    return ChangeSet(learner="crystallise", layer="harness", deltas=[], scope=scope,
+    # scoped like the loop's own change sets (engine/loop.Loop._own): an org's attempt is shown to that org only
+    return ChangeSet(learner="crystallise", layer="harness", deltas=[], scope=Scope(agent=scope.agent, org=scope.org),
                      summary=f"{attempt['task']}: crystallise attempt found nothing"[:200],
                      evidence={"task": attempt["task"], "synthesis_attempt": attempt},
                      verdict=Verdict(decision="reject", reason=why), status="rejected")
