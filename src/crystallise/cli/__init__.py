@@ -152,6 +152,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 
 from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import dream as _dream  # noqa: E402
+from crystallise.cli import evals as _evals  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
 from crystallise.cli import mcp as _mcp  # noqa: E402
@@ -171,6 +172,7 @@ _skills.register(main)
 _weights.register(main)
 _review.register(main)
 _tasks.register(main)
+_evals.register(main)
 _dream.register(main)
 _mcp.register(main)
 

@@ -495,7 +495,8 @@ class _ScopeRun:
             summary=(f"dream {self.key}: " + ", ".join(f"{k} {v}" for k, v in r.counts.items() if v))[:200],
             provenance=list(plan.provenance),
             evidence={"dream_run": r.run_id, "counts": r.counts, "retired": r.retired, "causes": plan.causes,
-                      "retirements": plan.retirements[:200], "traces": len(traces), "since_seq": r.since_seq,
+                      "retirements": plan.retirements[:200], "review": plan.review[:200], "traces": len(traces),
+                      "since_seq": r.since_seq,
                       "until_seq": r.until_seq, "tokens": {"before": r.tokens_before, "after": r.tokens_after}},
         )
         cs.verdict = self.gate(cs)
