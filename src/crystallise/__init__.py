@@ -23,6 +23,7 @@ from typing import Any
 
 from crystallise.engine.aio import aforget, aget_context, arecall, aremember
 from crystallise.engine.home import Home
+from crystallise.engine.learning import last_trace_id, learn, score
 from crystallise.engine.memory import forget, remember
 from crystallise.engine.memory_api import AsyncMemory, Memory
 from crystallise.engine.observe import trace, wrap_openai
@@ -65,8 +66,11 @@ __all__ = [
     "flush",
     "forget",
     "get_context",
+    "last_trace_id",
+    "learn",
     "recall",
     "remember",
+    "score",
     "task",
     "trace",
     "tracing_stats",

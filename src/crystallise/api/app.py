@@ -33,6 +33,7 @@ from crystallise.api import (
     routes_context,
     routes_dream,
     routes_memories,
+    routes_jobs,
     routes_review,
     routes_traces,
     routes_versions,
@@ -49,6 +50,8 @@ from crystallise.api.schemas import Health
 from crystallise.version import __version__
 from crystallise.engine import session_end
 from crystallise.engine.home import Home
+from crystallise.engine.jobs import InProcessExecutor
+from crystallise.engine.scheduler import LearnPolicy, Scheduler
 from crystallise.store.group import GroupCommit
 
 __all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
@@ -83,6 +86,8 @@ def create_app(
     mcp: Callable[[Home], Any] | None = None,
     ui: Callable[[Home, KeyRing, Path], Any] | None = None,
     extract_every_s: float | None = None,
+    run_jobs: bool = False,
+    learn: bool = False,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
@@ -92,9 +97,12 @@ def create_app(
     (default: $CRYSTALLISE_PROXY_UPSTREAM, the config's `proxy_upstream`, the home's model); chat
     bodies get `max_proxy_body_bytes`. `reports_dir` holds the bench reports the web UI lists.
     `mcp(home)` makes the endpoint served at /mcp (None: no MCP), `ui(home, keys, reports)` the web
-    UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both. With
-    `extract_every_s`, implicit extraction runs by itself that often when a session has ended
-    (engine/session_end.py; `crystallise serve` sets it).
+    UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both.
+    `run_jobs`: run queued learning jobs on a thread of this process (engine/jobs.InProcessExecutor);
+    `learn`: also queue them on evidence (engine/scheduler.py, unless the config's "learn" is off) —
+    extraction when a session ends among them. `crystallise serve` turns both on (`--no-learn`: the
+    scheduler off). Without a scheduler, `extract_every_s` runs extraction that often when a session
+    has ended (engine/session_end.py).
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
@@ -109,10 +117,16 @@ def create_app(
                         "create one with `crystallise serve --create-key ORG`")
         async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing(), \
                 session_end.running(home, interval=extract_every_s) if extract_every_s else _nothing():
-            try:
-                yield
-            finally:
-                await chat_upstream.aclose()
+            with contextlib.ExitStack() as stack:
+                if run_jobs or learn:
+                    app.state.executor = stack.enter_context(InProcessExecutor(home))
+                if learn:
+                    stack.enter_context(Scheduler(home, LearnPolicy.from_config(home.config))
+                                        .running(app.state.executor))
+                try:
+                    yield
+                finally:
+                    await chat_upstream.aclose()
 
     app = FastAPI(
         title="crystallise",
@@ -135,6 +149,7 @@ def create_app(
     app.include_router(routes_review.router)
     app.include_router(routes_dream.router)
     app.include_router(routes_memories.router)
+    app.include_router(routes_jobs.router)
     app.include_router(proxy.router)
     app.include_router(proxy_responses.router)
 

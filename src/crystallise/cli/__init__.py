@@ -5,7 +5,9 @@
     crystallise traces list|show          what agents did
     crystallise items list|show|history   learned context items and their ledger
     crystallise remember|forget           explicit memory; forget --user U deletes a user
-    crystallise tasks list|show           tasks, their grade and evidence
+    crystallise tasks list|show|define    tasks, their grade and evidence; define one without Python
+    crystallise learn [TASK | --all]      queue learning jobs and run them with progress
+    crystallise jobs list|show|watch|cancel   learning jobs; `crystallise worker` runs queued ones
     crystallise advise                    which layer should learn next, and why
     crystallise log|show|diff|revert      versions: the audit trail and undo
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
@@ -155,6 +157,7 @@ from crystallise.cli import dream as _dream  # noqa: E402
 from crystallise.cli import evals as _evals  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
+from crystallise.cli import jobs as _jobs  # noqa: E402
 from crystallise.cli import mcp as _mcp  # noqa: E402
 from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
@@ -173,6 +176,7 @@ _weights.register(main)
 _review.register(main)
 _tasks.register(main)
 _evals.register(main)
+_jobs.register(main)  # after tasks: it adds `tasks define`
 _dream.register(main)
 _mcp.register(main)
 

@@ -31,6 +31,7 @@ from crystallise.context.guard import guard_changeset
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
 from crystallise.governance.protect import APPEND_ONLY, Actor, check_protected, is_protected_path
 from crystallise.governance.review import PendingReview, load_rules, requires_review
+from crystallise.engine import jobctx
 from crystallise.engine.home import Home
 from crystallise.store.userdata import is_tombstone
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
@@ -98,6 +99,7 @@ class Committer:
         redactor = getattr(self.store, "redactor", None)
         if redactor is not None:  # before git sees anything: the playbook is rendered from these
             cs.deltas = [redactor.redact_delta(d) for d in cs.deltas]
+        jobctx.stamp(cs)  # inside a job: the job id + what it changes (a re-run never commits it twice)
         if _user_level(cs):
             self._hold_for_review(cs, actor)  # a review rule for user-level learning holds these too
             guard_changeset(cs)  # a learned item never goes live with instruction-like text (context/guard.py)
@@ -105,6 +107,8 @@ class Committer:
         # One committer at a time (threads and processes): the protection and staleness checks,
         # the rendered playbooks, the git commit and the version number all see the same state.
         with self.repo.transaction():
+            if (number := jobctx.already_committed(self.store, cs)) is not None:
+                return self.store.get_version(number)  # this job committed this change already
             self._refuse_protected(cs, actor)
             self._hold_for_review(cs, actor)
             guard_changeset(cs)

@@ -450,12 +450,16 @@ class _ScopeRun:
         r.traces = len(traces)
         plan = Plan(self.scope, self._items(), self.policy)
         r.tokens_before = plan.tokens()
+        to_critique = sum(1 for t in traces if failed(t))
+        if to_critique:
+            self.say(f"{self.key}: {len(traces)} trace(s), critiquing {to_critique} failed run(s)")
         for t in traces:
             if not failed(t):
                 continue
             r.failures += 1
             if plan.done(f"critique:{t.id}"):
                 continue  # applied by a run that was killed before it finished: never twice
+            self.say(f"{self.key}: critique {r.failures}/{to_critique}")  # one model call each: minutes in all
             items, shown = self._context_for(t, plan)
             critique: Critique = self.critic.critique(t, items)
             if critique.error:
@@ -466,6 +470,7 @@ class _ScopeRun:
             plan.apply_critique(critique, shown)
         if self.embed is None:
             self.embed = self.home.embedder().embed
+        self.say(f"{self.key}: curating {len(plan.active())} item(s): dedup, forgetting")
         plan.dedup(self.embed)
         live = [it.id for it in plan.active()]
         plan.forget(self.store.last_used(live) if live else {}, self.at)

@@ -68,11 +68,17 @@ from crystallise.traces.sdk import recording
 from crystallise.engine.scope import teaches
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version
 
-__all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task"]
+__all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task",
+           "learn_watermark"]
 
 
 LEARNERS = ("crystallise", "fewshot", "reflection")  # the default set
 KNOWN_LEARNERS = ("crystallise", "schema", "fewshot", "promptopt", "reflection")  # in the order learn() runs them
+
+
+def learn_watermark(task: str, org: str | None) -> str:
+    """The watermark of a task's loop: per org, so one org's learn never skips another org's runs."""
+    return f"loop:{task}" if org is None else f"loop:{task}@{org}"
 
 
 class CachedBackend:
@@ -307,7 +313,7 @@ class Loop:
     # -- learn -----------------------------------------------------------------------------
     def learn(self, progress: Callable[[str], None] | None = None) -> LearnReport:
         report = LearnReport()
-        mark = f"loop:{self.spec.name}"
+        mark = learn_watermark(self.spec.name, self.config.scope.org)
         since = self.store.get_watermark(mark)
         fresh = self._traces(after_seq=since)
         if not fresh:
@@ -346,7 +352,10 @@ class Loop:
             self._new_program_starts_at_g4(cs)
             self._own(cs)
             report.proposed.append(cs)
-            version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
+            gate = self.gate_cases(trace_gate)
+            if progress:
+                progress(f"learn: {name}: gating old vs new on {len(gate)} cases")
+            version = self.gate_and_commit(cs, gate)
             if version:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))

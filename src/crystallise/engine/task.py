@@ -36,6 +36,7 @@ from crystallise.errors import ModelOutputError, ValidationError
 from crystallise.governance.protect import Actor
 from crystallise.harness.runtime import TaskRuntime, constrains_text
 from crystallise.harness.spec import TaskSpec, View, task_path, valid_task_name
+from crystallise.traces.last import set_last_trace_id
 from crystallise.traces.sdk import TraceHandle, current_trace
 from crystallise.types import ChangeSet, Delta, Verdict
 
@@ -108,11 +109,14 @@ class Task:
         home = await asyncio.to_thread(self._home)
         t = current_trace()
         if t is not None:
+            set_last_trace_id(t.id)  # in the caller's thread too (`_run` runs in a worker thread)
             return await asyncio.to_thread(self._run, t, home, value)
         async with trace(self.name, input=value, home=home) as t:
+            set_last_trace_id(t.id)
             return await asyncio.to_thread(self._run, t, home, value)
 
     def _run(self, t: TraceHandle, home: Home, value: Any) -> Any:
+        set_last_trace_id(t.id)  # `crystallise.last_trace_id()`: score this call later
         with t.span(f"task:{self.name}", "task", input=value) as span:
             rt = self.runtime(home, org=t.record.org_id, agent=t.record.agent_id, user=t.record.user_id)
             ans = rt.answer(value)

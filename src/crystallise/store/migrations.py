@@ -413,6 +413,59 @@ END $$""")
         conn.exec_driver_sql(f"CREATE POLICY crystallise_org_isolation ON {table} USING ({rule}) WITH CHECK ({rule})")
 
 
+def m006_jobs(conn: Connection) -> None:
+    """Jobs (issue 16, engine/jobs.py): one row per learning run -- kind, scope, JSON params, status
+    (queued | running | succeeded | failed | cancelled), progress and message, log lines (JSON list),
+    attempts, worker, result (JSON) or error, the actor who asked, a cancel request, timestamps.
+
+    PostgreSQL: row-level security as m005 gives traces, so an org key's request sees and changes
+    only its own org's jobs (`org_id`), whatever filter the code forgot.
+    """
+    md = sa.MetaData()
+    sa.Table(
+        "jobs", md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("scope_key", sa.Text, nullable=False),
+        sa.Column("agent_id", sa.Text, nullable=False),
+        sa.Column("org_id", sa.Text),
+        sa.Column("user_id", sa.Text),
+        sa.Column("params", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("progress", sa.Double, nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("log", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("max_attempts", sa.Integer, nullable=False),
+        sa.Column("worker", sa.Text),
+        sa.Column("result", sa.Text),
+        sa.Column("error", sa.Text),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("cancel_requested", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("started_at", sa.Double),
+        sa.Column("finished_at", sa.Double),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.Index("ix_jobs_status_created_at", "status", "created_at"),
+        sa.Index("ix_jobs_scope_key_status", "scope_key", "status"),
+        sa.Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
+    )  # fmt: skip
+    md.create_all(conn)
+    if not is_postgres(conn):
+        return
+    conn.exec_driver_sql(f"""
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{_ORG_ROLE}') THEN
+    GRANT SELECT, INSERT, UPDATE, DELETE ON jobs TO {_ORG_ROLE};
+  END IF;
+END $$""")
+    rule = f"{_NO_ORG} OR org_id = current_setting('{_ORG_SETTING}', true)"
+    conn.exec_driver_sql("ALTER TABLE jobs ENABLE ROW LEVEL SECURITY")
+    conn.exec_driver_sql("ALTER TABLE jobs FORCE ROW LEVEL SECURITY")
+    conn.exec_driver_sql(f"CREATE POLICY crystallise_org_isolation ON jobs USING ({rule}) WITH CHECK ({rule})")
+
+
 # Append only. Never edit, reorder or remove a shipped entry.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", m001_initial),
@@ -420,6 +473,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("retrieval", m003_retrieval),
     ("dream", m004_dream),
     ("org_isolation", m005_org_isolation),
+    ("jobs", m006_jobs),
 ]
 
 

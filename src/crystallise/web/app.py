@@ -122,7 +122,7 @@ def _error(request: Request, status: int, message: str) -> HTMLResponse:
 
 def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None) -> FastAPI:
     """The UI over `home`; `reports_dir` holds `crystallise bench ... --out` folders (default ./reports)."""
-    from crystallise.web import pages, review
+    from crystallise.web import jobs, pages, review
 
     app = FastAPI(title="crystallise UI", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.home, app.state.keys = home, keys
@@ -132,6 +132,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
     app.include_router(review.router)
+    app.include_router(jobs.router)
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:
