@@ -347,7 +347,7 @@ _FORGET = [
 _TENANCY_ACCESS = [
     "ids-trace-post", "ids-span", "ids-feedback-in-trace", "ids-feedback-post", "ids-get", "ids-feedback-foreign-trace",
     "ids-squat", "ids-undo", "ids-legacy", "ids-otlp-squat", "ids-otlp-oracle", "ids-mcp-feedback", "tasks-api",
-    "tasks-ui", "dream-credit", "version-diff", "protect-human-grader", "protect-review-metric",
+    "tasks-ui", "ui-feedback-id", "dream-credit", "version-diff", "protect-human-grader", "protect-review-metric",
     "protect-define-grader", "protect-undo-metric", "protect-forged-actor", "protect-org-key-revert",
     "bad-rest-surrogate", "bad-rest-nan", "bad-rest-infinity", "bad-rest-surrogate-key", "bad-feedback-nan",
     "bad-otlp-json-nan", "bad-otlp-json-surrogate", "bad-otlp-protobuf-inf", "bad-proxy-surrogate", "bad-sse-nan",
