@@ -359,6 +359,10 @@ def _tenancy() -> list[Attack]:
     out = [Attack(f"unvouched-{mode}-{i}", "tenancy", "unauth-extract", text, SERVED, note,
                   params={"mode": mode, "sessions": 3})
            for mode, note in _UNVOUCHED_MODES.items() for i, text in enumerate(UNVOUCHED, 1)]
+    out += [Attack(f"dream-{mode}-{i}", "tenancy", "unauth-dream", text, SERVED,
+                   f"{_UNVOUCHED_MODES[mode]}; the run failed, a steered critic echoes the order as its lesson",
+                   params={"mode": mode})
+            for mode in ("no-user", "no-user-no-org") for i, text in enumerate(UNVOUCHED, 1)]
     out += [Attack(f"code-{direction}-{i}", "tenancy", "cross-org-code", secret, LEARNED, note,
                    params={"direction": direction, "template": template})
             for i, (direction, template, secret, note) in enumerate(_CODE, 1)]
