@@ -139,7 +139,7 @@ def test_a_group_commit_of_several_orgs_is_not_held_to_the_first_requests_org(st
 
 
 def test_postgres_row_level_security_covers_what_learning_wrote(store_url, tmp_path):
-    """Migration 6: change sets, versions, the item ledger, dream runs, the usage log and item vectors
+    """Migration 7: change sets, versions, the item ledger, dream runs, the usage log and item vectors
     are held to the org line in the database too. Inside evil's scope a query that forgets its org
     filter sees only evil's and shared rows; the committer, run from inside that scope, still numbers
     versions over every row (no collision with the victim's)."""

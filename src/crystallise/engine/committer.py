@@ -50,7 +50,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _unscoped(method: _F) -> _F:
     """Run `method` outside any org's database scope (PostgreSQL row-level security, store
-    migrations 5 and 6): the committer numbers versions and checks staleness over every row, and
+    migrations 5 and 7): the committer numbers versions and checks staleness over every row, and
     whether a caller may commit, revert or purge this was decided before (engine/access.py)."""
 
     @functools.wraps(method)

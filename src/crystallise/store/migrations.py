@@ -414,7 +414,7 @@ END $$""")
 
 
 
-def m006_org_isolation_learned(conn: Connection) -> None:
+def m007_org_isolation_learned(conn: Connection) -> None:
     """PostgreSQL: row-level security for what learning wrote too, not only what agents recorded.
 
     Migration 5 covered traces, spans, feedback and items. This one covers, under the same
@@ -470,7 +470,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("retrieval", m003_retrieval),
     ("dream", m004_dream),
     ("org_isolation", m005_org_isolation),
-    ("org_isolation_learned", m006_org_isolation_learned),
+    ("org_isolation_learned", m007_org_isolation_learned),
 ]
 
 
