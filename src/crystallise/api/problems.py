@@ -35,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crystallise.api import logsafe
 from crystallise.api.auth import Forbidden
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
@@ -203,12 +204,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
-        log.error("store failure on %s: %s", request.url.path, exc)
+        log.error("store failure on %s: %s", logsafe.route(request), logsafe.redact(exc))
         return problem_response(503, f"the store failed: {exc}", request.url.path)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s: %s", request.method, logsafe.route(request), logsafe.failure(exc))
         return problem_response(500, "internal error: see the server log", request.url.path)
 
 

@@ -37,6 +37,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from crystallise.api import logsafe
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.problems import Problem, problem_response
@@ -228,8 +229,8 @@ class Call:
         try:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.home.store.write_trace, trace)
-        except CrystalliseError:
-            log.exception("the proxy could not record trace %s", self.trace_id)
+        except CrystalliseError as e:
+            log.error("the proxy could not record trace %s: %s", self.trace_id, logsafe.failure(e))
             return False
         self.recorded = True
         return True

@@ -43,6 +43,7 @@ from crystallise.api.auth import Principal, is_loopback
 from crystallise.api.deps import get_principal
 from crystallise.api.problems import Problem, problem_response
 from crystallise.errors import ValidationError
+from crystallise.engine import access
 from crystallise.engine.home import Home
 from crystallise.mcp.tools import PRINCIPAL_KEY, SCOPE_HEADERS, Binding, Sessions, create_mcp_server
 
@@ -63,6 +64,9 @@ def _resolve(ctx: Context) -> tuple[Binding, str]:
     if not isinstance(principal, Principal):  # only reachable if something bypassed McpEndpoint
         raise ValidationError("this MCP call carries no verified API key: connect through /mcp")
     b = binding_for(principal, request.headers)
+    # The SDK runs each tool call in its own task, outside the request's context: the database's org
+    # line (PostgreSQL row-level security) is entered here, for this call, as the HTTP API does.
+    access.enter(principal)
     session = request.headers.get("mcp-session-id") or request.headers.get("x-crystallise-session") or "-"
     return b, f"{principal.key_id}|{session}|{b.agent}|{b.org}|{b.user}"
 
