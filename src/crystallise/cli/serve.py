@@ -76,6 +76,8 @@ def register(main: click.Group) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
+            import uvicorn
+
             from crystallise.api import KeyRing, create_key, is_loopback, revoke_key
             from crystallise.server import create_app
         except ImportError as e:
@@ -105,14 +107,13 @@ def register(main: click.Group) -> None:
                 f"refusing to serve on {host} with no API keys: anyone could read and write this home. "
                 "Create a key with `crystallise serve --create-key ORG` or listen on 127.0.0.1"
             )
-        import uvicorn
-
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
         logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
         options = dict(max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
                        upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir,
-                       run_jobs=True, learn=not no_learn, engine=engine, ray_address=ray_address)
+                       run_jobs=True, learn=not no_learn,  # the scheduler queues extraction at session end
+                       engine=engine, ray_address=ray_address)
         if workers > 1 and not home.store_url.startswith("postgresql"):
             raise click.UsageError(
                 f"--workers {workers} needs a PostgreSQL store (this home uses {home.store_url.split(':')[0]}): "

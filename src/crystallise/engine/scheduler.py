@@ -29,8 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
-from crystallise.context.extract import WATERMARK as EXTRACT_WATERMARK
-from crystallise.engine import jobs
+from crystallise.engine import jobs, session_end
 from crystallise.engine.dream import scope_key as dream_key
 from crystallise.engine.home import Home
 from crystallise.engine.loop import learn_watermark
@@ -137,15 +136,8 @@ class Scheduler:
                 yield "dream", scope, {}
 
     def _extract_due(self) -> Iterator[tuple[str, Scope, dict[str, Any]]]:
-        if not self.policy.extract:
-            return
-        store = self.home.store
-        fresh = store.list_traces(after_seq=store.get_watermark(EXTRACT_WATERMARK), limit=1000)
-        ended_at: dict[str, float] = {}
-        for t in fresh:
-            key = t.session_id or f"trace:{t.id}"
-            ended_at[key] = max(ended_at.get(key, 0.0), t.ended_at or t.started_at or 0.0)
-        if any(t.session_id is None or now() - ended_at[t.session_id] >= self.policy.session_idle_s for t in fresh):
+        # what "a session has ended" means is engine/session_end.py's (idle, an explicit end, no session)
+        if self.policy.extract and session_end.due(self.home, idle_s=self.policy.session_idle_s):
             yield "extract", Scope(), {}
 
     # -- running -----------------------------------------------------------------------------

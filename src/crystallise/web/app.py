@@ -32,6 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crystallise.api import logsafe
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem, lone_surrogate, scrub
 from crystallise.engine import access
@@ -187,7 +188,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:
-        log.error("store failure on %s: %s", request.url.path, exc)
+        log.error("store failure on %s: %s", logsafe.route(request), logsafe.redact(exc))
         return _error(request, 503, f"the store failed: {exc}")
 
     @app.exception_handler(RequestValidationError)
@@ -202,7 +203,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s: %s", request.method, logsafe.route(request), logsafe.failure(exc))
         return _error(request, 500, "internal error: see the server log")
 
     return app
