@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
+from crystallise.api.lean_route import LeanJsonRoute
 from crystallise.api.problems import Problem
 from crystallise.api.schemas import FeedbackIn, TraceAccepted, TraceIn, TracePage
 from crystallise.engine import access
@@ -51,7 +52,6 @@ def _given_ids(body: TraceIn) -> set[str]:
     return ids | {f.id for f in body.feedback if f.id}
 
 
-@router.post("", status_code=201, response_model=TraceAccepted, summary="Record a finished trace")
 async def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, request: Request,
                      response: Response) -> TraceAccepted:
     """Write a trace with its spans and feedback in one transaction; 201 means it is durable.
@@ -73,6 +73,13 @@ async def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, request: R
     shown = access.shown_id(who, stored.id) or stored.id
     response.headers["Location"] = f"/v1/traces/{shown}"
     return TraceAccepted(id=shown, seq=int(stored.seq or 0))
+
+
+# Declared like any route (its OpenAPI entry, validation and every error are FastAPI's); served by
+# LeanJsonRoute, with which a valid request skips FastAPI's per-request dependency solving
+# (~1 ms of CPU a trace; api/lean_route.py).
+router.add_api_route("", post_trace, methods=["POST"], status_code=201, response_model=TraceAccepted,
+                     summary="Record a finished trace", route_class_override=LeanJsonRoute)
 
 
 @router.post("/{trace_id}/feedback", status_code=201, response_model=Feedback, summary="Give feedback on a trace")
