@@ -167,6 +167,7 @@ class KeyRing:
 
     def __init__(self, home_path: Path) -> None:
         self.file = Path(home_path) / KEYS_FILE
+        self._path = str(self.file)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._keys: list[dict[str, Any]] = []
@@ -174,7 +175,7 @@ class KeyRing:
 
     def _refresh(self) -> None:
         try:
-            st = self.file.stat()
+            st = os.stat(self._path)  # every request: os.stat is a third of Path.stat's CPU
             # the inode too: `_save` replaces the file, and two saves within one mtime tick with equal
             # sizes (another process of a `serve --workers N` fleet revoking one key and adding another)
             # must not look unchanged
