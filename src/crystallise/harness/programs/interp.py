@@ -83,6 +83,7 @@ class Result:
 # -- arith ----------------------------------------------------------------------------------------------
 
 _VARS = {"d": "$", "p": "%", "n": "n"}
+MAX_FALLBACK_NUMBERS = 8  # an at_least rule reads inputs of at most this many numbers (after the template's)
 
 
 def _arith_expr(node: Any, budget: _Budget, depth: int = 0) -> Callable[[dict[str, list[float]]], Any]:
@@ -134,17 +135,30 @@ class _Arith:
             self.skip[_str(key, "skip key")] = {k: _int(s[k], "skip count", 0, 64) for k in ("$", "%", "n")}
         _need(type(body["rules"]) is list, "rules must be a list")
         self.rules: dict[tuple[str, tuple[int, ...]], tuple[Callable[..., Any], int, str]] = {}
+        # per template, at most one rule for any signature with at least these counts (`"at_least": true`):
+        # used when no rule was verified for the input's exact signature
+        self.fallback: dict[str, tuple[tuple[int, ...], tuple[Callable[..., Any], int, str]]] = {}
         for r in body["rules"]:
-            _keys(r, "arith rule", {"key", "signature", "expr", "places", "rounding"})
+            _keys(r, "arith rule", {"key", "signature", "expr", "places", "rounding"}, {"at_least"})
             sig = r["signature"]
             _need(type(sig) is list and len(sig) == 3, "signature must be [d, p, n]")
             sig_t = tuple(_int(v, "signature count", 0, 64) for v in sig)
             places = _int(r["places"], "places", -1, MAX_PLACES)
             _need(r["rounding"] in ROUNDINGS, f"rounding must be one of {ROUNDINGS}")
-            self.rules[(_str(r["key"], "rule key"), sig_t)] = (_arith_expr(r["expr"], budget), places, r["rounding"])
+            at_least = r.get("at_least", False)
+            _need(type(at_least) is bool, "at_least must be a bool")
+            rule = (_arith_expr(r["expr"], budget), places, r["rounding"])
+            key = _str(r["key"], "rule key")
+            if at_least:
+                _need(key not in self.fallback, f"at most one at_least rule per template ({key[:60]!r})")
+                self.fallback[key] = (sig_t, rule)
+            else:
+                self.rules[(key, sig_t)] = rule
         # the most numbers any rule reads (its template's own included): an input with more has no rule,
         # so extraction stops there (a hostile input of 50,000 numbers costs what 9 do)
-        self.limit = max((sum(sig) + sum(self.skip.get(key, {}).values()) for key, sig in self.rules), default=0) + 1
+        sizes = [sum(sig) + sum(self.skip.get(key, {}).values()) for key, sig in self.rules]
+        sizes += [MAX_FALLBACK_NUMBERS + sum(self.skip.get(key, {}).values()) for key in self.fallback]
+        self.limit = max(sizes, default=0) + 1
 
     def _match(self, text: Any) -> tuple[str, tuple[int, ...], dict[str, list[float]], Any] | None:
         if not isinstance(text, str):
@@ -159,11 +173,20 @@ class _Arith:
         nums = {k: v[skip[k]:] for k, v in found.items()}
         sig = (len(nums["$"]), len(nums["%"]), len(nums["n"]))
         rule = self.rules.get((key, sig))
+        if rule is None and key in self.fallback:
+            least, rule = self.fallback[key]
+            if sum(sig) > MAX_FALLBACK_NUMBERS or any(a < b for a, b in zip(sig, least)):
+                return None
+            return key, least, nums, rule
         return None if rule is None else (key, sig, nums, rule)
+
+    def _unit(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> str:
+        exact = self.rules.get((m[0], m[1])) is m[3]
+        return f"{m[0]} | {m[1]}" if exact else f"{m[0]} | >= {m[1]}"
 
     def unit(self, value: Any) -> str | None:
         m = self._match(value)
-        return None if m is None else f"{m[0]} | {m[1]}"
+        return None if m is None else self._unit(m)
 
     def solve(self, value: Any, fields: Any = None) -> Any:
         return self.answer(value, fields, None)[1]
@@ -173,7 +196,7 @@ class _Arith:
         m = self._match(value)
         if m is None:
             return None, None
-        unit = f"{m[0]} | {m[1]}"
+        unit = self._unit(m)
         if allowed is not None and unit not in allowed:
             return None, None
         return unit, self._compute(m)
