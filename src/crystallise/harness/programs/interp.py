@@ -42,7 +42,7 @@ from typing import Any
 
 from crystallise.errors import SandboxError
 from crystallise.harness.synth import strings_runtime as rt
-from crystallise.harness.synth.numbers import extract_numbers, fmt_number
+from crystallise.harness.synth.numbers import extract_numbers, fmt_number, named_numbers
 from crystallise.harness.synth.template import encode, key_of, payload
 
 __all__ = ["FORMAT", "HELPERS", "Program", "ProgramError", "Result", "Runner", "load", "load_body", "snap",
@@ -83,6 +83,7 @@ class Result:
 # -- arith ----------------------------------------------------------------------------------------------
 
 _VARS = {"d": "$", "p": "%", "n": "n"}
+MAX_NAMES = 5  # variables of a stated formula (synth/formula.py)
 MAX_FALLBACK_NUMBERS = 8  # an at_least rule reads inputs of at most this many numbers (after the template's)
 
 
@@ -93,7 +94,7 @@ def _arith_expr(node: Any, budget: _Budget, depth: int = 0) -> Callable[[dict[st
         _keys(node, "arith var", {"var"})
         name = _str(node["var"], "var")
         letter = name[:1]
-        _need(letter in "dpnDPN" and letter != "" and name[1:].isdigit() and len(name) <= 4,
+        _need(letter in "dpnvDPN" and letter != "" and name[1:].isdigit() and len(name) <= 4,
               f"unknown arith variable {name!r}")
         i = int(name[1:])
         return lambda env: env[letter][i]
@@ -124,7 +125,7 @@ def _arith_expr(node: Any, budget: _Budget, depth: int = 0) -> Callable[[dict[st
 
 class _Arith:
     def __init__(self, body: Mapping[str, Any], budget: _Budget) -> None:
-        _keys(body, "arith body", {"kind", "mode", "skip", "rules"})
+        _keys(body, "arith body", {"kind", "mode", "skip", "rules"}, {"names"})
         self.mode = body["mode"]
         _need(self.mode in MODES, f"mode must be one of {MODES}")
         _need(isinstance(body["skip"], dict), "skip must be an object")
@@ -133,6 +134,14 @@ class _Arith:
         for key, s in body["skip"].items():
             s = _keys(s, "skip entry", {"$", "%", "n"})
             self.skip[_str(key, "skip key")] = {k: _int(s[k], "skip count", 0, 64) for k in ("$", "%", "n")}
+        # a template's stated variables: v<i> is the number named by names[key][i] (`named_numbers`)
+        self.names: dict[str, list[str]] = {}
+        names = body.get("names", {})
+        _need(isinstance(names, dict), "names must be an object")
+        budget.add(len(names), "arith templates")
+        for key, ns in names.items():
+            _need(type(ns) is list and 0 < len(ns) <= MAX_NAMES, f"names: a list of 1 to {MAX_NAMES} strings")
+            self.names[_str(key, "names key")] = [_str(n, "name")[:100] for n in ns]
         _need(type(body["rules"]) is list, "rules must be a list")
         self.rules: dict[tuple[str, tuple[int, ...]], tuple[Callable[..., Any], int, str]] = {}
         # per template, at most one rule for any signature with at least these counts (`"at_least": true`):
@@ -177,8 +186,12 @@ class _Arith:
             least, rule = self.fallback[key]
             if sum(sig) > MAX_FALLBACK_NUMBERS or any(a < b for a, b in zip(sig, least)):
                 return None
-            return key, least, nums, rule
-        return None if rule is None else (key, sig, nums, rule)
+            return key, least, self._named(nums, text, key), rule
+        return None if rule is None else (key, sig, self._named(nums, text, key), rule)
+
+    def _named(self, nums: dict[str, list[float]], text: str, key: str) -> dict[str, Any]:
+        names = self.names.get(key)
+        return {**nums, "v": named_numbers(text, names, self.skip[key]) if names else []}
 
     def _unit(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> str:
         exact = self.rules.get((m[0], m[1])) is m[3]
@@ -204,6 +217,7 @@ class _Arith:
     def _compute(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> Any:
         _, _, nums, (fn, places, rounding) = m
         env = {letter: nums[kind] for letter, kind in _VARS.items()}
+        env["v"] = nums["v"]
         env.update({letter.upper(): sorted(nums[kind], reverse=True) for letter, kind in _VARS.items()})
         try:
             out = fn(env)

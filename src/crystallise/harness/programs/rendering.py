@@ -87,7 +87,7 @@ def _lookup(body: Mapping[str, Any]) -> str:
 
 # -- arith ----------------------------------------------------------------------------------------------
 
-_VAR = re.compile(r"[dpnDPN]\d{1,3}")
+_VAR = re.compile(r"[dpnvDPN]\d{1,3}")
 
 
 def _arith_expr(node: Mapping[str, Any]) -> str:
@@ -122,11 +122,12 @@ def _arith(body: Mapping[str, Any]) -> str:
         TEMPLATE,
         f"MODE = {_lit(body['mode'])}",
         f"SKIP = {_lit(skips)}",
+        f"NAMES = {_lit({k: [str(n)[:100] for n in v] for k, v in sorted(body.get('names', {}).items())})}",
         "",
     ]
     table, fallback = [], []
     for i, r in enumerate(rules):
-        lines += [f"def _rule{i}(d, p, n, D, P, N):", f"    return {_arith_expr(r['expr'])}", ""]
+        lines += [f"def _rule{i}(d, p, n, D, P, N, v):", f"    return {_arith_expr(r['expr'])}", ""]
         sig = tuple(int(v) for v in r["signature"])
         entry = f"(_rule{i}, {int(r['places'])!r}, {_lit(r['rounding'])})"
         if r.get("at_least"):
@@ -175,7 +176,9 @@ def solve(text):
     fn, places, rounding = rule
     try:
         ranked = [sorted(nums[k], reverse=True) for k in ("$", "%", "n")]
-        value = fn(nums["$"], nums["%"], nums["n"], *ranked)
+        names = NAMES.get(key)
+        named = named_numbers(text, names, SKIP[key]) if names else []
+        value = fn(nums["$"], nums["%"], nums["n"], *ranked, named)
     except (ArithmeticError, ValueError, TypeError, IndexError):
         return None
     if isinstance(value, complex):

@@ -36,7 +36,7 @@ import numpy as np
 
 from crystallise.harness.synth.enumerate import enumerate_expressions
 from crystallise.harness.synth.formula import Shape, fit_shape, parse_formula
-from crystallise.harness.synth.numbers import extract_numbers, fmt_number
+from crystallise.harness.synth.numbers import extract_numbers, fmt_number, named_numbers
 from crystallise.harness.synth.template import key_of
 
 __all__ = ["ArithRule", "ArithStrategy", "template_key"]
@@ -78,6 +78,7 @@ class ArithRule:
     # a rule for every signature with at least these counts (of its template, when no rule has the
     # exact one): one expression that held across sub-groups, so it also answers unseen phrasings
     at_least: bool = False
+    names: list[str] = field(default_factory=list)  # the stated formula's variables (terminals v0..)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "signature": list(self.signature)}
@@ -181,7 +182,7 @@ class ArithStrategy:
         if old is not None and _agreement(old, everyone, metric) >= 0.9:
             return [old]
         if len(by_sig) > 1 or old is not None:
-            rule = self._fit(key, least, everyone, metric, at_least=True, stated=stated)
+            rule = self._fit(key, least, everyone, metric, at_least=True, stated=stated, skip=skip)
             if rule:
                 rule.skip = dict(skip)
                 for sig in by_sig:  # the per-signature rules it replaces
@@ -194,7 +195,7 @@ class ArithStrategy:
             if old is not None and _agreement(old, members, metric) >= 0.9:
                 rules.append(old)
                 continue
-            rule = self._fit(key, sig, members, metric, stated=stated)
+            rule = self._fit(key, sig, members, metric, stated=stated, skip=skip)
             if rule:
                 rule.skip = dict(skip)
                 rules.append(rule)
@@ -202,7 +203,7 @@ class ArithStrategy:
                 orphans += members
         if orphans and len({tuple(len(m[0][k]) for k in _KINDS) for m in orphans}) > 1:
             low = tuple(min(len(m[0][k]) for m in orphans) for k in _KINDS)
-            rule = self._fit(key, low, orphans, metric, at_least=True, stated=stated)
+            rule = self._fit(key, low, orphans, metric, at_least=True, stated=stated, skip=skip)
             if rule:
                 rule.skip = dict(skip)
                 rules.append(rule)
@@ -219,7 +220,8 @@ class ArithStrategy:
         return "none"
 
     def _fit(self, key: str, sig: tuple[int, int, int], members: list, metric: Metric,
-             at_least: bool = False, stated: tuple[Shape, list[str]] | None = None) -> ArithRule | None:
+             at_least: bool = False, stated: tuple[Shape, list[str]] | None = None,
+             skip: dict[str, int] | None = None) -> ArithRule | None:
         if len(members) < (1 if stated else self.min_cases) or sum(sig) == 0:
             return None
         if self.holdout:
@@ -251,12 +253,17 @@ class ArithStrategy:
             return False
 
         def held_ok(rule: ArithRule) -> bool:
-            return all(metric(_evaluate(rule, nums) or "", y) for nums, _, y in held)
+            return all(metric(_evaluate(rule, nums, x) or "", y) for nums, x, y in held)
 
         if stated is not None:  # the formula the task states: only which number goes where is unknown
-            source = fit_shape(stated[0], len(stated[1]), terminals, targets, accept)
+            named = [named_numbers(m[1], stated[1], skip or {}) for m in fit]
+            shape_terminals = dict(terminals)
+            if all(v is not None for v in named):  # each variable's number found by its name's words
+                shape_terminals.update({f"v{i}": [v[i] for v in named] for i in range(len(stated[1]))})
+            source = fit_shape(stated[0], len(stated[1]), shape_terminals, targets, accept)
             if source is not None:
-                rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held), at_least=at_least)
+                rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held), dict(skip or {}),
+                                 at_least=at_least, names=list(stated[1]) if "v" in source else [])
                 if held_ok(rule):
                     return rule
             if len(members) < self.min_cases:
@@ -280,8 +287,10 @@ class ArithStrategy:
     def body(rules: list[ArithRule], mode: str) -> dict[str, Any]:
         """The part's body as data (`harness/programs`, kind "arith"): what runs."""
         skips = {r.key: {k: int(r.skip.get(k, 0)) for k in _KINDS} for r in rules}
+        names = {r.key: list(r.names) for r in rules if r.names}
         ordered = sorted(rules, key=lambda r: (r.key, r.signature))
         return {"kind": "arith", "mode": mode, "skip": dict(sorted(skips.items())),
+                **({"names": dict(sorted(names.items()))} if names else {}),
                 "rules": [{"key": r.key, "signature": list(r.signature), "expr": expr_tree(r.expression),
                            "places": r.places, "rounding": r.rounding, **({"at_least": True} if r.at_least else {})}
                           for r in ordered]}
@@ -294,7 +303,7 @@ class ArithStrategy:
         return render_body(cls.body(rules, mode))
 
 
-_TOKEN = re.compile(r"\s*(\*\*|[-+*/()]|[dpnDPN]\d{1,3}|\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
+_TOKEN = re.compile(r"\s*(\*\*|[-+*/()]|[dpnvDPN]\d{1,3}|\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
 
 
 def expr_tree(expression: str) -> dict[str, Any]:
@@ -331,7 +340,7 @@ def expr_tree(expression: str) -> dict[str, Any]:
         if t == "-":
             inner, i = read(i + 1)
             return {"op": "neg", "args": [inner]}, i
-        if t[0] in "dpnDPN":
+        if t[0] in "dpnvDPN":
             return {"var": t}, i + 1
         if t[0].isdigit():
             return {"const": float(t)}, i + 1
@@ -435,17 +444,18 @@ def fit_linear(terminals: dict[str, Sequence[float]], targets: Sequence[float | 
 
 def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
     """Share of a sub-group's cases an existing rule still reproduces."""
-    ok = sum(1 for nums, _, y in members if metric(_evaluate(rule, nums) or "", y))
+    ok = sum(1 for nums, x, y in members if metric(_evaluate(rule, nums, x) or "", y))
     return ok / max(1, len(members))
 
 
-def _evaluate(rule: ArithRule, nums: dict[str, list[float]]) -> str | None:
+def _evaluate(rule: ArithRule, nums: dict[str, list[float]], text: str = "") -> str | None:
     """The rule on one input's numbers, by the interpreter (the expression is data, never eval'd)."""
     from crystallise.harness.programs.interp import _arith_expr, _Budget
 
     fn = _arith_expr(expr_tree(rule.expression), _Budget())
     env = {_VAR[k]: nums[k] for k in _KINDS}
     env.update({_VAR[k].upper(): sorted(nums[k], reverse=True) for k in _KINDS})
+    env["v"] = named_numbers(text, rule.names, rule.skip) if rule.names else []
     try:
         value = fn(env)
     except (ArithmeticError, ValueError, TypeError, IndexError):

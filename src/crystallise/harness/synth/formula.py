@@ -30,7 +30,7 @@ __all__ = ["Shape", "fit_shape", "parse_formula"]
 
 Shape = tuple[Any, ...]  # ("var", i) | ("const", c) | ("neg", S) | (op, S, S)
 
-_STATED = re.compile(r"(?:^|[\s:;.,])([^=:;,.]{1,60}?)\s=\s(?P<rhs>[^=]{1,200}?)(?:,\s|;\s|\.\s|\s*$|\s[A-Z][a-z]+:)")
+_STATED = re.compile(r"(?:^|[\s:;.,])([^=:;,.]{1,60}?)\s=\s(?P<rhs>[^=]{1,200}?)(?:,\s|;\s|\.\s|\.?\s*$|\s[A-Z][a-z]+:)")
 _TOKEN = re.compile(r"\s*([-+*/^()×÷·]|\d+(?:\.\d+)?(?![\w])|[^-+*/^()×÷·=]+)")
 _OPS = {"×": "*", "·": "*", "÷": "/"}
 MAX_VARIABLES = 5
@@ -188,7 +188,8 @@ def fit_shape(shape: Shape, n_vars: int, terminals: dict[str, Sequence[float]], 
     y = np.asarray([t if t is not None else np.nan for t in targets], dtype=float)
     if y.size == 0 or not np.all(np.isfinite(y)):
         return None
-    names = sorted(terminals, key=lambda n: (n[0].isupper(), n))  # positions (d0) before ranks (D0)
+    # positions (d0) first, then the numbers found by the variables' names (v0), then ranks (D0)
+    names = sorted(terminals, key=lambda n: (n[0].isupper(), n[0] == "v", n))
     if len(names) ** n_vars > MAX_ASSIGNMENTS:
         names = [n for n in names if n[0].islower()]
         if len(names) ** n_vars > MAX_ASSIGNMENTS:
