@@ -106,3 +106,14 @@ def test_at_least_rules_are_refused_when_malformed() -> None:
     tree["parts"][0]["body"]["names"] = {"k.": ["x"] * 50}
     with pytest.raises(ProgramError, match="names"):
         load(tree)
+
+
+def test_the_learner_says_why_coder_strategies_did_not_run() -> None:
+    """Without a coder model the coder and hybrid strategies are not run; the learner says so (the
+    stream benchmark prints it and puts it in its result) instead of silently learning nothing."""
+    from crystallise.harness.learn import CrystalliseLearner
+
+    learner = CrystalliseLearner(score_numeric, strategies=["lookup", "arith", "coder", "hybrid"])
+    assert [s.name for s in learner.strategies] == ["lookup", "arith"]
+    assert set(learner.refused) == {"coder", "hybrid"} and "coder model" in learner.refused["coder"]
+    assert CrystalliseLearner(score_numeric, strategies=["lookup", "arith"]).refused == {}
