@@ -191,8 +191,8 @@ def test_arith_with_a_hostile_template_key(key: str) -> None:
     source = render(tree)
     shape = top_level(render_body(body))
     assert shape.count("def _rule0") == 1 and not any(s.startswith("def _rule1") for s in shape)
-    assert [s for s in shape if s.startswith("def ")] == ["def extract_numbers", "def named_numbers", "def number_spans",
-                                                           "def fmt_number",
+    assert [s for s in shape if s.startswith("def ")] == ["def extract_numbers", "def named_numbers",
+                                                           "def number_spans", "def fmt_number",
                                                            "def template_key", "def payload", "def encode",
                                                            "def _rule0", "def _match", "def unit", "def solve"]
     data_only_in_literals(tree)

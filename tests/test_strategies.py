@@ -252,7 +252,8 @@ def test_hybrid_extracts_fields_and_code_computes():
     # arithmetic over positions or ranks cannot (the phrasings reorder the amounts); it can only through
     # the formula the task states, by the words around each number (synth/formula.py, named_numbers)
     arith = ArithPart().propose(Problem("t", cases, score_numeric, budget_s=0.5))
-    assert arith is None or (arith.program.get("names") and all('"v' in json.dumps(r["expr"]) for r in arith.program["rules"]))
+    assert arith is None or (arith.program.get("names")
+                             and all('"v' in json.dumps(r["expr"]) for r in arith.program["rules"]))
 
 
 # -- verification by replay -------------------------------------------------------------------------

@@ -30,7 +30,8 @@ __all__ = ["Shape", "fit_shape", "parse_formula"]
 
 Shape = tuple[Any, ...]  # ("var", i) | ("const", c) | ("neg", S) | (op, S, S)
 
-_STATED = re.compile(r"(?:^|[\s:;.,])([^=:;,.]{1,60}?)\s=\s(?P<rhs>[^=]{1,200}?)(?:,\s|;\s|\.\s|\.?\s*$|\s[A-Z][a-z]+:)")
+_STATED = re.compile(r"(?:^|[\s:;.,])([^=:;,.]{1,60}?)\s=\s(?P<rhs>[^=]{1,200}?)"
+                     r"(?:,\s|;\s|\.\s|\.?\s*$|\s[A-Z][a-z]+:)")
 _TOKEN = re.compile(r"\s*([-+*/^()×÷·]|\d+(?:\.\d+)?(?![\w])|[^-+*/^()×÷·=]+)")
 _OPS = {"×": "*", "·": "*", "÷": "/"}
 MAX_VARIABLES = 5
