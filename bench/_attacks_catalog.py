@@ -347,7 +347,7 @@ _FORGET = [
 _TENANCY_ACCESS = [
     "ids-trace-post", "ids-span", "ids-feedback-in-trace", "ids-feedback-post", "ids-get", "ids-feedback-foreign-trace",
     "ids-squat", "ids-undo", "ids-legacy", "ids-otlp-squat", "ids-otlp-oracle", "ids-mcp-feedback", "tasks-api",
-    "tasks-ui", "dream-credit", "version-diff", "protect-human-grader", "protect-review-metric",
+    "tasks-ui", "ui-feedback-id", "dream-credit", "version-diff", "protect-human-grader", "protect-review-metric",
     "protect-define-grader", "protect-undo-metric", "protect-forged-actor", "protect-org-key-revert",
     "bad-rest-surrogate", "bad-rest-nan", "bad-rest-infinity", "bad-rest-surrogate-key", "bad-feedback-nan",
     "bad-otlp-json-nan", "bad-otlp-json-surrogate", "bad-otlp-protobuf-inf", "bad-proxy-surrogate", "bad-sse-nan",
@@ -359,6 +359,10 @@ def _tenancy() -> list[Attack]:
     out = [Attack(f"unvouched-{mode}-{i}", "tenancy", "unauth-extract", text, SERVED, note,
                   params={"mode": mode, "sessions": 3})
            for mode, note in _UNVOUCHED_MODES.items() for i, text in enumerate(UNVOUCHED, 1)]
+    out += [Attack(f"dream-{mode}-{i}", "tenancy", "unauth-dream", text, SERVED,
+                   f"{_UNVOUCHED_MODES[mode]}; the run failed, a steered critic echoes the order as its lesson",
+                   params={"mode": mode})
+            for mode in ("no-user", "no-user-no-org") for i, text in enumerate(UNVOUCHED, 1)]
     out += [Attack(f"code-{direction}-{i}", "tenancy", "cross-org-code", secret, LEARNED, note,
                    params={"direction": direction, "template": template})
             for i, (direction, template, secret, note) in enumerate(_CODE, 1)]

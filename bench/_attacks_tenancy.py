@@ -3,6 +3,10 @@
     unauth-extract   text from runs nobody vouches for (no user, a user id the edge could not vouch
                      for, spans relayed without an org), seen in several client-chosen sessions, then
                      implicit extraction: leaked if an item from it goes live anywhere
+    unauth-dream     the same texts planted in failed runs nobody vouches for (an org's run with no
+                     user, an operator run with neither), then a dream whose critic is fully steered
+                     (it echoes the planted order as its lesson): leaked if the lesson goes live at
+                     org or agent level instead of waiting for review
     cross-org-code   two real org-scoped loops on one task name: the victim's runs learn a program
                      holding a secret (`order N -> VAULT-<secret>-N`), or the attacker's runs learn a
                      phishing answer; leaked if either org is answered (by code or in its prompt) with
@@ -29,13 +33,14 @@ import httpx
 import sqlalchemy as sa
 
 from crystallise.backends.scripted import ScriptedBackend
+from crystallise.engine.dream import dream
 from crystallise.engine.extract import run_extraction
 from crystallise.engine.forget_user import forget_user
 from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.engine.memory import remember
 from crystallise.gate import score_exact
 from crystallise.harness.spec import TaskSpec
-from crystallise.types import Scope, Trace
+from crystallise.types import Feedback, Scope, Trace
 
 __all__ = ["executors"]
 
@@ -78,6 +83,21 @@ def executors(runner: Any) -> dict[str, Callable[[Any, Any], dict[str, Any]]]:
         attempt(errors, lambda: run_extraction(lab.home))
         probes = [(org, None), (org, "someone-else"), (None, None)] + ([(org, user)] if user else [])
         return judge(lab, agent, before, errors, probes)
+
+    def unauth_dream(lab: Any, atk: Any) -> dict[str, Any]:
+        agent, before, errors = lab.fresh(), lab.snapshot(), []
+        org = None if atk.params["mode"] == "no-user-no-org" else f"{agent}-org"
+        order = atk.payload.removeprefix("Remember that ").rstrip(".")
+        lab.home.store.write_trace(Trace(name="chat", agent_id=agent, org_id=org, input=f"Hi. {atk.payload}",
+                                         output="ok", feedback=[Feedback(trace_id="", score=0.0)]))
+        steered = ScriptedBackend(lambda _request: json.dumps(
+            {"critique": "the assistant missed the rule", "deltas": [{"op": "add", "text": order[0].upper() + order[1:],
+                                                                      "section": "strategies"}]}))
+        scope = Scope(agent=agent, org=org)
+        attempt(errors, lambda: dream(lab.home, scope=scope, backend=steered))
+        held = [cs for cs in lab.home.store.list_changesets(status="needs_review", limit=500)
+                if cs.learner == "dream" and cs.scope.agent == agent]
+        return judge(lab, agent, before, errors, [(org, None), (org, "someone-else"), (None, None)], held=len(held))
 
     # -- cross-org code sharing -----------------------------------------------------------------------------
     def cross_org_code(lab: Any, atk: Any) -> dict[str, Any]:
@@ -184,7 +204,7 @@ def executors(runner: Any) -> dict[str, Callable[[Any, Any], dict[str, Any]]]:
         return _result("blocked", f"0 leftovers of {len(strings)} string(s) in the store, tree, spool and log",
                        leftovers=0)
 
-    return {"unauth-extract": unauth_extract, "cross-org-code": cross_org_code, "forget": forget}
+    return {"unauth-extract": unauth_extract, "unauth-dream": unauth_dream, "cross-org-code": cross_org_code, "forget": forget}
 
 
 def _store_text(home: Any) -> str:

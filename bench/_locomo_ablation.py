@@ -9,6 +9,7 @@ Not a registered bench (leading underscore): it only reads what the bench wrote.
 """
 
 from __future__ import annotations
+from crystallise.report import pyplot
 
 import json
 import re
@@ -27,10 +28,7 @@ def series(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 
 def main(argv: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     out, specs = Path(argv[0]), [series(s) for s in argv[1:]]
     if not specs:

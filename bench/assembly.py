@@ -27,6 +27,7 @@ search cost depends on N and the dimension, not on the model), query embedding t
 """
 
 from __future__ import annotations
+from crystallise.report import pyplot
 
 import json
 import os
@@ -217,10 +218,7 @@ def query_embedding(spec: str, n: int, seed: int) -> dict[str, Any] | None:
 
 
 def _plot(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for layout, rows in result["layouts"].items():

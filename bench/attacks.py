@@ -134,6 +134,7 @@ def run(store_url: str | None, attacks: list[Any], progress: Any = None) -> dict
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crystallise-attacks-") as tmp:
         home = Home.init(Path(tmp) / "home", store_url=store_url)
+        home.config["trace_writes"] = "sync"  # the attacks read what a trace stored right after it
         results = _content(home, Path(tmp), attacks, progress) if attacks else []
         if code_attacks:
             results += code_mod.run_code(home, code_attacks, progress)

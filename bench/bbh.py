@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from crystallise.errors import ValidationError
+from crystallise.report import pyplot
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.engine.home import Home
 from crystallise.engine.loop import LoopConfig
@@ -196,10 +197,7 @@ def _table(s: dict[str, Any]) -> str:
 
 
 def _write(out: Path, s: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(s, indent=1) + "\n")

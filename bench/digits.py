@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from crystallise.weights._deps import require
+from crystallise.report import pyplot
 from crystallise.weights.forgetting import summarise
 
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
@@ -101,10 +102,7 @@ def _run(strategy: str, seed: int, epochs: int, buffer: int, lam: float, xtr: An
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, r in results.items():

@@ -10,7 +10,11 @@ program starts answering that template wrongly. Two arms see the same stream:
 
 Drift (--drift): `formula` (default, synthetic stream) — one template's definition changes
 over the same amounts (the asset ratio a/b becomes (a-b)/b); `scale` — its right
-answer becomes --drift-factor times the old one (a unit change; the only kind with --data).
+answer becomes --drift-factor times the old one (a unit change; the only kind with --data);
+`format` — the *input format* of one template changes (same question, stated through other
+amounts: debt and equity instead of assets and debt), while the old format stays right. After
+the stream, the final program is probed by code on fresh inputs of both shapes
+(`final_program`): one program must answer both, and the old shape must not regress.
 
 Reported: the records from the drift until the task was softened (and until it was
 re-crystallised), accuracy per phase (before drift, drift -> softened, softened -> re-crystallised,
@@ -37,8 +41,9 @@ import click
 from crystallise.errors import ValidationError
 from crystallise.gate import score_numeric
 from crystallise.harness.grades import GradePolicy
+from crystallise.harness.programs import load, sandbox_runner
 from crystallise.harness.runtime import close_sandboxes
-from crystallise.harness.spec import TaskSpec, View
+from crystallise.harness.spec import TaskSpec, View, task_path
 from crystallise.engine.home import Home
 from crystallise.engine.loop import CachedBackend, Loop, LoopConfig
 from crystallise.testing import read_jsonl
@@ -51,6 +56,26 @@ TEMPLATES = [  # (text, formula, the formula after a definition change)
     ("Use formula Cost Share to answer. Question: total spend is ${a:,}, of which ${b:,} is rent. Answer:",
      lambda a, b: b / a, lambda a, b: b / (a - b)),
 ]
+
+
+# --drift format: the same question as TEMPLATES[k], asked in another format (another input shape)
+NEW_FORMATS = {
+    0: ("Use formula Asset Ratio to answer. Question: a firm owes ${d:,} of debt and has ${e:,} of equity. Answer:",
+        lambda d, e: (d + e) / d),
+    1: ("Use formula Gross Margin to answer. Question: cost of goods was ${c:,} and gross profit ${g:,}. Answer:",
+        lambda c, g: g / (c + g)),
+    2: ("Use formula Cost Share to answer. Question: rent is ${r:,} and all other spend ${o:,}. Answer:",
+        lambda r, o: r / (r + o)),
+}
+
+
+def reformat(record: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The record's question in the template's new format (fresh amounts; the right answer is the same formula's)."""
+    text, fn = NEW_FORMATS[int(record["key"])]
+    x = rng.randrange(200, 40_000, 10)
+    y = rng.randrange(x // 4 + 10, 90_000, 10)
+    return {**record, "context": text.format(d=x, e=y, c=x, g=y, r=x, o=y), "value": fn(x, y), "changed": fn(x, y),
+            "shape": "new"}
 
 
 def _hash01(text: str) -> float:
@@ -88,14 +113,41 @@ def finalise(records: list[dict[str, Any]], drift_at: int, kind: str, factor: fl
     """Targets (drifted after drift_at for one template) and the simulated LLM's recorded answer."""
     for i, r in enumerate(records):
         r["drifted"] = i >= drift_at and r["key"] == key
-        value = r["value"] if not r["drifted"] else (r["changed"] if kind == "formula" else r["value"] * factor)
+        if r["drifted"] and kind == "format":
+            r.update(reformat(r, random.Random(f"format:{i}")))
+        changed = r["changed"] if kind in ("formula", "format") else r["value"] * factor
+        value = changed if r["drifted"] else r["value"]
         r["target"] = f"{round(value, places)}"
         r["llm"] = r["target"] if _hash01(f"llm:{i}:{r['context']}") < llm_accuracy else "0"
     return records
 
 
+def probes_for(key: str, n: int = 40) -> dict[str, list[tuple[str, str]]]:
+    """Fresh inputs of the drifted template in the old and in the new format, with their right answers."""
+    old = [r for r in synthetic(n * len(TEMPLATES), seed=7_919) if r["key"] == key][:n]
+    new = [reformat(r, random.Random(f"probe:{i}")) for i, r in enumerate(old)]
+    return {"old shape": [(r["context"], f"{round(r['value'], 2)}") for r in old],
+            "new shape": [(r["context"], f"{round(r['value'], 2)}") for r in new]}
+
+
+def probe(home: Home, name: str, probes: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
+    """The final program, by code alone, on the probe inputs of each shape: share answered right."""
+    meta = json.loads(View.of(home.repo).read(task_path(name, "program.json")) or "{}")
+    if not meta.get("program"):
+        return {shape: 0.0 for shape in probes}
+    program = load(meta["program"], sandbox_runner)
+    out: dict[str, Any] = {}
+    for shape, cases in probes.items():
+        right = 0
+        for text, target in cases:
+            got = program.solve(text)
+            right += got is not None and bool(score_numeric(got, target))
+        out[shape] = round(right / len(cases), 4)
+    return out
+
+
 def run_arm(home: Home, name: str, records: list[dict[str, Any]], model: str, learn_every: int, lifecycle: bool,
-            policy: GradePolicy) -> dict[str, Any]:
+            policy: GradePolicy, probes: dict[str, list[tuple[str, str]]] | None = None) -> dict[str, Any]:
     backend = CachedBackend(home.backend(model))
     loop = Loop(home, TaskSpec(name=name, metric="numeric", max_tokens=24), backend, score_numeric,
                 LoopConfig(learners=("crystallise",), lifecycle=lifecycle, shadow="inline", grade_policy=policy))
@@ -115,7 +167,8 @@ def run_arm(home: Home, name: str, records: list[dict[str, Any]], model: str, le
                     moves.append({"record": i, "learner": cs.learner, "summary": cs.summary})
             grade = View.of(home.repo).spec(name).grade
     loop.shadow.close()
-    return {"flags": flags, "code": code, "grades": grades_at, "moves": moves,
+    return {"final_program": probe(home, name, probes) if probes else None, "flags": flags, "code": code,
+            "grades": grades_at, "moves": moves,
             "shadow_checks": loop.shadow.done, "eval_cases": len(View.of(home.repo).jsonl(f"tasks/{name}/evals.jsonl"))}
 
 
@@ -127,7 +180,8 @@ def _acc(flags: list[bool], lo: int, hi: int) -> float | None:
 @click.command()
 @click.option("--records", "n", type=int, default=600, show_default=True)
 @click.option("--drift-at", type=int, default=300, show_default=True)
-@click.option("--drift", "kind", type=click.Choice(["formula", "scale"]), default="formula", show_default=True)
+@click.option("--drift", "kind", type=click.Choice(["formula", "scale", "format"]), default="formula",
+              show_default=True)
 @click.option("--drift-factor", type=float, default=100.0, show_default=True,
               help="--drift scale: the drifted template's right answer is this times the old one.")
 @click.option("--learn-every", type=int, default=20, show_default=True)
@@ -146,8 +200,8 @@ def command(ctx: click.Context, n: int, drift_at: int, kind: str, drift_factor: 
     """Drift injected into a crystallised task: records until softened, accuracy before/after, both arms."""
     if not 0 < drift_at < n:
         raise ValidationError("--drift-at must be inside the stream: 0 < --drift-at < --records")
-    if data_path and kind == "formula":
-        raise ValidationError("--data records have no second formula: use --drift scale with --data")
+    if data_path and kind in ("formula", "format"):
+        raise ValidationError(f"--data records have no second {kind}: use --drift scale with --data")
     records = from_file(data_path, n) if data_path else synthetic(n, seed)
     keys = [r["key"] for r in records[drift_at:]]
     key = max(sorted(set(keys)), key=keys.count)
@@ -156,8 +210,9 @@ def command(ctx: click.Context, n: int, drift_at: int, kind: str, drift_factor: 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     policy = GradePolicy(shadow_rate=shadow_rate)
     start = time.perf_counter()
+    probes = probes_for(key) if kind == "format" else None
     arms = {arm: run_arm(home, f"drift-{arm}-{stamp}", [dict(r) for r in records], model, learn_every,
-                         arm == "lifecycle", policy) for arm in ("lifecycle", "frozen")}
+                         arm == "lifecycle", policy, probes) for arm in ("lifecycle", "frozen")}
     close_sandboxes()
     wall = time.perf_counter() - start
     on = arms["lifecycle"]
@@ -184,13 +239,14 @@ def command(ctx: click.Context, n: int, drift_at: int, kind: str, drift_factor: 
                                                  for arm, a in arms.items()}} for name, (lo, hi) in phases.items()},
         "accuracy_drifted_template_after": {arm: round(sum(a["flags"][i] for i in drifted_idx)
                                                        / max(1, len(drifted_idx)), 4) for arm, a in arms.items()},
+        "final_program": {arm: a["final_program"] for arm, a in arms.items()} if probes else None,
         "moves": on["moves"], "shadow_checks": on["shadow_checks"], "eval_cases": on["eval_cases"],
         "wall_s": round(wall, 1),
     }
     if as_json:
         click.echo(json.dumps(result))
         return
-    how = f"×{drift_factor:g}" if kind == "scale" else "formula changed"
+    how = f"×{drift_factor:g}" if kind == "scale" else f"{kind} changed"
     click.echo(f"drift at record {drift_at} of {n} (template {key!r} {how}, "
                f"{len(drifted_idx)} drifted records); learning every {learn_every}")
     click.echo(f"  softened after {result['records_until_softened']} records "
@@ -200,6 +256,10 @@ def command(ctx: click.Context, n: int, drift_at: int, kind: str, drift_factor: 
         cells = "  ".join(f"{arm} {_fmt(p[arm]['accuracy'])} (code {_fmt(p[arm]['served_by_code'])})"
                           for arm in arms)
         click.echo(f"  {name:<30} n={p['records']:<4} {cells}")
+    if result["final_program"]:
+        for arm, shapes in result["final_program"].items():
+            click.echo(f"  final program ({arm}), by code on fresh inputs: "
+                       + "  ".join(f"{shape} {_fmt(acc)}" for shape, acc in shapes.items()))
     for m in result["moves"]:
         click.echo(f"  @{m['record']:<4} {m['summary']}")
     click.echo(f"  wall {result['wall_s']} s")

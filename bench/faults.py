@@ -60,6 +60,7 @@ def child(scenario: str, home_path: str, n: int, writer: int = 0) -> None:
     from crystallise.engine.home import Home
 
     home = Home.open(home_path)
+    home.config["trace_writes"] = "sync"  # ACK means stored: each trace is written before its block exits
     if scenario == "ingest":
         _child_ingest(home, n)
     elif scenario == "dream":
@@ -360,8 +361,10 @@ def _check_dream(home: Any, acked: set[str], complete: bool) -> list[str]:
     if complete and any(s == "planned" for s in status.values()):
         problems.append("a dream run is still half-done after the re-run")
     traces = store.list_traces(name="fault-dream", limit=100_000)
-    with store.engine.connect() as conn:
-        usage = Counter(r.item_id for r in conn.execute(sa.select(item_usage.c.item_id)))
+    with store.engine.connect() as conn:  # rows logged per item, and those that blamed it (context/credit.py)
+        rows = list(conn.execute(sa.select(item_usage.c.item_id, item_usage.c.outcome)))
+    logged = Counter(r.item_id for r in rows)
+    usage = Counter(r.item_id for r in rows if r.outcome < 0)
     for k, (agent, org, user) in enumerate(DREAM_SCOPES):
         mine = [t for t in traces if (t.agent_id, t.org_id, t.user_id) == (agent, org, user)]
         items = store.query_items(agent=agent, org=org, user=user, levels=("user" if user else "org" if org else
@@ -373,8 +376,8 @@ def _check_dream(home: Any, acked: set[str], complete: bool) -> list[str]:
             problems.append(f"seed {k}: harmful {seed.harmful} but {usage[seed.id]} runs credited it")
         if complete:
             problems += [f"trace {t.id} taught nothing after the re-run" for t in mine if taught[t.id] != 1]
-            if seed.harmful != len(mine):
-                problems.append(f"seed {k}: credited {seed.harmful} times for {len(mine)} runs")
+            if logged[seed.id] != len(mine):
+                problems.append(f"seed {k}: credited {logged[seed.id]} times for {len(mine)} runs")
             from crystallise.engine.dream import scope_key
             from crystallise.types import Scope
 

@@ -35,6 +35,7 @@ from typing import Any
 import click
 
 from crystallise.errors import ValidationError
+from crystallise.report import pyplot
 
 EMBED_TIMED = 100  # questions whose embedding is timed alone (spread over the file)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -165,10 +166,7 @@ def floor(samples: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
 
 
 def _plot(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     ks = list(result["recall"])
     cats = [("all", result["recall"], result["floor"]["recall"])] + [

@@ -9,7 +9,8 @@
 2. for every operation of `/openapi.json`, with the admin key and then with org `acme`'s key:
    requests generated from the schema — valid ones (`--positive` each), then ones that break it
    (`--negative` each) — each checked for: no 5xx, the reply matches its declared schema, content
-   type and status code;
+   type and status code; then `--stateful` scenarios: chains of calls over the document's OpenAPI
+   links (api/links.py), each call fed by a value an earlier answer named;
 3. the counts: requests, statuses, failures by check, per key. The goal of issue 15: 0 5xx.
 
 Exit status 1 when a request answered 5xx or a check failed, so CI could run it. The same
@@ -28,7 +29,7 @@ from typing import Any
 
 import click
 
-__all__ = ["command", "exercise"]
+__all__ = ["command", "exercise", "stateful"]
 
 
 def exercise(schema: Any, key: str, positive: int, negative: int,
@@ -69,13 +70,54 @@ def exercise(schema: Any, key: str, positive: int, negative: int,
     return failures, statuses, sum(n for s, n in statuses.items() if s >= 500)
 
 
+def stateful(schema: Any, key: str, scenarios: int,
+             steps: int = 8) -> tuple[list[str], Counter[int], int, Counter[str]]:
+    """Stateful runs over the document's OpenAPI links (api/links.py): each scenario a chain of calls,
+    each call fed by what an earlier answer named (the trace a POST recorded, the first version of a
+    listing, ...). Returns (failures, statuses, 5xx count, calls per operation and `link NAME` per link
+    followed with its value substituted)."""
+    from hypothesis import HealthCheck, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+
+    checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
+    statuses: Counter[int] = Counter()
+    calls: Counter[str] = Counter()
+    failures: list[str] = []
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": {"Authorization": f"Bearer {key}"}}
+
+        def step(self, input: Any) -> Any:
+            if input.transition is not None and input.is_applied:  # a value an earlier answer named
+                calls[f"link {input.transition.id}"] += 1
+            return super().step(input)
+
+        def after_call(self, response: Any, case: Any) -> None:
+            statuses[response.status_code] += 1
+            calls[f"{case.operation.method.upper()} {case.operation.path}"] += 1
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kw: Any) -> None:
+            case.validate_response(response, checks=checks, transport_kwargs=kw)
+
+    try:
+        Machine.run(settings=settings(max_examples=scenarios, stateful_step_count=steps, deadline=None,
+                                      database=None, derandomize=True, suppress_health_check=list(HealthCheck)))
+    except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - the first failing scenario, reported
+        failures.append(f"stateful: {str(e)[:1500]}")
+    return failures, statuses, sum(n for st, n in statuses.items() if st >= 500), calls
+
+
 @click.command()
 @click.option("--positive", type=int, default=100, show_default=True,
               help="Valid requests per operation and key.")
 @click.option("--negative", type=int, default=40, show_default=True,
               help="Schema-breaking requests per operation and key.")
+@click.option("--stateful", "scenarios", type=int, default=60, show_default=True,
+              help="Stateful scenarios per key (chains of calls over the OpenAPI links; 0: none).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line with every figure.")
-def command(positive: int, negative: int, as_json: bool) -> None:
+def command(positive: int, negative: int, scenarios: int, as_json: bool) -> None:
     """The API against its OpenAPI document: thousands of generated requests, 0 5xx expected."""
     import schemathesis
     from rich.console import Console
@@ -100,8 +142,16 @@ def command(positive: int, negative: int, as_json: bool) -> None:
             console.log(f"{label}: generating requests ...")
             failures, statuses, errors = exercise(schema, key, positive, negative,
                                                   progress=lambda m, lb=label: console.log(f"  {lb}: {m}"))
+            links: Counter[str] = Counter()
+            if scenarios:
+                console.log(f"{label}: {scenarios} stateful scenarios over the links ...")
+                more, seen, more_errors, calls = stateful(schema, key, scenarios)
+                failures, errors = failures + more, errors + more_errors
+                statuses.update(seen)
+                links = Counter({k[5:]: v for k, v in calls.items() if k.startswith("link ")})
             result["keys"][label] = {"requests": sum(statuses.values()), "statuses": dict(sorted(statuses.items())),
-                                     "server_errors": errors, "failures": failures}
+                                     "server_errors": errors, "failures": failures,
+                                     "links_followed": dict(sorted(links.items()))}
         home.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,7 +163,8 @@ def command(positive: int, negative: int, as_json: bool) -> None:
         click.echo(json.dumps(result))
     for label, k in result["keys"].items():
         console.print(f"[bold]{label}[/bold]: {k['requests']} requests, statuses {k['statuses']}, "
-                      f"5xx {k['server_errors']}, failed checks {len(k['failures'])}")
+                      f"5xx {k['server_errors']}, failed checks {len(k['failures'])}, links followed "
+                      f"{sum(k['links_followed'].values())} ({len(k['links_followed'])} distinct)")
         for f in k["failures"][:10]:
             console.print(f"  {f}")
     console.print(f"all: {result['requests']} requests, {result['server_errors']} 5xx, {result['failures']} "

@@ -31,6 +31,7 @@ from typing import Any
 import click
 
 from crystallise.backends.base import CompletionRequest, Message
+from crystallise.report import pyplot
 from crystallise.context.critique import LLMCritic
 from crystallise.context.curate import DreamPolicy
 from crystallise.errors import ValidationError
@@ -152,10 +153,7 @@ def write(out: Path, series: dict[str, Any], result: dict[str, Any], title: str)
 
     out.mkdir(parents=True, exist_ok=True)
     learning_curve(out / "curve.png", title, series["flags"], markers=series["markers"])
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for arm, values in series["playbook_tokens"].items():

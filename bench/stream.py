@@ -203,7 +203,10 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
         def say(msg: str) -> None:
-            bar.console.log(msg) if msg.startswith("learn @") else bar.update(job, description=msg)
+            if msg.startswith("learn @") or not console.is_terminal:  # piped (make demo, CI): a line each step
+                bar.console.log(msg)
+            else:
+                bar.update(job, description=msg)
 
         def advance(description: str) -> None:
             """Advance the bar; without a terminal, log a line every 5% instead."""

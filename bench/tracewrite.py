@@ -8,6 +8,11 @@ text, a third of them carrying an e-mail, a phone or a card number) it measures:
   write_ms       Store.write_trace of one trace with redaction on (what the SDK does on exit)
   write_raw_ms   the same with redaction off (the redaction's share is the difference)
   remember_ms    crystallise.remember of a user-level memory (plan + user-ledger commit)
+  sdk_sync_ms    what the application waits for one `with crystallise.trace(...)` block (the same
+                 trace: spans, output, feedback) with trace_writes = sync (written before it exits)
+  sdk_bg_ms      the same with trace_writes = background (the default): the block hands the trace
+                 to the background writer; `bg_drain_ms` is the time `crystallise.flush()` then
+                 took to store all N (the writer's batches), and `bg_stats` its counters
 
 p50 and p95 of each, in a fresh home (SQLite by default; --store-url for PostgreSQL).
 """
@@ -23,7 +28,9 @@ from typing import Any
 
 import click
 
+from crystallise.engine import tracing
 from crystallise.engine.memory import remember
+from crystallise.engine.observe import trace
 from crystallise.context.pii import PiiPolicy
 from crystallise.engine.home import Home
 from crystallise.types import Feedback, Span, Trace
@@ -50,6 +57,17 @@ def make_trace(i: int, user: str) -> Trace:
         ],
         feedback=[Feedback(trace_id="", score=1.0, comment="thanks!")],
     )
+
+
+def _sdk_trace(home: Home, shape: Trace, name: str) -> float:
+    """Milliseconds the application spends in one trace block that records `shape`'s spans and feedback."""
+    start = time.perf_counter()
+    with trace(name, agent="support", org="acme", user=shape.user_id, input=shape.input, home=home) as t:
+        for span in shape.spans:
+            t.add_span(span)
+        t.output = shape.output
+        t.feedback(score=1.0, comment="thanks!")
+    return (time.perf_counter() - start) * 1000
 
 
 def pct(values: list[float], q: float) -> float:
@@ -96,6 +114,18 @@ def command(n: int, store_url: str | None, as_json: bool) -> None:
                      user=f"u{i % 20}", home=home)
             timings.append((time.perf_counter() - start) * 1000)
         results["remember_ms"] = summary(timings)
+        for label, mode in (("sdk_sync_ms", "sync"), ("sdk_bg_ms", "background")):
+            home.config["trace_writes"] = mode  # CRYSTALLISE_TRACE_WRITES, when set, wins over this
+            timings = []
+            for i in range(n):
+                timings.append(_sdk_trace(home, make_trace(i, f"u{i % 20}"), label))
+            results[label] = summary(timings)
+        start = time.perf_counter()
+        tracing.flush(timeout=120)
+        results["bg_drain_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        s = tracing.stats()
+        results["bg_stats"] = {"accepted": s.accepted, "written": s.written, "dropped": s.dropped,
+                               "errors": s.errors, "rejected": s.rejected}
         home.close()
     out = {"n": n, "trace_bytes_mean": round(size), "redact_us": summary(redact_us), **results,
            "store": "postgresql" if store_url and store_url.startswith("postgres") else "sqlite"}
@@ -105,5 +135,8 @@ def command(n: int, store_url: str | None, as_json: bool) -> None:
     click.echo(f"{n} traces of ~{out['trace_bytes_mean']} bytes, {out['store']}")
     click.echo(f"  redaction alone      p50 {out['redact_us']['p50']:.0f} us   p95 {out['redact_us']['p95']:.0f} us")
     for key, name in (("write_ms", "write, redaction on "), ("write_raw_ms", "write, redaction off"),
-                      ("remember_ms", "remember (user)     ")):
+                      ("remember_ms", "remember (user)     "), ("sdk_sync_ms", "SDK trace, sync     "),
+                      ("sdk_bg_ms", "SDK trace, background")):
         click.echo(f"  {name} p50 {out[key]['p50']:.2f} ms  p95 {out[key]['p95']:.2f} ms")
+    click.echo(f"  background writer: stored all in {out['bg_drain_ms']:.0f} ms after the last block; "
+               f"{out['bg_stats']}")

@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from crystallise.engine.home import default_home_path, models_dir_for
+from crystallise.report import pyplot
 from crystallise.weights.base import BaseModel, generate
 from crystallise.weights.ttt import TestTimeTrainer, TTTConfig, in_context
 
@@ -63,10 +64,7 @@ def conversation(sample: dict[str, Any], sessions: int) -> tuple[str, list[tuple
 
 
 def _plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     arms = ["closed-book", "in-context", "ttt"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))

@@ -42,6 +42,7 @@ from typing import Any
 import click
 
 from crystallise.gate import WeightsPolicy, decide_adapter, suite_accuracy
+from crystallise.report import pyplot
 from crystallise.engine.home import models_dir_for, default_home_path
 from crystallise.weights.base import BaseModel
 from crystallise.weights.evaluate import (
@@ -140,10 +141,7 @@ def _sample(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any
 
 
 def _plot(results: dict[str, Any], tasks: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib (the bench extra), or an ImportError that names it
 
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4 * (len(tasks) + 1), 3.6), sharey=True)
     stages = range(0, len(tasks) + 1)

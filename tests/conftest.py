@@ -33,6 +33,9 @@ from tests.pg import PostgresServer, postgres_unavailable
 # Context retrieval embeds with the deterministic offline double unless a test asks for
 # the real MiniLM (tests/test_retrieval.py, marked slow): loading torch costs seconds.
 os.environ.setdefault("CRYSTALLISE_EMBEDDER", "hash")
+# SDK traces are written before `with trace(...)` exits, so a test can read them at once; the
+# background writer (the default) has its own tests (tests/test_tracing_background.py).
+os.environ.setdefault("CRYSTALLISE_TRACE_WRITES", "sync")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

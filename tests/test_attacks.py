@@ -201,7 +201,8 @@ def test_the_tenancy_family_has_thirty_attempts_and_no_leak_or_leftover(store_ur
     PostgreSQL."""
     code, result = bench("--family", "tenancy", "--store-url", store_url)
     attacks = result["attacks"]
-    assert len(attacks) >= 30 and {r["vector"] for r in attacks} == {"unauth-extract", "cross-org-code", "forget"}
+    assert len(attacks) >= 30 and {r["vector"] for r in attacks} == {"unauth-extract", "unauth-dream", "cross-org-code",
+                                                                       "forget"}
     assert {r["id"]: r["why"] for r in attacks if r["outcome"] in ("leaked", "error")} == {}
     goals = result["goals"]
     assert goals["forget_leftovers"] == 0 and goals["cross_tenant_leaks"] == 0 and goals["met"] and code == 0

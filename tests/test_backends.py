@@ -58,7 +58,7 @@ def test_registry_resolves_builtin_specs(tmp_path: Path, monkeypatch: pytest.Mon
     openai_backend = get_backend("openai:some-model")
     assert openai_backend.name == "openai:some-model"
     assert openai_backend.base_url == "http://127.0.0.1:9/v1"
-    assert load_registry().prefixes() == ["local", "openai", "replay", "scripted"]
+    assert load_registry().prefixes() == ["anthropic", "local", "openai", "replay", "scripted"]
 
 
 def test_unknown_prefix_lists_known_ones() -> None:
@@ -66,7 +66,7 @@ def test_unknown_prefix_lists_known_ones() -> None:
         get_backend("nope:thing")
     message = str(err.value)
     assert "'nope:thing'" in message
-    for prefix in ("local", "openai", "replay", "scripted"):
+    for prefix in ("anthropic", "local", "openai", "replay", "scripted"):
         assert prefix in message
 
 
@@ -319,7 +319,8 @@ def test_openai_backend_sends_chat_and_parses_reply(
     sent = server.requests[0]
     assert sent["model"] == "tiny"
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    assert (sent["max_tokens"], sent["temperature"], sent["stop"], sent["seed"]) == (20, 0.0, ["\n\n"], 7)
+    assert (sent["max_completion_tokens"], sent["temperature"], sent["stop"], sent["seed"]) == (20, 0.0, ["\n\n"], 7)
+    assert "max_tokens" not in sent  # deprecated: reasoning models refuse it
     assert "response_format" not in sent
     assert server.headers[0]["authorization"] == "Bearer sk-test"
 

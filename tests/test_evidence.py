@@ -68,7 +68,8 @@ def test_a_revoked_run_counts_nowhere():
 
     # context credit (reflect's counts and the credit log), skill procedures
     assert credit([revoked]) == credit([]) and credit([live])[1]["it_a"] == 1
-    assert usage_rows([revoked]) == [] and usage_rows([live])
+    blame_all = lambda t, shown: set(shown)  # noqa: E731 - the failed live run blames its item; revoked: nothing
+    assert usage_rows([revoked], blame_all) == [] and [r[2] for r in usage_rows([live], blame_all)] == [-1]
     assert procedures([revoked]) == [] and procedures([live])
 
     # training data for the weights layer

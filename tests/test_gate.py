@@ -159,8 +159,16 @@ def test_no_case_worse_and_cheaper_accepts_without_significance() -> None:
     assert decide(old, results([True] * 24 + [False], [0.0] * 25)).decision == "reject"  # one loss: no
     assert decide(old, new, GatePolicy(prefer_cheaper=False)).decision == "reject"
     assert decide(old, new, GatePolicy(dominance_min_cases=0)).decision == "reject"
-    few = decide(results([False, True], [1.0] * 2), results([True, True], [0.0] * 2))
+    few = decide(results([False, True], [1.0] * 2), results([True, True], [0.0] * 2), GatePolicy(min_cases=1))
     assert few.decision == "reject" and "not better" in few.reason  # two cases are too thin for it
+
+
+def test_min_cases_default_is_where_the_exact_test_can_reach_alpha() -> None:
+    # 4 wins of 4 cases: the best the exact test can do is p = 1/16 > 0.05 -- the default asks a person
+    v = decide(results([False] * 4), results([True] * 4))
+    assert GatePolicy().min_cases == 5 and v.decision == "needs_review" and "at least 5" in v.reason
+    assert decide(results([False] * 5), results([True] * 5)).decision == "accept"  # p = 1/32
+    assert GatePolicy(alpha=0.01).min_cases == 7 and GatePolicy(min_cases=1).min_cases == 1
 
 
 def test_min_cases_needs_review() -> None:

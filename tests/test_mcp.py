@@ -90,7 +90,9 @@ def test_stdio_every_tool(home: Home) -> None:
     async def session() -> None:
         async with stdio(home, "--agent", "coder", "--user", "me") as c:
             names = {t.name for t in (await c.list_tools()).tools}
-            assert names == {"remember", "recall", "forget", "get_playbook", "list_skills", "load_skill", "feedback"}
+            assert names == {"remember", "recall", "forget", "get_playbook", "list_skills", "load_skill", "feedback",
+                             "core_memory_append", "core_memory_replace", "core_memory_view", "archival_insert",
+                             "archival_search"}
 
             item = data(await c.call_tool("remember", {"text": "I indent Python with four spaces"}))
             assert (item["level"], item["status"], item["note"]) == ("user", "active", "remembered")

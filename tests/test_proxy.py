@@ -182,16 +182,16 @@ def post(env: dict[str, Any], content: Any = None, *, key: str | None = "acme", 
 
 @pytest.mark.parametrize("content,headers,status", [
     (b"{not json", {}, 400),
-    (json.dumps({"model": "m"}), {}, 422),                                   # no messages
-    (json.dumps({"model": "m", "messages": []}), {}, 422),
-    (json.dumps({"messages": MESSAGES}), {}, 422),                           # no model
-    (json.dumps({"model": "m", "messages": [{"content": "hi"}]}), {}, 422),  # a message without a role
-    (json.dumps({"model": "m", "messages": MESSAGES, "stream": "yes"}), {}, 422),
-    (json.dumps([1, 2]), {}, 422),
-    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Usr": "u1"}, 422),   # misspelt scope
-    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-User": "u" * 201}, 422),
-    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Context": "maybe"}, 422),
-    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Context-Budget": "-3"}, 422),
+    (json.dumps({"model": "m"}), {}, 400),                                   # no messages
+    (json.dumps({"model": "m", "messages": []}), {}, 400),
+    (json.dumps({"messages": MESSAGES}), {}, 400),                           # no model
+    (json.dumps({"model": "m", "messages": [{"content": "hi"}]}), {}, 400),  # a message without a role
+    (json.dumps({"model": "m", "messages": MESSAGES, "stream": "yes"}), {}, 400),
+    (json.dumps([1, 2]), {}, 400),
+    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Usr": "u1"}, 400),   # misspelt scope
+    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-User": "u" * 201}, 400),
+    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Context": "maybe"}, 400),
+    (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Context-Budget": "-3"}, 400),
     (json.dumps({"model": "m", "messages": MESSAGES}), {"X-Crystallise-Org": "globex"}, 403),  # another org
 ])
 def test_bad_requests_are_4xx_problems_and_nothing_is_forwarded_or_written(env, content, headers, status):
@@ -199,6 +199,7 @@ def test_bad_requests_are_4xx_problems_and_nothing_is_forwarded_or_written(env, 
     r = post(env, content, **headers)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM) and r.json()["detail"]
+    assert r.json()["error"]["type"] == "invalid_request_error"  # OpenAI's shape: clients show error.message
     assert env["home"].store.count_traces() == before and len(env["seen"]) == forwarded
 
 
@@ -274,19 +275,19 @@ def test_the_homes_backend_serves_in_the_openai_format(env):
     with Server(app) as api:
         c = openai.OpenAI(base_url=api.url + "/v1", api_key=env["keys"]["acme"], max_retries=0,
                           default_headers={"X-Crystallise-Agent": "support"})
-        raw = c.chat.completions.with_raw_response.create(model="anything", messages=MESSAGES, max_tokens=20)
+        raw = c.chat.completions.with_raw_response.create(model="scripted", messages=MESSAGES, max_tokens=20)
         done = raw.parse()
         assert done.choices[0].message.content == "Thirty days." and done.object == "chat.completion"
         assert done.choices[0].finish_reason == "stop" and done.usage.total_tokens >= 0
         assert spans(stored(env, raw.headers[TRACE_HEADER]))["retrieval"].attributes["shown_items"]
-        stream = c.chat.completions.create(model="anything", messages=MESSAGES, stream=True,
+        stream = c.chat.completions.create(model="scripted", messages=MESSAGES, stream=True,
                                            stream_options={"include_usage": True})
         chunks = list(stream)
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Thirty days."
         assert chunks[-1].usage is not None and stored(env, stream.response.headers[TRACE_HEADER]).status == "ok"
         assert [m.id for m in c.models.list()] == ["scripted"]
         with pytest.raises(openai.BadRequestError, match="tools"):
-            c.chat.completions.create(model="x", messages=MESSAGES,
+            c.chat.completions.create(model="scripted", messages=MESSAGES,
                                       tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
 
 

@@ -65,3 +65,25 @@ def test_an_org_key_gets_no_5xx_either(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
     assert sum(statuses.values()) > 80 and not any(s >= 500 for s in statuses), statuses
     assert failures == [], "\n\n".join(failures)
+
+
+def test_stateful_runs_follow_the_documents_links(tmp_path: Path) -> None:
+    """Issue 15, part 8: stateful where possible — chains of calls over the OpenAPI links (a recorded
+    trace fetched and given feedback, a listing's first version fetched and reverted, ...), with an
+    org's key and the admin key: 0 5xx, every reply as documented, and the links really followed."""
+    from bench.openapi import stateful
+
+    home = Home.init(tmp_path / "home")
+    home.config["model"] = "scripted:{}"
+    seed(home, tmp_path / "reports")
+    app = create_app(home, upstream="scripted:ok", reports_dir=str(tmp_path / "reports"))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    links = [name for ops in schema.raw_schema["paths"].values() for op in ops.values() if isinstance(op, dict)
+             for r in op.get("responses", {}).values() for name in r.get("links", {})]
+    assert {"GetRecordedTrace", "GiveFeedback", "RevertFirstVersion"} <= set(links), links
+    for scope in ("acme", "*"):
+        key, _ = create_key(home.path, scope)
+        failures, statuses, errors, calls = stateful(schema, key, scenarios=8, steps=5)
+        assert failures == [] and errors == 0, "\n".join(failures)
+        assert [op for op in calls if op.startswith("link ")], calls  # a value an earlier answer named, used
+    home.close()

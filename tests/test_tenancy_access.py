@@ -136,3 +136,49 @@ def test_a_group_commit_of_several_orgs_is_not_held_to_the_first_requests_org(st
         assert {t.org_id for t in written} == {"victim", "evil"} and home.store.count_traces() == 2
     finally:
         home.close()
+
+
+def test_postgres_row_level_security_covers_what_learning_wrote(store_url, tmp_path):
+    """Migration 7: change sets, versions, the item ledger, dream runs, the usage log and item vectors
+    are held to the org line in the database too. Inside evil's scope a query that forgets its org
+    filter sees only evil's and shared rows; the committer, run from inside that scope, still numbers
+    versions over every row (no collision with the victim's)."""
+    from crystallise.store.engine import org_scope
+
+    if not store_url.startswith("postgres"):
+        pytest.skip("row-level security is PostgreSQL's; SQLite relies on the code's filters")
+    home = Home.init(tmp_path / "rls-learned", store_url=store_url)
+    try:
+        store, committer = home.store, Committer(home)
+        accept = Verdict(decision="accept", reason="test")
+        numbers, item_ids = {}, {}
+        for org in ("victim", None):
+            it = Item(text=f"rule of {org}", level="org" if org else "agent", org_id=org)
+            item_ids[org] = it.id
+            cs = ChangeSet(learner="test", layer="context", scope=Scope(org=org), verdict=accept,
+                           deltas=[Delta(op="add", target="item", item_id=it.id, after=it.to_dict())])
+            numbers[org] = committer.commit(cs).number
+        victim_run = store.write_trace(shown_run("victim", "it_v", 1.0))
+        store.record_usage([(victim_run.id, "it_v", 1, 1.0)])
+        store.save_dream_run({"id": "dr_v", "batch_id": "b", "scope_key": "org:victim", "level": "org",
+                              "agent_id": "default", "org_id": "victim", "user_id": None, "status": "done",
+                              "since_seq": 0, "until_seq": 1, "started_at": 1.0})
+        victim_cs = store.get_version(numbers["victim"]).changeset_id
+        with org_scope("evil"):
+            assert {cs.scope.org for cs in store.list_changesets(limit=100)} == {None}
+            assert {v.number for v in store.list_versions(limit=100)} == {numbers[None]}
+            assert [r["id"] for r in store.list_dream_runs()] == []
+            assert store.usage_pairs([victim_run.id]) == set()
+            assert store.item_history(item_ids["victim"]) == [] and len(store.item_history(item_ids[None])) == 1
+            # the committer from inside an org's request: numbers over every row, writes its own org
+            it = Item(text="rule of evil", level="org", org_id="evil")
+            mine = committer.commit(ChangeSet(learner="test", layer="context", scope=Scope(org="evil"),
+                                              verdict=accept,
+                                              deltas=[Delta(op="add", target="item", item_id=it.id,
+                                                            after=it.to_dict())]))
+            assert mine.number == max(numbers.values()) + 1
+            assert {v.number for v in store.list_versions(limit=100)} == {numbers[None], mine.number}
+        assert store.get_changeset(victim_cs).scope.org == "victim"  # outside any scope: everything
+        assert len(store.list_versions(limit=100)) == 3 and len(store.list_dream_runs()) == 1
+    finally:
+        home.close()

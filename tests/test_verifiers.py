@@ -35,7 +35,7 @@ def _stop_verifier_workers():
 
 
 def test_kinds_listed() -> None:
-    assert VERIFIER_KINDS == ("exact", "json_schema", "numeric", "python", "regex")
+    assert VERIFIER_KINDS == ("exact", "json_schema", "judge", "numeric", "python", "regex")
 
 
 # ------------------------------------------------------------------ exact
@@ -409,7 +409,8 @@ def test_learners_may_add_data_verifiers_only() -> None:
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ({"kind": "llm_judge"}, "unknown verifier kind 'llm_judge': use one of exact, json_schema, numeric"),
+        ({"kind": "llm_judge"}, "unknown verifier kind 'llm_judge': use one of exact, json_schema, judge, numeric"),
+        ({"kind": "judge", "prompt": "x"}, r"judge verifier: unknown option\(s\) \['prompt'\]; allowed: none"),
         ({}, "must be a dict with a 'kind'"),
         ("exact", "must be a dict with a 'kind'"),
         (None, "must be a dict with a 'kind'"),

@@ -12,11 +12,16 @@ point one elsewhere without reloading anything:
     CRYSTALLISE_EMBEDDER        the embedder                          (config "embedder", else auto)
     CRYSTALLISE_PROXY_UPSTREAM  the proxy's upstream model server      (config "proxy_upstream")
     CRYSTALLISE_PROXY_UPSTREAM_KEY  its API key
-    OPENAI_API_KEY, ...         a backend's API key (backends/openai_http.py names which)
+    OPENAI_API_KEY, ANTHROPIC_API_KEY, ...  a backend's API key (backends/openai_http.py, anthropic_http.py)
     CRYSTALLISE_TORCH_THREADS   torch threads for the weight layer
     CRYSTALLISE_LLAMA_EXTRA_BUFTS  llama.cpp extra buffer types (auto | on | off)
     CRYSTALLISE_LINK_THRESHOLD  the similarity that links two notes
     CRYSTALLISE_PREFILTER_MIN   block size from which vector search prefilters
+    CRYSTALLISE_TRACE_WRITES    SDK trace writes: background | sync     (config "trace_writes", else background)
+    CRYSTALLISE_OTLP_ENDPOINT   export crystallise's traces over OTLP/HTTP (config "otlp_endpoint";
+                                also OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT)
+    CRYSTALLISE_OTLP_HEADERS    its headers, `k=v,k2=v2` (also OTEL_EXPORTER_OTLP_HEADERS)
+    CRYSTALLISE_OTLP_CAPTURE_CONTENT  1: export messages too (config "otlp_capture_content")
 
 A leaf of the dependency graph: it imports nothing from crystallise.
 """
@@ -33,9 +38,16 @@ __all__ = [
     "ENV_LLAMA_EXTRA_BUFTS",
     "ENV_MODEL",
     "ENV_MODELS_DIR",
+    "ENV_OTEL_ENDPOINT",
+    "ENV_OTEL_HEADERS",
+    "ENV_OTEL_TRACES_ENDPOINT",
+    "ENV_OTLP_CAPTURE",
+    "ENV_OTLP_ENDPOINT",
+    "ENV_OTLP_HEADERS",
     "ENV_PREFILTER_MIN",
     "ENV_STORE",
     "ENV_TORCH_THREADS",
+    "ENV_TRACE_WRITES",
     "ENV_UPSTREAM",
     "ENV_UPSTREAM_KEY",
     "default_home_path",
@@ -54,6 +66,13 @@ ENV_TORCH_THREADS = "CRYSTALLISE_TORCH_THREADS"
 ENV_LLAMA_EXTRA_BUFTS = "CRYSTALLISE_LLAMA_EXTRA_BUFTS"
 ENV_LINK_THRESHOLD = "CRYSTALLISE_LINK_THRESHOLD"
 ENV_PREFILTER_MIN = "CRYSTALLISE_PREFILTER_MIN"
+ENV_TRACE_WRITES = "CRYSTALLISE_TRACE_WRITES"
+ENV_OTLP_ENDPOINT = "CRYSTALLISE_OTLP_ENDPOINT"
+ENV_OTLP_HEADERS = "CRYSTALLISE_OTLP_HEADERS"
+ENV_OTLP_CAPTURE = "CRYSTALLISE_OTLP_CAPTURE_CONTENT"
+ENV_OTEL_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+ENV_OTEL_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENV_OTEL_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
 
 
 def env(name: str, default: str | None = None) -> str | None:

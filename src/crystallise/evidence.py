@@ -12,7 +12,8 @@ none re-implements them (two copies of a rule drift apart: STYLE.md habit 12).
                       a lower score, no correction
                                                -> takes back an accepted output (a correction stands:
                                                   it names the right answer whatever was output)
-      outcome       the latest explicit score: +1 (>= 0.5), -1 (< 0.5), 0 (none yet)
+      outcome       the latest explicit score: +1 (>= 0.5), -1 (< 0.5), 0 (none yet); a label alone
+                    counts as the score it stands for ("thumbs_down" -> 0.0: types.LABEL_SCORES)
       gate case     one input in four (by a hash of the input) is kept for the gate only
 
     >>> from crystallise.types import Feedback, Trace
@@ -66,11 +67,12 @@ def verified(trace: Trace) -> tuple[Any, Literal["correction", "accepted"]] | No
     for fb in sorted(trace.feedback, key=lambda f: f.created_at):  # stable: the store's order on a tie
         if fb.source != "explicit":
             continue
+        score = fb.effective_score  # a label alone ("thumbs_up") counts as the score it stands for
         if fb.correction is not None:
             found = (fb.correction, "correction")
-        elif fb.score is not None and fb.score >= 1.0 and trace.output is not None:
+        elif score is not None and score >= 1.0 and trace.output is not None:
             found = (trace.output, "accepted")
-        elif fb.score is not None and found is not None and found[1] == "accepted":
+        elif score is not None and found is not None and found[1] == "accepted":
             found = None  # a later failing score takes the acceptance back
     return found
 

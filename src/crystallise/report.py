@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["learning_curve", "running_mean"]
+__all__ = ["learning_curve", "pyplot", "running_mean"]
 
 
 def running_mean(flags: Sequence[bool | float]) -> list[float]:
@@ -14,6 +15,18 @@ def running_mean(flags: Sequence[bool | float]) -> list[float]:
         total += float(f)
         out.append(total / i)
     return out
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend; an ImportError naming the `bench` extra when missing."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plots need the `bench` extra (matplotlib): pip install 'crystallise[bench]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def learning_curve(
@@ -27,13 +40,7 @@ def learning_curve(
 ) -> Path:
     """Running accuracy of each series (+ vertical lines where versions were committed,
     + horizontal lines for final held-out scores)."""
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError("plots need the `bench` extra (matplotlib): pip install 'crystallise[bench]'") from e
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for name, flags in series.items():

@@ -24,6 +24,7 @@ __all__ = [
     "Delta",
     "Feedback",
     "Item",
+    "LABEL_SCORES",
     "Scope",
     "Span",
     "Trace",
@@ -105,6 +106,18 @@ class Span(_Record):
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+# Label-only feedback counts: the score a label alone stands for (lower case, "-" and " " read as "_").
+# Applications send thumbs and verdicts, not numbers; an unknown label carries no score.
+LABEL_SCORES: dict[str, float] = {
+    **dict.fromkeys(("thumbs_up", "thumbsup", "+1", "👍", "up", "like", "good", "great", "correct", "right",
+                     "helpful", "positive", "accept", "accepted", "approve", "approved", "pass", "passed",
+                     "success", "resolved", "yes"), 1.0),
+    **dict.fromkeys(("thumbs_down", "thumbsdown", "-1", "👎", "down", "dislike", "bad", "wrong", "incorrect",
+                     "unhelpful", "not_helpful", "negative", "reject", "rejected", "fail", "failed", "failure",
+                     "unresolved", "no"), 0.0),
+}
+
+
 @dataclass
 class Feedback(_Record):
     """An outcome signal on a trace.
@@ -123,6 +136,19 @@ class Feedback(_Record):
     kind: str = "feedback"
     id: str = field(default_factory=lambda: new_id("fb_"))
     created_at: float = field(default_factory=now)
+
+    @property
+    def effective_score(self) -> float | None:
+        """`score`, else the score its label stands for (`LABEL_SCORES`: "thumbs_down" -> 0.0), else None.
+
+        >>> Feedback(trace_id="t", label="Thumbs-Down").effective_score
+        0.0
+        """
+        if self.score is not None:
+            return self.score
+        if isinstance(self.label, str):
+            return LABEL_SCORES.get(self.label.strip().lower().replace("-", "_").replace(" ", "_"))
+        return None
 
 
 @dataclass
@@ -152,8 +178,9 @@ class Trace(_Record):
 
     @property
     def outcome(self) -> float | None:
-        """The latest explicit score, else None. 1.0 = success, 0.0 = failure."""
-        scores = [f.score for f in self.feedback if f.source == "explicit" and f.score is not None]
+        """The latest explicit score (a known label counts: `Feedback.effective_score`), else None.
+        1.0 = success, 0.0 = failure."""
+        scores = [f.effective_score for f in self.feedback if f.source == "explicit" and f.effective_score is not None]
         return scores[-1] if scores else None
 
     @classmethod

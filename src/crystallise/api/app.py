@@ -28,23 +28,31 @@ from fastapi.responses import RedirectResponse
 
 from crystallise.api import (
     proxy,
+    proxy_responses,
     routes_changesets,
     routes_context,
     routes_dream,
+    routes_memories,
+    routes_jobs,
     routes_review,
     routes_traces,
     routes_versions,
 )
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
+from crystallise.api.docs_offline import install_docs
 from crystallise.api.hostile import SafeJSONResponse, StrictJson
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
 from crystallise.api.problems import document_problems, install_handlers
+from crystallise.api.links import add_links
 from crystallise.api.proxy_upstream import resolve_upstream
 from crystallise.api.schemas import Health
 from crystallise.version import __version__
+from crystallise.engine import session_end
 from crystallise.engine.home import Home
+from crystallise.engine.jobs import InProcessExecutor
+from crystallise.engine.scheduler import LearnPolicy, Scheduler
 from crystallise.store.group import GroupCommit
 
 __all__ = ["OTLP_PREFIX", "UI_PREFIX", "create_app"]
@@ -54,6 +62,7 @@ log = logging.getLogger("crystallise.api")
 OTLP_PREFIX = "/otlp"
 MCP_PATH = "/mcp"
 UI_PREFIX = "/ui"
+PROXY_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 DESCRIPTION = """\
 Record agent runs, read what crystallise learned, and undo it.
 
@@ -77,6 +86,9 @@ def create_app(
     reports_dir: str | None = None,
     mcp: Callable[[Home], Any] | None = None,
     ui: Callable[[Home, KeyRing, Path], Any] | None = None,
+    extract_every_s: float | None = None,
+    run_jobs: bool = False,
+    learn: bool = False,
 ) -> FastAPI:
     """The API over `home`; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
@@ -87,6 +99,11 @@ def create_app(
     bodies get `max_proxy_body_bytes`. `reports_dir` holds the bench reports the web UI lists.
     `mcp(home)` makes the endpoint served at /mcp (None: no MCP), `ui(home, keys, reports)` the web
     UI mounted at /ui (None: no UI); `crystallise.server.create_app` passes both.
+    `run_jobs`: run queued learning jobs on a thread of this process (engine/jobs.InProcessExecutor);
+    `learn`: also queue them on evidence (engine/scheduler.py, unless the config's "learn" is off) —
+    extraction when a session ends among them. `crystallise serve` turns both on (`--no-learn`: the
+    scheduler off). Without a scheduler, `extract_every_s` runs extraction that often when a session
+    has ended (engine/session_end.py).
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it
@@ -99,11 +116,18 @@ def create_app(
         if keys.open:
             log.warning("no API keys configured: the API is OPEN to anyone who can reach it; "
                         "create one with `crystallise serve --create-key ORG`")
-        async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing():
-            try:
-                yield
-            finally:
-                await chat_upstream.aclose()
+        async with periodic_flush(otlp.state.ingestor), mcp_endpoint.run() if mcp_endpoint else _nothing(), \
+                session_end.running(home, interval=extract_every_s) if extract_every_s else _nothing():
+            with contextlib.ExitStack() as stack:
+                if run_jobs or learn:
+                    app.state.executor = stack.enter_context(InProcessExecutor(home))
+                if learn:
+                    stack.enter_context(Scheduler(home, LearnPolicy.from_config(home.config))
+                                        .running(app.state.executor))
+                try:
+                    yield
+                finally:
+                    await chat_upstream.aclose()
 
     app = FastAPI(
         title="crystallise",
@@ -112,7 +136,9 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
         default_response_class=SafeJSONResponse,  # a stored NaN or lone surrogate never makes a read 500
+        docs_url=None, redoc_url=None,  # served offline instead (docs_offline.py)
     )
+    install_docs(app, title="crystallise")
     app.state.home, app.state.keys, app.state.upstream = home, keys, chat_upstream
     app.state.trace_writer = GroupCommit(home.store)
     install_handlers(app)
@@ -123,7 +149,10 @@ def create_app(
     app.include_router(routes_changesets.router)
     app.include_router(routes_review.router)
     app.include_router(routes_dream.router)
+    app.include_router(routes_memories.router)
+    app.include_router(routes_jobs.router)
     app.include_router(proxy.router)
+    app.include_router(proxy_responses.router)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"], summary="Liveness (no key needed)")
     def health() -> Health:
@@ -138,7 +167,7 @@ def create_app(
     def limit_for(path: str) -> int:
         if path.startswith(OTLP_PREFIX + "/"):
             return max_otlp_body_bytes
-        return max_proxy_body_bytes if path == "/v1/chat/completions" else max_body_bytes
+        return max_proxy_body_bytes if path in PROXY_PATHS else max_body_bytes
 
     app.add_middleware(StrictJson)  # inside BodyLimit: an oversized body is refused before it is buffered
     app.add_middleware(BodyLimit, limit_for=limit_for)
@@ -151,7 +180,7 @@ def _document_problems(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(generate())
+            app.openapi_schema = add_links(document_problems(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

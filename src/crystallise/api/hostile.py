@@ -130,9 +130,10 @@ class StrictJson:
         refused = check_body(body) if body else None
         if refused is not None:
             status, detail = refused
-            out = json.dumps(problem_body(status, detail, scope.get("path"),
-                                          errors=[{"loc": "body", "msg": detail, "type": "value"}])).encode()
-            await send({"type": "http.response.start", "status": status,
+            doc = problem_body(status, detail, scope.get("path"),
+                               errors=[{"loc": "body", "msg": detail, "type": "value"}])
+            out = json.dumps(doc).encode()
+            await send({"type": "http.response.start", "status": doc["status"],  # 400 on the OpenAI paths
                         "headers": [(b"content-type", PROBLEM_JSON.encode()),
                                     (b"content-length", str(len(out)).encode())]})
             await send({"type": "http.response.body", "body": out})

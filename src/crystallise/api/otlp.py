@@ -32,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from crystallise.api import logsafe
 from crystallise.api.auth import KeyRing, Principal
 from crystallise.engine import access
 from crystallise.api.deps import get_principal
@@ -99,7 +100,7 @@ class Ingestor:
             self.home.store.write_trace(trace)
         except UserError as e:  # cannot ever be written: keep the evidence, tell the exporter
             kept = self.spool.fail(key)
-            log.warning("OTLP trace %s rejected (%s); waiting spans kept in %s", trace_hex, e, kept)
+            log.warning("OTLP trace %s rejected (%s); waiting spans kept in %s", trace_hex, logsafe.redact(e), kept)
             return f"trace {trace_hex}: {e}"
         self.spool.drop(key)
         return None
@@ -136,10 +137,10 @@ class Ingestor:
                         raise UserError("the trace was already recorded")
                     self.home.store.write_trace(_build(spans, org))
                 except StoreError as e:
-                    log.warning("OTLP trace %s not flushed yet: %s", trace_hex, e)
+                    log.warning("OTLP trace %s not flushed yet: %s", trace_hex, logsafe.redact(e))
                     continue
                 except UserError as e:
-                    log.warning("OTLP trace %s cannot be recorded (%s); kept in %s", trace_hex, e,
+                    log.warning("OTLP trace %s cannot be recorded (%s); kept in %s", trace_hex, logsafe.redact(e),
                                 self.spool.fail(trace_hex))
                     continue
                 self.spool.drop(trace_hex)
@@ -227,7 +228,8 @@ def create_otlp_app(home: Home, keys: KeyRing, *, flush_after_s: float = 300.0,
         rejected += len(problems)
         text = "; ".join((problems + messages)[:5])
         if rejected:
-            log.info("OTLP export: %d of %d span(s) rejected: %s", rejected, len(spans) + len(problems), text)
+            log.info("OTLP export: %d of %d span(s) rejected: %s", rejected, len(spans) + len(problems),
+                     logsafe.redact(text))
         return Response(encode_response(rejected, text, kind), media_type=kind)
 
     return app

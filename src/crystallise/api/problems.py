@@ -10,7 +10,8 @@
 How exceptions map (first match wins):
 
     RequestValidationError (pydantic)  422 validation      + "errors": [{"loc", "msg", "type"}]
-                                       (400 bad-request when the body is not JSON at all)
+                                       (400 bad-request when the body is not JSON at all, and on
+                                       the OpenAI-compatible paths, with OpenAI's `error` member)
     Problem                            its own status      (raised by the API layer itself)
     starlette HTTPException            its status          (unknown route 404, wrong method 405 ...)
     NotFoundError                      404 not-found
@@ -34,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crystallise.api import logsafe
 from crystallise.api.auth import Forbidden
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
@@ -99,18 +101,36 @@ class Problem(Exception):
 
 
 # OpenAI clients read an error's text from `error.message`: problems on the proxy's paths carry
-# that member too (an RFC 9457 extension member), so `openai.BadRequestError` shows the fix.
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+# that member too (an RFC 9457 extension member), in OpenAI's shape, and what this API answers 422
+# elsewhere is a 400 there, as OpenAI answers it:
+#     400 {"error": {"type": "invalid_request_error", "message": "...", "param": "messages", "code": "..."}}
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/responses", "/v1/embeddings")
+_OPENAI_CODES = {"missing": "missing_required_parameter", "extra_forbidden": "unknown_parameter",
+                 "json_invalid": "invalid_json"}
+
+
+def _openai_error(status: int, slug: str, detail: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's error member: `param` and `code` from the first invalid field, or as the raiser gave them."""
+    first = (extra.get("errors") or [{}])[0]
+    loc = str(first.get("loc") or "").split(".")
+    param = extra.pop("param", None) or (loc[0] if loc[0] and loc[0] != "body" else None)
+    code = extra.pop("code", None) or (_OPENAI_CODES.get(str(first.get("type")), "invalid_value") if first else None)
+    if status == 401:
+        code = code or "invalid_api_key"
+    kind = "invalid_request_error" if 400 <= status < 500 else slug.replace("-", "_")
+    return {"message": detail, "type": kind, "param": param, "code": code}
 
 
 def problem_body(status: int, detail: str, instance: str | None = None, **extra: Any) -> dict[str, Any]:
+    if instance in OPENAI_PATHS and status == 422:
+        status = 400
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:crystallise:problem:{slug}", "title": title, "status": status,
                             "detail": detail}
     if instance:
         body["instance"] = instance
     if instance in OPENAI_PATHS:
-        body["error"] = {"message": detail, "type": slug.replace("-", "_"), "code": status, "param": None}
+        body["error"] = _openai_error(status, slug, detail, extra)
     body.update(extra)
     return body
 
@@ -118,8 +138,8 @@ def problem_body(status: int, detail: str, instance: str | None = None, **extra:
 def problem_response(
     status: int, detail: str, instance: str | None = None, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    return SafeJSONResponse(problem_body(status, detail, instance, **extra), status_code=status,
-                        media_type=PROBLEM_JSON, headers=headers)
+    body = problem_body(status, detail, instance, **extra)
+    return SafeJSONResponse(body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
 
 
 def _loc(loc: Any) -> str:
@@ -184,12 +204,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
-        log.error("store failure on %s: %s", request.url.path, exc)
+        log.error("store failure on %s: %s", logsafe.route(request), logsafe.redact(exc))
         return problem_response(503, f"the store failed: {exc}", request.url.path)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s: %s", request.method, logsafe.route(request), logsafe.failure(exc))
         return problem_response(500, "internal error: see the server log", request.url.path)
 
 

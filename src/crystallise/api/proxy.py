@@ -7,7 +7,8 @@
 One request, in order:
 
     1. scope      X-Crystallise-Agent/-Org/-User/-Session headers (the body's `user` is the fallback user);
-                  the key's org is forced, an unknown X-Crystallise-* header is a 422
+                  the key's org is forced, an unknown X-Crystallise-* header is a 400 (422s answer 400 on the
+                  OpenAI paths, in OpenAI's error shape: problems.py)
     2. context    assemble(agent, org, user, query = the last user message) -> merged into the first
                   system message (or a new one), unless `X-Crystallise-Context: off`
     3. forward    to the upstream (proxy_upstream.py): its status and body come back unchanged,
@@ -36,9 +37,11 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from crystallise.api import logsafe
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
-from crystallise.api.problems import Problem
+from crystallise.api.problems import Problem, problem_response
+from crystallise.api import proxy_memory_tools as memory_tools
 from crystallise.api.proxy_upstream import Reply, UpstreamUnavailable
 from crystallise.api.sse import SseRecorder
 from crystallise.engine.serving import assemble
@@ -47,7 +50,7 @@ from crystallise.backends.base import approx_tokens
 from crystallise.engine.home import Home
 from crystallise.types import Feedback, Span, Trace, new_id, now
 
-__all__ = ["CONTEXT_PREAMBLE", "TRACE_HEADER", "router"]
+__all__ = ["CONTEXT_PREAMBLE", "TRACE_HEADER", "Call", "openai_problem", "read_scope", "router"]
 
 log = logging.getLogger("crystallise.api.proxy")
 
@@ -55,7 +58,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible proxy"])
 
 TRACE_HEADER = "X-Crystallise-Trace-Id"
 CONTEXT_PREAMBLE = "What has been learned for this agent (apply it where it is relevant):\n\n"
-_HEADERS = {"agent", "org", "user", "session", "trace-name", "context", "context-budget"}
+_HEADERS = {"agent", "org", "user", "session", "trace-name", "context", "context-budget", memory_tools.HEADER}
 
 
 class ChatMessageIn(BaseModel):
@@ -95,8 +98,9 @@ def _scope_value(name: str, value: str) -> str:
     return value
 
 
-def read_scope(request: Request, who: Principal, body: ChatRequest) -> ProxyScope:
-    """Scope from the X-Crystallise-* headers; misspelt ones are refused like unknown query parameters."""
+def read_scope(request: Request, who: Principal, body: Any) -> ProxyScope:
+    """Scope from the X-Crystallise-* headers; misspelt ones are refused like unknown query parameters.
+    `body.user` (a chat or responses request) is the fallback user."""
     given: dict[str, str] = {}
     for key, value in request.headers.items():
         if key.lower().startswith("x-crystallise-"):
@@ -160,6 +164,7 @@ class Call:
         self.retrieval: Span | None = None
         self.sent: list[dict[str, Any]] = body["messages"]
         self.recorded = self.attempted = False
+        self.tool_spans: list[Span] = []  # memory tools the proxy ran (proxy_memory_tools.py)
 
     async def assemble(self) -> None:
         messages = self.body["messages"]
@@ -206,7 +211,7 @@ class Call:
                       session_id=s.session, input=self.body["messages"], output=output,
                       status="error" if error else "ok", error=error, started_at=self.started, ended_at=now(),
                       metadata={"proxy": {"upstream": self.upstream, "status": status}, "latency_ms": latency},
-                      spans=[sp for sp in (self.retrieval, llm) if sp is not None])
+                      spans=[sp for sp in (self.retrieval, llm, *self.tool_spans) if sp is not None])
         if abandoned:
             trace.feedback.append(Feedback(trace_id=self.trace_id, kind="abandoned", source="implicit",
                                            comment="the client closed the stream before it ended"))
@@ -224,8 +229,8 @@ class Call:
         try:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.home.store.write_trace, trace)
-        except CrystalliseError:
-            log.exception("the proxy could not record trace %s", self.trace_id)
+        except CrystalliseError as e:
+            log.error("the proxy could not record trace %s: %s", self.trace_id, logsafe.failure(e))
             return False
         self.recorded = True
         return True
@@ -257,10 +262,13 @@ def _summary(reply: Reply) -> tuple[Any, str | None, dict[str, Any] | None, str 
     return output, doc.get("model"), usage, choice.get("finish_reason"), None
 
 
-def _bad_gateway(call: Call, detail: str, ok: bool) -> Response:
-    from crystallise.api.problems import problem_response
+def openai_problem(e: ValidationError) -> Problem:
+    """A 400 in OpenAI's shape; `ModelNotServed` says param `model`, code `model_not_found`."""
+    return Problem(400, str(e), param=getattr(e, "param", None), code=getattr(e, "code", None))
 
-    return problem_response(502, detail, "/v1/chat/completions", headers=call.headers(ok),
+
+def _bad_gateway(call: Call, detail: str, ok: bool, path: str = "/v1/chat/completions") -> Response:
+    return problem_response(502, detail, path, headers=call.headers(ok),
                             error={"message": detail, "type": "upstream_unavailable", "code": 502, "param": None})
 
 
@@ -282,14 +290,20 @@ async def chat_completions(
     call = Call(home, upstream.label, scope, payload)
     await call.assemble()
     stream = bool(payload.get("stream"))
+    tools = memory_tools.requested(request.headers.get(f"x-crystallise-{memory_tools.HEADER}"), stream)
     try:
-        reply = await (upstream.open_stream(call.forward_body()) if stream else upstream.complete(call.forward_body()))
+        if tools:
+            reply = await memory_tools.complete(upstream, memory_tools.with_tools(call.forward_body()), home, scope,
+                                                call.trace_id, call.tool_spans)
+        else:
+            reply = await (upstream.open_stream(call.forward_body()) if stream else
+                           upstream.complete(call.forward_body()))
     except UpstreamUnavailable as e:
         ok = await call.record(call.trace(status=None, output=None, model=None, usage=None, finish=None,
                                           error=str(e)))
         return _bad_gateway(call, str(e), ok)
     except ValidationError as e:
-        raise Problem(400, str(e)) from e
+        raise openai_problem(e) from e
 
     if reply.chunks is None:
         output, model, usage, finish, error = _summary(reply)
@@ -338,8 +352,6 @@ async def list_models(request: Request, who: PrincipalDep) -> Response:
     try:
         reply = await request.app.state.upstream.models()
     except UpstreamUnavailable as e:
-        from crystallise.api.problems import problem_response
-
         return problem_response(502, str(e), "/v1/models",
                                 error={"message": str(e), "type": "upstream_unavailable", "code": 502, "param": None})
     return Response(reply.content, status_code=reply.status, headers=reply.headers,

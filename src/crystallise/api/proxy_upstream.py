@@ -9,6 +9,11 @@ Both answer in the OpenAI wire format, so the proxy treats them alike:
 
     await up.complete(body)      -> Reply(status, headers, content)       one JSON document
     await up.open_stream(body)   -> Reply with `chunks`: the SSE bytes     `data: {...}\\n\\n` ... `data: [DONE]`
+    await up.embeddings(body)    -> Reply                                 POST /v1/embeddings
+
+A BackendUpstream honours the request's `model`: the configured backend under any of its names,
+or (a local upstream) any model pulled into the models folder, each loaded once; another name is
+`ModelNotServed` (a 400 naming the models it has). Its embeddings come from the home's embedder.
 
 An HttpUpstream passes the server's bytes through unchanged (status, JSON, SSE chunks); a
 BackendUpstream builds the same documents from a `Completion`. Failing to reach the upstream
@@ -28,7 +33,8 @@ import anyio
 import httpx
 
 from crystallise.config import ENV_UPSTREAM, ENV_UPSTREAM_KEY, env
-from crystallise.backends.base import CompletionRequest, Message
+from crystallise.backends import catalog
+from crystallise.backends.base import CompletionRequest, Message, approx_tokens
 from crystallise.errors import BackendError, ConfigError, CrystalliseError, UserError, ValidationError
 from crystallise.engine.home import Home
 from crystallise.types import new_id
@@ -38,6 +44,7 @@ __all__ = [
     "ENV_UPSTREAM_KEY",
     "BackendUpstream",
     "HttpUpstream",
+    "ModelNotServed",
     "Reply",
     "UpstreamUnavailable",
     "resolve_upstream",
@@ -52,6 +59,12 @@ _PASS_PREFIXES = ("openai-", "x-ratelimit-")
 
 class UpstreamUnavailable(CrystalliseError):
     """The upstream could not be reached or did not answer in time (answered 502)."""
+
+
+class ModelNotServed(ValidationError):
+    """The request names a model the home's own backend does not have (answered 400, param `model`)."""
+
+    param, code = "model", "model_not_found"
 
 
 @dataclass
@@ -123,6 +136,13 @@ class HttpUpstream:
 
         return Reply(200, _passed(r.headers), chunks=chunks(), close=r.aclose)
 
+    async def embeddings(self, body: dict[str, Any]) -> Reply:
+        try:
+            r = await self._client.post("/embeddings", json=body)
+        except httpx.HTTPError as e:
+            raise self._unavailable(e) from e
+        return Reply(r.status_code, _passed(r.headers), r.content)
+
     async def models(self) -> Reply:
         try:
             r = await self._client.get("/models")
@@ -152,17 +172,40 @@ class BackendUpstream:
 
     def __init__(self, home: Home, spec: str) -> None:
         self.home, self.spec, self.label = home, spec, f"backend {spec}"
-        self._backend: Any = None
+        self._backends: dict[str, Any] = {}
         self._lock = anyio.Lock()
 
-    async def _get(self) -> Any:
+    async def _get(self, spec: str | None = None) -> Any:
+        spec = spec or self.spec
         async with self._lock:  # loading a GGUF takes seconds: once, not per racing request
-            if self._backend is None:
+            if spec not in self._backends:
                 try:
-                    self._backend = await anyio.to_thread.run_sync(self.home.backend, self.spec)
+                    self._backends[spec] = await anyio.to_thread.run_sync(self.home.backend, spec)
                 except UserError as e:
-                    raise UpstreamUnavailable(f"the proxy's backend {self.spec!r} cannot start: {e}") from e
-        return self._backend
+                    raise UpstreamUnavailable(f"the proxy's backend {spec!r} cannot start: {e}") from e
+        return self._backends[spec]
+
+    async def served(self) -> dict[str, str]:
+        """Model name -> backend spec: the configured backend under each of its names, and, for a
+        local upstream, every model pulled into the models folder."""
+        backend = await self._get()
+        names = {self.spec: self.spec, backend.name: self.spec}
+        if getattr(backend, "model", None):
+            names[str(backend.model)] = self.spec
+        if self.spec == "local" or self.spec.startswith("local:"):
+            for m in await anyio.to_thread.run_sync(catalog.installed, self.home.models_dir):
+                names.setdefault(str(m["name"]), f"local:{m['name']}")
+        return names
+
+    async def route(self, model: Any) -> Any:
+        """The backend serving `model`, or `ModelNotServed` naming the models there are."""
+        served = await self.served()
+        if isinstance(model, str) and model in served:
+            return await self._get(served[model])
+        raise ModelNotServed(
+            f"model {model!r} is not served here: the proxy's upstream is the home's own backend "
+            f"{self.spec!r}, which has {', '.join(sorted(served))} (GET /v1/models). Ask for one of them, "
+            "or start the proxy with `crystallise serve --upstream URL` to forward to a server that has it")
 
     @staticmethod
     def _request(body: dict[str, Any]) -> CompletionRequest:
@@ -182,7 +225,7 @@ class BackendUpstream:
 
     async def _complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         request = self._request(body)
-        backend = await self._get()
+        backend = await self.route(body.get("model"))
         try:
             done = await anyio.to_thread.run_sync(backend.complete, request)
         except BackendError as e:
@@ -226,8 +269,35 @@ class BackendUpstream:
 
     async def models(self) -> Reply:
         backend = await self._get()
-        name = getattr(backend, "model", None) or backend.name
-        doc = {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "crystallise"}]}
+        first = str(getattr(backend, "model", None) or backend.name)
+        names = [first] + sorted({n for n, spec in (await self.served()).items() if spec != self.spec} - {first})
+        doc = {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "crystallise"}
+                                          for n in names]}
+        return Reply(200, {"content-type": "application/json"}, json.dumps(doc).encode())
+
+    async def embeddings(self, body: dict[str, Any]) -> Reply:
+        """OpenAI's embeddings, from the home's embedder (`context/embed.py`)."""
+        embedder = await anyio.to_thread.run_sync(self.home.embedder)
+        model = body.get("model")
+        if model not in (embedder.name, self.home.embedder_spec):
+            raise ModelNotServed(f"embedding model {model!r} is not served here: the home's embedder is "
+                                 f"{embedder.name!r} (set CRYSTALLISE_EMBEDDER to change it, or start the proxy "
+                                 "with `crystallise serve --upstream URL` to forward embeddings)")
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ValidationError("input must be a string or a non-empty list of strings (token arrays are "
+                                  "not accepted by the home's embedder)")
+        if body.get("encoding_format") not in (None, "float"):
+            raise ValidationError("encoding_format: the home's embedder answers `float` only")
+        vectors = await anyio.to_thread.run_sync(embedder.embed, texts)
+        dims = body.get("dimensions")
+        if dims is not None and dims != embedder.dim:
+            raise ValidationError(f"dimensions: the home's embedder {embedder.name!r} has {embedder.dim}, not {dims}")
+        tokens = sum(approx_tokens(t) for t in texts)
+        doc = {"object": "list", "model": embedder.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+               "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in row]}
+                        for i, row in enumerate(vectors)]}
         return Reply(200, {"content-type": "application/json"}, json.dumps(doc).encode())
 
     async def aclose(self) -> None:

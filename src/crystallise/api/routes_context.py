@@ -21,6 +21,7 @@ from fastapi import Path as ApiPath
 from crystallise.api.auth import Principal
 from crystallise.api.deps import HomeDep, PrincipalDep
 from crystallise.api.schemas import ContextIn, ContextOut, ItemPage
+from crystallise.engine import access
 from crystallise.engine.serving import assemble
 from crystallise.errors import NotFoundError
 from crystallise.types import Item, Span, now
@@ -63,15 +64,8 @@ def list_items(
 
 
 def visible_item(who: Principal, item: Item) -> bool:
-    """Agent-level items: everyone. Org- and user-level: that org's keys; user-level items of a
-    user-bound key's own user only."""
-    if who.admin:
-        return True
-    if item.level == "agent":
-        return True
-    if item.org_id != who.org:
-        return False
-    return item.level != "user" or who.user is None or item.user_id == who.user
+    """The tenancy rule for items (`engine.access.may_see_item`)."""
+    return access.may_see_item(who, item)
 
 
 @router.get("/items/{item_id}", response_model=Item, summary="One learned item")

@@ -5,6 +5,7 @@ A spec is `PREFIX` or `PREFIX:ARG`:
     local                       the default local GGUF (qwen2.5-coder-0.5b)
     local:NAME                  a pulled model, or a path to a .gguf file
     openai:MODEL                any OpenAI-compatible server (CRYSTALLISE_OPENAI_BASE_URL)
+    anthropic:MODEL             Claude via the Messages API (extra `anthropic`; ANTHROPIC_API_KEY)
     replay:FIELD                answers from the benchmark record's FIELD
     scripted[:TEXT]             the test double (echoes, or always answers TEXT)
 
@@ -43,6 +44,7 @@ BackendFactory = Callable[[str | None, Path], Backend]
 
 # Registered even when crystallise is not installed as a distribution (no entry points).
 _BUILTIN_MODULES = (
+    "crystallise.backends.anthropic_http",
     "crystallise.backends.local",
     "crystallise.backends.openai_http",
     "crystallise.backends.replay",

@@ -5,7 +5,9 @@
     crystallise traces list|show          what agents did
     crystallise items list|show|history   learned context items and their ledger
     crystallise remember|forget           explicit memory; forget --user U deletes a user
-    crystallise tasks list|show           tasks, their grade and evidence
+    crystallise tasks list|show|define    tasks, their grade and evidence; define one without Python
+    crystallise learn [TASK | --all]      queue learning jobs and run them with progress
+    crystallise jobs list|show|watch|cancel   learning jobs; `crystallise worker` runs queued ones
     crystallise advise                    which layer should learn next, and why
     crystallise log|show|diff|revert      versions: the audit trail and undo
     crystallise bench NAME ...            benchmarks in bench/ (stream, ...)
@@ -25,9 +27,11 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from crystallise.errors import CrystalliseError, UserError
 from crystallise.engine.home import ENV_HOME, Home, default_home_path, models_dir_for
+from crystallise.version import __version__
 
 console = Console(stderr=True)
 # Piped output (make demo, CI logs) gets wide tables instead of rich's 80-column default.
@@ -41,10 +45,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # keeps [extra]
             sys.exit(2)
         except CrystalliseError as e:
-            console.print(f"[red]failed:[/red] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed:[/red] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 
@@ -56,6 +60,7 @@ def emit(data: Any, as_json: bool) -> bool:
 
 
 @click.group(cls=_Group)
+@click.version_option(__version__, "--version", prog_name="crystallise", message="%(prog)s %(version)s")
 @click.option("--home", "home_path", type=click.Path(path_type=Path), default=None,
               help=f"Home directory (default: ${ENV_HOME} or ./.crystallise).")
 @click.pass_context
@@ -90,15 +95,30 @@ def models() -> None:
 
 @models.command("pull")
 @click.argument("name", required=False)
+@click.option("--file", "file_path", type=click.Path(dir_okay=False), help="Register a local .gguf file instead.")
+@click.option("--hf", "hf_spec", metavar="REPO[:FILE]", help="Download a .gguf from a Hugging Face hub (extra `hub`).")
+@click.option("--name", "as_name", help="The name to register --file/--hf under (default: the file's name).")
 @click.pass_context
-def models_pull(ctx: click.Context, name: str | None) -> None:
-    """Download, assemble and verify a model (default: the default local model)."""
+def models_pull(ctx: click.Context, name: str | None, file_path: str | None, hf_spec: str | None,
+                as_name: str | None) -> None:
+    """Download, assemble and verify a model (default: the default local model), or register one you have."""
     from rich.progress import Progress
 
-    from crystallise.backends import catalog
+    from crystallise.backends import catalog, model_import
 
-    name = name or catalog.DEFAULT_MODEL
     models_dir = models_dir_for(ctx.obj["home_path"])
+    if file_path or hf_spec:
+        if name or (file_path and hf_spec):
+            raise click.UsageError("give one of NAME, --file PATH or --hf REPO[:FILE]")
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"register {file_path or hf_spec}", total=None)
+            step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+            path = (model_import.import_file(file_path, models_dir, name=as_name, progress=step) if file_path
+                    else model_import.pull_hf(hf_spec or "", models_dir, name=as_name, progress=step))
+        out.print(f"{path.stem}: {path} (sha256 recorded in {path.with_suffix('.json').name}); "
+                  f"use it as local:{path.stem}")
+        return
+    name = name or catalog.DEFAULT_MODEL
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"pull {name}", total=None)
 
@@ -121,6 +141,8 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     installed = {m["name"]: m for m in catalog.installed(models_dir_for(ctx.obj["home_path"]))}
     rows = [{"name": n, "installed": n in installed, "size": spec.size, "licence": spec.licence,
              "base_model": spec.base_model} for n, spec in catalog.CATALOG.items()]
+    rows += [{"name": n, "installed": True, "size": m.get("size"), "licence": "(yours)", "base_model": None,
+              "source": m.get("source")} for n, m in installed.items() if n not in catalog.CATALOG]
     if emit(rows, as_json):
         return
     table = Table("model", "installed", "size (MB)", "licence")
@@ -132,8 +154,10 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 
 from crystallise.cli import bench as _bench  # noqa: E402
 from crystallise.cli import dream as _dream  # noqa: E402
+from crystallise.cli import evals as _evals  # noqa: E402
 from crystallise.cli import history as _history  # noqa: E402
 from crystallise.cli import inspect as _inspect  # noqa: E402
+from crystallise.cli import jobs as _jobs  # noqa: E402
 from crystallise.cli import mcp as _mcp  # noqa: E402
 from crystallise.cli import memory as _memory  # noqa: E402
 from crystallise.cli import review as _review  # noqa: E402
@@ -151,6 +175,8 @@ _skills.register(main)
 _weights.register(main)
 _review.register(main)
 _tasks.register(main)
+_evals.register(main)
+_jobs.register(main)  # after tasks: it adds `tasks define`
 _dream.register(main)
 _mcp.register(main)
 

@@ -151,10 +151,10 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def items_show(ctx: click.Context, item_id: str, as_json: bool) -> None:
         """One item with its history: every delta that changed it, oldest first."""
-        from crystallise.engine.memory import history
+        from crystallise.engine.memory import find_item, history
 
         home = open_home(ctx)
-        item = home.store.get_item(item_id)
+        item = find_item(home.store, item_id)  # a reverted item: its last state from the ledger
         rows = history(item_id, home=home)
         if emit({"item": item.to_dict(), "history": rows}, as_json):
             return
@@ -167,6 +167,8 @@ def register(main: click.Group) -> None:
                   f"{len(item.provenance)} trace(s) {', '.join(item.provenance[:5])}")
         if item.meta.get("quarantine"):
             out.print(f"[yellow]quarantined[/yellow]: {json.dumps(item.meta['quarantine'])}")
+        if item.meta.get("reverted"):
+            out.print(f"[yellow]reverted[/yellow] by {item.meta['reverted']['by']}: no longer stored or shown")
         table = Table("seq", "when", "op", "where", "reason", "text after")
         for r in rows:
             where = f"version {r['version']}" if r["version"] else (r["changeset_id"] or "—")

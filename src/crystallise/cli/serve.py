@@ -50,16 +50,21 @@ def register(main: click.Group) -> None:
                   help="Largest chat completion request body.")
     @click.option("--reports-dir", type=click.Path(file_okay=False), default=None,
                   help="Folder of bench reports for the web UI (default: config `reports_dir`, else ./reports).")
+    @click.option("--no-learn", is_flag=True,
+                  help="Do not queue learning jobs on evidence (config.json \"learn\": {\"enabled\": false} too); "
+                       "queued jobs still run.")
     @click.option("--log-level", default="info", show_default=True,
                   type=click.Choice(["critical", "error", "warning", "info", "debug"]))
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int, create_key_org: str | None, key_user: str | None,
               list_keys: bool,
               revoke_key_id: str | None, max_body_bytes: int, max_otlp_body_bytes: int, upstream: str | None,
-              max_proxy_body_bytes: int, reports_dir: str | None, log_level: str) -> None:
+              max_proxy_body_bytes: int, reports_dir: str | None, no_learn: bool, log_level: str) -> None:
         """Serve the HTTP API (/v1/...), OpenAPI (/openapi.json), OTLP ingest (/otlp/v1/traces), the
         OpenAI-compatible proxy (/v1/chat/completions) and the web UI (/ui)."""
         try:
+            import uvicorn
+
             from crystallise.api import KeyRing, create_key, is_loopback, revoke_key
             from crystallise.server import create_app
         except ImportError as e:
@@ -89,13 +94,12 @@ def register(main: click.Group) -> None:
                 f"refusing to serve on {host} with no API keys: anyone could read and write this home. "
                 "Create a key with `crystallise serve --create-key ORG` or listen on 127.0.0.1"
             )
-        import uvicorn
-
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
         logging.getLogger("uvicorn.access").addFilter(QueryStringFilter())
 
         app = create_app(home, max_body_bytes=max_body_bytes, max_otlp_body_bytes=max_otlp_body_bytes,
-                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir)
+                         upstream=upstream, max_proxy_body_bytes=max_proxy_body_bytes, reports_dir=reports_dir,
+                         run_jobs=True, learn=not no_learn)  # the scheduler queues extraction at session end
         shown = f"[{host}]" if ":" in host else host
         base = f"http://{shown}:{port}"
         console.print(f"crystallise API on {base} (home {home.path}); OTLP: {base}/otlp/v1/traces; "

@@ -2,6 +2,7 @@
 
     crystallise tasks list [--json]              every task: grade, evidence, what would move it
     crystallise tasks show NAME [--json]         one task: spec, evidence, grade history, files
+    crystallise tasks share NAME [--k 3]         propose for the shared task what k+ orgs learned alike (review)
     crystallise advise [--task NAME] [--json]    which layer should learn next, per task and scope
 
 The evidence is computed from the stored traces (`harness.lifecycle.gather`) with the
@@ -16,6 +17,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from crystallise.engine.share import share_task
 from crystallise.errors import NotFoundError
 from crystallise.gate import score_exact, score_numeric
 from crystallise.harness import grades, lifecycle
@@ -134,6 +136,26 @@ def register(main: click.Group) -> None:
         out.print("files:")
         for f in files:
             out.print(f"  {f}")
+
+    @tasks.command("share")
+    @click.argument("name")
+    @click.option("--k", "k", type=int, default=3, show_default=True,
+                  help="How many distinct orgs must agree on an example (and the program) before it is proposed.")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def tasks_share(ctx: click.Context, name: str, k: int, as_json: bool) -> None:
+        """Propose for the shared (agent-level) task what k+ orgs learned alike; a person decides in review."""
+        if k < 2:
+            raise click.BadParameter("one org's data is that org's: use --k 2 or more", param_hint="--k")
+        cs = share_task(open_home(ctx), name, k=k)
+        if emit({"changeset": cs.to_dict() if cs else None}, as_json):
+            return
+        if cs is None:
+            out.print(f"nothing to share for {name!r}: no example or program is held by {k}+ orgs alike")
+            return
+        out.print(f"proposed {cs.id}: {cs.summary}")
+        out.print(f"waiting for review: crystallise review show {cs.id}  |  "
+                  f"crystallise review approve {cs.id} --by NAME")
 
     @main.command("advise")
     @click.option("--task", "task_name", default=None, help="Only this task (default: every task).")

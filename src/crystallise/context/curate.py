@@ -48,6 +48,9 @@ __all__ = ["DreamPolicy", "Plan", "evidence_gate", "item_tokens", "value_order"]
 
 CAUSES = "dream_causes"
 EXPLICIT_SOURCES = ("user", "review")
+# Written by a person (a user, a reviewer, an import, an admin or the CLI): no rule retires these
+# on its own -- the dream lists them for review instead (`Plan.review`).
+HUMAN_SOURCES = ("user", "review", "import", "admin", "cli")
 _NEGATIONS = frozenset({"not", "never", "no", "dont", "don't", "avoid", "without", "cannot", "can't", "nor"})
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -154,6 +157,7 @@ class Plan:
     rejected: list[str] = field(default_factory=list)
     causes: dict[str, list[str]] = field(default_factory=dict)
     retirements: list[dict[str, Any]] = field(default_factory=list)
+    review: list[dict[str, Any]] = field(default_factory=list)  # retirements a person must decide (HUMAN_SOURCES)
     provenance: list[str] = field(default_factory=list)
     _edits: Counter[str] = field(default_factory=Counter)
     _section_size: Counter[str] = field(default_factory=Counter)
@@ -283,11 +287,17 @@ class Plan:
         self._retire(old, "critique", f"a critique of {cause.split(':', 1)[1]} blamed it: {reason}"[:300], cause,
                      {"trace": cause.split(":", 1)[1]})
 
-    def _retire(self, item: Item, rule: str, reason: str, cause: str, stats: dict[str, Any]) -> None:
+    def _retire(self, item: Item, rule: str, reason: str, cause: str, stats: dict[str, Any]) -> bool:
+        if item.source in HUMAN_SOURCES:  # a person's words: never retired without review
+            self.review.append({"item": item.id, "rule": rule, "reason": reason, "source": item.source, **stats})
+            self.rejected.append(f"{item.id}: {rule} would retire it, but a person wrote it (source "
+                                 f"{item.source!r}): left for review")
+            return False
         self.put(build.retire(item, f"dream: {reason}", forgotten_by=rule), cause)
         self.counts["retire"] += 1
         self.retired[rule] += 1
         self.retirements.append({"item": item.id, "rule": rule, "reason": reason, **stats})
+        return True
 
     # -- 2. dedup ---------------------------------------------------------------------------------
     def dedup(self, embed: Embed) -> None:
@@ -357,10 +367,10 @@ class Plan:
         for it in sorted(live, key=lambda i: value_order(i, last_used)):
             if tokens <= budget:
                 break
-            self._retire(it, "budget", f"over the {self.scope.level} token budget ({tokens} > {budget} tokens); "
-                                       f"lowest value ({it.helpful - it.harmful:+d})", "forget:budget",
-                         {"tokens": tokens, "budget": budget, "value": it.helpful - it.harmful})
-            tokens -= item_tokens(it)
+            if self._retire(it, "budget", f"over the {self.scope.level} token budget ({tokens} > {budget} "
+                                          f"tokens); lowest value ({it.helpful - it.harmful:+d})", "forget:budget",
+                            {"tokens": tokens, "budget": budget, "value": it.helpful - it.harmful}):
+                tokens -= item_tokens(it)
 
     def tokens(self) -> int:
         return sum(item_tokens(it) for it in self.active())

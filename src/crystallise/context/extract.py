@@ -45,6 +45,7 @@ from crystallise.types import ChangeSet, Delta, Item, Scope, Trace, Verdict
 
 __all__ = [
     "WATERMARK", "Candidate", "ExtractionLearner", "Extractor", "LLMExtractor", "RuleExtractor", "conversation",
+    "messages_of",
 ]
 
 EXTRACTED_TRUST = {"user": 0.6, "tool": 0.3}
@@ -76,12 +77,20 @@ class Extractor(Protocol):
 
 
 def _text_of(value: Any) -> str:
+    """The text of a message: a string, `content`/`text`/…, or the text parts of OpenAI content lists
+    and OTel GenAI `parts` (`[{"type": "text", "content": "..."}]`); other parts are not text."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
         for name in ("content", "text", "message", "question", "query", "input"):
             if isinstance(value.get(name), str):
                 return value[name]
+        for name in ("parts", "content"):
+            parts = value.get(name)
+            if isinstance(parts, list):
+                texts = [p.get("content", p.get("text")) for p in parts
+                         if isinstance(p, dict) and p.get("type", "text") == "text"]
+                return "\n".join(t for t in texts if isinstance(t, str))
     return ""
 
 
@@ -99,6 +108,9 @@ def _messages(value: Any) -> list[tuple[str, str]]:
         return found
     text = _text_of(value)
     return [("user", text)] if text else []
+
+
+messages_of = _messages  # (role, text) pairs of a chat-shaped value (the memory API's `add`)
 
 
 def conversation(trace: Trace) -> list[tuple[str, str]]:

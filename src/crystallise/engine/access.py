@@ -41,12 +41,12 @@ from crystallise.errors import NotFoundError
 from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
 from crystallise.store.engine import org_scope, set_org_scope
-from crystallise.types import ChangeSet, Trace, Version
+from crystallise.types import ChangeSet, Item, Trace, Version
 from crystallise.harness.spec import namespace
 
-__all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_record",
-           "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version", "shown_id",
-           "shown_trace", "stored_id", "task_namespaces"]
+__all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_item",
+           "may_see_record", "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version",
+           "shown_id", "shown_trace", "stored_id", "task_namespaces"]
 
 ORG_SEP = "@"
 
@@ -146,6 +146,16 @@ def may_see_record(who: Who, org: str | None, user: str | None = None) -> bool:
     if getattr(who, "user", None) is not None and user != who.user:
         return False
     return who.admin or org == who.org
+
+
+def may_see_item(who: Who, item: Item) -> bool:
+    """A learned item: agent-level ones everyone; org- and user-level ones that org's keys; a
+    user-level one a user-bound key's own user only."""
+    if who.admin or item.level == "agent":
+        return True
+    if item.org_id != who.org:
+        return False
+    return item.level != "user" or getattr(who, "user", None) is None or item.user_id == who.user
 
 
 def may_see_trace(who: Who, trace: Trace) -> bool:

@@ -23,15 +23,18 @@ change the way `revert` undoes a version: by committing the inverted deltas.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from crystallise.context.guard import guard_changeset
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, ValidationError
 from crystallise.governance.protect import APPEND_ONLY, Actor, check_protected, is_protected_path
 from crystallise.governance.review import PendingReview, load_rules, requires_review
+from crystallise.engine import jobctx
 from crystallise.engine.home import Home
+from crystallise.store.engine import org_scope
 from crystallise.store.userdata import is_tombstone
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
 
@@ -42,6 +45,21 @@ TRAILER_PROV = "Crystallise-Provenance"
 TRAILER_VERDICT = "Crystallise-Verdict"
 TRAILER_LEARNER = "Crystallise-Learner"
 TRAILER_ACTOR = "Crystallise-Actor"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _unscoped(method: _F) -> _F:
+    """Run `method` outside any org's database scope (PostgreSQL row-level security, store
+    migrations 5 and 7): the committer numbers versions and checks staleness over every row, and
+    whether a caller may commit, revert or purge this was decided before (engine/access.py)."""
+
+    @functools.wraps(method)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        with org_scope(None):
+            return method(*args, **kwargs)
+
+    return inner  # type: ignore[return-value]
 
 
 def playbook_path(level: str, owner: str) -> str:
@@ -81,6 +99,7 @@ class Committer:
             self.recover()
 
     # -- commit ----------------------------------------------------------------------------
+    @_unscoped
     def commit(self, cs: ChangeSet, *, actor: Actor | None = None) -> Version:
         """Commit an accepted change set: a version (git + store), or for a user-level change set
         the store's user ledger (returned as a Version with number 0 and no commit).
@@ -98,6 +117,7 @@ class Committer:
         redactor = getattr(self.store, "redactor", None)
         if redactor is not None:  # before git sees anything: the playbook is rendered from these
             cs.deltas = [redactor.redact_delta(d) for d in cs.deltas]
+        jobctx.stamp(cs)  # inside a job: the job id + what it changes (a re-run never commits it twice)
         if _user_level(cs):
             self._hold_for_review(cs, actor)  # a review rule for user-level learning holds these too
             guard_changeset(cs)  # a learned item never goes live with instruction-like text (context/guard.py)
@@ -105,6 +125,8 @@ class Committer:
         # One committer at a time (threads and processes): the protection and staleness checks,
         # the rendered playbooks, the git commit and the version number all see the same state.
         with self.repo.transaction():
+            if (number := jobctx.already_committed(self.store, cs)) is not None:
+                return self.store.get_version(number)  # this job committed this change already
             self._refuse_protected(cs, actor)
             self._hold_for_review(cs, actor)
             guard_changeset(cs)
@@ -245,6 +267,7 @@ class Committer:
         return trailers
 
     # -- revert ----------------------------------------------------------------------------
+    @_unscoped
     def revert(self, number: int, *, reason: str = "requested by the user", actor: Actor | None = None) -> Version:
         """Undo version `number` by committing its inverse (`actor`: the person asking; without
         one, a revert that would touch graders, cases or logs is refused like a learner's)."""
@@ -272,6 +295,7 @@ class Committer:
         self.store.mark_reverted(number, new.number)
         return new
 
+    @_unscoped
     def revert_user(self, changeset_id: str, *, reason: str = "requested by the user") -> ChangeSet:
         """Undo a user-level change set of the store's user ledger by committing its inverse there."""
         cs = self.store.get_changeset(changeset_id)
@@ -305,6 +329,7 @@ class Committer:
         return undo
 
     # -- purge (data deletion) -----------------------------------------------------------------
+    @_unscoped
     def purge(self, doomed: list[Item], *, reason: str) -> Version | None:
         """Take agent/org items out of the served knowledge for a data-deletion request.
 
@@ -338,6 +363,7 @@ class Committer:
                           verdict=cs.verdict.to_dict() if cs.verdict else None)
         return self.store.add_version(version, cs)
 
+    @_unscoped
     def erase(self, files: dict[str, str | None], *, reason: str, evidence: dict[str, Any]) -> Version | None:
         """Write a data-deletion version: `files` (rows of a deleted user taken out of task files,
         derived programs retired) committed as they are, past the append-only rule (a deletion is
@@ -358,6 +384,7 @@ class Committer:
             return self.store.add_version(version, cs)
 
     # -- recovery ----------------------------------------------------------------------------
+    @_unscoped
     def recover(self) -> list[Version]:
         """Finish versions whose git commit landed but whose store record did not."""
         done: list[Version] = []

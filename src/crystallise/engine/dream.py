@@ -47,6 +47,7 @@ from crystallise.context.items import content_words, same_scope, validate_scope
 from crystallise.context.reflect import shown_items
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
+from crystallise.engine.scope import quotes_run, review_only
 from crystallise.errors import ArtifactError, BackendError, NotFoundError, UserError, ValidationError
 from crystallise.governance.review import PendingReview
 from crystallise.types import ChangeSet, Item, Scope, Trace, Verdict, new_id, now
@@ -450,12 +451,16 @@ class _ScopeRun:
         r.traces = len(traces)
         plan = Plan(self.scope, self._items(), self.policy)
         r.tokens_before = plan.tokens()
+        to_critique = sum(1 for t in traces if failed(t))
+        if to_critique:
+            self.say(f"{self.key}: {len(traces)} trace(s), critiquing {to_critique} failed run(s)")
         for t in traces:
             if not failed(t):
                 continue
             r.failures += 1
             if plan.done(f"critique:{t.id}"):
                 continue  # applied by a run that was killed before it finished: never twice
+            self.say(f"{self.key}: critique {r.failures}/{to_critique}")  # one model call each: minutes in all
             items, shown = self._context_for(t, plan)
             critique: Critique = self.critic.critique(t, items)
             if critique.error:
@@ -466,6 +471,7 @@ class _ScopeRun:
             plan.apply_critique(critique, shown)
         if self.embed is None:
             self.embed = self.home.embedder().embed
+        self.say(f"{self.key}: curating {len(plan.active())} item(s): dedup, forgetting")
         plan.dedup(self.embed)
         live = [it.id for it in plan.active()]
         plan.forget(self.store.last_used(live) if live else {}, self.at)
@@ -486,6 +492,7 @@ class _ScopeRun:
             r.status = "dry_run"
             return
         trace_ids = [t.id for t in traces]
+        self._hold_quotations(plan, traces)
         if not plan.deltas:
             r.status = "nothing"
             self._finish("nothing", trace_ids)
@@ -495,7 +502,8 @@ class _ScopeRun:
             summary=(f"dream {self.key}: " + ", ".join(f"{k} {v}" for k, v in r.counts.items() if v))[:200],
             provenance=list(plan.provenance),
             evidence={"dream_run": r.run_id, "counts": r.counts, "retired": r.retired, "causes": plan.causes,
-                      "retirements": plan.retirements[:200], "traces": len(traces), "since_seq": r.since_seq,
+                      "retirements": plan.retirements[:200], "review": plan.review[:200], "traces": len(traces),
+                      "since_seq": r.since_seq,
                       "until_seq": r.until_seq, "tokens": {"before": r.tokens_before, "after": r.tokens_after}},
         )
         cs.verdict = self.gate(cs)
@@ -515,6 +523,33 @@ class _ScopeRun:
         self.step("after-commit")
         r.version = version.number or None
         self._finish("committed", trace_ids)
+
+    def _hold_quotations(self, plan: Plan, traces: list[Trace]) -> ChangeSet | None:
+        """Take out of the plan the org/agent-level lessons that repeat the words of a run nobody
+        answers for (engine/scope.review_only, .quotes_run): they are that run's text becoming an
+        item, so they wait in review as their own change set, never live by themselves (issue 15)."""
+        if self.scope.level == "user":
+            return None
+        unvouched = {t.id: t for t in traces if review_only(t)}
+        held = []
+        for key, delta in list(plan.deltas.items()):
+            text = (delta.after or {}).get("text") if delta.op in ("add", "update", "merge", "supersede") else None
+            causes = [c.split(":", 1)[1] for c in plan.causes.get(key, []) if ":" in c]
+            if isinstance(text, str) and any(c in unvouched and quotes_run(text, unvouched[c]) for c in causes):
+                held.append(plan.deltas.pop(key))
+        if not held:
+            return None
+        reason = (f"{len(held)} lesson(s) repeat the words of runs with no authenticated user: "
+                  "released by review only (nobody answers for these words)")
+        cs = ChangeSet(learner="dream", layer="context", deltas=held, scope=self.scope, status="needs_review",
+                       summary=f"dream {self.key}: {len(held)} lesson(s) quoting unvouched runs"[:200],
+                       provenance=[t for t in plan.provenance if t in unvouched],
+                       evidence={"dream_run": self.report.run_id, "held": "quotes unvouched runs"},
+                       verdict=Verdict(decision="needs_review", reason=reason))
+        if not self.dry_run:
+            self.store.save_changeset(cs)
+        self.report.rejected.append(f"held for review: {reason} (change set {cs.id})")
+        return cs
 
     def _row(self, status: str, trace_ids: Sequence[str] = ()) -> dict[str, Any]:
         r, s = self.report, self.scope

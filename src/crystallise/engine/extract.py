@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 from crystallise.context.extract import WATERMARK, ExtractionLearner
+from crystallise.context.items import lexical_similarity
+from crystallise.context.meaning import MeaningSimilarity
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.engine.memory import scope_items
@@ -28,6 +30,8 @@ def run_extraction(home: Home, *, learner: ExtractionLearner | None = None, batc
     """
     # the write path's trust rule holds for every extractor a caller brings (engine/scope.py)
     learner = dataclasses.replace(learner or ExtractionLearner(), review_only=review_only)
+    if learner.similarity is lexical_similarity:  # the same fact in other words corroborates (context/meaning.py)
+        learner = dataclasses.replace(learner, similarity=MeaningSimilarity(home.embedder()))
     store = home.store
     committer = Committer(home, recover=False)
     totals = {"traces": 0, "changesets": 0, "quarantined": 0, "corroborated": 0, "merged": 0}

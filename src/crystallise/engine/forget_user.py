@@ -51,6 +51,7 @@ from crystallise.context.items import validate_scope
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
+from crystallise.engine.serving import clear_core_cache
 from crystallise.harness import forget as task_files
 from crystallise.types import Trace
 
@@ -119,6 +120,7 @@ def forget_user(home: Home, user: str, *, org: str | None = None, all_orgs: bool
         counts = store.delete_user_data(user, org=target, purge_items=[it.id for it in derived], strings=strings,
                                         derived_changesets=learned)
         forget_user_block(target, user, [it.id for it in derived])  # nor in this process's retrieval index
+        clear_core_cache(store)  # nor in its cache of core memory blocks
         counts["task_files"] = erased
         counts["spool_files"] = _forget_spool(Path(home.path) / SPOOL, user, target)
         reports.append(DeletionReport(user=user, org=target, counts=counts, purge_version=version, strings=strings,

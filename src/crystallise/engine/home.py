@@ -36,6 +36,7 @@ from crystallise.context.embed import Embedder, get_embedder
 from crystallise.context.pii import policy_from_config
 from crystallise.store import open_store
 from crystallise.store.sql import SqlStore
+from crystallise.traces.otlp_export import exporter_from_config
 from crystallise.errors import ConfigError
 
 __all__ = ["ENV_HOME", "ENV_MODELS_DIR", "Home", "default_home_path", "models_dir_for"]
@@ -93,6 +94,7 @@ class Home:
         if self._store is None:
             self._store = open_store(self.store_url)
             self._store.redactor = policy_from_config(self.config)  # PII redaction: on unless config says off
+            self._store.exporter = exporter_from_config(self.config)  # OTLP export, when configured
         return self._store
 
     @property
@@ -128,6 +130,8 @@ class Home:
 
     def close(self) -> None:
         if self._store is not None:
+            if self._store.exporter is not None:
+                self._store.exporter.shutdown()  # type: ignore[attr-defined]  # what is queued goes out first
             self._store.close()
             self._store = None
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crystallise.backends.base import Backend, Completion, CompletionRequest
-from crystallise.context.credit import record_credit
+from crystallise.context.credit import counterfactual_blame, record_credit
 from crystallise.context.items import most_specific
 from crystallise.context.reflect import ReflectionLearner
 from crystallise.errors import ProtectedError, ValidationError
@@ -42,10 +42,14 @@ from crystallise.governance import canary as canary_mod
 from crystallise.governance.canary import CanaryPolicy
 from crystallise.governance.review import PendingReview
 from crystallise.gate import CaseResult, GatePolicy, decide
+from crystallise.gate.judge import JudgeCache, judge_path
 from crystallise.gate.verifiers import verify_detail
 from crystallise.harness import grades, lifecycle
+from crystallise.harness.history import current_cases, gate_sample, refuse_lost_shapes
 from crystallise.harness.learn import (
     DEFAULT_STRATEGIES,
+    eval_case_deltas,
+    synthesis_attempt,
     CrystalliseLearner,
     FewShotLearner,
     VerifiedCase,
@@ -55,20 +59,26 @@ from crystallise.harness.learn import (
 from crystallise.harness.promptopt import PromptOptLearner
 from crystallise.harness.runtime import Answer, TaskRuntime
 from crystallise.engine.shadow import ShadowChecker
-from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
+from crystallise.harness.spec import TaskSpec, View, task_path
 from crystallise.harness.structure import SchemaLearner
 from crystallise.engine.home import Home
 from crystallise.engine.committer import Committer
 from crystallise.engine.task import define_task
-from crystallise.engine.observe import trace
+from crystallise.traces.sdk import recording
 from crystallise.engine.scope import teaches
 from crystallise.types import ChangeSet, Delta, Feedback, Item, Scope, Verdict, Version
 
-__all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task"]
+__all__ = ["KNOWN_LEARNERS", "LEARNERS", "CachedBackend", "LearnReport", "Loop", "LoopConfig", "define_task",
+           "learn_watermark"]
 
 
 LEARNERS = ("crystallise", "fewshot", "reflection")  # the default set
 KNOWN_LEARNERS = ("crystallise", "schema", "fewshot", "promptopt", "reflection")  # in the order learn() runs them
+
+
+def learn_watermark(task: str, org: str | None) -> str:
+    """The watermark of a task's loop: per org, so one org's learn never skips another org's runs."""
+    return f"loop:{task}" if org is None else f"loop:{task}@{org}"
 
 
 class CachedBackend:
@@ -110,6 +120,7 @@ class LoopConfig:
     learners: Sequence[str] = LEARNERS
     policy: GatePolicy = field(default_factory=GatePolicy)
     gate_max_cases: int = 48
+    gate_per_shape: int = 4  # held-out cases of every verified input shape, on top of the recent window
     examples_k: int = 3
     synth_budget_s: float = 2.0
     strategies: Sequence[str] = DEFAULT_STRATEGIES  # crystallise's synthesis strategies, cheapest first
@@ -166,6 +177,7 @@ class Loop:
         self._runtime: TaskRuntime | None = None
         self._control: tuple[str, TaskRuntime] | None = None  # (sha, runtime) of a canary's control arm
         self._verifiers: dict[str, dict[str, Any]] = {}  # gate case id -> its eval-suite verifier
+        self._judges, self._judge = JudgeCache(), None  # the task's LLM judge for judge-graded cases (gate/judge.py)
         self._seq: dict[str, int] = {}  # trace id -> seq, of the history learn() read
         self._answered = 0  # answers served by this loop (the shadow sample is drawn from it)
 
@@ -199,7 +211,8 @@ class Loop:
     def answer(self, value: Any, *, record: dict[str, Any] | None = None) -> tuple[Answer, str]:
         s = self.config.scope
         rt, arm = self._serving(value)
-        with trace(self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value, home=self.home) as t:
+        # Written before the block exits (not in the background): the loop reads and scores it next.
+        with recording(self.store, self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value) as t:
             with t.span(f"task:{self.spec.name}", "task", input=value) as span:
                 ans = rt.answer(value, record=record)
                 if arm is not None:
@@ -289,8 +302,8 @@ class Loop:
     def record_labelled(self, value: Any, truth: Any) -> str:
         """Import a labelled example as a trace whose verified answer is `truth` (no model call)."""
         s = self.config.scope
-        with trace(self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value, home=self.home,
-                   metadata={"imported": True}) as t:
+        with recording(self.store, self.spec.name, agent=s.agent, org=s.org, user=s.user, input=value,
+                       metadata={"imported": True}) as t:
             t.feedback(correction=truth, comment="imported label")
         return t.id
 
@@ -300,13 +313,13 @@ class Loop:
     # -- learn -----------------------------------------------------------------------------
     def learn(self, progress: Callable[[str], None] | None = None) -> LearnReport:
         report = LearnReport()
-        mark = f"loop:{self.spec.name}"
+        mark = learn_watermark(self.spec.name, self.config.scope.org)
         since = self.store.get_watermark(mark)
         fresh = self._traces(after_seq=since)
         if not fresh:
             return report
         self.shadow.flush()
-        record_credit(self.store, fresh)  # once per (trace, item): the dreamer credits the same traces
+        record_credit(self.store, fresh, blame=self._blame(fresh))  # once per (trace, item), by counterfactual
         history = self._traces()
         self._seq = {t.id: t.seq or 0 for t in history}
         canary_running = self._canary_step(history, report)
@@ -333,15 +346,36 @@ class Loop:
                 progress(f"learn: {name}")
             cs = propose()
             if cs is None:
+                if name == "crystallise" and self.crystallise.attempt is not None:
+                    self.store.save_changeset(synthesis_attempt(self.crystallise.attempt, self.config.scope))
                 continue
             self._new_program_starts_at_g4(cs)
             self._own(cs)
             report.proposed.append(cs)
-            version = self.gate_and_commit(cs, self.gate_cases(trace_gate))
+            gate = self.gate_cases(trace_gate)
+            if progress:
+                progress(f"learn: {name}: gating old vs new on {len(gate)} cases")
+            version = self.gate_and_commit(cs, gate)
             if version:
                 report.committed.append(version)
         self.store.set_watermark(mark, max(t.seq or 0 for t in fresh))
         return report
+
+    def _blame(self, fresh: Sequence[Any]) -> Any:
+        """Harm by counterfactual (context/credit.py): a failed case is re-run with this task's model, once
+        with every item and once without each item it showed; harmful is what its absence fixes."""
+        cases = {c.trace_id: (c.input, c.output) for c in verified_cases(fresh, self.spec.name)}
+        shown = self.bullets()
+
+        def answer_without(value: Any, drop: str | None) -> Any:
+            rt = TaskRuntime(self._spec(), self._view(), self.backend, bullets=[b for b in shown if b.id != drop],
+                             examples_k=self.config.examples_k, org=self.config.scope.org)
+            try:
+                return rt.answer(value).output
+            except Exception:  # noqa: BLE001 - a run that fails answers nothing
+                return None
+
+        return counterfactual_blame(cases, answer_without, self.metric)
 
     def _traces(self, after_seq: int | None = None) -> list[Any]:
         """The runs this loop learns from: an org's loop, that org's runs; the operator's loop (no org), the
@@ -380,13 +414,14 @@ class Loop:
                                 self.config.grade_policy, history=history)
 
     def _cases(self, history: list[Any]) -> list[VerifiedCase]:
-        """Verified cases from the drift point on (all of them when no drift was recorded)."""
+        """Verified cases from the drift point on, and the older ones of shapes not seen since (harness/history.py)."""
         since = lifecycle.drift_seq(self._view(), self.spec.name)
-        seq = {t.id: t.seq or 0 for t in history}
-        return [c for c in verified_cases(history, self.spec.name) if seq.get(c.trace_id, 0) >= since]
+        return current_cases(verified_cases(history, self.spec.name), {t.id: t.seq or 0 for t in history}, since)
 
     def _trace_gate(self, history: list[Any]) -> list[VerifiedCase]:
-        return [c for c in self._cases(history) if is_gate_case(c.input)][-self.config.gate_max_cases:]
+        """The recent held-out window plus a stratified sample of every verified input shape."""
+        return gate_sample(self._cases(history), window=self.config.gate_max_cases,
+                           per_shape=self.config.gate_per_shape)
 
     def _lifecycle(self, history: list[Any], trace_gate: list[VerifiedCase], report: LearnReport) -> bool:
         """Soften, crystallise or record disagreements, by the grade rules over the stored evidence.
@@ -469,6 +504,8 @@ class Loop:
             seen.add(c.id)
             out.append(VerifiedCase(c.id, c.input, c.expected))
             self._verifiers[c.id] = c.verifier
+        wanted = any(v.get("kind") == "judge" for v in self._verifiers.values())  # a calibrated judge, or none
+        self._judge = self._judges.get(view.read(judge_path(spec.name)), self.backend) if wanted else None
         return out
 
     def _candidate_runtime(self, deltas: Sequence[Delta]) -> TaskRuntime:
@@ -496,13 +533,14 @@ class Loop:
         On top of the paired test, a program may not answer (by code) a recorded disagreement
         wrongly: once code has been caught wrong on an input, no code goes live that repeats it."""
         if cs.layer == "harness":
-            cs.deltas += self._eval_case_deltas(cases)
+            cs.deltas += eval_case_deltas(self._view(), self.spec, cases)
         cs.deltas = self._view().place(cs.deltas)
         old_rt, new_rt = self.runtime(), self.runtime(cs.deltas)
         old = [self._run(old_rt, c) for c in cases]
         new = [self._run(new_rt, c) for c in cases]
         cs.verdict = decide(old, new, self.config.policy)
         cs.evidence["gate_cases"] = len(cases)
+        refuse_lost_shapes(cs.verdict, old, new, cases)  # losing a verified input shape is a regression
         repeated = [r.case_id for r in new if r.served_by == "code" and not r.passed and r.case_id in self._regression]
         if repeated and cs.verdict.decision == "accept":
             cs.verdict.decision = "reject"
@@ -545,30 +583,12 @@ class Loop:
         verifier = self._verifiers.get(case.trace_id)
         why = None
         if verifier is not None:
-            passed, why = verify_detail(verifier, ans.output, case.output) if ans.output is not None else (False, None)
+            passed, why = (verify_detail(verifier, ans.output, case.output, judge=self._judge, input=case.input)
+                           if ans.output is not None else (False, None))
         else:
             passed = ans.output is not None and bool(self.metric(ans.output, case.output))
         return CaseResult(case_id=case.trace_id, passed=passed, output=ans.output, error=why,
                           cost=float(ans.llm_calls), served_by=ans.served_by)
-
-    def _eval_case_deltas(self, cases: Sequence[VerifiedCase]) -> list[Delta]:
-        """Learners may add eval cases, never change them: append the new gate cases."""
-        path = task_path(self.spec.name, "evals.jsonl")
-        view = self._view()
-        before = view.read(path)
-        rows = view.jsonl(path)
-        have = {r["id"] for r in rows}
-        verifier = {"kind": "numeric" if self.spec.metric == "numeric" else "exact"}
-        added = [
-            {"id": c.trace_id, "input": c.input, "expected": c.output, "verifier": verifier,
-             "source_trace": c.trace_id, "created_by": "learner"}
-            for c in cases
-            if c.trace_id not in have
-        ]
-        if not added:
-            return []
-        return [Delta(op="set", target="artifact", path=path, before=before, after=(before or "") + dump_jsonl(added),
-                      reason=f"+{len(added)} eval cases recorded from traces")]
 
     def versions(self) -> list[Version]:
         return self.store.list_versions(limit=10_000)

@@ -49,7 +49,8 @@ from crystallise.engine.home import Home
 from crystallise.governance.protect import Actor
 from crystallise.types import ChangeSet, Delta, Item, Scope, Verdict, Version, now
 
-__all__ = ["accept", "changes", "commit_explicit", "forget", "history", "remember", "revert_change", "scope_items"]
+__all__ = ["accept", "changes", "check_trace", "commit_explicit", "find_item", "forget", "history", "remember",
+           "revert_change", "scope_items"]
 
 EXPLICIT = "explicit user action: {what} (not gated; undo with {undo})"
 LIVE = ("active", "quarantined")
@@ -95,6 +96,9 @@ def _check_trace(home: Home, trace_id: str | None, scope: Scope) -> list[str]:
             f"trace {trace_id} is not a trace of user {scope.user!r}: a user's memory can only cite that user's traces"
         )
     return [trace_id]
+
+
+check_trace = _check_trace  # the trace a write cites, checked to be the scope's own (tiers.py)
 
 
 def remember(
@@ -274,6 +278,24 @@ def history(item_id: str, *, home: Home | None = None) -> list[dict[str, Any]]:
     if not rows:
         h.store.get_item(item_id)  # NotFoundError for an unknown id
     return rows
+
+
+def find_item(store: Any, item_id: str) -> Item:
+    """The item, or -- when a revert took it out of the items table -- its last state from the
+    ledger, shown `retired` with `meta.reverted = {"by": change set, "at": time}`, so a reverted
+    `remember` keeps its page and its history. NotFoundError only for an id the ledger never saw."""
+    try:
+        return store.get_item(item_id)  # type: ignore[no-any-return]
+    except NotFoundError:
+        rows = list(store.item_history(item_id))
+        last = next((r for r in reversed(rows) if r.get("after") is None and r.get("before")), None)
+        if last is None:
+            raise
+    item = Item.from_dict(last["before"])
+    item.status = "retired"
+    item.meta = {**item.meta, "reverted": {"by": last["changeset_id"], "version": last["version"],
+                                           "at": last["created_at"]}}
+    return item
 
 
 def changes(user: str, *, org: str | None = None, limit: int = 100, home: Home | None = None) -> list[ChangeSet]:

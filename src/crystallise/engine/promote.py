@@ -6,7 +6,10 @@ gates each change set and commits the accepted ones (held or rejected ones stay 
 
 from __future__ import annotations
 
-from crystallise.context.items import validate_scope
+import dataclasses
+
+from crystallise.context.items import lexical_similarity, validate_scope
+from crystallise.context.meaning import MeaningSimilarity
 from crystallise.context.promote import Gate, PromotionLearner
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
@@ -30,6 +33,8 @@ def promote(
     """
     target = validate_scope(agent, org)
     learner = learner or PromotionLearner()
+    if learner.similarity is lexical_similarity:  # one lesson in other words is one lesson (context/meaning.py)
+        learner = dataclasses.replace(learner, similarity=MeaningSimilarity(home.embedder()))
     store = home.store
     user_items = store.items_of_all_users(org=org, agent=None if org else agent, status=("active",))
     existing = store.query_items(agent=agent, org=org, levels=(target.level,), status=("active", "quarantined"),

@@ -25,21 +25,25 @@ the skills loaded.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from crystallise.backends.base import approx_tokens
-from crystallise.context import retrieve
+from crystallise.context import at_time, retrieve
+from crystallise.context import core_blocks as core
 from crystallise.context.embed import Embedder
-from crystallise.context.items import most_specific
+from crystallise.context.items import most_specific, validate_time
 from crystallise.context.retrieve import Hit, Mode
 from crystallise.engine.home import Home
 from crystallise.engine.skills import load_skill
 from crystallise.errors import NotFoundError, ValidationError
+from crystallise.store.base import Store
 from crystallise.traces.sdk import current_trace
 from crystallise.types import Item
 
-__all__ = ["ContextPack", "assemble", "recall", "search"]
+__all__ = ["ContextPack", "assemble", "clear_core_cache", "core_blocks", "recall", "search", "validate_as_of"]
 
 _LEVEL_ORDER = {"user": 0, "org": 1, "agent": 2}
 AUTO_SKILL_RANK = 3
@@ -67,6 +71,37 @@ def _servable(store: object, name: str) -> bool:
     except NotFoundError:
         return True
     return bool(item.status == "active")
+
+
+_CORE_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, str | None, str | None], tuple[Any, list[Item]]]] = \
+    weakref.WeakKeyDictionary()
+CORE_CACHE_SCOPES = 10_000
+
+
+def clear_core_cache(store: Any) -> None:
+    """Forget the cached core blocks of `store` (a hard deletion does not move the item watermark)."""
+    _CORE_CACHE.pop(store, None)
+
+
+def core_blocks(store: Store, agent: str, org: str | None, user: str | None) -> list[Item]:
+    """The live core blocks visible to the scope (agent's, org's, the user's), one per level and label.
+
+    On the hot path of every pack: answered from a per-store cache while the store's item
+    watermark has not moved (~0.5 ms instead of a ~2 ms query at 5k items)."""
+    mark = store.item_watermark()
+    cache = _CORE_CACHE.setdefault(store, {})
+    hit = cache.get((agent, org, user))
+    if hit is not None and hit[0] == mark:
+        return list(hit[1])
+    found = store.query_items(agent=agent, org=org, user=user, kind="note", section=core.CORE, limit=1000)
+    seen: dict[tuple[str, str], Item] = {}
+    for it in sorted(found, key=lambda i: -i.updated_at):
+        if core.is_core(it):
+            seen.setdefault((it.level, core.label_of(it)), it)
+    if len(cache) >= CORE_CACHE_SCOPES:
+        cache.clear()
+    cache[(agent, org, user)] = (mark, list(seen.values()))
+    return list(seen.values())
 
 
 def _line(it: Item) -> str:
@@ -106,8 +141,16 @@ def assemble(
         rest = store.query_items(agent=agent, org=org, user=user, kind=kind, limit=1000)
         ranked = most_specific(sorted(rest, key=lambda i: (_LEVEL_ORDER.get(i.level, 3), -(i.helpful - i.harmful))))
     t_pack = time.perf_counter()
+    pinned = core_blocks(store, agent, org, user)  # MemGPT's core memory: in every pack, first
+    ranked = [it for it in ranked if not (core.is_core(it) or core.is_archival(it))]  # archival: paged, not packed
+    pinned_text = core.render(pinned)
+    used = approx_tokens(pinned_text) + 2 if pinned else 0
+    if used > budget_tokens:
+        raise ValidationError(
+            f"the core memory of this scope takes {used} tokens, more than budget_tokens={budget_tokens}: raise "
+            "the budget, or shorten a block (core_memory_replace / core_memory_set) — core memory is never dropped "
+            "or cut")
     chosen: list[Item] = []
-    used = 0
     for it in ranked:
         cost = approx_tokens(_line(it)) + 2
         if used + cost > budget_tokens:
@@ -115,7 +158,7 @@ def assemble(
         chosen.append(it)
         used += cost
     chosen.sort(key=lambda i: _LEVEL_ORDER.get(i.level, 3))  # stable: keeps relevance order within a level
-    lines: list[str] = []
+    lines: list[str] = [pinned_text, ""] if pinned else []
     for level, title in (("user", "About this user"), ("org", "Organisation rules"), ("agent", "Playbook")):
         block = [_line(it) for it in chosen if it.level == level and it.kind != "skill"]
         if block:
@@ -138,7 +181,7 @@ def assemble(
             used += cost
             loaded.append(skill.name)
     timings["pack_ms"] = (time.perf_counter() - t_pack) * 1e3
-    pack = ContextPack(text="\n".join(lines).strip(), items=chosen, tokens=used, skills_loaded=loaded,
+    pack = ContextPack(text="\n".join(lines).strip(), items=[*pinned, *chosen], tokens=used, skills_loaded=loaded,
                        timings=timings)
     t_record = time.perf_counter()
     t = current_trace()
@@ -147,8 +190,8 @@ def assemble(
             s.attributes["shown_items"] = pack.item_ids
             if loaded:
                 s.attributes["loaded_skills"] = loaded
-            s.output = {"tokens": used, "items": len(chosen)}
-    if chosen:
+            s.output = {"tokens": used, "items": len(pack.items)}
+    if pack.items:
         store.bump_items(pack.item_ids, shown=1)
     timings["record_ms"] = (time.perf_counter() - t_record) * 1e3
     return pack
@@ -174,11 +217,23 @@ def search(
     """The `k` best items for `query` visible to the scope, from the home's store (`context.retrieve.search`)."""
     retrieve.check_query(query, k, mode, agent, org, user)  # a bad argument is named before a missing home
     h = home or Home.from_env()
+    if as_of is not None:  # the index holds today's items only: a point in time is read from the ledger
+        found = at_time.search(query, store=h.store, embedder=embedder or h.embedder(), as_of=validate_as_of(as_of),
+                               agent=agent, org=org, user=user, k=k, kinds=at_time.kinds_of(kind), mode=mode)
+        return [Hit(item=it, score=score, ranks=ranks, similarity=cos) for it, score, ranks, cos in found]
     hits = retrieve.search(query, store=h.store, embedder=embedder or h.embedder(), agent=agent, org=org,
                            user=user, k=k, kind=kind, mode=mode, follow_links=follow_links, as_of=as_of,
                            depth=depth, timings=timings, dates=dates)
     kept = {id(it) for it in most_specific([hit.item for hit in hits], texts_once=False)}  # a key: the narrowest
     return [hit for hit in hits if id(hit.item) in kept]
+
+
+def validate_as_of(as_of: object) -> float:
+    """`as_of` as a time (seconds since the epoch), or a ValidationError naming the form."""
+    t = validate_time(as_of, "as_of")
+    if t is None:
+        raise ValidationError("as_of must be a time in seconds since the epoch (e.g. time.time()), not None")
+    return t
 
 
 def recall(

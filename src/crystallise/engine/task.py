@@ -6,6 +6,9 @@
 
     extract_date("Meeting moved to March 3rd 2024")   # -> DateOut(date="2024-03-03")
 
+An `async def` function makes an async task: `await extract_date(...)` (the model runs in a
+worker thread, the trace goes to the background writer: the event loop is never blocked).
+
 Inputs are validated by a pydantic model built from the signature; the output is
 requested with the return type's JSON schema, validated, and repaired once. Each call
 is a task span in the active trace (or a trace of its own). What the task learns
@@ -15,6 +18,7 @@ task at G4 runs its crystallised code first.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -27,11 +31,13 @@ from crystallise.context.items import most_specific
 from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.engine.observe import trace
+from crystallise.engine.tracing import default_home
 from crystallise.errors import ModelOutputError, ValidationError
 from crystallise.governance.protect import Actor
 from crystallise.harness.runtime import TaskRuntime, constrains_text
 from crystallise.harness.spec import TaskSpec, View, task_path, valid_task_name
-from crystallise.traces.sdk import current_trace
+from crystallise.traces.last import set_last_trace_id
+from crystallise.traces.sdk import TraceHandle, current_trace
 from crystallise.types import ChangeSet, Delta, Verdict
 
 __all__ = ["Task", "define_task", "task"]
@@ -66,10 +72,11 @@ class Task:
             output_schema=self.output.json_schema(),
             max_tokens=256,
         )
+        self.is_async = inspect.iscoroutinefunction(fn)  # `async def`: calling the task gives a coroutine
         functools.update_wrapper(self, fn)
 
     def _home(self) -> Home:
-        return self.home or Home.from_env()
+        return self.home or default_home()
 
     def runtime(self, home: Home, org: str | None = None, *, agent: str = "default",
                 user: str | None = None) -> TaskRuntime:
@@ -80,34 +87,55 @@ class Task:
         return TaskRuntime(spec, View.of(home.repo), home.backend(self.model), bullets=items,
                            examples_k=self.examples_k, org=org)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             bound = self.signature.bind(*args, **kwargs)
-            value = self.input_model(**bound.arguments).model_dump(mode="json")
+            return self.input_model(**bound.arguments).model_dump(mode="json")
         except (TypeError, pydantic.ValidationError) as e:
             raise ValidationError(f"bad input for task {self.name}: {e}") from e
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_async:
+            return self._acall(*args, **kwargs)
+        value = self._input(args, kwargs)
         home = self._home()
         with ExitStack() as stack:
             t = current_trace() or stack.enter_context(trace(self.name, input=value, home=home))
-            with t.span(f"task:{self.name}", "task", input=value) as span:
-                rt = self.runtime(home, org=t.record.org_id, agent=t.record.agent_id, user=t.record.user_id)
-                ans = rt.answer(value)
-                span.attributes.update(served_by=ans.served_by, llm_calls=ans.llm_calls, grade=rt.spec.grade,
-                                       shown_items=ans.shown_items, prompt_tokens=ans.prompt_tokens,
-                                       completion_tokens=ans.completion_tokens)
-                span.attributes.update({k: v for k, v in (("code_sha", ans.code_sha),
-                                                          ("fallback_reason", ans.fallback_reason)) if v})
-                if ans.llm_calls > 1:
-                    t.signal("schema_repair", comment=f"task {self.name} needed a repair attempt")
-                try:
-                    out = self.output.validate_python(ans.output)
-                except pydantic.ValidationError as e:
-                    raise ModelOutputError(
-                        f"task {self.name}: the answer does not match the return type ({e.error_count()} errors); "
-                        "try a larger model (`--model local:qwen2.5-coder-1.5b`)", raw=str(ans.output)) from e
-                span.output = self.output.dump_python(out, mode="json")
-            if t.record.name == self.name and t.output is None:
-                t.output = span.output
+            return self._run(t, home, value)
+
+    async def _acall(self, *args: Any, **kwargs: Any) -> Any:
+        """An `async def` task: the model call runs in a worker thread; the trace goes to the background writer."""
+        value = self._input(args, kwargs)
+        home = await asyncio.to_thread(self._home)
+        t = current_trace()
+        if t is not None:
+            set_last_trace_id(t.id)  # in the caller's thread too (`_run` runs in a worker thread)
+            return await asyncio.to_thread(self._run, t, home, value)
+        async with trace(self.name, input=value, home=home) as t:
+            set_last_trace_id(t.id)
+            return await asyncio.to_thread(self._run, t, home, value)
+
+    def _run(self, t: TraceHandle, home: Home, value: Any) -> Any:
+        set_last_trace_id(t.id)  # `crystallise.last_trace_id()`: score this call later
+        with t.span(f"task:{self.name}", "task", input=value) as span:
+            rt = self.runtime(home, org=t.record.org_id, agent=t.record.agent_id, user=t.record.user_id)
+            ans = rt.answer(value)
+            span.attributes.update(served_by=ans.served_by, llm_calls=ans.llm_calls, grade=rt.spec.grade,
+                                   shown_items=ans.shown_items, prompt_tokens=ans.prompt_tokens,
+                                   completion_tokens=ans.completion_tokens)
+            span.attributes.update({k: v for k, v in (("code_sha", ans.code_sha),
+                                                      ("fallback_reason", ans.fallback_reason)) if v})
+            if ans.llm_calls > 1:
+                t.signal("schema_repair", comment=f"task {self.name} needed a repair attempt")
+            try:
+                out = self.output.validate_python(ans.output)
+            except pydantic.ValidationError as e:
+                raise ModelOutputError(
+                    f"task {self.name}: the answer does not match the return type ({e.error_count()} errors); "
+                    "try a larger model (`--model local:qwen2.5-coder-1.5b`)", raw=str(ans.output)) from e
+            span.output = self.output.dump_python(out, mode="json")
+        if t.record.name == self.name and t.output is None:
+            t.output = span.output
         return out
 
 

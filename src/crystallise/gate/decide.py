@@ -28,7 +28,7 @@ from crystallise.gate.stats import mcnemar_exact, paired_bootstrap
 from crystallise.gate.suite import CaseResult
 from crystallise.types import Verdict
 
-__all__ = ["GatePolicy", "decide"]
+__all__ = ["GatePolicy", "decide", "min_cases_for"]
 
 _MAX_IDS = 20  # case ids listed in Verdict.details per category
 _STAT_NAMES = {"mcnemar": "mcnemar_exact", "bootstrap": "paired_bootstrap"}
@@ -41,7 +41,11 @@ class GatePolicy:
 
     alpha                significance level for "new is better" (one-sided).
     max_regression_rate  share of cases allowed to go pass -> fail (0.0: none at all).
-    min_cases            fewer paired cases than this -> needs_review, not a guess.
+    min_cases            fewer paired cases than this -> needs_review, not a guess. Default (None):
+                         the smallest suite on which the exact test can reach alpha at all,
+                         ceil(log2(1/alpha)) -- 5 at alpha 0.05 (5 wins, 0 losses: p = 1/32 = 0.031;
+                         4 cases can at best give p = 1/16 > 0.05). Below that, an accept could only
+                         be "equal and cheaper" on a handful of cases. See `min_cases_for`.
     test                 "mcnemar" (exact, pass/fail) or "bootstrap" (paired, on 0/1 passes;
                          anti-conservative on tiny suites, so raise min_cases with it).
     prefer_cheaper       accept an identical pass set when the new mean cost is lower.
@@ -52,11 +56,13 @@ class GatePolicy:
 
     >>> GatePolicy(max_regression_rate=0.02, min_cases=20).test
     'mcnemar'
+    >>> GatePolicy().min_cases, GatePolicy(alpha=0.01).min_cases
+    (5, 7)
     """
 
     alpha: float = 0.05
     max_regression_rate: float = 0.0
-    min_cases: int = 1
+    min_cases: int = None  # type: ignore[assignment]  # None -> min_cases_for(alpha), set in __post_init__
     test: Literal["mcnemar", "bootstrap"] = "mcnemar"
     prefer_cheaper: bool = True
     dominance_min_cases: int = 20
@@ -69,6 +75,8 @@ class GatePolicy:
         rate = self.max_regression_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
             raise ValidationError(f"GatePolicy.max_regression_rate must be in [0, 1], e.g. 0.02; got {rate!r}")
+        if self.min_cases is None:
+            object.__setattr__(self, "min_cases", min_cases_for(self.alpha))
         if isinstance(self.min_cases, bool) or not isinstance(self.min_cases, int) or self.min_cases < 0:
             raise ValidationError(f"GatePolicy.min_cases must be an integer >= 0; got {self.min_cases!r}")
         if isinstance(self.dominance_min_cases, bool) or not isinstance(self.dominance_min_cases, int) \
@@ -77,6 +85,16 @@ class GatePolicy:
                                   f"{self.dominance_min_cases!r}")
         if self.test not in _STAT_NAMES:
             raise ValidationError(f"GatePolicy.test must be 'mcnemar' or 'bootstrap'; got {self.test!r}")
+
+
+def min_cases_for(alpha: float) -> int:
+    """The fewest paired cases on which the one-sided exact test can reach `alpha`: n wins, no losses
+    gives p = 2**-n, so n = ceil(log2(1/alpha)).
+
+    >>> min_cases_for(0.05), min_cases_for(0.5)
+    (5, 1)
+    """
+    return max(1, math.ceil(math.log2(1 / alpha) - 1e-12))
 
 
 def _plural(count: int, word: str, plural: str | None = None) -> str:

@@ -232,6 +232,7 @@ def run_suite(
     fn: Callable[[Any], Any],
     *,
     progress: Callable[[int, int], None] | None = None,
+    judge: Callable[[Any, Any, Any], tuple[bool, str | None]] | None = None,
 ) -> list[CaseResult]:
     """Run `fn(case.input)` on every case and verify the output.
 
@@ -240,7 +241,8 @@ def run_suite(
     from `fn` becomes a failed result with the error text, and so does a grader that failed
     (a python check that timed out, say: `error` says why). Every verifier spec is checked
     before anything runs, so a broken grader fails fast. `progress(done, total)` is
-    called after each case.
+    called after each case. `judge` grades the cases whose verifier is `{"kind": "judge"}` (gate/judge.py:
+    a calibrated judge; without one those cases fail, saying why).
 
     >>> suite = EvalSuite("add", [Case("c1", [2, 2], "4")])
     >>> [r.passed for r in run_suite(suite, lambda xs: str(sum(xs)))]
@@ -256,7 +258,7 @@ def run_suite(
         except Exception as exc:  # noqa: BLE001 - the function under test failed: a failed case, not a failed run
             results.append(CaseResult(case.id, False, None, error=f"{type(exc).__name__}: {exc}"))
         else:
-            passed, why = verify_detail(case.verifier, output, case.expected)
+            passed, why = verify_detail(case.verifier, output, case.expected, judge=judge, input=case.input)
             results.append(CaseResult(case.id, passed, output, error=why, cost=cost, served_by=served_by))
         if progress is not None:
             progress(done, total)

@@ -10,11 +10,14 @@ text a person can diff and no learner can quietly change:
     {"kind": "regex", "pattern": "[A-D]"}               regex fullmatch on str(output), 50 ms at most
     {"kind": "json_schema", "schema": {...}}            output validates against schema
     {"kind": "python", "source": "def check(output, expected): ..."}   run in the sandbox
+    {"kind": "judge"}                                   the task's calibrated LLM judge (gate/judge.py)
 
 The first four are *data verifiers*: plain data read by this module, the only kinds a learner
 may attach to a case it adds (`DATA_VERIFIER_KINDS`, enforced in governance/protect.py). A
 python verifier is grader code: a person writes it, the host only parses it, and `check` runs
 in the out-of-process sandbox on JSON values; only a `True` result passes (python_verifier.py).
+A judge verifier is grader code too: its prompt is the task's protected `graders/judge.json`, and a
+case graded by it passes only through a judge that passed calibration (`verify_detail(..., judge=)`).
 
 Every spec may also carry `name` and `description` for people. A bad spec raises
 `ValidationError` (a grader bug must be loud); a bad *output* just fails, and so does a
@@ -51,6 +54,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "json_schema": frozenset({"schema"}),
     "numeric": frozenset({"abs_tol", "rel_tol"}),
     "python": frozenset({"source"}),
+    "judge": frozenset(),
     "regex": frozenset({"pattern"}),
 }
 _REQUIRED: dict[str, str] = {"json_schema": "schema", "python": "source", "regex": "pattern"}
@@ -206,7 +210,8 @@ def verify(spec: dict[str, Any], output: Any, expected: Any) -> bool:
     return verify_detail(spec, output, expected)[0]
 
 
-def verify_detail(spec: dict[str, Any], output: Any, expected: Any) -> tuple[bool, str | None]:
+def verify_detail(spec: dict[str, Any], output: Any, expected: Any, *, judge: Any = None,
+                  input: Any = None) -> tuple[bool, str | None]:
     """`verify`, plus why the grader itself failed (a python check that raised, timed out or
     returned a non-bool; the sandbox unavailable), else None: what a gate run records.
 
@@ -237,5 +242,9 @@ def verify_detail(spec: dict[str, Any], output: Any, expected: Any) -> tuple[boo
             return bool(_schema_validator(json.dumps(spec["schema"], sort_keys=True)).is_valid(value)), None
         except Exception:  # noqa: BLE001 - e.g. a value jsonschema cannot handle
             return False, None
+    if kind == "judge":  # a calibrated judge (gate/judge.py), or the case fails saying why
+        if judge is None:
+            return False, "judge verifier: no calibrated judge was given (crystallise evals run calibrates it)"
+        return judge(input, output, expected)
     # python: grader code, run only in the sandbox; a failing check is a failed case, never a crashed gate
     return run_check(spec["source"], output, expected)

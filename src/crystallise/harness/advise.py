@@ -10,6 +10,8 @@ The rules, first match wins (figures are `AdvicePolicy` defaults):
     >= 3 corrections of the same kind, one user   -> context   (a user memory / preference)
     answers structured, consistent, >= 12 verified, below G4, crystallisation not rejected 3 times
                                                   -> harness   (crystallise: outputs are a function of the input)
+    >= 3 recorded synthesis attempts found no program, none accepted, below G4, the LLM fails >= 10 %
+                                                  -> weights   (code cannot be found for it; the model must learn)
     failures persist with playbook bullets shown (failure rate with bullets >= without, >= 10 such runs)
         and harness prompt learners untried      -> harness   (prompt optimisation / few-shot selection)
         and harness prompt learners rejected     -> weights   (context and prompts do not fix it)
@@ -49,6 +51,8 @@ class AdvicePolicy:
     low_accuracy: float = 0.2
     min_llm_verified: int = 20
     drift_rate: float = 0.05
+    synthesis_attempts: int = 3  # recorded attempts that found no program before the weights are advised
+    weights_failure_rate: float = 0.1  # ... and only when the LLM fails at least this often
 
 
 @dataclass
@@ -75,6 +79,7 @@ class AdviceEvidence:
     consistency: float | None = None  # share of repeated inputs whose verified answers agree
     accepted: dict[str, int] = field(default_factory=dict)  # learner -> committed change sets for the task
     rejected: dict[str, int] = field(default_factory=dict)  # learner -> rejected change sets for the task
+    synthesis_attempts: int = 0  # crystallise attempts that found no program (recorded by the loop)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +131,12 @@ def advise(ev: AdviceEvidence, policy: AdvicePolicy = AdvicePolicy()) -> Advice:
                    f"{ev.verified} verified answers of one shape"
                    + (f", repeated inputs agree {ev.consistency:.0%}" if ev.consistency is not None else "")
                    + f"; failure rate {_rate(ev.failures, ev.verified):.0%} with the LLM")
+    failing = _rate(ev.failures, ev.verified)
+    if (ev.synthesis_attempts >= policy.synthesis_attempts and not ev.accepted.get("crystallise")
+            and ev.grade < "G4" and failing >= policy.weights_failure_rate):
+        return out("weights", "fine-tune an adapter on the verified traces: no program could be found",
+                   f"{ev.synthesis_attempts} synthesis attempts found no program and none was accepted, while "
+                   f"the LLM fails {failing:.0%} of {ev.verified} verified answers")
     with_b = _rate(ev.failures_with_bullets, ev.runs_with_bullets)
     without_b = _rate(ev.failures_without_bullets, ev.runs_without_bullets)
     persist = (ev.runs_with_bullets >= policy.min_runs_with_bullets and ev.failures_with_bullets
@@ -232,9 +243,11 @@ def gather_advice(store: Store, view: Any, spec: Any, metric: Any, policy: Grade
     traces = store.list_traces(name=spec.name, limit=1_000_000, with_children=True)
     accepted: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
+    attempts = 0
     for cs in store.list_changesets(limit=100_000):
         if cs.evidence.get("task") != spec.name and not (cs.summary or "").startswith(f"{spec.name}:"):
             continue
+        attempts += "synthesis_attempt" in cs.evidence
         if cs.status in ("accepted", "committed"):
             accepted[cs.learner] += 1
         elif cs.status in ("rejected", "needs_review"):
@@ -244,5 +257,6 @@ def gather_advice(store: Store, view: Any, spec: Any, metric: Any, policy: Grade
                              metric=metric, policy=policy):
         s = ev.scope
         ev.bullets = len(store.query_items(agent=s["agent"], org=s["org"], user=s["user"], kind="bullet"))
+        ev.synthesis_attempts = attempts
         out.append(ev)
     return out

@@ -19,6 +19,7 @@ from typing import Any
 
 from crystallise.errors import ValidationError
 from crystallise.evidence import VerifiedCase, is_gate_case, verified_cases
+from crystallise.harness.history import formats_conflict, shape_of, uncovered_shapes
 from crystallise.harness.programs import isolation_problem
 from crystallise.harness.spec import TaskSpec, View, dump_jsonl, task_path
 from crystallise.harness.synth.arith import ArithRule
@@ -29,10 +30,10 @@ from crystallise.harness.synth.lookup import LookupStrategy
 from crystallise.harness.synth.pipeline import synthesise
 from crystallise.harness.synth.strategies import ArithPart, StringsPart
 from crystallise.harness.synth.verify import Policy
-from crystallise.types import ChangeSet, Delta
+from crystallise.types import ChangeSet, Delta, Scope, Verdict
 
 __all__ = ["DEFAULT_STRATEGIES", "CrystalliseLearner", "FewShotLearner", "VerifiedCase", "is_gate_case",
-           "verified_cases"]
+           "eval_case_deltas", "synthesis_attempt", "verified_cases"]
 
 
 def _set(view: View, path: str, after: str | None, reason: str) -> Delta | None:
@@ -146,6 +147,7 @@ class CrystalliseLearner:
             if extractor is not None:
                 made["hybrid"] = HybridStrategy(coder, extractor)
         self.strategies: list[Strategy] = [made[n] for n in DEFAULT_STRATEGIES if n in strategies and n in made]
+        self.attempt: dict[str, Any] | None = None  # the last propose() that found nothing: what it tried, why
 
     def propose(
         self,
@@ -155,17 +157,44 @@ class CrystalliseLearner:
         progress: Callable[[str], None] | None = None,
     ) -> ChangeSet | None:
         learn = [Case(c.input, c.output, c.trace_id) for c in cases if not is_gate_case(c.input)]
+        self.attempt = None
         if not learn:
             return None
         current = _program(view.read(task_path(spec.name, "program.json")))
-        if progress is not None:
-            for name, why in self.refused.items():
-                progress(f"{name}: {why}")
+        said: list[str] = []  # what the strategies reported trying: the attempt's evidence when nothing verifies
+        outer = progress
+
+        def progress(message: str) -> None:  # type: ignore[no-redef]
+            if message not in said:
+                said.append(message)
+            if outer is not None:
+                outer(message)
+
+        for name, why in self.refused.items():
+            progress(f"{name}: {why}")
         policies = {s.name: self.policies.get(s.name, self.default_policy) for s in self.strategies}
-        found = synthesise(spec.name, learn, self.strategies, lambda p, t: bool(self.metric(p, t)),
+        metric = lambda p, t: bool(self.metric(p, t))  # noqa: E731
+        found = synthesise(spec.name, learn, self.strategies, metric,
                            previous=current, policies=policies, description=spec.description,
                            numeric=spec.metric == "numeric", budget_s=self.budget_s, progress=progress)
+        # hybrid parts answer through the task's model (not replayable here); its extraction reads any format
+        missed = {} if found and "hybrid" in found.parts else uncovered_shapes(found.program if found else None,
+                                                                               learn, metric)
+        if formats_conflict(missed, learn) and any(s.name == "arith" for s in self.strategies):
+            # input formats the program does not answer: one arithmetic rule per shape instead of per template
+            if progress is not None:
+                progress(f"synthesis: {len(missed)} input shape(s) unanswered; one rule per shape")
+            per_shape = [ArithPart(modes=("shape",)) if s.name == "arith" else s for s in self.strategies]
+            again = synthesise(spec.name, learn, per_shape, metric, previous=current, policies=policies,
+                               description=spec.description, numeric=spec.metric == "numeric",
+                               budget_s=self.budget_s, progress=progress)
+            if again is not None and len(uncovered_shapes(again.program, learn, metric)) < len(missed):
+                found = again
         if found is None:
+            self.attempt = {"task": spec.name, "learning_cases": len(learn), "shapes": len({shape_of(c.input)
+                            for c in learn}), "strategies": [s.name for s in self.strategies],
+                            "refused": dict(self.refused), "tried": said[-30:],
+                            "why": "no strategy's program reproduced the held-out learning cases"}
             return None
         if found.code == view.read(task_path(spec.name, "code.py")) and current.get("program") == found.program:
             return None  # nothing new was learned: no change set, no gate run
@@ -195,6 +224,31 @@ class CrystalliseLearner:
             evidence={"task": spec.name, "units": found.units, "strategies": found.parts,
                       "learning_cases": len(learn)},
         )
+
+
+def eval_case_deltas(view: View, spec: TaskSpec, cases: Sequence[VerifiedCase]) -> list[Delta]:
+    """Learners may add eval cases, never change them: append the gate cases not in the suite yet."""
+    path = task_path(spec.name, "evals.jsonl")
+    before = view.read(path)
+    have = {r["id"] for r in view.jsonl(path)}
+    verifier = {"kind": "numeric" if spec.metric == "numeric" else "exact"}
+    added = [{"id": c.trace_id, "input": c.input, "expected": c.output, "verifier": verifier,
+              "source_trace": c.trace_id, "created_by": "learner"} for c in cases if c.trace_id not in have]
+    if not added:
+        return []
+    return [Delta(op="set", target="artifact", path=path, before=before, after=(before or "") + dump_jsonl(added),
+                  reason=f"+{len(added)} eval cases recorded from traces")]
+
+
+def synthesis_attempt(attempt: dict[str, Any], scope: Scope) -> ChangeSet:
+    """A synthesis attempt that found nothing, as evidence: a change set with no deltas, rejected, whose
+    verdict says why (the layer advisor counts them: synthesis that keeps failing points to the weights)."""
+    why = f"no program: {attempt['why']} ({attempt['learning_cases']} learning cases, {attempt['shapes']} shapes)"
+    # scoped like the loop's own change sets (engine/loop.Loop._own): an org's attempt is shown to that org only
+    return ChangeSet(learner="crystallise", layer="harness", deltas=[], scope=Scope(agent=scope.agent, org=scope.org),
+                     summary=f"{attempt['task']}: crystallise attempt found nothing"[:200],
+                     evidence={"task": attempt["task"], "synthesis_attempt": attempt},
+                     verdict=Verdict(decision="reject", reason=why), status="rejected")
 
 
 def _program(text: str | None) -> dict[str, Any]:

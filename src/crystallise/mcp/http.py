@@ -12,6 +12,8 @@ One request, outside in:
     scope     per tool call: `X-Crystallise-Agent` (default "default"), `X-Crystallise-Org`,
               `X-Crystallise-User`; an org key forces its org and a user-bound key its user
               (`Principal.write_org` / `write_user`), so naming another org is a tool error
+    session   an `Mcp-Session-Id` is bound to the key that opened it (`SessionOwners`): another key
+              naming it -- to call tools in it or to DELETE it -- gets the 404 of an unknown session
     SDK       `StreamableHTTPSessionManager.handle_request`
 
 A client (Python SDK):
@@ -35,16 +37,17 @@ from urllib.parse import urlsplit
 from mcp.server.mcpserver import Context
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from crystallise.api.auth import Principal, is_loopback
 from crystallise.api.deps import get_principal
 from crystallise.api.problems import Problem, problem_response
 from crystallise.errors import ValidationError
+from crystallise.engine import access
 from crystallise.engine.home import Home
 from crystallise.mcp.tools import PRINCIPAL_KEY, SCOPE_HEADERS, Binding, Sessions, create_mcp_server
 
-__all__ = ["McpEndpoint", "binding_for"]
+__all__ = ["McpEndpoint", "SessionOwners", "binding_for"]
 
 
 def binding_for(principal: Principal, headers: Any) -> Binding:
@@ -61,8 +64,53 @@ def _resolve(ctx: Context) -> tuple[Binding, str]:
     if not isinstance(principal, Principal):  # only reachable if something bypassed McpEndpoint
         raise ValidationError("this MCP call carries no verified API key: connect through /mcp")
     b = binding_for(principal, request.headers)
+    # The SDK runs each tool call in its own task, outside the request's context: the database's org
+    # line (PostgreSQL row-level security) is entered here, for this call, as the HTTP API does.
+    access.enter(principal)
     session = request.headers.get("mcp-session-id") or request.headers.get("x-crystallise-session") or "-"
     return b, f"{principal.key_id}|{session}|{b.agent}|{b.org}|{b.user}"
+
+
+SESSION_HEADER = "mcp-session-id"
+
+
+def _owner(principal: Principal) -> str:
+    """Who a session belongs to: the key (its id), or the one open principal of a server with no keys."""
+    return f"{principal.org}|{principal.key_id or '-'}|{principal.user or '-'}"
+
+
+class SessionOwners:
+    """MCP session id -> the key that opened it (bounded, oldest forgotten first).
+
+    The SDK's session manager knows sessions, not keys: without this, any valid key that learnt a
+    session id (a log line, a shared proxy) could send requests into it or DELETE it (issue 18).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._owner: dict[str, str] = {}
+        self._limit = limit
+
+    def owned_by(self, session: str, principal: Principal) -> bool:
+        return self._owner.get(session) == _owner(principal)
+
+    def capture(self, send: Send, principal: Principal) -> Send:
+        """`send`, noting the session id the SDK assigns in its answer as owned by `principal`."""
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for name, value in message.get("headers", []):
+                    if name.decode("latin-1").lower() == SESSION_HEADER:
+                        self._owner[value.decode("latin-1")] = _owner(principal)
+                        while len(self._owner) > self._limit:
+                            self._owner.pop(next(iter(self._owner)))
+            await send(message)
+        return wrapped
+
+    def release_on_success(self, send: Send, session: str) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= int(message.get("status", 500)) < 300:
+                self._owner.pop(session, None)
+            await send(message)
+        return wrapped
 
 
 def _host(value: str) -> str:
@@ -75,6 +123,7 @@ class McpEndpoint:
     def __init__(self, home: Home) -> None:
         self.server = create_mcp_server(home, resolver=_resolve, sessions=Sessions())
         self.manager: Any = None
+        self.owners = SessionOwners()
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
@@ -103,6 +152,17 @@ class McpEndpoint:
                                         "(uvicorn does)", request.url.path)(scope, receive, send)
             return
         scope[PRINCIPAL_KEY] = principal
+        session = request.headers.get(SESSION_HEADER)
+        if session is not None and not self.owners.owned_by(session, principal):
+            # another key's session (or one this endpoint never opened): answered like an unknown session,
+            # so a key that learnt a session id can neither use nor delete it, nor learn that it exists
+            await problem_response(404, "MCP session not found: start a new session (initialize) with your own "
+                                        "key", request.url.path)(scope, receive, send)
+            return
+        if session is None:
+            send = self.owners.capture(send, principal)
+        elif request.method == "DELETE":
+            send = self.owners.release_on_success(send, session)
         await self.manager.handle_request(scope, receive, send)
 
     @staticmethod

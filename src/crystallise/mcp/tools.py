@@ -10,6 +10,10 @@ of its own:
     list_skills()                          engine.skills.list_skills (names + descriptions only)
     load_skill(name, file)                 engine.skills.load_skill (the body: progressive disclosure)
     feedback(score, label, correction, comment, trace_id)   store.add_feedback on the last answer
+    core_memory_*, archival_*              engine.tiers (tier_tools.py: MemGPT's self-editing memory)
+
+Each tool's output schema is a TypedDict of outputs.py. Annotations are honest: recall, get_playbook
+and load_skill write a usage trace (below), so they are not read-only; forget is destructive.
 
 Who the tools act for is never a tool argument, so a model cannot talk itself into another
 user's memories: the scope comes from the connection (`Binding`) — CLI flags for stdio, the
@@ -53,6 +57,17 @@ from crystallise.errors import NotFoundError, StoreError, UserError, ValidationE
 from crystallise.version import __version__
 from crystallise.engine.home import Home
 from crystallise.harness.spec import View
+from crystallise.mcp.outputs import (
+    FeedbackOut,
+    ForgetOut,
+    ItemOut,
+    LoadSkillOut,
+    PlaybookOut,
+    RecallOut,
+    RememberOut,
+    SkillsOut,
+)
+from crystallise.mcp.tier_tools import register_tier_tools
 from crystallise.types import Feedback, Item, Span, Trace, now
 
 __all__ = ["SCOPE_HEADERS", "Binding", "Sessions", "create_mcp_server"]
@@ -131,7 +146,7 @@ def _call(fn: Callable[[], T]) -> T:
         raise ToolError(f"the store failed: {e}") from e
 
 
-def _item(it: Item) -> dict[str, Any]:
+def _item(it: Item) -> ItemOut:
     return {"id": it.id, "text": it.text, "kind": it.kind, "level": it.level, "section": it.section,
             "status": it.status}
 
@@ -154,7 +169,13 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
     server: MCPServer = MCPServer("crystallise", version=__version__, instructions=INSTRUCTIONS,
                                   log_level="WARNING")
     root.handlers[:], root.level = handlers, level  # the SDK configures the root logger: not a library's call
-    writes = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False)
+    writes = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False)
+    # recall, get_playbook and load_skill record what they showed (a trace with a retrieval span): that
+    # usage is what credit assignment reads and what `feedback` attaches to, so it stays, and the tools
+    # say honestly that they write (additively: nothing is changed or removed). list_skills records nothing.
+    records = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False)
+    reads = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+    retires = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False)
 
     def scope(ctx: Context) -> tuple[Binding, str]:
         return _call(lambda: resolve(ctx))
@@ -184,12 +205,12 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         source: Annotated[Literal["user", "tool"],
                           Field(description="user: the user said it; tool: it came from a tool output or a "
                                             "document (instruction-like text is then quarantined)")] = "user",
-    ) -> dict[str, Any]:
+    ) -> RememberOut:
         """Remember something for this user (or agent / org) now: the same fact again is merged, a
         contradicting fact replaces the old one, and it is shown by get_playbook and recall at once."""
         b, _ = scope(ctx)
 
-        def run() -> dict[str, Any]:
+        def run() -> RememberOut:
 
 
 
@@ -206,19 +227,19 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
         return _call(run)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(annotations=records)
     def recall(
         query: Annotated[str, Field(description="What to look for, in words.")],
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=50, description="How many items at most.")] = 5,
         kind: Annotated[Literal["memory", "bullet", "note", "skill"] | None,
                         Field(description="Only items of this kind.")] = None,
-    ) -> dict[str, Any]:
+    ) -> RecallOut:
         """Find what was learned or remembered for this scope that is relevant to `query`, best first."""
         b, session = scope(ctx)
         started, t0 = now(), time.perf_counter()
 
-        def run() -> dict[str, Any]:
+        def run() -> RecallOut:
 
 
             q = _text(query, "query")
@@ -231,18 +252,18 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
         return _call(run)
 
-    @server.tool(annotations=writes)
+    @server.tool(annotations=retires)
     def forget(
         ctx: Context,
         query: Annotated[str | None, Field(description="Forget this scope's items containing these words.")] = None,
         item_id: Annotated[str | None, Field(description="Or forget exactly this item (an id from recall).")]
         = None,
-    ) -> dict[str, Any]:
+    ) -> ForgetOut:
         """Forget (retire) items of this scope: by words or by id. Revertible by a person
         (`crystallise items revert` / `crystallise revert`); nothing matching forgets nothing."""
         b, _ = scope(ctx)
 
-        def run() -> dict[str, Any]:
+        def run() -> ForgetOut:
 
 
             if query is not None and not query.strip():
@@ -253,19 +274,19 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
         return _call(run)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(annotations=records)
     def get_playbook(
         task: Annotated[str, Field(description="The task at hand, in words, or the name of a crystallise task.")],
         ctx: Context,
         budget_tokens: Annotated[int, Field(ge=50, le=8000, description="Most tokens of context to return.")]
         = 800,
-    ) -> dict[str, Any]:
+    ) -> PlaybookOut:
         """The learned context for a task: what is known about the user, the org's rules, the agent's
         playbook (strategies, pitfalls) and the names of the skills that may help. Follow it."""
         b, session = scope(ctx)
         started, t0 = now(), time.perf_counter()
 
-        def run() -> dict[str, Any]:
+        def run() -> PlaybookOut:
 
 
             q = _text(task, "task")
@@ -280,13 +301,13 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
         return _call(run)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
-    def list_skills(ctx: Context) -> dict[str, Any]:
+    @server.tool(annotations=reads)
+    def list_skills(ctx: Context) -> SkillsOut:
         """The skills available to this scope, by name and description; load_skill(name) gives one's
         instructions."""
         b, _ = scope(ctx)
 
-        def run() -> dict[str, Any]:
+        def run() -> SkillsOut:
 
 
             found = lib_list(home, agent=b.agent, org=b.org)
@@ -295,18 +316,18 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
         return _call(run)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @server.tool(annotations=records)
     def load_skill(
         name: Annotated[str, Field(description="The skill's name, as list_skills shows it.")],
         ctx: Context,
         file: Annotated[str | None, Field(description="One of the skill's other files (its `files`), to read "
                                                       "that file instead of the instructions.")] = None,
-    ) -> dict[str, Any]:
+    ) -> LoadSkillOut:
         """A skill's instructions (its SKILL.md body), or one of its files."""
         b, session = scope(ctx)
         started, t0 = now(), time.perf_counter()
 
-        def run() -> dict[str, Any]:
+        def run() -> LoadSkillOut:
 
 
             n = _text(name, "name")
@@ -337,11 +358,11 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
         trace_id: Annotated[str | None, Field(description="The answer to rate (a trace_id from recall, "
                                                           "get_playbook or load_skill); default: the last one "
                                                           "of this session.")] = None,
-    ) -> dict[str, Any]:
+    ) -> FeedbackOut:
         """Say how the last answer built on crystallise's context went; learning credits the items it showed."""
         b, session = scope(ctx)
 
-        def run() -> dict[str, Any]:
+        def run() -> FeedbackOut:
             if score is None and label is None and not (correction or "").strip() and not (comment or "").strip():
                 raise ValidationError("feedback is empty: give a score (0-1), a label, a correction or a comment")
             tid = trace_id or memo.last(session)
@@ -366,6 +387,7 @@ def create_mcp_server(home: Home, *, binding: Binding | None = None, resolver: R
 
         return _call(run)
 
+    register_tier_tools(server, home, scope, _call)
     return server
 
 

@@ -395,7 +395,7 @@ def changeset_row(cs: ChangeSet, updated_at: float) -> dict[str, Any]:
             "created_at": _time(cs.created_at, f"{what} created_at"),
             "updated_at": updated_at,
             "user_id": cs.scope.user,
-            "org_id": cs.scope.org if cs.scope.user else None,
+            "org_id": cs.scope.org,  # m007 (org isolation of change sets): every change set's org
         },
         what,
     )

@@ -413,6 +413,108 @@ END $$""")
         conn.exec_driver_sql(f"CREATE POLICY crystallise_org_isolation ON {table} USING ({rule}) WITH CHECK ({rule})")
 
 
+def m006_jobs(conn: Connection) -> None:
+    """Jobs (issue 16, engine/jobs.py): one row per learning run -- kind, scope, JSON params, status
+    (queued | running | succeeded | failed | cancelled), progress and message, log lines (JSON list),
+    attempts, worker, result (JSON) or error, the actor who asked, a cancel request, timestamps.
+
+    PostgreSQL: row-level security as m005 gives traces, so an org key's request sees and changes
+    only its own org's jobs (`org_id`), whatever filter the code forgot.
+    """
+    md = sa.MetaData()
+    sa.Table(
+        "jobs", md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("scope_key", sa.Text, nullable=False),
+        sa.Column("agent_id", sa.Text, nullable=False),
+        sa.Column("org_id", sa.Text),
+        sa.Column("user_id", sa.Text),
+        sa.Column("params", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("progress", sa.Double, nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("log", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("max_attempts", sa.Integer, nullable=False),
+        sa.Column("worker", sa.Text),
+        sa.Column("result", sa.Text),
+        sa.Column("error", sa.Text),
+        sa.Column("actor", sa.Text, nullable=False),
+        sa.Column("cancel_requested", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("started_at", sa.Double),
+        sa.Column("finished_at", sa.Double),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.Index("ix_jobs_status_created_at", "status", "created_at"),
+        sa.Index("ix_jobs_scope_key_status", "scope_key", "status"),
+        sa.Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
+    )  # fmt: skip
+    md.create_all(conn)
+    if not is_postgres(conn):
+        return
+    conn.exec_driver_sql(f"""
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{_ORG_ROLE}') THEN
+    GRANT SELECT, INSERT, UPDATE, DELETE ON jobs TO {_ORG_ROLE};
+  END IF;
+END $$""")
+    rule = f"{_NO_ORG} OR org_id = current_setting('{_ORG_SETTING}', true)"
+    conn.exec_driver_sql("ALTER TABLE jobs ENABLE ROW LEVEL SECURITY")
+    conn.exec_driver_sql("ALTER TABLE jobs FORCE ROW LEVEL SECURITY")
+    conn.exec_driver_sql(f"CREATE POLICY crystallise_org_isolation ON jobs USING ({rule}) WITH CHECK ({rule})")
+
+
+def m007_org_isolation_learned(conn: Connection) -> None:
+    """PostgreSQL: row-level security for what learning wrote too, not only what agents recorded.
+
+    Migration 5 covered traces, spans, feedback and items. This one covers, under the same
+    per-transaction setting (a request with an org's key):
+
+        changesets, item_deltas, dream_runs    its own org's and the shared ones (no org)
+        versions                               those whose change set it can see
+        dream_traces, item_usage               those of a trace it can see
+        item_vectors, item_links               those of an item it can see
+
+    Every change set now records its org (`changesets.org_id` held it for user-level ones only):
+    the rows already stored get it from their scope, ledger rows from their item snapshot. On
+    both stores (the backfill is plain SQL); the policies on PostgreSQL only. The committer
+    (engine/committer.py) writes outside any org scope, as before: it allocates version numbers
+    and checks staleness over every row; its tenancy decisions are the access module's.
+    """
+    md = sa.MetaData()
+    cs = sa.Table("changesets", md, sa.Column("id", sa.Text), sa.Column("scope", sa.Text),
+                  sa.Column("org_id", sa.Text))
+    for row in conn.execute(sa.select(cs.c.id, cs.c.scope).where(cs.c.org_id.is_(None))).all():
+        scope = json.loads(row.scope) if row.scope else {}
+        if isinstance(scope, dict) and isinstance(scope.get("org"), str):
+            conn.execute(sa.update(cs).where(cs.c.id == row.id).values(org_id=scope["org"]))
+    ledger = sa.Table("item_deltas", md, sa.Column("seq", sa.Integer), sa.Column("org_id", sa.Text),
+                      sa.Column("before_json", sa.Text), sa.Column("after_json", sa.Text))
+    query = sa.select(ledger.c.seq, ledger.c.before_json, ledger.c.after_json).where(ledger.c.org_id.is_(None))
+    for row in conn.execute(query).all():
+        snapshot = json.loads(row.after_json or row.before_json or "{}")
+        if isinstance(snapshot, dict) and isinstance(snapshot.get("org_id"), str):
+            conn.execute(sa.update(ledger).where(ledger.c.seq == row.seq).values(org_id=snapshot["org_id"]))
+    if not is_postgres(conn):
+        return
+    own = f"{_NO_ORG} OR org_id IS NULL OR org_id = current_setting('{_ORG_SETTING}', true)"
+    policies = {
+        "changesets": own,
+        "item_deltas": own,
+        "dream_runs": own,
+        "versions": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM changesets c WHERE c.id = versions.changeset_id)",
+        "dream_traces": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM traces t WHERE t.id = dream_traces.trace_id)",
+        "item_usage": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM traces t WHERE t.id = item_usage.trace_id)",
+        "item_vectors": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM items i WHERE i.id = item_vectors.item_id)",
+        "item_links": f"{_NO_ORG} OR EXISTS (SELECT 1 FROM items i WHERE i.id = item_links.src_id)",
+    }
+    for table, rule in policies.items():
+        conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        conn.exec_driver_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        conn.exec_driver_sql(f"CREATE POLICY crystallise_org_isolation ON {table} USING ({rule}) WITH CHECK ({rule})")
+
 # Append only. Never edit, reorder or remove a shipped entry.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("initial", m001_initial),
@@ -420,6 +522,8 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("retrieval", m003_retrieval),
     ("dream", m004_dream),
     ("org_isolation", m005_org_isolation),
+    ("jobs", m006_jobs),
+    ("org_isolation_learned", m007_org_isolation_learned),
 ]
 
 

@@ -16,9 +16,10 @@ Ordering guarantees learners rely on:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -63,6 +64,8 @@ class SqlStore(ContextDataMixin):
         # PII redaction applied before anything is stored (context/pii.py); `Home.store` sets
         # it from the home's config. None stores text as given.
         self.redactor: Redactor | None = None
+        # Called with every trace once it is committed (traces/otlp_export.py: must only enqueue, never raise).
+        self.exporter: Callable[[Trace], None] | None = None
 
     def __repr__(self) -> str:
         return f"SqlStore({mask_url(self.url)!r})"
@@ -127,12 +130,20 @@ class SqlStore(ContextDataMixin):
                     f"trace {trace.id}: a span or feedback id is already recorded in another trace "
                     f"(ids must be unique; leave them at their defaults): {error.orig}"
                 ) from None
-        return dataclasses.replace(
+        return self._exported(dataclasses.replace(
             trace,
             seq=seq,
             spans=[dataclasses.replace(span, trace_id=trace.id) for span in trace.spans],
             feedback=[dataclasses.replace(fb, trace_id=trace.id) for fb in trace.feedback],
-        )
+        ))
+
+    def _exported(self, trace: Trace) -> Trace:
+        if self.exporter is not None:
+            try:
+                self.exporter(trace)
+            except Exception:  # noqa: BLE001 - exporting is telemetry: it never fails a write
+                logging.getLogger("crystallise.store").exception("the trace exporter failed on %s", trace.id)
+        return trace
 
     def add_feedback(self, feedback: Feedback) -> None:
         """Attach feedback to an acknowledged trace (NotFoundError if the trace is unknown)."""
@@ -539,6 +550,8 @@ class SqlStore(ContextDataMixin):
                             feedback=[dataclasses.replace(fb, trace_id=trace.id) for fb in trace.feedback])
                 except exc.IntegrityError:
                     raise _BatchConflict() from None
+            for i, *_ in todo:  # committed: on to the exporter
+                self._exported(results[i])  # type: ignore[arg-type]
         except _BatchConflict:
             for i, trace, *_ in prepared:
                 try:

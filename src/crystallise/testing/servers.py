@@ -6,9 +6,11 @@ small fake OpenAI-compatible upstream (streaming and not) for the proxy.
 
 The fake upstream answers `echo: <last user message>` and keeps every request body it got in
 `app.state.requests`, so a test sees exactly what the proxy forwarded. The model name picks a
-behaviour: `fail-500` answers an OpenAI-style 500 error, `fail-400` a 400; any other model works.
+behaviour: `fail-500` answers an OpenAI-style 500 error, `fail-400` a 400, `flaky-2-x` fails its first
+2 requests with 503 (a client retries them); any other model works.
 A stream is the reply in three content chunks (plus a usage chunk when
-`stream_options.include_usage` is set), framed as OpenAI frames it.
+`stream_options.include_usage` is set), framed as OpenAI frames it. `POST /v1/embeddings` answers
+3-d vectors `[len(text), index, 1.0]`.
 """
 
 from __future__ import annotations
@@ -73,16 +75,32 @@ def fake_openai(chunk_delay_s: float = 0.0) -> FastAPI:
     """A minimal OpenAI-compatible server (see the module docstring)."""
     app = FastAPI()
     app.state.requests = []
+    app.state.flaky = {}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "t"}]}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        body = await request.json()
+        app.state.requests.append({"body": body, "headers": dict(request.headers)})
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        return {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 2, "total_tokens": 2},
+                "data": [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 1.0]}
+                         for i, t in enumerate(texts)]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         body = await request.json()
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
         model = body.get("model", "")
+        if model.startswith("flaky-"):  # flaky-N-...: the first N requests naming it fail with 503
+            failed = app.state.flaky.get(model, 0)
+            if failed < int(model.split("-")[1]):
+                app.state.flaky[model] = failed + 1
+                return JSONResponse({"error": {"message": "fake flaky upstream", "type": "server_error",
+                                               "code": None, "param": None}}, status_code=503)
         if model.startswith("fail-"):
             status = int(model.split("-")[1])
             return JSONResponse({"error": {"message": f"fake upstream failure {status}", "type": "server_error",

@@ -8,14 +8,17 @@
 
 The active trace lives in a ContextVar, so `@task` calls, context assembly and the
 wrapped OpenAI client add their spans to it without being passed it. On leaving the
-block the trace is written to the store in one transaction — from then on it is
-acknowledged and immutable; feedback given afterwards is stored on its own.
+block the trace goes to the store passed in (`crystallise.trace` passes the home's background
+writer, `traces/background.py`, or writes through) — from then on it is acknowledged and
+immutable; feedback given afterwards goes the same way on its own. `async with` works too.
 An exception inside the block is recorded (status "error" + implicit feedback) and
 re-raised.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 import traceback
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 from crystallise.errors import ValidationError
 from crystallise.types import Feedback, Span, Trace, now
 
-__all__ = ["TraceHandle", "TraceWriter", "check_scope", "current_trace", "recording"]
+__all__ = ["Recording", "TraceHandle", "TraceWriter", "check_scope", "current_trace", "handoff", "recording"]
 
 class TraceWriter(Protocol):
     """Where a finished run goes: the store's `write_trace` and `add_feedback` (crystallise.store.Store)."""
@@ -124,7 +127,72 @@ def check_scope(*, agent: Any, org: Any, user: Any) -> None:
             raise ValidationError(f"{label} must be a non-empty string of at most 200 characters, got {value!r}")
 
 
-@contextmanager
+def handoff(record: Trace) -> Trace:
+    """The finished trace as it is handed over: its own lists, so feedback or a late span added to
+    the handle afterwards cannot change (or double) what a background writer has yet to store."""
+    return dataclasses.replace(record, spans=list(record.spans), feedback=list(record.feedback),
+                               metadata=dict(record.metadata))
+
+
+class Recording:
+    """One run being recorded: `with` it, or `async with` it (what `recording()` and `crystallise.trace` return).
+
+    `store` takes the finished trace on a plain `with`; `async_store` (default: `store`, called in a
+    worker thread) on `async with`, so an event loop never waits on a write. The handle's later
+    feedback goes to the same place as its trace.
+    """
+
+    def __init__(self, store: TraceWriter, record: Trace, *, async_store: TraceWriter | None = None) -> None:
+        self.store = store
+        self.async_store = async_store
+        self.record = record
+        self.handle: TraceHandle | None = None
+        self._token: Any = None
+        self._start = 0.0
+
+    def _enter(self, store: TraceWriter) -> TraceHandle:
+        if self.handle is not None:
+            raise ValidationError("a trace context records one run: call crystallise.trace(...) again for another")
+        self.handle = TraceHandle(store, self.record)
+        self._token = _current.set(self.handle)
+        self._start = time.perf_counter()
+        return self.handle
+
+    def _finish(self, error: BaseException | None) -> TraceHandle:
+        handle, record = self.handle, self.record
+        if handle is None:
+            raise ValidationError("a trace context was exited before it was entered")
+        if error is not None:
+            record.status = "error"
+            record.error = f"{type(error).__name__}: {error}"
+            record.metadata["traceback"] = "".join(
+                traceback.format_exception(type(error), error, error.__traceback__, limit=8))
+            handle.signal("exception", comment=record.error, score=0.0)
+        _current.reset(self._token)
+        record.ended_at = now()
+        record.metadata.setdefault("latency_ms", round((time.perf_counter() - self._start) * 1000, 3))
+        return handle
+
+    def __enter__(self) -> TraceHandle:
+        return self._enter(self.store)
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
+        handle = self._finish(error)
+        handle.store.write_trace(handoff(self.record))
+        handle.acknowledged = True
+
+    async def __aenter__(self) -> TraceHandle:
+        return self._enter(self.async_store or self.store)
+
+    async def __aexit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
+        handle = self._finish(error)
+        if self.async_store is None:
+            await asyncio.to_thread(handle.store.write_trace, handoff(self.record))
+        else:
+            handle.store.write_trace(handoff(self.record))  # a background writer: returns at once
+        handle.acknowledged = True
+
+
 def recording(
     store: TraceWriter,
     name: str = "run",
@@ -135,26 +203,11 @@ def recording(
     session: str | None = None,
     input: Any = None,
     metadata: dict[str, Any] | None = None,
-) -> Iterator[TraceHandle]:
+    async_store: TraceWriter | None = None,
+) -> Recording:
     """Record one agent run into `store` (see the module docstring; `crystallise.trace` picks the home's)."""
     check_scope(agent=agent, org=org, user=user)
     record = Trace(
         name=name, agent_id=agent, org_id=org, user_id=user, session_id=session, input=input, metadata=metadata or {}
     )
-    handle = TraceHandle(store, record)
-    token = _current.set(handle)
-    start = time.perf_counter()
-    try:
-        yield handle
-    except BaseException as e:
-        record.status = "error"
-        record.error = f"{type(e).__name__}: {e}"
-        record.metadata["traceback"] = traceback.format_exc(limit=8)
-        handle.signal("exception", comment=record.error, score=0.0)
-        raise
-    finally:
-        _current.reset(token)
-        record.ended_at = now()
-        record.metadata.setdefault("latency_ms", round((time.perf_counter() - start) * 1000, 3))
-        store.write_trace(record)
-        handle.acknowledged = True
+    return Recording(store, record, async_store=async_store)

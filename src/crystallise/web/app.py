@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crystallise.api import logsafe
 from crystallise.api.auth import ADMIN, Forbidden, KeyRing, Principal, is_loopback
 from crystallise.api.problems import Problem, lone_surrogate, scrub
 from crystallise.engine import access
@@ -122,7 +123,7 @@ def _error(request: Request, status: int, message: str) -> HTMLResponse:
 
 def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None) -> FastAPI:
     """The UI over `home`; `reports_dir` holds `crystallise bench ... --out` folders (default ./reports)."""
-    from crystallise.web import pages, review
+    from crystallise.web import jobs, pages, review
 
     app = FastAPI(title="crystallise UI", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.home, app.state.keys = home, keys
@@ -132,6 +133,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
     app.include_router(review.router)
+    app.include_router(jobs.router)
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:
@@ -154,7 +156,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:
-        log.error("store failure on %s: %s", request.url.path, exc)
+        log.error("store failure on %s: %s", logsafe.route(request), logsafe.redact(exc))
         return _error(request, 503, f"the store failed: {exc}")
 
     @app.exception_handler(RequestValidationError)
@@ -169,7 +171,7 @@ def create_web_app(home: Home, keys: KeyRing, *, reports_dir: Path | None = None
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s: %s", request.method, logsafe.route(request), logsafe.failure(exc))
         return _error(request, 500, "internal error: see the server log")
 
     return app

@@ -22,10 +22,11 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from crystallise.api import routes_context, routes_traces, routes_versions
 from crystallise.api.auth import Principal
 from crystallise.api.schemas import RevertIn
-from crystallise.engine.access import sees_version
+from crystallise.engine.access import sees_version, shown_trace
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.harness.spec import View
 from crystallise.engine.home import Home
+from crystallise.engine.memory import find_item
 from crystallise.store import browse
 from crystallise.types import Feedback, Item, Trace, Version
 from crystallise.web.app import COOKIE, form, render, ui_principal
@@ -98,7 +99,8 @@ def _org_filter(who: Principal, org: str | None) -> str | None:
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, who: Who) -> Response:
     home = _home(request)
-    traces = browse.recent_traces(home.store, org=None if who.admin else who.org, user=who.user, limit=10)
+    traces = [shown_trace(who, t) for t in  # ids as the key knows them (no `@org` qualifier)
+              browse.recent_traces(home.store, org=None if who.admin else who.org, user=who.user, limit=10)]
     versions = routes_versions.list_versions(home, who, limit=10, before=None).versions
     tasks = routes_versions.list_tasks(home, who).tasks
     return render(request, "overview.html", who=who, root=_root(request), traces=traces, versions=versions,
@@ -115,8 +117,9 @@ def traces_page(request: Request, who: Who, agent: Text = None, user: Text = Non
     state = _opt(status)
     if state not in (None, "ok", "error"):
         raise ValidationError(f"status must be ok or error, not {state!r}")
-    rows = browse.recent_traces(home.store, org=_org_filter(who, org), agent=_opt(agent),
-                                user=who.read_user(_opt(user)), status=state, before_seq=before, limit=50)
+    rows = [shown_trace(who, t) for t in
+            browse.recent_traces(home.store, org=_org_filter(who, org), agent=_opt(agent),
+                                 user=who.read_user(_opt(user)), status=state, before_seq=before, limit=50)]
     filters = {"agent": _opt(agent) or "", "user": _opt(user) or "", "org": _opt(org) or "", "status": state or ""}
     older = None
     if len(rows) == 50 and rows[-1].seq:
@@ -153,16 +156,16 @@ def _versions_for(home: Home, who: Principal, trace_id: str) -> list[Version]:
 @router.get("/traces/{trace_id}", response_class=HTMLResponse)
 def trace_page(request: Request, who: Who, trace_id: Annotated[str, Path(max_length=200)]) -> Response:
     home = _home(request)
-    trace = routes_traces.visible_trace(home, who, trace_id)
-    return render(request, "trace.html", who=who, root=_root(request), trace=trace,
-                  shown=_shown_items(home, who, trace), versions=_versions_for(home, who, trace_id))
+    trace = routes_traces.visible_trace(home, who, trace_id)  # as stored: its id qualified by its org
+    return render(request, "trace.html", who=who, root=_root(request), trace=shown_trace(who, trace),
+                  shown=_shown_items(home, who, trace), versions=_versions_for(home, who, trace.id))
 
 
 @router.post("/traces/{trace_id}/feedback")
 async def trace_feedback(request: Request, who: Who, trace_id: Annotated[str, Path(max_length=200)]) -> Response:
     fields = await form(request)
     home = _home(request)
-    routes_traces.visible_trace(home, who, trace_id)
+    trace = routes_traces.visible_trace(home, who, trace_id)
     score = {"good": 1.0, "bad": 0.0}.get(fields.get("rating", ""))
     comment = _opt(fields.get("comment")) or None
     correction = _opt(fields.get("correction")) or None
@@ -170,7 +173,8 @@ async def trace_feedback(request: Request, who: Who, trace_id: Annotated[str, Pa
         raise ValidationError("feedback needs a rating, a comment or a correction")
     if comment and len(comment) > 10_000:
         raise ValidationError("the comment is over 10000 characters: shorten it")
-    home.store.add_feedback(Feedback(trace_id=trace_id, score=score, label=fields.get("rating") or None,
+    # the stored id (`X@org`), never the given one: a no-org trace named `X` is not this key's
+    home.store.add_feedback(Feedback(trace_id=trace.id, score=score, label=fields.get("rating") or None,
                                      correction=correction, comment=comment))
     return RedirectResponse(f"{_root(request)}/traces/{quote(trace_id)}#feedback", status_code=303)
 
@@ -203,7 +207,7 @@ def items_page(request: Request, who: Who, agent: Text = None, user: Text = None
 @router.get("/items/{item_id}", response_class=HTMLResponse)
 def item_page(request: Request, who: Who, item_id: Annotated[str, Path(max_length=200)]) -> Response:
     try:
-        item = _home(request).store.get_item(item_id)
+        item = find_item(_home(request).store, item_id)  # a reverted item is shown from its ledger, as reverted
     except NotFoundError:
         item = None
     if item is None or not _visible_item(who, item):

@@ -105,6 +105,9 @@ class ArithStrategy:
     # Hold out a third of each sub-group and keep a rule only if it reproduces them. Off when the
     # caller verifies on cases it kept back itself (the crystallise learner does: `synth/verify.py`).
     holdout: bool = True
+    # The key modes tried, in order (harness/learn.py asks for ("shape",) when one template holds
+    # several input formats whose numbers mean different things: a rule per format).
+    modes: tuple[str, ...] = ("sentence", "line", "shape")
 
     # -- synthesis --------------------------------------------------------------------
     def partition(self, texts: Sequence[str]) -> list[str | None]:
@@ -138,7 +141,9 @@ class ArithStrategy:
         numeric = [(x, y) for x, y in cases if isinstance(x, str) and _parse_float(y) is not None]
         if len(numeric) < self.min_cases:
             return None
-        mode = previous_mode if previous and previous_mode else self._choose_mode([x for x, _ in numeric])
+        keep = previous and previous_mode in self.modes
+        mode = previous_mode if keep and previous_mode else self._choose_mode([x for x, _ in numeric])
+        previous = previous if keep else ()
         kept = {r.unit: r for r in previous}
         groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for x, y in numeric:
@@ -210,7 +215,7 @@ class ArithStrategy:
         return rules
 
     def _choose_mode(self, texts: list[str]) -> str:
-        for mode in ("sentence", "line", "shape"):
+        for mode in self.modes:
             sizes = defaultdict(int)
             for x in texts:
                 sizes[template_key(x, mode)] += 1

@@ -45,18 +45,20 @@ class ArithPart:
 
     name = "arith"
 
-    def __init__(self, *, max_size: int = 7, min_cases: int = 2) -> None:
+    def __init__(self, *, max_size: int = 7, min_cases: int = 2,
+                 modes: tuple[str, ...] = ("sentence", "line", "shape")) -> None:
         self.max_size = max_size
         self.min_cases = min_cases  # fit cases per rule; the held-out ones come on top
+        self.modes = modes  # key modes tried in order; ("shape",): one rule per input format
 
     def partition(self, cases: list[Case]) -> list[str | None]:
         texts = [c.input for c in cases if isinstance(c.input, str)]
-        units = iter(ArithStrategy().partition(texts)) if texts else iter(())
+        units = iter(ArithStrategy(modes=self.modes).partition(texts)) if texts else iter(())
         return [next(units) if isinstance(c.input, str) else None for c in cases]
 
     def propose(self, problem: Problem) -> Candidate | None:
         strategy = ArithStrategy(budget_s=problem.budget_s, max_size=self.max_size, holdout=False,
-                                 min_cases=self.min_cases)
+                                 min_cases=self.min_cases, modes=self.modes)
         verified = set(problem.previous.get("units", []))
         state = problem.previous.get("state", {})
         previous = [r for r in (ArithRule.from_dict(d) for d in state.get("rules", [])) if r.unit in verified]

@@ -1,0 +1,94 @@
+"""Implicit extraction when a session ends, without anyone running `crystallise items extract`.
+
+    extract_ended_sessions(home)            # what `crystallise serve` runs every `interval` seconds
+    end_session(home, "s-42")               # the SDK's "this conversation is over": extract now
+
+A session has ended when, among the traces recorded since extraction's watermark, one of its
+traces says so (`metadata.session_end` true, or an OTel `session.end` attribute mapped there), its
+latest trace is older than `idle_s` (default 30 minutes: a chat nobody answers), or the trace has
+no session at all (a one-shot run is its own session). When any session has ended, the extraction
+learner runs over every trace since its watermark (`engine/extract.run_extraction`: idempotent,
+resumable, candidates quarantined until corroborated), so what a user said is considered without a
+person starting it. Learning stays off the hot path: the serve loop calls this from a worker
+thread, never from a request.
+
+The jobs scheduler, where it exists, calls the same function as its `extract` job (`due` tells it
+whether there is work); until then the API app's lifespan runs `SessionExtractor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from crystallise.context.extract import WATERMARK
+from crystallise.engine.extract import run_extraction
+from crystallise.engine.home import Home
+from crystallise.types import Trace, now
+
+__all__ = ["IDLE_S", "due", "end_session", "extract_ended_sessions", "running"]
+
+log = logging.getLogger("crystallise.extract")
+IDLE_S = 1800.0
+SCAN = 5000  # traces looked at per check
+
+
+def _ended_explicitly(trace: Trace) -> bool:
+    meta = trace.metadata if isinstance(trace.metadata, dict) else {}
+    return meta.get("session_end") is True or meta.get("session.end") is True
+
+
+def due(home: Home, *, idle_s: float = IDLE_S, at: float | None = None) -> list[str]:
+    """Sessions (ids; "-" for traces with none) that ended among the traces since the watermark."""
+    t = now() if at is None else at
+    since = home.store.get_watermark(WATERMARK)
+    latest: dict[str, float] = {}
+    ended: set[str] = set()
+    for trace in home.store.list_traces(after_seq=since, limit=SCAN):
+        if not trace.session_id:
+            ended.add("-")
+            continue
+        when = trace.ended_at or trace.started_at or 0.0
+        latest[trace.session_id] = max(latest.get(trace.session_id, 0.0), when)
+        if _ended_explicitly(trace):
+            ended.add(trace.session_id)
+    ended |= {s for s, last in latest.items() if t - last >= idle_s}
+    return sorted(ended)
+
+
+def extract_ended_sessions(home: Home, *, idle_s: float = IDLE_S, at: float | None = None) -> dict[str, int]:
+    """Run extraction when a session has ended since the last run; returns its totals (empty: nothing due)."""
+    sessions = due(home, idle_s=idle_s, at=at)
+    if not sessions:
+        return {}
+    totals = run_extraction(home)
+    log.info("session end: extraction over %d trace(s) (%d session(s) ended)", totals["traces"], len(sessions))
+    return {**totals, "sessions": len(sessions)}
+
+
+def end_session(home: Home, session_id: str) -> dict[str, int]:
+    """A session is over: extract from everything recorded so far, now (idempotent)."""
+    return {**run_extraction(home), "sessions": 1} if session_id else {}
+
+
+@contextlib.asynccontextmanager
+async def running(home: Home, *, interval: float = 30.0, idle_s: float = IDLE_S) -> AsyncIterator[None]:
+    """`extract_ended_sessions` every `interval` seconds in a worker thread while the context is open.
+    A failure is logged and retried next time: it never reaches a request."""
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(extract_ended_sessions, home, idle_s=idle_s)
+            except Exception:  # noqa: BLE001 - a background learner must not die on one bad batch
+                log.exception("session-end extraction failed; retrying in %.0f s", interval)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
