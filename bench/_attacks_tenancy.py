@@ -204,7 +204,8 @@ def executors(runner: Any) -> dict[str, Callable[[Any, Any], dict[str, Any]]]:
         return _result("blocked", f"0 leftovers of {len(strings)} string(s) in the store, tree, spool and log",
                        leftovers=0)
 
-    return {"unauth-extract": unauth_extract, "unauth-dream": unauth_dream, "cross-org-code": cross_org_code, "forget": forget}
+    return {"unauth-extract": unauth_extract, "unauth-dream": unauth_dream, "cross-org-code": cross_org_code,
+            "forget": forget}
 
 
 def _store_text(home: Any) -> str:

@@ -271,3 +271,18 @@ def test_background_feedback_after_the_block_is_stored_once(tmp_path, monkeypatc
     got = home.store.list_traces(name="chat", with_children=True, limit=50)
     assert len(got) == 20 and all(len(x.feedback) == 1 and x.outcome == 0.0 for x in got)
     assert crystallise.tracing_stats().rejected == before
+
+
+def test_score_right_after_a_background_trace_finds_it(tmp_path, monkeypatch):
+    """`crystallise.score(t.id, …)` straight after the block: the trace may still be in the writer's
+    buffer; score waits for it once instead of answering 'not found'."""
+    monkeypatch.setenv("CRYSTALLISE_TRACE_WRITES", "background")
+    home = new_home(tmp_path)
+    ids = []
+    for i in range(10):
+        with crystallise.trace("ratio", input=f"q{i}", home=home) as t:
+            t.output = "a"
+        crystallise.score(t.id, 1.0, correction="a", home=home)
+        ids.append(t.id)
+    assert crystallise.flush(10)
+    assert all(len(home.store.get_trace(i).feedback) == 1 for i in ids)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crystallise.engine import jobs
+from crystallise.engine import jobs, tracing
 from crystallise.engine.home import Home
 from crystallise.engine.task_defs import task_names
 from crystallise.errors import NotFoundError, ValidationError
@@ -63,7 +63,11 @@ def score(trace_id: str | None, score: float | None = None, *, correction: Any =
     if score is None and correction is None and label is None and comment is None:
         raise ValidationError("crystallise.score needs a score, a correction, a label or a comment")
     h = home or Home.from_env()
-    h.store.get_trace(trace_id)  # NotFoundError naming the trace (written in the background? flush first)
+    try:
+        h.store.get_trace(trace_id)
+    except NotFoundError:  # recorded a moment ago, still in the background writer's buffer? wait for it once
+        tracing.flush(timeout=5.0)
+        h.store.get_trace(trace_id)  # NotFoundError naming the trace
     fb = Feedback(trace_id=trace_id, score=None if score is None else float(score), correction=correction,
                   label=label, comment=comment)
     h.store.add_feedback(fb)
