@@ -9,6 +9,7 @@ Layers of one request, outside in:
     StrictJson         422 for NaN/Infinity or lone surrogates in any JSON body (hostile.py)
     auth               Authorization: Bearer KEY -> Principal (deps.py, auth.py)
     route              pydantic parses -> library call -> dataclass/pydantic out (routes_*.py)
+                       (POST /v1/traces: a plainly valid request skips dependency solving, lean_route.py)
     problem handlers   every error -> RFC 9457 problem details (problems.py)
 
 `/otlp` is the OTLP/HTTP receiver (otlp.py), its own app mounted here; `/mcp` the MCP tools over
