@@ -304,11 +304,11 @@ def test_the_real_local_model_serves_through_the_proxy(env):
     with Server(app) as api:
         c = openai.OpenAI(base_url=api.url + "/v1", api_key=env["keys"]["acme"], max_retries=0, timeout=120)
         raw = c.chat.completions.with_raw_response.create(
-            model="smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+            model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
         done = raw.parse()
         assert done.choices[0].message.content.strip() and done.usage.completion_tokens > 0
         trace = stored(env, raw.headers[TRACE_HEADER])
         assert spans(trace)["llm"].attributes["completion_tokens"] == done.usage.completion_tokens
-        stream = c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Say hi."}],
+        stream = c.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}],
                                            max_tokens=8, stream=True)
         assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices).strip()
