@@ -24,9 +24,11 @@ import pytest
 pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
 
 import httpx  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 
 from crystallise.api import create_key  # noqa: E402
-from crystallise.engine import jobs  # noqa: E402
+from crystallise.cli import main  # noqa: E402
+from crystallise.engine import access, jobs  # noqa: E402
 from crystallise.engine.committer import Committer  # noqa: E402
 from crystallise.engine.home import Home  # noqa: E402
 from crystallise.engine.memory import find_item, remember  # noqa: E402
@@ -227,3 +229,22 @@ def test_bad_ids_and_queries_are_4xx_problems(api, path):
     r = api("evil", "GET", path)
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith(PROBLEM)
+
+
+# -- the bench's probes of these surfaces (bench/_attacks_surfaces.py) ---------------------------------
+
+
+def _bench(*ids: str) -> dict[str, str]:
+    out = CliRunner().invoke(main, ["bench", "attacks", "--json", *[a for i in ids for a in ("--id", f"tn-{i}")]])
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    assert lines, out.output
+    return {r["id"]: r["outcome"] for r in json.loads(lines[-1])["attacks"]}
+
+
+def test_the_bench_sees_the_memory_rewrites_when_the_rule_is_off(monkeypatch):
+    """Negative control: with `may_change_item` saying yes to everyone (the code before the fix), the
+    probes report both leaks; with the rule on, both are blocked."""
+    probes = ("mem-agent-rewrite", "mem-user-key-org-rewrite")
+    assert _bench(*probes) == {f"tn-{p}": "blocked" for p in probes}
+    monkeypatch.setattr(access, "may_change_item", lambda who, item: True)
+    assert _bench(*probes) == {f"tn-{p}": "leaked" for p in probes}
