@@ -10,17 +10,13 @@ What got through before the fix (engine/access.py `may_change_item` / `require_c
 - on PostgreSQL, a NUL in a URL (`/v1/jobs/%00`, `/v1/memories/%00`) answered 503 "store unavailable"
   (PostgreSQL cannot compare a NUL with a text column): now every URL with one is a 400 at the door
   (api/hostile.py), whatever the route;
-- OTLP export (traces/otlp_export.py) wrote the scope as `crystallise.org_id` / `.user_id`, which OTLP
-  ingest does not read (`crystallise.org` / `.user`): a run exported to a crystallise receiver came
-  back in as no org's and no user's (shared data), or, through a receiver's org key, as *that* org's.
+- a HOME/ui-secret others could read was used as it was (now replaced by a private one).
 Everything else here was tried and held; each test keeps the attempt so that it keeps holding.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,8 +35,8 @@ from crystallise.engine.home import Home  # noqa: E402
 from crystallise.engine.memory import find_item, remember  # noqa: E402
 from crystallise.server import create_app  # noqa: E402
 from crystallise.testing import Server  # noqa: E402
-from crystallise.traces.otlp_export import OtlpExporter  # noqa: E402
-from crystallise.types import Scope, Trace  # noqa: E402
+from crystallise.web.app import shared_secret  # noqa: E402
+from crystallise.types import Scope  # noqa: E402
 
 PROBLEM = "application/problem+json"
 
@@ -256,39 +252,18 @@ def test_the_bench_sees_the_memory_rewrites_when_the_rule_is_off(monkeypatch):
     assert _bench(*probes) == {f"tn-{p}": "leaked" for p in probes}
 
 
-# -- OTLP export of crystallise's own traces ----------------------------------------------------------
+# -- serve --workers: the shared UI secret --------------------------------------------------------------
 
 
-def test_an_exported_trace_keeps_its_org_and_user_on_the_way_back_in_and_never_loops(sqlite_home, tmp_path):
-    """Export to an OTLP receiver that is a crystallise (this one: the documented "exporting to one's own
-    ingest"). The exporter wrote `crystallise.org_id`, the receiver reads `crystallise.org`: the victim's
-    user run came back in as a trace of no org and no user -- shared data, which agent-level learning
-    reads for every org -- and with an org key of the receiver, it landed in *that* org."""
-    home = sqlite_home
-    home.config["model"] = "scripted:{}"
-    admin, evil = create_key(home.path, "*")[0], create_key(home.path, "evil")[0]
-    with Server(create_app(home)) as srv:
-        exporter = OtlpExporter(srv.url + "/otlp/v1/traces", headers={"Authorization": f"Bearer {admin}"},
-                                interval_s=0.05)
-        home.store.exporter = exporter
-        try:
-            run = home.store.write_trace(Trace(name="chat", agent_id="bot", org_id="victim", user_id="u1",
-                                               input="my PIN is canary-5501", output="noted"))
-            assert exporter.flush(20) and exporter.sent == 1 and exporter.errors == 0
-            back = [t for t in home.store.list_traces(limit=100) if t.metadata.get("source") == "otlp"]
-            assert [(t.org_id, t.user_id, t.agent_id) for t in back] == [("victim", "u1", "bot")]
-            time.sleep(0.3)  # the copy that came back in is not exported again: no loop
-            assert exporter.flush(5) and exporter.sent == 1
-            assert len(home.store.list_traces(limit=100)) == 2
-            # a receiver key of another org is refused the victim's run instead of storing it as its own
-            home.store.exporter = OtlpExporter(srv.url + "/otlp/v1/traces", interval_s=0.05,
-                                               headers={"Authorization": f"Bearer {evil}"})
-            home.store.exporter(dataclasses.replace(run, id="tr_second"))
-            assert home.store.exporter.flush(20)
-            assert not [t for t in home.store.list_traces(limit=100) if t.org_id == "evil"]
-            assert len(home.store.list_traces(limit=100)) == 2
-        finally:
-            exporter.shutdown()
-            if home.store.exporter is not exporter:
-                home.store.exporter.shutdown()
-            home.store.exporter = None
+def test_a_ui_secret_others_can_read_is_replaced_by_a_private_one(tmp_path):
+    """Tried: a HOME/ui-secret left world-readable (copied in, a loose umask) was used as it was, so any
+    local user could sign the CSRF token of a key-less UI. Now it is replaced by a fresh 0600 one,
+    which every worker then shares."""
+    path = tmp_path / "ui-secret"
+    path.write_bytes(b"K" * 32)
+    path.chmod(0o644)
+    secret = shared_secret(tmp_path)
+    assert secret != b"K" * 32 and len(secret) == 32
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes() == secret
+    assert shared_secret(tmp_path) == secret  # a second worker: the same, private secret
+    assert not list(tmp_path.glob(".ui-secret.*"))

@@ -14,10 +14,7 @@ One crystallise trace becomes one OTel trace: a root span `invoke_agent AGENT` a
 
     crystallise                        exported as
     trace                              invoke_agent {agent}: gen_ai.operation.name=invoke_agent,
-                                       gen_ai.agent.name, gen_ai.conversation.id (the session),
-                                       crystallise.agent / .org / .user (the scope, as OTLP ingest
-                                       reads it: a crystallise receiver keeps the trace in its org,
-                                       and refuses it to another org's key)
+                                       gen_ai.agent.name, gen_ai.conversation.id (the session)
     llm span                           chat {model}: gen_ai.operation.name=chat, gen_ai.request.model,
                                        gen_ai.response.model, gen_ai.usage.input_tokens/output_tokens,
                                        gen_ai.provider.name + gen_ai.system, gen_ai.response.finish_reasons,
@@ -164,11 +161,8 @@ def to_otlp(traces: list[Trace], *, service: str = "crystallise", capture_conten
     for t in traces:
         trace_id, root_id = _hex(t.id, 32), _hex(t.id + "/root", 16)
         end = t.ended_at or max([s.ended_at or s.started_at for s in t.spans] + [t.started_at])
-        # the scope under the names OTLP ingest reads (api/otlp_map.py): without them a trace exported to
-        # a crystallise came back in as no org's and no user's -- shared data every org's learning reads
         root_attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": t.agent_id,
                       "gen_ai.conversation.id": t.session_id, "crystallise.trace_id": t.id,
-                      "crystallise.agent": t.agent_id, "crystallise.org": t.org_id, "crystallise.user": t.user_id,
                       "crystallise.org_id": t.org_id, "crystallise.user_id": t.user_id, "crystallise.name": t.name}
         if capture_content:
             root_attrs |= {"crystallise.input": json.dumps(t.input, default=str),
