@@ -354,8 +354,8 @@ _TENANCY_ACCESS = [
     "bad-mcp-infinity", "bad-id-overlong", "bad-id-control", "bad-id-at-sign", "read-legacy-rows",
     # the newer surfaces (bench/_attacks_surfaces.py)
     "mem-agent-rewrite", "mem-user-key-org-rewrite", "mem-other-org-id", "mem-other-user-id", "mem-scope-filters",
-    "jobs-other-org", "jobs-start-for-victim", "bad-nul-url", "bad-memories-nan", "bad-memories-deep",
-    "bad-memories-surrogate", "bad-learn-params", "bad-responses", "bad-embeddings",
+    "jobs-other-org", "jobs-dream-credit-log", "jobs-start-for-victim", "bad-nul-url", "bad-memories-nan",
+    "bad-memories-deep", "bad-memories-surrogate", "bad-learn-params", "bad-responses", "bad-embeddings",
 ]
 
 

@@ -3,8 +3,9 @@ of the `tenancy-access` family (`bench/_attacks_access.py` runs them with its `P
 
 Org `evil`'s key and `v1`'s user-bound key (org `victim`) against the victim's memories and jobs. Found
 by these probes and fixed (engine/access.py `may_change_item`): an org key rewrote and retired
-agent-level memories every org is served, and a user-bound key its org's shared memories; a NUL in a
-URL answered 503 on PostgreSQL (api/hostile.py refuses it at the door).
+agent-level memories every org is served, and a user-bound key its org's shared memories; an org's
+dream job logged the credit counts of every org's runs (engine/dream.py); a NUL in a URL answered 503
+on PostgreSQL (api/hostile.py refuses it at the door).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import httpx
 from crystallise.engine import jobs
 from crystallise.engine.memory import find_item, remember
 from crystallise.errors import NotFoundError
-from crystallise.types import Scope
+from crystallise.types import Feedback, Scope, Span, Trace
 
 __all__ = ["SURFACE_PROBES"]
 
@@ -150,6 +151,28 @@ def jobs_start_for_victim(p: Any) -> None:
         p.leaks.append("a refused request queued a job")
 
 
+def jobs_dream_credit_log(p: Any) -> None:
+    """evil's dream job: does its log (GET /v1/jobs/{id}, SSE) count the victim's runs?"""
+    home = p.lab.home
+    for i in range(3):
+        t = Trace(name="run", agent_id="ct", org_id=VICTIM, input="q", output="a",
+                  spans=[Span(name="context", kind="retrieval", attributes={"shown_items": [f"it_v{i}"]})])
+        t.feedback.append(Feedback(trace_id=t.id, score=1.0))
+        home.store.write_trace(t)
+    r = p.call("evil", "POST", "/v1/learn", json={"kind": "dream", "agent": "ct", "params": {"dry_run": True}})
+    if r.status_code != 202:
+        p.statuses.append(f"not run: evil's dream was refused ({r.status_code})")
+        return
+    job_id = r.json()["items"][0]["id"]
+    jobs.run(home, job_id)
+    shown = p.call("evil", "GET", f"/v1/jobs/{job_id}").json()
+    evil_runs = len(home.store.list_traces(org="evil", limit=100_000))
+    for line in (ln["line"] for ln in shown.get("log", []) if ln["line"].startswith("credit:")):
+        counted = int(line.split()[1]) if line.split()[1:2] and line.split()[1].isdigit() else -1
+        if "of org evil" not in line or not 0 <= counted <= evil_runs:
+            p.leaks.append(f"evil's dream job log counts other orgs' runs (evil has {evil_runs}): {line!r}")
+
+
 def _counts(p: Any) -> tuple[int, int, int]:
     store = p.lab.home.store
     return (len(store.query_items(limit=100_000)), store.count_traces(),
@@ -179,6 +202,8 @@ SURFACE_PROBES: dict[str, tuple[str, Callable[[Any], None]]] = {
     "mem-scope-filters": ("list / search (as_of) / delete_all naming the victim's org or another user",
                           mem_scope_filters),
     "jobs-other-org": ("the victim's job id: GET, SSE, cancel, /ui/jobs, list", jobs_other_org),
+    "jobs-dream-credit-log": ("evil's dream job: its log counting the victim's runs (credit step)",
+                              jobs_dream_credit_log),
     "jobs-start-for-victim": ("POST /v1/learn for the victim's org, by a user-bound key; POST /v1/tasks",
                               jobs_start_for_victim),
     "bad-nul-url": ("a NUL in a URL (/v1/jobs/%00, /v1/memories/%00, ?user_id=%00)",

@@ -10,6 +10,9 @@ What got through before the fix (engine/access.py `may_change_item` / `require_c
 - on PostgreSQL, a NUL in a URL (`/v1/jobs/%00`, `/v1/memories/%00`) answered 503 "store unavailable"
   (PostgreSQL cannot compare a NUL with a text column): now every URL with one is a 400 at the door
   (api/hostile.py), whatever the route;
+- an org's dream job logged the credit step's counts over *every* org's new traces ("credit: 8
+  trace(s), +7 helpful"), which `POST /v1/dream` hides from an org key (engine/dream.py now logs the
+  job's own org's counts);
 - a HOME/ui-secret others could read was used as it was (now replaced by a private one).
 Everything else here was tried and held; each test keeps the attempt so that it keeps holding.
 """
@@ -36,7 +39,7 @@ from crystallise.engine.memory import find_item, remember  # noqa: E402
 from crystallise.server import create_app  # noqa: E402
 from crystallise.testing import Server  # noqa: E402
 from crystallise.web.app import shared_secret  # noqa: E402
-from crystallise.types import Scope  # noqa: E402
+from crystallise.types import Feedback, Scope, Span, Trace  # noqa: E402
 
 PROBLEM = "application/problem+json"
 
@@ -172,6 +175,34 @@ def test_jobs_cannot_be_started_for_another_org_nor_by_a_user_bound_key(home, ap
     assert queued.status_code == 202
     job_id = queued.json()["items"][0]["id"]
     assert api("u1", "POST", f"/v1/jobs/{job_id}/cancel").status_code == 404  # not u1's: as unknown
+
+
+def test_an_orgs_dream_job_log_counts_its_own_orgs_credit_only(home, api):
+    """Got through: a dream job's log said "credit: 8 trace(s), +7 helpful" to evil's key -- the credit
+    step runs over every org's new traces, and its progress line counted them all (the victim's 7
+    helpful runs too), which `POST /v1/dream` hides (access.report_for) but the job log showed."""
+    for i in range(7):
+        home.store.write_trace(_shown_run("victim", f"it_v{i}", 1.0))
+    home.store.write_trace(_shown_run("evil", "it_e", 0.0))
+    r = api("evil", "POST", "/v1/learn", json={"kind": "dream", "params": {"dry_run": True}})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["items"][0]["id"]
+    assert jobs.run(home, job_id).status == "succeeded"
+    seen = api("evil", "GET", f"/v1/jobs/{job_id}").json()
+    credit = [ln["line"] for ln in seen["log"] if ln["line"].startswith("credit:")]
+    assert credit == ["credit: 1 trace(s) of org evil, +0 helpful, +0 harmful"], seen["log"]
+    events = api("evil", "GET", f"/v1/jobs/{job_id}/events").text
+    assert "8 trace" not in events and "+7" not in events
+    # the operator's dream over every scope still counts every org
+    everyone = jobs.run(home, jobs.submit(home, "dream", scope=Scope(), params={"dry_run": True}).id)
+    assert any(ln["line"].startswith("credit: 8 trace(s), +7 helpful") for ln in everyone.log), everyone.log
+
+
+def _shown_run(org: str, item: str, score: float) -> Trace:
+    t = Trace(name="run", org_id=org, input="q", output="a",
+              spans=[Span(name="context", kind="retrieval", attributes={"shown_items": [item]})])
+    t.feedback.append(Feedback(trace_id=t.id, score=score))
+    return t
 
 
 # -- hostile input on every new entry: 4xx problem+json, nothing stored, never 5xx --------------------
