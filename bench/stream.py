@@ -197,6 +197,9 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
     config = LoopConfig(learners=chosen, gate_max_cases=gate_cases, strategies=_strategies(strategies),
                         coder_model=coder_model, synth_budget_s=synth_budget_s)
     run = Run(home, task, model, metric, config, reflect_model, records=train + data)
+    not_run = run.loop.crystallise.refused if "crystallise" in chosen else {}
+    for name, why in not_run.items():  # e.g. BBH tasks that only LLM-written code can answer
+        console.print(f"strategy {name} not run: {why}")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
         def say(msg: str) -> None:
@@ -240,6 +243,7 @@ def command(ctx: click.Context, data_path: Path, model: str, mode: str, train_pa
     close_sandboxes()
     result = _result(run, mode, eval_flags, base_flags, n_train, task, model, metric, time.perf_counter() - start)
     result["train_records"] = seen
+    result["strategies_not_run"] = not_run
     _write(out, run, result, data_path, n_train)
     if as_json:
         click.echo(json.dumps(result))

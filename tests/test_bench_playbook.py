@@ -58,9 +58,10 @@ def test_dreaming_matches_add_only_at_a_fraction_of_the_tokens(tmp_path: Path) -
     assert result["playbook_tokens_final"]["dream"] < result["playbook_tokens_final"]["add_only"]
     assert result["context_token_ratio"] <= 0.5 and result["goal_met"]
     # two formulas keep failing (hard cases), so both wordings of their lessons reach the add-only playbook;
-    # the dream arm holds each helpful lesson once and forgot the two that were shown in failure after failure
+    # the dream arm holds each lesson once. Credit is by counterfactual (issue 17): the lessons of the two
+    # hard formulas were shown in failure after failure, but removing them fixes nothing, so they are kept
+    # (blame-all credit used to forget them)
     assert len(series["add_only_playbook"]) == 8
-    assert sorted(t.split(":")[0] for t in series["dream_playbook"]) == [
-        f"Lesson for {n}" for n in sorted(set(FORMULAS) - {"Current Ratio", "Gross Margin"})]
+    assert sorted(t.split(":")[0] for t in series["dream_playbook"]) == [f"Lesson for {n}" for n in sorted(FORMULAS)]
     playbook.write(tmp_path / "out", series, result, "scripted")
     assert (tmp_path / "out" / "tokens.png").stat().st_size > 1000

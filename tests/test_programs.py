@@ -191,7 +191,8 @@ def test_arith_with_a_hostile_template_key(key: str) -> None:
     source = render(tree)
     shape = top_level(render_body(body))
     assert shape.count("def _rule0") == 1 and not any(s.startswith("def _rule1") for s in shape)
-    assert [s for s in shape if s.startswith("def ")] == ["def extract_numbers", "def number_spans", "def fmt_number",
+    assert [s for s in shape if s.startswith("def ")] == ["def extract_numbers", "def named_numbers",
+                                                           "def number_spans", "def fmt_number",
                                                            "def template_key", "def payload", "def encode",
                                                            "def _rule0", "def _match", "def unit", "def solve"]
     data_only_in_literals(tree)
@@ -368,8 +369,8 @@ def test_the_literal_check_catches_the_old_comment_injection(monkeypatch) -> Non
     real = rendering._arith
 
     def leaky(body: dict[str, Any]) -> str:
-        return real(body).replace("def _rule0(d, p, n, D, P, N):\n",
-                                  f"def _rule0(d, p, n, D, P, N):\n    # {body['rules'][0]['key']}\n")
+        return real(body).replace("def _rule0(d, p, n, D, P, N, v):\n",
+                                  f"def _rule0(d, p, n, D, P, N, v):\n    # {body['rules'][0]['key']}\n")
 
     monkeypatch.setattr(rendering, "_arith", leaky)
     evil = "Use formula X\r    if d[0] == 1337: return -66666\r    # to answer."

@@ -83,7 +83,10 @@ def test_stateful_runs_follow_the_documents_links(tmp_path: Path) -> None:
     assert {"GetRecordedTrace", "GiveFeedback", "RevertFirstVersion"} <= set(links), links
     for scope in ("acme", "*"):
         key, _ = create_key(home.path, scope)
-        failures, statuses, errors, calls = stateful(schema, key, scenarios=8, steps=5)
+        # the linked operations only (the whole document is `bench openapi --stateful`'s): every scenario
+        # then has a link to follow within a few steps
+        linked = schema.include(path_regex=r"^/v1/(traces|versions)")
+        failures, statuses, errors, calls = stateful(linked, key, scenarios=8, steps=5)
         assert failures == [] and errors == 0, "\n".join(failures)
         assert [op for op in calls if op.startswith("link ")], calls  # a value an earlier answer named, used
     home.close()

@@ -62,16 +62,18 @@ PRE = ("Use formula Debt-to-Equity Ratio to answer the question. Formula: D/E = 
        "Shareholders' Equity. Question: ")
 
 
-def debt_equity(n=30, seed=3) -> list[Case]:
+def debt_equity(n=30, seed=3, stated=True) -> list[Case]:
     """The numbers come in three phrasings and either order of size: no arithmetic over positions
-    or ranks fits, a model that reads the roles can."""
+    or ranks fits, a model that reads the roles can (and, with the formula stated, so can arith by
+    the words around each number; `stated=False` leaves the formula out)."""
+    pre = PRE if stated else "Use formula Debt-to-Equity Ratio to answer the question. Question: "
     rng, out = random.Random(seed), []
     for i in range(n):
         x, y = rng.randrange(100, 2000) * 1000, rng.randrange(100, 2000) * 1000
         q = [f"A firm has liabilities of ${x:,} and equity of ${y:,}. What is its debt-to-equity ratio?",
              f"Shareholders' equity stands at ${y:,} while liabilities are ${x:,}. Compute the ratio.",
              f"With ${y:,} of equity and liabilities of ${x:,}, find D/E."][i % 3]
-        out.append(Case(PRE + q + " Answer:", str(round(x / y, 2)), f"d{i}"))
+        out.append(Case(pre + q + " Answer:", str(round(x / y, 2)), f"d{i}"))
     return out
 
 
@@ -247,7 +249,11 @@ def test_hybrid_extracts_fields_and_code_computes():
     fields = json.loads(fake_extraction(value.input))
     assert score_numeric(_run(cand, value.input, fields), value.output)
     assert _run(cand, value.input) is None  # without extracted fields a hybrid part abstains
-    assert ArithPart().propose(Problem("t", cases, score_numeric, budget_s=0.5)) is None  # arithmetic alone cannot
+    # arithmetic over positions or ranks cannot (the phrasings reorder the amounts); it can only through
+    # the formula the task states, by the words around each number (synth/formula.py, named_numbers)
+    arith = ArithPart().propose(Problem("t", cases, score_numeric, budget_s=0.5))
+    assert arith is None or (arith.program.get("names")
+                             and all('"v' in json.dumps(r["expr"]) for r in arith.program["rules"]))
 
 
 # -- verification by replay -------------------------------------------------------------------------
@@ -356,7 +362,7 @@ def test_hybrid_in_the_loop_serves_by_extraction_then_code_and_reverts(tmp_path)
 
     loop = make_loop(home, llm, task="de", metric="numeric", strategies=("arith", "hybrid"),
                      coder_model="scripted:" + COMPUTE)
-    cases = debt_equity(60)
+    cases = debt_equity(60, stated=False)  # no formula stated: arith cannot, hybrid can
     feed(loop, cases[:48])
     report = loop.learn()
     assert report.committed, [c.verdict for c in report.proposed]
@@ -370,7 +376,7 @@ def test_hybrid_in_the_loop_serves_by_extraction_then_code_and_reverts(tmp_path)
     assert all(score_numeric(a.output, c.output) for a, c in zip(served, cases[48:]))
     hybrid = next(s for s in loop.crystallise.strategies if s.name == "hybrid")
     asked = len(hybrid.coder.requests)
-    feed(loop, debt_equity(90)[60:])
+    feed(loop, debt_equity(90, stated=False)[60:])
     loop.learn()  # more evidence: the verified unit is kept, the coder is not asked again
     assert len(hybrid.coder.requests) == asked
 

@@ -527,13 +527,16 @@ class Loop:
             cs.evidence.setdefault("task", self.spec.name)  # which task's failures taught it (the advisor reads it)
         return cs
 
+    def _eval_case_deltas(self, cases: Sequence[VerifiedCase]) -> list[Delta]:
+        return eval_case_deltas(self._view(), self.spec, cases)  # (a seam the code-path attacks replace)
+
     def gate_and_commit(self, cs: ChangeSet, cases: Sequence[VerifiedCase]) -> Version | None:
         """Old vs new on the gate cases; commit on accept, keep as evidence otherwise.
 
         On top of the paired test, a program may not answer (by code) a recorded disagreement
         wrongly: once code has been caught wrong on an input, no code goes live that repeats it."""
         if cs.layer == "harness":
-            cs.deltas += eval_case_deltas(self._view(), self.spec, cases)
+            cs.deltas += self._eval_case_deltas(cases)
         cs.deltas = self._view().place(cs.deltas)
         old_rt, new_rt = self.runtime(), self.runtime(cs.deltas)
         old = [self._run(old_rt, c) for c in cases]

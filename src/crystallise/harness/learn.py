@@ -139,6 +139,9 @@ class CrystalliseLearner:
                 self.refused = {n: f"LLM-written code is refused here: {problem}"
                                 for n in ("coder", "hybrid") if n in strategies}
                 coder = None
+        elif coder is None and not self.refused:  # say so: a task that needs code must not just show 0 %
+            self.refused = {n: "no coder model (LoopConfig.coder_model, --coder-model): model-free strategies only"
+                            for n in ("coder", "hybrid") if n in strategies}
         if coder is not None:
             made["coder"] = CoderStrategy(coder)
             if extractor is not None:

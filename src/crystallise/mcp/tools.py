@@ -3,9 +3,9 @@
 Each tool is a thin edge over the library (parse, call, serialise); none has learning logic
 of its own:
 
-    remember(text, kind, section, source)  context.memory.remember   (explicit: effective at once)
+    remember(text, kind, section, source)  engine.memory.remember    (explicit: effective at once)
     recall(query, k, kind)                 engine.serving.recall     (hybrid BM25 + embeddings)
-    forget(query | item_id)                context.memory.forget     (retired, revertible)
+    forget(query | item_id)                engine.memory.forget      (retired, revertible)
     get_playbook(task, budget_tokens)      engine.serving.assemble (the pack an agent is served)
     list_skills()                          engine.skills.list_skills (names + descriptions only)
     load_skill(name, file)                 engine.skills.load_skill (the body: progressive disclosure)

@@ -42,7 +42,7 @@ from typing import Any
 
 from crystallise.errors import SandboxError
 from crystallise.harness.synth import strings_runtime as rt
-from crystallise.harness.synth.numbers import extract_numbers, fmt_number
+from crystallise.harness.synth.numbers import extract_numbers, fmt_number, named_numbers
 from crystallise.harness.synth.template import encode, key_of, payload
 
 __all__ = ["FORMAT", "HELPERS", "Program", "ProgramError", "Result", "Runner", "load", "load_body", "snap",
@@ -83,6 +83,8 @@ class Result:
 # -- arith ----------------------------------------------------------------------------------------------
 
 _VARS = {"d": "$", "p": "%", "n": "n"}
+MAX_NAMES = 5  # variables of a stated formula (synth/formula.py)
+MAX_FALLBACK_NUMBERS = 8  # an at_least rule reads inputs of at most this many numbers (after the template's)
 
 
 def _arith_expr(node: Any, budget: _Budget, depth: int = 0) -> Callable[[dict[str, list[float]]], Any]:
@@ -92,7 +94,7 @@ def _arith_expr(node: Any, budget: _Budget, depth: int = 0) -> Callable[[dict[st
         _keys(node, "arith var", {"var"})
         name = _str(node["var"], "var")
         letter = name[:1]
-        _need(letter in "dpnDPN" and letter != "" and name[1:].isdigit() and len(name) <= 4,
+        _need(letter in "dpnvDPN" and letter != "" and name[1:].isdigit() and len(name) <= 4,
               f"unknown arith variable {name!r}")
         i = int(name[1:])
         return lambda env: env[letter][i]
@@ -123,7 +125,7 @@ def _arith_expr(node: Any, budget: _Budget, depth: int = 0) -> Callable[[dict[st
 
 class _Arith:
     def __init__(self, body: Mapping[str, Any], budget: _Budget) -> None:
-        _keys(body, "arith body", {"kind", "mode", "skip", "rules"})
+        _keys(body, "arith body", {"kind", "mode", "skip", "rules"}, {"names"})
         self.mode = body["mode"]
         _need(self.mode in MODES, f"mode must be one of {MODES}")
         _need(isinstance(body["skip"], dict), "skip must be an object")
@@ -132,19 +134,40 @@ class _Arith:
         for key, s in body["skip"].items():
             s = _keys(s, "skip entry", {"$", "%", "n"})
             self.skip[_str(key, "skip key")] = {k: _int(s[k], "skip count", 0, 64) for k in ("$", "%", "n")}
+        # a template's stated variables: v<i> is the number named by names[key][i] (`named_numbers`)
+        self.names: dict[str, list[str]] = {}
+        names = body.get("names", {})
+        _need(isinstance(names, dict), "names must be an object")
+        budget.add(len(names), "arith templates")
+        for key, ns in names.items():
+            _need(type(ns) is list and 0 < len(ns) <= MAX_NAMES, f"names: a list of 1 to {MAX_NAMES} strings")
+            self.names[_str(key, "names key")] = [_str(n, "name")[:100] for n in ns]
         _need(type(body["rules"]) is list, "rules must be a list")
         self.rules: dict[tuple[str, tuple[int, ...]], tuple[Callable[..., Any], int, str]] = {}
+        # per template, at most one rule for any signature with at least these counts (`"at_least": true`):
+        # used when no rule was verified for the input's exact signature
+        self.fallback: dict[str, tuple[tuple[int, ...], tuple[Callable[..., Any], int, str]]] = {}
         for r in body["rules"]:
-            _keys(r, "arith rule", {"key", "signature", "expr", "places", "rounding"})
+            _keys(r, "arith rule", {"key", "signature", "expr", "places", "rounding"}, {"at_least"})
             sig = r["signature"]
             _need(type(sig) is list and len(sig) == 3, "signature must be [d, p, n]")
             sig_t = tuple(_int(v, "signature count", 0, 64) for v in sig)
             places = _int(r["places"], "places", -1, MAX_PLACES)
             _need(r["rounding"] in ROUNDINGS, f"rounding must be one of {ROUNDINGS}")
-            self.rules[(_str(r["key"], "rule key"), sig_t)] = (_arith_expr(r["expr"], budget), places, r["rounding"])
+            at_least = r.get("at_least", False)
+            _need(type(at_least) is bool, "at_least must be a bool")
+            rule = (_arith_expr(r["expr"], budget), places, r["rounding"])
+            key = _str(r["key"], "rule key")
+            if at_least:
+                _need(key not in self.fallback, f"at most one at_least rule per template ({key[:60]!r})")
+                self.fallback[key] = (sig_t, rule)
+            else:
+                self.rules[(key, sig_t)] = rule
         # the most numbers any rule reads (its template's own included): an input with more has no rule,
         # so extraction stops there (a hostile input of 50,000 numbers costs what 9 do)
-        self.limit = max((sum(sig) + sum(self.skip.get(key, {}).values()) for key, sig in self.rules), default=0) + 1
+        sizes = [sum(sig) + sum(self.skip.get(key, {}).values()) for key, sig in self.rules]
+        sizes += [MAX_FALLBACK_NUMBERS + sum(self.skip.get(key, {}).values()) for key in self.fallback]
+        self.limit = max(sizes, default=0) + 1
 
     def _match(self, text: Any) -> tuple[str, tuple[int, ...], dict[str, list[float]], Any] | None:
         if not isinstance(text, str):
@@ -159,11 +182,24 @@ class _Arith:
         nums = {k: v[skip[k]:] for k, v in found.items()}
         sig = (len(nums["$"]), len(nums["%"]), len(nums["n"]))
         rule = self.rules.get((key, sig))
-        return None if rule is None else (key, sig, nums, rule)
+        if rule is None and key in self.fallback:
+            least, rule = self.fallback[key]
+            if sum(sig) > MAX_FALLBACK_NUMBERS or any(a < b for a, b in zip(sig, least)):
+                return None
+            return key, least, self._named(nums, text, key), rule
+        return None if rule is None else (key, sig, self._named(nums, text, key), rule)
+
+    def _named(self, nums: dict[str, list[float]], text: str, key: str) -> dict[str, Any]:
+        names = self.names.get(key)
+        return {**nums, "v": named_numbers(text, names, self.skip[key]) if names else []}
+
+    def _unit(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> str:
+        exact = self.rules.get((m[0], m[1])) is m[3]
+        return f"{m[0]} | {m[1]}" if exact else f"{m[0]} | >= {m[1]}"
 
     def unit(self, value: Any) -> str | None:
         m = self._match(value)
-        return None if m is None else f"{m[0]} | {m[1]}"
+        return None if m is None else self._unit(m)
 
     def solve(self, value: Any, fields: Any = None) -> Any:
         return self.answer(value, fields, None)[1]
@@ -173,7 +209,7 @@ class _Arith:
         m = self._match(value)
         if m is None:
             return None, None
-        unit = f"{m[0]} | {m[1]}"
+        unit = self._unit(m)
         if allowed is not None and unit not in allowed:
             return None, None
         return unit, self._compute(m)
@@ -181,6 +217,7 @@ class _Arith:
     def _compute(self, m: tuple[str, tuple[int, ...], dict[str, list[float]], Any]) -> Any:
         _, _, nums, (fn, places, rounding) = m
         env = {letter: nums[kind] for letter, kind in _VARS.items()}
+        env["v"] = nums["v"]
         env.update({letter.upper(): sorted(nums[kind], reverse=True) for letter, kind in _VARS.items()})
         try:
             out = fn(env)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from crystallise.harness.programs.interp import FORMAT, ProgramError
+from crystallise.harness.programs.interp import FORMAT, MAX_FALLBACK_NUMBERS, ProgramError
 from crystallise.harness.synth import strings_runtime as rt
 from crystallise.harness.synth.compose import Part, compose, indent, nestable
 from crystallise.harness.synth.numbers import RUNTIME as NUMBERS
@@ -87,7 +87,7 @@ def _lookup(body: Mapping[str, Any]) -> str:
 
 # -- arith ----------------------------------------------------------------------------------------------
 
-_VAR = re.compile(r"[dpnDPN]\d{1,3}")
+_VAR = re.compile(r"[dpnvDPN]\d{1,3}")
 
 
 def _arith_expr(node: Mapping[str, Any]) -> str:
@@ -122,14 +122,21 @@ def _arith(body: Mapping[str, Any]) -> str:
         TEMPLATE,
         f"MODE = {_lit(body['mode'])}",
         f"SKIP = {_lit(skips)}",
+        f"NAMES = {_lit({k: [str(n)[:100] for n in v] for k, v in sorted(body.get('names', {}).items())})}",
         "",
     ]
-    table = []
+    table, fallback = [], []
     for i, r in enumerate(rules):
-        lines += [f"def _rule{i}(d, p, n, D, P, N):", f"    return {_arith_expr(r['expr'])}", ""]
+        lines += [f"def _rule{i}(d, p, n, D, P, N, v):", f"    return {_arith_expr(r['expr'])}", ""]
         sig = tuple(int(v) for v in r["signature"])
-        table.append(f"    ({_lit(r['key'])}, {sig!r}): (_rule{i}, {int(r['places'])!r}, {_lit(r['rounding'])}),")
-    lines += ["RULES = {  # (template, (d, p, n)): (rule, decimal places, rounding)", *table, "}", "", _ARITH_SOLVE]
+        entry = f"(_rule{i}, {int(r['places'])!r}, {_lit(r['rounding'])})"
+        if r.get("at_least"):
+            fallback.append(f"    {_lit(r['key'])}: ({sig!r}, {entry}),")
+        else:
+            table.append(f"    ({_lit(r['key'])}, {sig!r}): {entry},")
+    lines += ["RULES = {  # (template, (d, p, n)): (rule, decimal places, rounding)", *table, "}", "",
+              "FALLBACK = {  # template: (at least (d, p, n), rule) when no rule has the exact signature",
+              *fallback, "}", f"MAX_FALLBACK_NUMBERS = {MAX_FALLBACK_NUMBERS!r}", "", _ARITH_SOLVE]
     return "\n".join(lines)
 
 
@@ -145,13 +152,20 @@ def _match(text):
     nums = {k: v[skip[k]:] for k, v in extract_numbers(text).items()}
     sig = (len(nums["$"]), len(nums["%"]), len(nums["n"]))
     rule = RULES.get((key, sig))
+    if rule is None and key in FALLBACK:
+        least, rule = FALLBACK[key]
+        if sum(sig) > MAX_FALLBACK_NUMBERS or any(a < b for a, b in zip(sig, least)):
+            return None
+        return key, least, nums, rule
     return None if rule is None else (key, sig, nums, rule)
 
 
 def unit(text):
-    """The rule this input belongs to: "<template> | (d, p, n)", or None."""
+    """The rule this input belongs to: "<template> | (d, p, n)" (or "| >= (d, p, n)"), or None."""
     m = _match(text)
-    return None if m is None else "%s | %s" % (m[0], m[1])
+    if m is None:
+        return None
+    return "%s | %s" % (m[0], m[1]) if RULES.get((m[0], m[1])) is m[3] else "%s | >= %s" % (m[0], m[1])
 
 
 def solve(text):
@@ -162,7 +176,9 @@ def solve(text):
     fn, places, rounding = rule
     try:
         ranked = [sorted(nums[k], reverse=True) for k in ("$", "%", "n")]
-        value = fn(nums["$"], nums["%"], nums["n"], *ranked)
+        names = NAMES.get(key)
+        named = named_numbers(text, names, SKIP[key]) if names else []
+        value = fn(nums["$"], nums["%"], nums["n"], *ranked, named)
     except (ArithmeticError, ValueError, TypeError, IndexError):
         return None
     if isinstance(value, complex):

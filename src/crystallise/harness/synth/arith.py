@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from crystallise.harness.synth.enumerate import enumerate_expressions
-from crystallise.harness.synth.numbers import extract_numbers, fmt_number
+from crystallise.harness.synth.formula import Shape, fit_shape, parse_formula
+from crystallise.harness.synth.numbers import extract_numbers, fmt_number, named_numbers
 from crystallise.harness.synth.template import key_of
 
 __all__ = ["ArithRule", "ArithStrategy", "template_key"]
@@ -74,6 +75,10 @@ class ArithRule:
     n_fit: int
     n_heldout: int
     skip: dict[str, int] = field(default_factory=dict)  # numbers of the template prefix, per kind
+    # a rule for every signature with at least these counts (of its template, when no rule has the
+    # exact one): one expression that held across sub-groups, so it also answers unseen phrasings
+    at_least: bool = False
+    names: list[str] = field(default_factory=list)  # the stated formula's variables (terminals v0..)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "signature": list(self.signature)}
@@ -81,7 +86,7 @@ class ArithRule:
     @property
     def unit(self) -> str:
         """The unit id the rendered program's `unit(text)` gives this rule's inputs."""
-        return f"{self.key} | {tuple(self.signature)}"
+        return f"{self.key} | {'>= ' if self.at_least else ''}{tuple(self.signature)}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArithRule:
@@ -139,7 +144,7 @@ class ArithStrategy:
         keep = previous and previous_mode in self.modes
         mode = previous_mode if keep and previous_mode else self._choose_mode([x for x, _ in numeric])
         previous = previous if keep else ()
-        kept = {(r.key, tuple(r.signature)): r for r in previous}
+        kept = {r.unit: r for r in previous}
         groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for x, y in numeric:
             groups[template_key(x, mode)].append((x, y))
@@ -151,7 +156,7 @@ class ArithStrategy:
             prefix = os.path.commonprefix([x for x, _ in group])
             prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""
             skip = {k: len(v) for k, v in extract_numbers(prefix).items()}
-            old_skip = next((r.skip for (k, _), r in kept.items() if k == key and r.skip), None)
+            old_skip = next((r.skip for r in kept.values() if r.key == key and r.skip), None)
             skip = old_skip or skip  # a key keeps the prefix its verified rules were built on
             by_sig: dict[tuple[int, int, int], list[tuple[dict, str, str]]] = defaultdict(list)
             for x, y in group:
@@ -159,21 +164,55 @@ class ArithStrategy:
                 sig = tuple(len(nums[k]) for k in _KINDS)
                 if sum(sig) <= 8:
                     by_sig[sig].append((nums, x, y))
-            for sig, members in by_sig.items():
-                old = kept.pop((key, sig), None)
-                if old is not None and _agreement(old, members, metric) >= 0.9:
-                    rules.append(old)
-                    continue
-                rule = self._fit(key, sig, members, metric)
-                if rule:
-                    rule.skip = dict(skip)
-                    rules.append(rule)
+            stated = parse_formula(prefix)
+            rules += self._template_rules(key, by_sig, skip, kept, metric, stated)
         rules += kept.values()  # rules nothing new speaks against stay
         if progress:
             progress(len(todo), len(todo))
         if not rules:
             return None
         return self.render(rules, mode), rules, mode
+
+    def _template_rules(self, key: str, by_sig: dict[tuple[int, int, int], list], skip: dict[str, int],
+                        kept: dict[str, ArithRule], metric: Metric,
+                        stated: tuple[Shape, list[str]] | None = None) -> list[ArithRule]:
+        """The rules of one template, simplest first (Occam): one expression over the numbers every
+        sub-group has, when it reproduces every case of the template (an `at_least` rule, which also
+        answers phrasings with more numbers than seen); else a rule per signature, plus one `at_least`
+        rule fitted over the sub-groups no rule of their own was found for (too few cases alone)."""
+        everyone = [m for members in by_sig.values() for m in members]
+        least = tuple(min(len(m[0][k]) for m in everyone) for k in _KINDS) if everyone else (0, 0, 0)
+        whole = f"{key} | >= {least}"
+        old = kept.pop(whole, None)
+        if old is not None and _agreement(old, everyone, metric) >= 0.9:
+            return [old]
+        if len(by_sig) > 1 or old is not None:
+            rule = self._fit(key, least, everyone, metric, at_least=True, stated=stated, skip=skip)
+            if rule:
+                rule.skip = dict(skip)
+                for sig in by_sig:  # the per-signature rules it replaces
+                    kept.pop(f"{key} | {sig}", None)
+                return [rule]
+        rules: list[ArithRule] = []
+        orphans: list = []
+        for sig, members in by_sig.items():
+            old = kept.pop(f"{key} | {sig}", None)
+            if old is not None and _agreement(old, members, metric) >= 0.9:
+                rules.append(old)
+                continue
+            rule = self._fit(key, sig, members, metric, stated=stated, skip=skip)
+            if rule:
+                rule.skip = dict(skip)
+                rules.append(rule)
+            else:
+                orphans += members
+        if orphans and len({tuple(len(m[0][k]) for k in _KINDS) for m in orphans}) > 1:
+            low = tuple(min(len(m[0][k]) for m in orphans) for k in _KINDS)
+            rule = self._fit(key, low, orphans, metric, at_least=True, stated=stated, skip=skip)
+            if rule:
+                rule.skip = dict(skip)
+                rules.append(rule)
+        return rules
 
     def _choose_mode(self, texts: list[str]) -> str:
         for mode in self.modes:
@@ -185,8 +224,10 @@ class ArithStrategy:
                 return mode
         return "none"
 
-    def _fit(self, key: str, sig: tuple[int, int, int], members: list, metric: Metric) -> ArithRule | None:
-        if len(members) < self.min_cases or sum(sig) == 0:
+    def _fit(self, key: str, sig: tuple[int, int, int], members: list, metric: Metric,
+             at_least: bool = False, stated: tuple[Shape, list[str]] | None = None,
+             skip: dict[str, int] | None = None) -> ArithRule | None:
+        if len(members) < (1 if stated else self.min_cases) or sum(sig) == 0:
             return None
         if self.holdout:
             fit = [m for m in members if not _holdout(m[1])]
@@ -216,21 +257,34 @@ class ArithStrategy:
                     return True
             return False
 
+        def held_ok(rule: ArithRule) -> bool:
+            return all(metric(_evaluate(rule, nums, x) or "", y) for nums, x, y in held)
+
+        if stated is not None:  # the formula the task states: only which number goes where is unknown
+            named = [named_numbers(m[1], stated[1], skip or {}) for m in fit]
+            shape_terminals = dict(terminals)
+            if all(v is not None for v in named):  # each variable's number found by its name's words
+                shape_terminals.update({f"v{i}": [v[i] for v in named] for i in range(len(stated[1]))})
+            source = fit_shape(stated[0], len(stated[1]), shape_terminals, targets, accept)
+            if source is not None:
+                rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held), dict(skip or {}),
+                                 at_least=at_least, names=list(stated[1]) if "v" in source else [])
+                if held_ok(rule):
+                    return rule
+            if len(members) < self.min_cases:
+                return None
         found = enumerate_expressions(
             terminals, targets, accept=accept, max_size=self.max_size, budget_s=self.budget_s, tolerance=0.0051
         )
 
-        def held_ok(rule: ArithRule) -> bool:
-            return all(metric(_evaluate(rule, nums) or "", y) for nums, _, y in held)
-
         if found is not None:
-            rule = ArithRule(key, sig, found.source, *chosen["fmt"], len(fit), len(held))
+            rule = ArithRule(key, sig, found.source, *chosen["fmt"], len(fit), len(held), at_least=at_least)
             if held_ok(rule):
                 return rule
         source = fit_linear(terminals, targets, accept, labels)  # constants fitted: unit conversions, rates, offsets
         if source is None:
             return None
-        rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held))
+        rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held), at_least=at_least)
         return rule if held_ok(rule) else None
 
     # -- the program ----------------------------------------------------------------------
@@ -238,10 +292,13 @@ class ArithStrategy:
     def body(rules: list[ArithRule], mode: str) -> dict[str, Any]:
         """The part's body as data (`harness/programs`, kind "arith"): what runs."""
         skips = {r.key: {k: int(r.skip.get(k, 0)) for k in _KINDS} for r in rules}
+        names = {r.key: list(r.names) for r in rules if r.names}
         ordered = sorted(rules, key=lambda r: (r.key, r.signature))
         return {"kind": "arith", "mode": mode, "skip": dict(sorted(skips.items())),
+                **({"names": dict(sorted(names.items()))} if names else {}),
                 "rules": [{"key": r.key, "signature": list(r.signature), "expr": expr_tree(r.expression),
-                           "places": r.places, "rounding": r.rounding} for r in ordered]}
+                           "places": r.places, "rounding": r.rounding, **({"at_least": True} if r.at_least else {})}
+                          for r in ordered]}
 
     @classmethod
     def render(cls, rules: list[ArithRule], mode: str) -> str:
@@ -251,7 +308,7 @@ class ArithStrategy:
         return render_body(cls.body(rules, mode))
 
 
-_TOKEN = re.compile(r"\s*(\*\*|[-+*/()]|[dpnDPN]\d{1,3}|\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
+_TOKEN = re.compile(r"\s*(\*\*|[-+*/()]|[dpnvDPN]\d{1,3}|\d+(?:\.\d*)?(?:e[-+]?\d+)?)")
 
 
 def expr_tree(expression: str) -> dict[str, Any]:
@@ -288,7 +345,7 @@ def expr_tree(expression: str) -> dict[str, Any]:
         if t == "-":
             inner, i = read(i + 1)
             return {"op": "neg", "args": [inner]}, i
-        if t[0] in "dpnDPN":
+        if t[0] in "dpnvDPN":
             return {"var": t}, i + 1
         if t[0].isdigit():
             return {"const": float(t)}, i + 1
@@ -392,17 +449,18 @@ def fit_linear(terminals: dict[str, Sequence[float]], targets: Sequence[float | 
 
 def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
     """Share of a sub-group's cases an existing rule still reproduces."""
-    ok = sum(1 for nums, _, y in members if metric(_evaluate(rule, nums) or "", y))
+    ok = sum(1 for nums, x, y in members if metric(_evaluate(rule, nums, x) or "", y))
     return ok / max(1, len(members))
 
 
-def _evaluate(rule: ArithRule, nums: dict[str, list[float]]) -> str | None:
+def _evaluate(rule: ArithRule, nums: dict[str, list[float]], text: str = "") -> str | None:
     """The rule on one input's numbers, by the interpreter (the expression is data, never eval'd)."""
     from crystallise.harness.programs.interp import _arith_expr, _Budget
 
     fn = _arith_expr(expr_tree(rule.expression), _Budget())
     env = {_VAR[k]: nums[k] for k in _KINDS}
     env.update({_VAR[k].upper(): sorted(nums[k], reverse=True) for k in _KINDS})
+    env["v"] = named_numbers(text, rule.names, rule.skip) if rule.names else []
     try:
         value = fn(env)
     except (ArithmeticError, ValueError, TypeError, IndexError):

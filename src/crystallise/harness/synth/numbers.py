@@ -21,7 +21,7 @@ import inspect
 import re
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
-__all__ = ["RUNTIME", "extract_numbers", "fmt_number", "number_spans"]
+__all__ = ["RUNTIME", "extract_numbers", "fmt_number", "named_numbers", "number_spans"]
 
 _NUM = re.compile(
     r"(?<![\w.])"                                  # not glued to a name (S_0, Q4) or decimal
@@ -54,6 +54,59 @@ def extract_numbers(text, limit=None):
     return out
 
 
+def named_numbers(text, names, skip):
+    """The number each of `names` (a stated formula's variables) refers to, by the words around it:
+    each number (after the first skip[kind] of each kind, the template's own) scores a name by the
+    name's words found near it (a word counts 1 / (1 + distance in words), half a word more after the
+    number than before it, divided by how many names share it; first 5 letters compared,
+    within 8 words of the same clause); pairs are taken best first, one number per name. None when a name matches no
+    number. Values as `extract_numbers` gives them (7% -> 0.07, scale words applied)."""
+    stops = [m.start() for m in re.finditer(r"[;:,.?!](?!\d)", text)]  # clause ends (not 1,000 or 2.5)
+
+    def clause(pos):
+        return sum(1 for q in stops if q < pos)
+
+    inside = [(m.start(), m.end()) for m in _NUM.finditer(text)]  # "million", "percent": part of a number
+    words = [(m.start(), m.group(0).lower()[:5], clause(m.start())) for m in re.finditer(r"[A-Za-z]{3,}", text)
+             if not any(a <= m.start() < b for a, b in inside)]
+    seen = {"$": 0, "%": 0, "n": 0}
+    found = []
+    for m in _NUM.finditer(text):
+        value = float(m.group("num").replace(",", ""))
+        if m.group("scale"):
+            value *= _SCALE[m.group("scale").lower()]
+        kind = "%" if m.group("pct") else "$" if m.group("cur") else "n"
+        seen[kind] += 1
+        if seen[kind] <= skip.get(kind, 0):
+            continue
+        at = sum(1 for w in words if w[0] < m.start())
+        found.append((value / 100.0 if kind == "%" else value, at, clause(m.start())))
+        if len(found) > 12:
+            return None
+    wanted = [[w.lower()[:5] for w in re.findall(r"[A-Za-z]{3,}", name)] for name in names]
+    shared = {}
+    for stems in wanted:
+        for stem in set(stems):
+            shared[stem] = shared.get(stem, 0) + 1
+    pairs = []
+    for i, stems in enumerate(wanted):
+        for j, (_, at, part) in enumerate(found):
+            score = 0.0
+            for stem in stems:  # words[at - 1] is just before the number (0 away), words[at] just after (0.5)
+                near = [at - k - 1 if k < at else k - at + 0.5 for k in range(max(0, at - 9), min(len(words), at + 8))
+                        if words[k][1] == stem and words[k][2] == part]
+                score += 1.0 / (1 + min(near)) / shared[stem] if near else 0.0  # a word of several names weighs less
+            if score > 0:
+                pairs.append((-score, j, i))
+    pairs.sort()
+    out, used = [None] * len(names), set()
+    for _, j, i in pairs:
+        if out[i] is None and j not in used:
+            out[i] = found[j][0]
+            used.add(j)
+    return None if any(v is None for v in out) else out
+
+
 def number_spans(text):
     """(digits as written, with scale words applied, typed) for each number in text."""
     out = []
@@ -83,5 +136,5 @@ RUNTIME = "\n".join([
     f"_NUM = re.compile({_NUM.pattern!r}, re.IGNORECASE)",
     f"_SCALE = {_SCALE!r}",
     "",
-    *(inspect.getsource(f) for f in (extract_numbers, number_spans, fmt_number)),
+    *(inspect.getsource(f) for f in (extract_numbers, named_numbers, number_spans, fmt_number)),
 ])

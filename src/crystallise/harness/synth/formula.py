@@ -1,0 +1,210 @@
+"""A formula stated in the task's own text as a prior for the arithmetic search.
+
+Tasks often say what to compute: "Formula: Working Capital = Current Assets - Current
+Liabilities". The enumerator (`enumerate.py`) searches every expression and needs enough cases
+to rule the wrong ones out; with the stated formula only *which number goes where* is unknown,
+so one or two cases pin it down and the held-out ones check it:
+
+    parse_formula("... Formula: ROI = (Gain - Cost) / Cost, Explanation: ...")
+      -> shape (v0 - v1) / v1 over the variables ["Gain", "Cost"]
+    fit_shape(shape, terminals, targets, accept)
+      -> "((d1 - d0) / d0)"      the assignment of terminals to variables every fit case agrees with
+
+The shape is read from the part of the input every case of a template shares (its instructions),
+never from one case. Only `+ - * / ^`, brackets, numbers and implicit products are read; a
+formula with anything else (a sum sign, a function call, a system of equations) gives None and
+the search goes on without a prior. Nothing here is evaluated as code: a shape is a small tree
+of tuples, applied to numpy arrays.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Shape", "fit_shape", "parse_formula"]
+
+Shape = tuple[Any, ...]  # ("var", i) | ("const", c) | ("neg", S) | (op, S, S)
+
+_STATED = re.compile(r"(?:^|[\s:;.,])([^=:;,.]{1,60}?)\s=\s(?P<rhs>[^=]{1,200}?)"
+                     r"(?:,\s|;\s|\.\s|\.?\s*$|\s[A-Z][a-z]+:)")
+_TOKEN = re.compile(r"\s*([-+*/^()×÷·]|\d+(?:\.\d+)?(?![\w])|[^-+*/^()×÷·=]+)")
+_OPS = {"×": "*", "·": "*", "÷": "/"}
+MAX_VARIABLES = 5
+MAX_ASSIGNMENTS = 200_000
+
+
+def parse_formula(text: str) -> tuple[Shape, list[str]] | None:
+    """(shape, variable names) of the first `NAME = EXPRESSION` in `text` whose left side is one name
+    and whose right side reads as arithmetic over at most MAX_VARIABLES names; None otherwise."""
+    for m in _STATED.finditer(text):
+        lhs = m.group(1).strip()
+        if not lhs or any(c in lhs for c in "+*^()×÷") or " / " in lhs:  # "P/B Ratio" is a name
+            continue
+        parsed = _parse(m.group("rhs").strip())
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _parse(rhs: str) -> tuple[Shape, list[str]] | None:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(rhs):
+        m = _TOKEN.match(rhs, pos)
+        if m is None or m.end() == pos:
+            return None
+        t = m.group(1).strip()
+        pos = m.end()
+        if not t:
+            continue
+        t = _OPS.get(t, t)
+        if t in "+-*/^()":
+            tokens.append(("op", t))
+        elif re.fullmatch(r"\d+(?:\.\d+)?", t):
+            tokens.append(("num", t))
+        elif re.search(r"[\[\]{}∑Σ∫√|<>]", t) or re.search(r"\b(?:Cov|Var|ln|log|exp|sum|max|min)\b", t):
+            return None  # sums, functions, sets: not plain arithmetic
+        else:
+            tokens.append(("var", " ".join(t.split())))
+    names: list[str] = []
+    i = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[i] if i < len(tokens) else None
+
+    def expr() -> Shape:
+        nonlocal i
+        left = term()
+        while (t := peek()) is not None and t in (("op", "+"), ("op", "-")):
+            i += 1
+            left = (t[1], left, term())
+        return left
+
+    def term() -> Shape:
+        nonlocal i
+        left = factor()
+        while (t := peek()) is not None:
+            if t in (("op", "*"), ("op", "/")):
+                i += 1
+                left = (t[1], left, factor())
+            elif t[0] in ("var", "num") or t == ("op", "("):  # an implicit product: "β (r_m - r_f)"
+                left = ("*", left, factor())
+            else:
+                break
+        return left
+
+    def factor() -> Shape:
+        nonlocal i
+        base = unary()
+        if peek() == ("op", "^"):
+            i += 1
+            return ("**", base, factor())
+        return base
+
+    def unary() -> Shape:
+        nonlocal i
+        t = peek()
+        if t == ("op", "-"):
+            i += 1
+            return ("neg", unary())
+        if t == ("op", "("):
+            i += 1
+            inner = expr()
+            if peek() != ("op", ")"):
+                raise ValueError("unbalanced")
+            i += 1
+            return inner
+        if t is None or t[0] == "op":
+            raise ValueError("operand expected")
+        i += 1
+        if t[0] == "num":
+            return ("const", float(t[1]))
+        if t[1] not in names:
+            names.append(t[1])
+        return ("var", names.index(t[1]))
+
+    try:
+        shape = expr()
+    except ValueError:
+        return None
+    if i != len(tokens) or not names or len(names) > MAX_VARIABLES:
+        return None
+    return shape, names
+
+
+def variants(shape: Shape) -> list[Shape]:
+    """The shape, and the shape without a final scaling by a power of ten (a percentage may be
+    asked for as a fraction: `(a / b) × 100` answered as `a / b`)."""
+    out = [shape]
+    if shape[0] in ("*", "/"):
+        for keep, other in ((shape[1], shape[2]), (shape[2], shape[1])):
+            if other[0] == "const" and other[1] in (100.0, 1000.0) and (shape[0] == "*" or keep is shape[1]):
+                out.append(keep)
+    return out
+
+
+def _eval(shape: Shape, holes: Sequence[np.ndarray]) -> np.ndarray:
+    kind = shape[0]
+    if kind == "var":
+        return holes[shape[1]]
+    if kind == "const":
+        return np.asarray(shape[1])
+    if kind == "neg":
+        return -_eval(shape[1], holes)
+    a, b = _eval(shape[1], holes), _eval(shape[2], holes)
+    with np.errstate(all="ignore"):
+        if kind == "+":
+            return a + b
+        if kind == "-":
+            return a - b
+        if kind == "*":
+            return a * b
+        if kind == "/":
+            return a / b
+        return np.where(np.abs(b) <= 400, np.power(np.abs(a), b) * np.where(a < 0, np.nan, 1.0), np.nan)
+
+
+def source(shape: Shape, names: Sequence[str]) -> str:
+    """The shape with terminal names in its holes, in the enumerator's grammar (`arith.expr_tree`)."""
+    kind = shape[0]
+    if kind == "var":
+        return names[shape[1]]
+    if kind == "const":
+        return repr(float(shape[1]))
+    if kind == "neg":
+        return f"(0.0 - {source(shape[1], names)})"
+    op = shape[0]
+    return f"({source(shape[1], names)} {op} {source(shape[2], names)})"
+
+
+def fit_shape(shape: Shape, n_vars: int, terminals: dict[str, Sequence[float]], targets: Sequence[float | None],
+              accept: Callable[[np.ndarray], bool], tolerance: float = 0.0051) -> str | None:
+    """The first assignment of distinct terminals to the shape's variables (positions before ranks)
+    that reproduces every target within `tolerance` and that `accept` takes; None when none does."""
+    y = np.asarray([t if t is not None else np.nan for t in targets], dtype=float)
+    if y.size == 0 or not np.all(np.isfinite(y)):
+        return None
+    # positions (d0) first, then the numbers found by the variables' names (v0), then ranks (D0)
+    names = sorted(terminals, key=lambda n: (n[0].isupper(), n[0] == "v", n))
+    if len(names) ** n_vars > MAX_ASSIGNMENTS:
+        names = [n for n in names if n[0].islower()]
+        if len(names) ** n_vars > MAX_ASSIGNMENTS:
+            return None
+    rows = np.asarray([terminals[n] for n in names], dtype=float)  # (T, m)
+    combos = np.asarray([c for c in itertools.product(range(len(names)), repeat=n_vars)
+                         if len({tuple(rows[j]) for j in c}) == n_vars], dtype=int).reshape(-1, n_vars)
+    if combos.size == 0:
+        return None
+    for variant in variants(shape):
+        values = _eval(variant, [rows[combos[:, h]] for h in range(n_vars)])
+        values = np.broadcast_to(values, (combos.shape[0], y.size))
+        close = np.all(np.abs(values - y) <= tolerance + 1e-9 * np.abs(y), axis=1)
+        for k in np.nonzero(close)[0][:50]:
+            if accept(values[k]):
+                return source(variant, [names[j] for j in combos[k]])
+    return None

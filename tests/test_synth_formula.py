@@ -1,0 +1,119 @@
+"""A formula stated in the task's text as the arithmetic search's prior (synth/formula.py), numbers
+found by the variables' names (numbers.named_numbers), and one rule per template across phrasings
+(`at_least` arith rules). Tasks invented for the purpose, several seeds; no benchmark data."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from crystallise.gate import score_numeric
+from crystallise.harness.programs import load, render
+from crystallise.harness.synth.base import Case
+from crystallise.harness.synth.formula import parse_formula, source
+from crystallise.harness.synth.numbers import fmt_number, named_numbers
+from crystallise.harness.synth.pipeline import synthesise
+from crystallise.harness.synth.strategies import ArithPart
+
+METRIC = lambda p, t: bool(score_numeric(p, t))  # noqa: E731
+
+
+def test_parse_formula_reads_plain_arithmetic_and_refuses_the_rest() -> None:
+    shape, names = parse_formula("Do this. Formula: Spread Index = (Top Rate - Base Rate) / Width, Note: x")
+    assert names == ["Top Rate", "Base Rate", "Width"] and source(shape, ["a", "b", "c"]) == "((a - b) / c)"
+    shape, names = parse_formula("Rule: Grown = Start × (1 + g)^k.")
+    assert names == ["Start", "g", "k"] and source(shape, names) == "(Start * ((1.0 + g) ** k))"
+    shape, names = parse_formula("Formula: Mix = w (a - b), Explanation: implicit product")
+    assert source(shape, names) == "(w * (a - b))"
+    assert parse_formula("Formula: Total = ∑ (R_t / (1 + i)^t), Explanation: a sum") is None
+    assert parse_formula("Formula: B = Cov(x, y) / Var(y), Explanation: functions") is None
+    assert parse_formula("no equation here at all") is None
+
+
+def test_named_numbers_follow_the_words_not_the_order() -> None:
+    names = ["Widget Count", "Gadget Count"]
+    assert named_numbers("We have 30 widgets counted and 10 gadgets.", names, {}) == [30.0, 10.0]
+    assert named_numbers("There are 10 gadgets and 30 widgets.", names, {}) == [30.0, 10.0]
+    assert named_numbers("Nothing named 5 and 6 here.", names, {}) is None
+    assert named_numbers("Skip 2 of these: 7 widgets, 3 gadgets.", names, {"n": 1}) == [7.0, 3.0]
+
+
+PREFIX = ("Use formula Spread Index to answer the question. Formula: Spread Index = (Top Rate - Base Rate) / "
+          "Width, Explanation: rates and a width. Question: ")
+
+
+def _spread_case(r: random.Random) -> tuple[str, str]:
+    top, base, width = r.randint(50, 99), r.randint(1, 49), r.randint(2, 20)
+    phrasing = r.randrange(3)
+    if phrasing == 0:
+        q = f"The top rate is {top}, the base rate is {base} and the width is {width}."
+    elif phrasing == 1:
+        q = f"With a base rate of {base} and a top rate of {top}, over a width of {width}, find it."
+    else:
+        q = f"A width of {width}; base rate {base}; top rate {top}. What is the index?"
+    return PREFIX + q, fmt_number((top - base) / width, 2, "half_up")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_stated_formula_is_learned_from_few_cases_across_reordered_phrasings(seed: int) -> None:
+    r = random.Random(seed)
+    cases = [Case(*_spread_case(r), id=f"c{i}") for i in range(12)]
+    found = synthesise("spread", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
+    assert found is not None
+    program = load(found.program)
+    unseen = [_spread_case(r) for _ in range(100)]
+    answers = [program.solve(x) for x, _ in unseen]
+    right = sum(a is not None and METRIC(a, y) for a, (_, y) in zip(answers, unseen))
+    assert right >= 95, f"{right}/100 right on unseen inputs"
+    assert "NAMES = {" in render(found.program)  # the rendering carries the same names
+
+
+def _ratio_case(r: random.Random, year: bool) -> tuple[str, str]:
+    a, b = r.randint(100, 999), r.randint(10, 99)
+    q = f"A shop has ${a} of stock and ${b} of debt"
+    q += f" in {r.randint(1990, 2030)}." if year else "."
+    return "Use formula Stock Ratio to answer the question. Question: " + q, fmt_number(a / b, 2, "half_up")
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_one_rule_per_template_answers_a_phrasing_with_an_extra_number(seed: int) -> None:
+    """One expression explains both phrasings seen (with and without a year), so the template gets one
+    `at_least` rule: it also answers inputs whose signature no case had (two years)."""
+    r = random.Random(seed)
+    cases = [Case(*_ratio_case(r, i % 2 == 0), id=f"c{i}") for i in range(12)]
+    found = synthesise("ratio", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
+    assert found is not None
+    rules = found.program["parts"][0]["body"]["rules"]
+    assert len(rules) == 1 and rules[0].get("at_least") is True
+    program = load(found.program)
+    unseen = [_ratio_case(r, r.random() < 0.5) for _ in range(50)]
+    assert all(METRIC(program.solve(q) or "", t) for q, t in unseen)
+    two_years = [(q[:-1] + f" and {r.randint(1990, 2030)}.", t) for q, t in (_ratio_case(r, True) for _ in range(20))]
+    assert all(METRIC(program.solve(q) or "", t) for q, t in two_years)
+
+
+def test_at_least_rules_are_refused_when_malformed() -> None:
+    from crystallise.harness.programs import FORMAT, ProgramError
+
+    rule = {"key": "k.", "signature": [1, 0, 0], "expr": {"var": "d0"}, "places": 2, "rounding": "half_up",
+            "at_least": "yes"}
+    tree = {"format": FORMAT, "parts": [{"strategy": "arith", "units": None, "hybrid": False, "body": {
+        "kind": "arith", "mode": "sentence", "skip": {"k.": {"$": 0, "%": 0, "n": 0}}, "rules": [rule]}}]}
+    with pytest.raises(ProgramError, match="at_least"):
+        load(tree)
+    rule["at_least"] = True
+    tree["parts"][0]["body"]["names"] = {"k.": ["x"] * 50}
+    with pytest.raises(ProgramError, match="names"):
+        load(tree)
+
+
+def test_the_learner_says_why_coder_strategies_did_not_run() -> None:
+    """Without a coder model the coder and hybrid strategies are not run; the learner says so (the
+    stream benchmark prints it and puts it in its result) instead of silently learning nothing."""
+    from crystallise.harness.learn import CrystalliseLearner
+
+    learner = CrystalliseLearner(score_numeric, strategies=["lookup", "arith", "coder", "hybrid"])
+    assert [s.name for s in learner.strategies] == ["lookup", "arith"]
+    assert set(learner.refused) == {"coder", "hybrid"} and "coder model" in learner.refused["coder"]
+    assert CrystalliseLearner(score_numeric, strategies=["lookup", "arith"]).refused == {}
