@@ -28,6 +28,8 @@ from crystallise.errors import CrystalliseError
 from crystallise.governance import Actor
 from crystallise.types import ChangeSet, Delta, Scope, Span, Trace, Verdict
 
+from ._attacks_surfaces import SURFACE_PROBES
+
 __all__ = ["PROBES", "tenancy_attack"]
 
 VICTIM, EVIL = "victim", "evil"
@@ -505,6 +507,7 @@ PROBES: dict[str, tuple[str, Callable[[Probe], None]]] = {
                        lambda p: _bad(p, "/v1/traces", json.dumps({"name": "x", "id": "run@victim"}), who="evil")),
     "read-legacy-rows": ("rows stored before the fix (NaN, lone surrogates): GET /v1/traces, /ui/traces",
                          read_legacy_rows),
+    **SURFACE_PROBES,  # jobs, the memory API, /v1/responses and /v1/embeddings
 }
 
 

@@ -352,6 +352,10 @@ _TENANCY_ACCESS = [
     "bad-rest-surrogate", "bad-rest-nan", "bad-rest-infinity", "bad-rest-surrogate-key", "bad-feedback-nan",
     "bad-otlp-json-nan", "bad-otlp-json-surrogate", "bad-otlp-protobuf-inf", "bad-proxy-surrogate", "bad-sse-nan",
     "bad-mcp-infinity", "bad-id-overlong", "bad-id-control", "bad-id-at-sign", "read-legacy-rows",
+    # the newer surfaces (bench/_attacks_surfaces.py)
+    "mem-agent-rewrite", "mem-user-key-org-rewrite", "mem-other-org-id", "mem-other-user-id", "mem-scope-filters",
+    "jobs-other-org", "jobs-dream-credit-log", "jobs-start-for-victim", "bad-nul-url", "bad-memories-nan",
+    "bad-memories-deep", "bad-memories-surrogate", "bad-learn-params", "bad-responses", "bad-embeddings",
 ]
 
 

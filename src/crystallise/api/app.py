@@ -6,7 +6,7 @@
 Layers of one request, outside in:
 
     BodyLimit          413 before an oversized body is read (limits.py)
-    StrictJson         422 for NaN/Infinity or lone surrogates in any JSON body (hostile.py)
+    StrictJson         422 for NaN/Infinity or lone surrogates in any JSON body, 400 for a NUL in a URL (hostile.py)
     auth               Authorization: Bearer KEY -> Principal (deps.py, auth.py)
     route              pydantic parses -> library call -> dataclass/pydantic out (routes_*.py)
                        (POST /v1/traces: a plainly valid request skips dependency solving, lean_route.py)

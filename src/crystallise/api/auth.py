@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crystallise.engine import access
-from crystallise.errors import ConfigError, NotFoundError, UserError, ValidationError
+from crystallise.errors import ConfigError, NotFoundError, ValidationError
 from crystallise.types import new_id, now
 
 __all__ = ["ADMIN", "Forbidden", "KeyRing", "Principal", "create_key", "is_loopback", "revoke_key"]
@@ -44,7 +44,7 @@ KEYS_FILE = "api_keys.json"
 _ORG = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.@:\-]{0,199})$")
 
 
-class Forbidden(UserError):
+class Forbidden(access.NotAllowed):
     """The caller's key may not do this (answered 403; other orgs' ids are answered 404 instead)."""
 
 

@@ -6,7 +6,12 @@ Two things JSON lets a client send that no reader can carry back out:
                                  strict serialiser (ours included) refuses to write them
     a lone surrogate "\\ud800"    not Unicode; it cannot be encoded as UTF-8
 
-A row holding either made every later `GET /v1/traces` of its org a 500. So:
+A row holding either made every later `GET /v1/traces` of its org a 500. And a URL may carry a NUL
+(`/v1/jobs/%00`, `?user_id=%00`), which PostgreSQL cannot even compare with a text column: the
+lookup failed as a 503 "store unavailable" (found by tests/test_attacks_new_surfaces.py). So:
+
+0. `StrictJson` refuses a NUL in any request's path or query string (400 problem+json) before a
+   route sees it: no id, name or filter holds one, on any store.
 
 1. `StrictJson` (ASGI middleware, every JSON body: REST, OTLP/JSON, the proxy, MCP) refuses
    them before any route sees the body: 422 problem+json naming the field, nothing stored;
@@ -128,6 +133,10 @@ class StrictJson:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _nul_in_url(scope):
+            await _refuse(scope, send, 400, "the URL holds a NUL byte (%00): no id, name or filter holds one; "
+                                            "send the id as it was given to you", loc="url")
+            return
         if scope["type"] != "http" or scope.get("method") not in _WRITES or not _is_json(scope):
             await self.app(scope, receive, send)
             return
@@ -142,14 +151,7 @@ class StrictJson:
         body = b"".join(chunks)
         refused = check_body(body) if body else None
         if refused is not None:
-            status, detail = refused
-            doc = problem_body(status, detail, scope.get("path"),
-                               errors=[{"loc": "body", "msg": detail, "type": "value"}])
-            out = json.dumps(doc).encode()
-            await send({"type": "http.response.start", "status": doc["status"],  # 400 on the OpenAI paths
-                        "headers": [(b"content-type", PROBLEM_JSON.encode()),
-                                    (b"content-length", str(len(out)).encode())]})
-            await send({"type": "http.response.body", "body": out})
+            await _refuse(scope, send, *refused)
             return
         replayed = False
 
@@ -161,6 +163,19 @@ class StrictJson:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _nul_in_url(scope: Scope) -> bool:
+    return "\x00" in scope.get("path", "") or b"%00" in bytes(scope.get("query_string") or b"").lower()
+
+
+async def _refuse(scope: Scope, send: Send, status: int, detail: str, loc: str = "body") -> None:
+    path = str(scope.get("path", "")).replace("\x00", "\ufffd")
+    doc = problem_body(status, detail, path, errors=[{"loc": loc, "msg": detail, "type": "value"}])
+    out = json.dumps(doc).encode()
+    await send({"type": "http.response.start", "status": doc["status"],  # 400 on the OpenAI paths
+                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
 
 
 def _is_json(scope: Scope) -> bool:

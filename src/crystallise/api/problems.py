@@ -15,7 +15,7 @@ How exceptions map (first match wins):
     Problem                            its own status      (raised by the API layer itself)
     starlette HTTPException            its status          (unknown route 404, wrong method 405 ...)
     NotFoundError                      404 not-found
-    Forbidden                          403 forbidden
+    access.NotAllowed (Forbidden too)  403 forbidden
     other UserError                    400 bad-request     (ValidationError, ConfigError ...)
     ArtifactError                      409 conflict        (a change collides with a later one)
     ProtectedError                     409 conflict        (a change set touched graders, eval cases, logs)
@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crystallise.api import logsafe
-from crystallise.api.auth import Forbidden
+from crystallise.engine import access
 from crystallise.errors import ArtifactError, NotFoundError, ProtectedError, StoreError, UserError
 
 __all__ = ["PROBLEM_JSON", "Problem", "SafeJSONResponse", "document_problems", "install_handlers", "lone_surrogate",
@@ -194,7 +194,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UserError)
     async def _user(request: Request, exc: UserError) -> JSONResponse:
-        status = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, Forbidden) else 400
+        status = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, access.NotAllowed) else 400
         return problem_response(status, str(exc), request.url.path)
 
     @app.exception_handler(ArtifactError)

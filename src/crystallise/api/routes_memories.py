@@ -11,7 +11,9 @@
 
 Tenancy (`engine/access.py`): an org key acts in its own org (naming another is 403, as on every
 write route); a user-bound key only for its own user; a memory id of another org, or of another
-user for a user-bound key, answers 404 exactly like an unknown id.
+user for a user-bound key, answers 404 exactly like an unknown id. Seeing is not changing
+(`access.require_change`): PUT and DELETE of an agent-level memory (shown to every org) need the
+admin key, and a user-bound key changes only its own user's memories, not its org's (403).
 """
 
 from __future__ import annotations

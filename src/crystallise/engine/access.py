@@ -10,6 +10,11 @@ unknown one (DESIGN.md §5: "another org's id answers exactly like an unknown on
                                   the memories of a user outside any org
     a user-bound key (who.user)   besides, never another user's memories
 
+Seeing is not changing (`may_change_item`, `require_change`): an agent-level item is shown to every
+org, so only the admin key changes it; an org key changes its own org's items and its users'; a
+user-bound key only its own user's memories, never the org's shared ones. A change it may not make
+raises `NotAllowed` (403); an item it may not see stays a 404 like an unknown id.
+
 The same rule over artifact paths (`may_read_path`), for task listings and pages, diffs and
 change sets: `orgs/<org>/...` (what was learned from that org's runs: its task programs,
 examples and eval cases) and `context/org/<org>/...` are that org's alone; `context/user/...`
@@ -37,16 +42,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from crystallise.errors import NotFoundError
+from crystallise.errors import NotFoundError, UserError
 from crystallise.governance.protect import Actor
 from crystallise.store.base import Store
 from crystallise.store.engine import org_scope, set_org_scope
 from crystallise.types import ChangeSet, Item, Trace, Version
 from crystallise.harness.spec import namespace
 
-__all__ = ["ORG_SEP", "Who", "actor_for", "enter", "every_org", "find_trace", "may_read_path", "may_see_item",
-           "may_see_record", "may_see_trace", "org_folder", "qualify_trace", "report_for", "sees", "sees_version",
-           "shown_id", "shown_trace", "stored_id", "task_namespaces"]
+__all__ = ["ORG_SEP", "NotAllowed", "Who", "actor_for", "enter", "every_org", "find_trace", "may_change_item",
+           "may_read_path", "may_see_item", "may_see_record", "may_see_trace", "org_folder", "qualify_trace",
+           "report_for", "require_change", "sees", "sees_version", "shown_id", "shown_trace", "stored_id",
+           "task_namespaces"]
 
 ORG_SEP = "@"
 
@@ -156,6 +162,32 @@ def may_see_item(who: Who, item: Item) -> bool:
     if item.org_id != who.org:
         return False
     return item.level != "user" or getattr(who, "user", None) is None or item.user_id == who.user
+
+
+class NotAllowed(UserError):
+    """The caller's key may see this but not change it (answered 403; what it may not see is a 404)."""
+
+
+def may_change_item(who: Who, item: Item) -> bool:
+    """Whether `who` may change (update, retire) `item`: see the module docstring. Stricter than
+    `may_see_item`: what every org is shown (agent level) or every user of an org (org level) is
+    not one tenant's to rewrite."""
+    if who.admin:
+        return True
+    if item.level == "agent" or item.org_id != who.org:
+        return False
+    user = getattr(who, "user", None)
+    return user is None or (item.level == "user" and item.user_id == user)
+
+
+def require_change(who: Who, item: Item) -> None:
+    """`may_change_item`, or NotAllowed naming who may make the change."""
+    if may_change_item(who, item):
+        return
+    if item.level == "agent":
+        raise NotAllowed(f"item {item.id} is agent-level, shown to every org: changing it needs the admin key")
+    raise NotAllowed(f"item {item.id} is org {item.org_id!r}'s shared {item.level}-level item and this API key is "
+                     f"bound to user {getattr(who, 'user', None)!r}: changing it needs the org's key")
 
 
 def may_see_trace(who: Who, trace: Trace) -> bool:

@@ -254,7 +254,7 @@ def dream(
     report = DreamReport(id=new_id("dr_"), dry_run=dry_run, started_at=now())
     with _dream_lock(home):
         committer = None if dry_run else Committer(home)  # recovery of a version killed mid-commit runs here
-        pending, touched = _credit(home, dry_run, report, say)
+        pending, touched = _credit(home, dry_run, report, say, owner=scope.org if scope is not None else None)
         scopes = [scope] if scope is not None else _scopes_with_work(home, touched)
         if not scopes:
             say("dream: no scope has new traces")
@@ -269,8 +269,11 @@ def dream(
     return report
 
 
-def _credit(home: Home, dry_run: bool, report: DreamReport, say: Progress) -> tuple[Counter[str], set[str]]:
-    """Credit every trace since the usage watermark; returns (pending in-memory credit for a dry run, items)."""
+def _credit(home: Home, dry_run: bool, report: DreamReport, say: Progress,
+            owner: str | None = None) -> tuple[Counter[str], set[str]]:
+    """Credit every trace since the usage watermark; returns (pending in-memory credit for a dry run, items).
+    The progress line counts `owner`'s traces only when the dream is an org's (its job log is that org key's
+    to read, engine/access.py `report_for`); the report keeps every org's (`credit_by_org`)."""
     store = home.store
     mark = store.get_watermark(USAGE_WATERMARK)
     pending: Counter[str] = Counter()
@@ -307,8 +310,10 @@ def _credit(home: Home, dry_run: bool, report: DreamReport, say: Progress) -> tu
         mark = top
     report.credit = totals
     report.credit_by_org = by_org
-    if totals["traces"]:
-        say(f"credit: {totals['traces']} trace(s), +{totals['helpful']} helpful, +{totals['harmful']} harmful")
+    shown = totals if owner is None else by_org.get(owner, {"traces": 0, "helpful": 0, "harmful": 0})
+    if shown["traces"]:
+        whose = "" if owner is None else f" of org {owner}"
+        say(f"credit: {shown['traces']} trace(s){whose}, +{shown['helpful']} helpful, +{shown['harmful']} harmful")
     return pending, touched
 
 

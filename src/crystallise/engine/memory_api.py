@@ -119,6 +119,14 @@ class Memory:
             user_id = self.who.write_user(user_id)  # type: ignore[attr-defined]
         return validate_scope(agent_id or self.agent_id, org, user_id)
 
+    def _mine(self, memory_id: Any) -> Item:
+        """`_find` for a change: an item the key sees but may not change (an agent-level one for an
+        org key, the org's for a user-bound key) is refused (`access.require_change`: 403)."""
+        item = self._find(memory_id)
+        if self.who is not None:
+            access.require_change(self.who, item)
+        return item
+
     def _find(self, memory_id: Any) -> Item:
         if not isinstance(memory_id, str) or not memory_id or len(memory_id) > 200:
             raise ValidationError("memory_id must be a memory's id (a non-empty string, e.g. 'it_…')")
@@ -164,7 +172,7 @@ class Memory:
 
     def update(self, memory_id: str, data: str, *, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """New text (and metadata) for a live memory, as an update delta of its own scope."""
-        item = self._find(memory_id)
+        item = self._mine(memory_id)
         if item.status not in ("active", "quarantined"):
             raise ValidationError(f"memory {memory_id} is {item.status}: only a live memory can be updated "
                                   "(add it again instead)")
@@ -183,7 +191,7 @@ class Memory:
 
     def delete(self, memory_id: str) -> dict[str, Any]:
         """Retire one memory (soft, revertible)."""
-        item = self._find(memory_id)
+        item = self._mine(memory_id)
         s = self._scope_of(item)
         if item.status in ("active", "quarantined"):
             forget(memory_id, agent=s.agent, org=s.org, user=s.user, home=self.home,

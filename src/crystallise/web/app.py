@@ -125,14 +125,17 @@ def _error(request: Request, status: int, message: str) -> HTMLResponse:
 def shared_secret(home_path: Path) -> bytes:
     """The home's UI secret (HOME/ui-secret, made once, mode 0600): every server process of a fleet
     (`serve --workers N`) signs and checks CSRF tokens with the same one, so a form rendered by one
-    process can be posted to another."""
+    process can be posted to another. One that others on the machine could read (group or other
+    bits set, e.g. copied in with a loose umask) is replaced, as torn content is: with it, anyone
+    who reads it forges the CSRF token of an open (key-less, loopback) UI."""
     path = home_path / "ui-secret"
     for _ in range(3):
         try:
             data = path.read_bytes()
+            loose = path.stat().st_mode & 0o077
         except FileNotFoundError:
-            data = b""
-        if len(data) == 32:
+            data, loose = b"", 0
+        if len(data) == 32 and not loose:
             return data
         tmp = home_path / f".ui-secret.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -142,7 +145,7 @@ def shared_secret(home_path: Path) -> bytes:
         finally:
             os.close(fd)
         try:
-            if data:  # torn or foreign content: replace it
+            if data:  # torn, foreign or readable by others: replace it
                 os.replace(tmp, path)
             else:  # the first process to link wins; the others read its secret
                 os.link(tmp, path)
