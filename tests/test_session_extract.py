@@ -80,3 +80,21 @@ def test_the_server_extracts_by_itself(sqlite_home: Home) -> None:
                 break
             time.sleep(0.2)
     assert "My name is Ada." in {it.text for it in items}  # nobody ran `items extract`
+
+
+def test_due_ends_a_session_on_a_true_end_mark_only() -> None:
+    """A mention of `session_end` in a value, or the string "true", does not end a session; the flag does."""
+    import tempfile
+    from pathlib import Path
+
+    from crystallise.engine import session_end
+    from crystallise.engine.home import Home
+    from crystallise.types import Trace
+
+    home = Home.init(Path(tempfile.mkdtemp()) / "h")
+    t = 1_000_000.0
+    home.store.write_trace(Trace(name="x", session_id="fake", started_at=t, ended_at=t,
+                                 metadata={"session_end": "true", "text": "session_end: True"}))
+    home.store.write_trace(Trace(name="x", session_id="real", started_at=t, ended_at=t, metadata={"session.end": True}))
+    home.store.write_trace(Trace(name="x", session_id="idle", started_at=t - 4000, ended_at=t - 3600))
+    assert session_end.due(home, at=t + 1) == ["idle", "real"]

@@ -550,3 +550,32 @@ def test_url_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'crystallise\[postgres\]'"):
         open_store("postgresql://u:pw@localhost/db")
+
+
+def test_count_traces_filters_like_list_traces_and_stops_at_the_limit(store: Store) -> None:
+    for i in range(7):
+        store.write_trace(Trace(name="answer" if i % 2 else "other", agent_id="a", org_id="o1" if i < 5 else "o2",
+                                user_id=f"u{i % 3}"))
+    first = store.list_traces(limit=1)[0].seq
+    for filters in ({}, {"name": "answer"}, {"org": "o1"}, {"user": "u1", "org": "o1"}, {"after_seq": first},
+                    {"agent": "nobody"}):
+        assert store.count_traces(**filters) == len(store.list_traces(limit=100, **filters)), filters
+    assert store.count_traces(limit=3) == 3 and store.count_traces(org="o1", limit=100) == 5
+    assert store.count_traces(after_seq=first, limit=2) == 2
+
+
+def test_sessions_after_reads_times_and_only_real_end_marks(store: Store) -> None:
+    """The scheduler's per-tick session check: last time per session, and the metadata of traces that
+    may mark an end. Hostile metadata that merely *mentions* an end is handed over as data, never as an end."""
+    store.write_trace(Trace(name="x", session_id="s1", started_at=10.0, ended_at=20.0))
+    store.write_trace(Trace(name="x", session_id="s1", started_at=30.0, ended_at=None))
+    store.write_trace(Trace(name="x", session_id="s2", started_at=5.0, ended_at=6.0, metadata={"session_end": True}))
+    store.write_trace(Trace(name="x", session_id="s3", started_at=5.0, ended_at=6.0,
+                            metadata={"note": "session_end", "session.end": "true", "x": "'; DROP TABLE traces; --"}))
+    store.write_trace(Trace(name="x", session_id=None, started_at=1.0, ended_at=2.0))
+    seen = {s: (t, m) for s, t, m in store.sessions_after(after_seq=0, limit=100)}
+    assert seen["s1"] == (30.0, []) and seen["s2"][1] == [{"session_end": True}]
+    assert seen["s3"][1] == [{"note": "session_end", "session.end": "true", "x": "'; DROP TABLE traces; --"}]
+    assert seen[None][0] == 2.0 and store.count_traces() == 5
+    first_two = store.sessions_after(after_seq=0, limit=2)
+    assert [(s, t) for s, t, _ in first_two] == [("s1", 30.0)]

@@ -14,8 +14,8 @@ and the API can serialise it without special cases:
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -43,8 +43,9 @@ Decision = Literal["accept", "reject", "needs_review"]
 
 
 def new_id(prefix: str = "") -> str:
-    """A sortable-enough unique id: `prefix` + 16 hex chars of a uuid4."""
-    return prefix + uuid.uuid4().hex[:16]
+    """A unique id: `prefix` + 16 random hex characters (64 bits from the OS; a uuid4's text, cut to
+    16 characters, held no more randomness, and made four UUID objects per ingested trace)."""
+    return prefix + os.urandom(8).hex()
 
 
 def now() -> float:

@@ -9,7 +9,7 @@ Layers of one request, outside in:
     StrictJson         422 for NaN/Infinity or lone surrogates in any JSON body, 400 for a NUL in a URL (hostile.py)
     auth               Authorization: Bearer KEY -> Principal (deps.py, auth.py)
     route              pydantic parses -> library call -> dataclass/pydantic out (routes_*.py)
-                       (POST /v1/traces: a plainly valid request skips dependency solving, lean_route.py)
+    (POST /v1/traces: a plainly valid request is served before all of the above, fastpath.py)
     problem handlers   every error -> RFC 9457 problem details (problems.py)
 
 `/otlp` is the OTLP/HTTP receiver (otlp.py), its own app mounted here; `/mcp` the MCP tools over
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
 from fastapi.responses import RedirectResponse
 
 from crystallise.api import (
@@ -42,6 +43,7 @@ from crystallise.api import (
 from crystallise.api.auth import KeyRing
 from crystallise.api.deps import reject_unknown_query
 from crystallise.api.docs_offline import install_docs
+from crystallise.api.fastpath import IngestFastPath
 from crystallise.api.hostile import SafeJSONResponse, StrictJson
 from crystallise.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from crystallise.api.otlp import create_otlp_app, periodic_flush
@@ -175,6 +177,9 @@ def create_app(
 
     app.add_middleware(StrictJson)  # inside BodyLimit: an oversized body is refused before it is buffered
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    ingest = next(r for r in routes_traces.router.routes if isinstance(r, APIRoute)
+                  and r.path == routes_traces.INGEST_PATH and "POST" in r.methods)
+    app.add_middleware(IngestFastPath, route=ingest, limit=limit_for(ingest.path))  # outermost (fastpath.py)
     return app
 
 

@@ -109,7 +109,7 @@ class Scheduler:
             for org in orgs:
                 since = store.get_watermark(learn_watermark(task, org))
                 n = self.policy.task_outcomes
-                if len(store.list_traces(name=task, org=org, after_seq=since, limit=max(n, 1))) < n:
+                if store.count_traces(name=task, org=org, after_seq=since, limit=max(n, 1)) < n:
                     continue  # too few new runs to hold n verified outcomes: no need to read their feedback
                 fresh = [t for t in store.list_traces(name=task, org=org, after_seq=since, with_children=True,
                                                       limit=10_000) if teaches(t, org=org)]
@@ -129,8 +129,8 @@ class Scheduler:
             since = marks.get(f"dream/{dream_key(scope)}", 0)
             if top <= since:
                 continue
-            if p.dream_traces and len(store.list_traces(agent=agent, org=org, user=user, after_seq=since,
-                                                        limit=p.dream_traces)) >= p.dream_traces:
+            if p.dream_traces and store.count_traces(agent=agent, org=org, user=user, after_seq=since,
+                                                     limit=p.dream_traces) >= p.dream_traces:
                 yield "dream", scope, {}
             elif p.dream_every_s is not None and now() - last.get((agent, org, user), 0.0) >= p.dream_every_s:
                 yield "dream", scope, {}

@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from crystallise.context.extract import WATERMARK
 from crystallise.engine.extract import run_extraction
 from crystallise.engine.home import Home
-from crystallise.types import Trace, now
+from crystallise.types import now
 
 __all__ = ["IDLE_S", "due", "end_session", "extract_ended_sessions", "running"]
 
@@ -35,8 +36,8 @@ IDLE_S = 1800.0
 SCAN = 5000  # traces looked at per check
 
 
-def _ended_explicitly(trace: Trace) -> bool:
-    meta = trace.metadata if isinstance(trace.metadata, dict) else {}
+def _ended_explicitly(metadata: Any) -> bool:
+    meta = metadata if isinstance(metadata, dict) else {}
     return meta.get("session_end") is True or meta.get("session.end") is True
 
 
@@ -44,17 +45,12 @@ def due(home: Home, *, idle_s: float = IDLE_S, at: float | None = None) -> list[
     """Sessions (ids; "-" for traces with none) that ended among the traces since the watermark."""
     t = now() if at is None else at
     since = home.store.get_watermark(WATERMARK)
-    latest: dict[str, float] = {}
     ended: set[str] = set()
-    for trace in home.store.list_traces(after_seq=since, limit=SCAN):
-        if not trace.session_id:
+    for session, last, metas in home.store.sessions_after(after_seq=since, limit=SCAN):
+        if not session:
             ended.add("-")
-            continue
-        when = trace.ended_at or trace.started_at or 0.0
-        latest[trace.session_id] = max(latest.get(trace.session_id, 0.0), when)
-        if _ended_explicitly(trace):
-            ended.add(trace.session_id)
-    ended |= {s for s, last in latest.items() if t - last >= idle_s}
+        elif t - last >= idle_s or any(_ended_explicitly(m) for m in metas):
+            ended.add(session)
     return sorted(ended)
 
 

@@ -61,7 +61,16 @@ class Store(Protocol):
         """Traces in `seq` order, oldest first, starting after `after_seq`."""
         ...
 
-    def count_traces(self) -> int: ...
+    def count_traces(self, *, agent: str | None = None, org: str | None = None, user: str | None = None,
+                     name: str | None = None, after_seq: int = 0, limit: int | None = None) -> int:
+        """How many traces match (as `list_traces` filters them), counting at most `limit`."""
+        ...
+
+    def sessions_after(self, *, after_seq: int, limit: int) -> list[tuple[str | None, float, list[Any]]]:
+        """Per session among the `limit` traces after `after_seq` (None: traces with no session): its
+        last time (ended, else started) and the metadata of those of its traces whose metadata
+        mentions a session end (the caller decides what ends one). No trace is decoded whole."""
+        ...
 
     # -- items -------------------------------------------------------------------------
     def get_item(self, item_id: str) -> Item: ...

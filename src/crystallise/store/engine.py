@@ -102,6 +102,11 @@ def org_scope(org: str | None) -> Iterator[None]:
         _ORG.reset(token)
 
 
+def current_org_scope() -> str | None:
+    """The org the current context's transactions run as (None: the owner, no row filter)."""
+    return _ORG.get()
+
+
 def set_org_scope(org: str | None) -> None:
     """`org_scope` for the rest of the current context (an HTTP request: each runs in its own)."""
     _ORG.set(org)

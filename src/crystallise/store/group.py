@@ -12,6 +12,13 @@ answers each waiting request. Under load each commit carries many traces; alone,
 written at once (no timer, no added latency). It also saves a thread hop per request: one
 worker-thread call per batch, not per trace.
 
+Under steady load a commit is often quicker than the gap between requests (500 traces/s on
+PostgreSQL: about one trace a commit), and then a batch's fixed cost — the transaction, the
+lock, the round trip, ~0.5 ms of CPU — is paid once a trace. So while traffic flows (the last
+commit ended less than `busy_s` ago) and fewer than `linger_min` traces wait, the drain waits
+`linger_s` (default 3 ms) for more before it writes; an idle server still writes at once, and a
+full queue does not wait.
+
 Durability is unchanged: `write_trace` returns only after the transaction holding that trace
 committed, and each trace is still all or nothing (one bad trace fails alone, see
 `SqlStore.write_traces`). A request cancelled while waiting (the client hung up) does not
@@ -43,9 +50,12 @@ class GroupCommit:
     1
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 256) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 256, linger_s: float = 0.003, linger_min: int = 8,
+                 busy_s: float = 0.05) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.linger_s, self.linger_min, self.busy_s = linger_s, linger_min, busy_s
+        self._last_commit = float("-inf")
         self._pending: list[tuple[Trace, asyncio.Future[Trace]]] = []
         self._drain_task: asyncio.Task[None] | None = None
         self.batches = 0  # commits made (how well writes were grouped: written / batches)
@@ -70,13 +80,18 @@ class GroupCommit:
             return self.store.write_traces(traces)  # type: ignore[attr-defined,no-any-return]
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
+            if self.linger_s > 0 and len(self._pending) < self.linger_min and \
+                    loop.time() - self._last_commit < self.busy_s:
+                await asyncio.sleep(self.linger_s)  # traffic flows: let a few more share this commit
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             try:
                 results: list[Any] = await anyio.to_thread.run_sync(self._write, [t for t, _ in batch])
             except BaseException as error:  # noqa: BLE001 - the store failed: every caller of this batch gets it
                 results = [error] * len(batch)
+            self._last_commit = loop.time()
             self.batches += 1
             self.written += len(batch)
             for (_, future), result in zip(batch, results):

@@ -16,6 +16,7 @@ Ordering guarantees learners rely on:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections import Counter
@@ -29,12 +30,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from crystallise.errors import CrystalliseError, NotFoundError, ValidationError
+from crystallise.errors import CrystalliseError, NotFoundError, StoreError, ValidationError
 from crystallise.store import codec
 from crystallise.store.base import Redactor
 from crystallise.store import vectors as vec
 from crystallise.store.deltas import apply_deltas
-from crystallise.store.engine import is_postgres, make_engine, mask_url, translate_errors, write_connection
+from crystallise.store.engine import (current_org_scope, is_postgres, make_engine, mask_url, translate_errors,
+                                      write_connection)
 from crystallise.store.schema import changesets, items, spans, traces, versions, watermarks
 from crystallise.store.schema import feedback as feedback_table
 from crystallise.store.search import query_tokens, ranked
@@ -66,6 +68,9 @@ class SqlStore(ContextDataMixin):
         self.redactor: Redactor | None = None
         # Called with every trace once it is committed (traces/otlp_export.py: must only enqueue, never raise).
         self.exporter: Callable[[Trace], None] | None = None
+        # PostgreSQL: the connection trace batches go over outside an org scope (_insert_batch_pg).
+        self._batch_conn: Any = None
+        self._batch_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SqlStore({mask_url(self.url)!r})"
@@ -78,6 +83,10 @@ class SqlStore(ContextDataMixin):
 
     def close(self) -> None:
         """Close every pooled connection. The store must not be used afterwards."""
+        with self._batch_lock:
+            if self._batch_conn is not None:
+                self._batch_conn.close()
+                self._batch_conn = None
         self.engine.dispose()
 
     @contextmanager
@@ -217,9 +226,37 @@ class SqlStore(ContextDataMixin):
             children = self._children(conn, [row["id"] for row in rows]) if with_children and rows else {}
         return [codec.trace_from_row(row, *children.get(row["id"], ([], []))) for row in rows]
 
-    def count_traces(self) -> int:
+    def count_traces(self, *, agent: str | None = None, org: str | None = None, user: str | None = None,
+                     name: str | None = None, after_seq: int = 0, limit: int | None = None) -> int:
+        """How many traces match (as `list_traces` filters them), counting at most `limit`: the
+        scheduler's "enough new runs yet?" without reading the runs (engine/scheduler.py)."""
+        query = sa.select(traces.c.seq).where(traces.c.seq > after_seq) if after_seq else sa.select(traces.c.seq)
+        for column, value in (("agent_id", agent), ("org_id", org), ("user_id", user), ("name", name)):
+            if value is not None:
+                query = query.where(traces.c[column] == value)
+        if limit is not None:
+            _check_limit(limit)
+            query = query.order_by(traces.c.seq).limit(limit)
         with self._read("counting traces") as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one())
+            return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
+
+    def sessions_after(self, *, after_seq: int, limit: int) -> list[tuple[str | None, float, list[Any]]]:
+        """Per session among the `limit` traces after `after_seq` (None: no session): its last time
+        (ended, else started) and the metadata of its traces whose metadata mentions a session end;
+        two small queries instead of decoding every trace (engine/session_end.py, each scheduler tick)."""
+        _check_limit(limit)
+        window = (sa.select(traces.c.session_id, sa.func.coalesce(traces.c.ended_at, traces.c.started_at).label("t"),
+                            traces.c.metadata).where(traces.c.seq > after_seq).order_by(traces.c.seq).limit(limit)
+                  .subquery())
+        with self._read("reading session activity") as conn:
+            last = conn.execute(sa.select(window.c.session_id, sa.func.max(window.c.t))
+                                .group_by(window.c.session_id)).all()
+            marked = conn.execute(sa.select(window.c.session_id, window.c.metadata)
+                                  .where(window.c.metadata.like("%session%end%"))).all()
+        metas: dict[str | None, list[Any]] = {}
+        for session, text in marked:
+            metas.setdefault(session, []).append(codec.load_json(text))
+        return [(session, float(t or 0.0), metas.get(session, [])) for session, t in last]
 
     # -- items -------------------------------------------------------------------------
 
@@ -526,6 +563,14 @@ class SqlStore(ContextDataMixin):
         try:
             if not prepared:
                 raise _BatchConflict()  # nothing valid to write: the fallback below is a no-op
+            if self._pg:
+                seqs = self._insert_batch_pg(prepared)
+                for i, trace, *_ in prepared:
+                    results[i] = _with(trace, seq=seqs[trace.id],
+                                       spans=[_with(s, trace_id=trace.id) for s in trace.spans],
+                                       feedback=[_with(fb, trace_id=trace.id) for fb in trace.feedback])
+                    self._exported(results[i])  # type: ignore[arg-type]
+                return [r if r is not None else ValidationError("not written") for r in results]
             with self._write(f"recording {len(prepared)} traces", lock=TRACE_LOCK) as conn:
                 known: set[str] = set()
                 for chunk in _chunks([p[1].id for p in prepared]):
@@ -569,6 +614,63 @@ class SqlStore(ContextDataMixin):
         return [r if r is not None else ValidationError("not written") for r in results]
 
     # -- dreaming: usage/credit log, dream runs, processed traces (context/dream.py, m004) -----------
+
+
+    def _insert_batch_pg(self, prepared: list[tuple[int, Trace, dict[str, Any], list[dict[str, Any]],
+                                                    list[dict[str, Any]]]]) -> dict[str, int]:
+        """PostgreSQL: the batch's rows in one pipeline — BEGIN, the lock, three executemany, the seqs
+        back, COMMIT — so one round trip and no SQLAlchemy statement machinery per batch. That fixed
+        cost (~1.4 ms of CPU through SQLAlchemy, the pool's checkout and ping) was most of a trace's
+        ingest cost at a few traces a batch (docs/benchmarks.md). Outside any org scope (the API's
+        group commit) the batch goes over a connection of its own, kept open between batches;
+        inside one it goes over a pooled connection whose transaction runs as that org (row-level
+        security, store/engine.py). Any id recorded before, or a value the database refuses, raises
+        `_BatchConflict`: nothing of the batch is kept and `write_traces` answers trace by trace."""
+        import psycopg  # the `postgres` extra: present whenever this store is on PostgreSQL
+
+        rows = [(traces.name, [p[2] for p in prepared]), (spans.name, [r for p in prepared for r in p[3]]),
+                (feedback_table.name, [r for p in prepared for r in p[4]])]
+        ids = [p[1].id for p in prepared]
+
+        def insert(conn: Any) -> dict[str, int]:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (TRACE_LOCK,))
+                for table, values in rows:
+                    if values:  # the codec's rows all have one key set: its columns, in its order
+                        names = tuple(values[0])
+                        cur.executemany(_insert_sql(table, names), [[r[c] for c in names] for r in values])
+                cur.execute("SELECT id, seq FROM traces WHERE id = ANY(%s)", (ids,))
+                return {str(i): int(q) for i, q in cur.fetchall()}
+
+        doing = f"recording {len(prepared)} traces"
+        try:
+            if current_org_scope() is not None:
+                with self._write(doing) as pooled:
+                    raw = pooled.connection.driver_connection
+                    with raw.pipeline():
+                        return insert(raw)
+            with self._batch_lock:
+                conn = self._batch_conn
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._batch_conn = psycopg.connect(_conninfo(self.engine), connect_timeout=10)
+                with conn.pipeline(), conn.transaction():
+                    return insert(conn)
+        except (psycopg.IntegrityError, psycopg.DataError):
+            raise _BatchConflict() from None
+        except psycopg.Error as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreError(f"the store at {mask_url(self.url)} failed {doing}: {detail}") from error
+
+
+def _conninfo(engine: Engine) -> str:
+    """A libpq URI for the engine's database (SQLAlchemy's `postgresql+psycopg://` names the driver)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(table: str, names: tuple[str, ...]) -> str:
+    """The INSERT for `names` (column names from schema.py via the codec, never from a client)."""
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
 
 
 class _BatchConflict(Exception):
