@@ -55,6 +55,8 @@ def _one_commit_per_version(facts: dict) -> None:
     assert len(versions) == facts["accepted_changesets"]
     per_job: dict[str, int] = {}
     for cs in facts["changesets_of_versions"]:
+        if cs["job"] is None:  # `POST /v1/tasks`'s version (the task defined), not a job's
+            continue
         per_job[cs["job"]] = per_job.get(cs["job"], 0) + 1
     assert all(n == 1 for n in per_job.values()), f"a job committed twice: {per_job}"
     registry = [r.split("\x00") for r in facts["registry"]]
@@ -76,7 +78,7 @@ def test_serve_engine_ray_learns_from_http_traffic_alone(tmp_path):
     (number,) = job["result"]["versions"]
     assert number in [v["number"] for v in facts["versions_api"]]  # live: the org's versions list shows it
     assert facts["job_api"]["progress"] == 1.0 and facts["evil_sees"] == 404
-    assert [cs["job"] for cs in facts["changesets_of_versions"]] == [job["id"]]
+    assert [cs["job"] for cs in facts["changesets_of_versions"] if cs["job"]] == [job["id"]]
     _one_commit_per_version(facts)
     assert facts["serve_alive"]
 
@@ -98,20 +100,22 @@ def test_serve_survives_losing_the_ray_head_and_resumes_when_it_returns(tmp_path
     assert sum("answers again" in ln for ln in log.splitlines()) == 1
     assert facts["error_after_s"] < 20
 
-    # nothing ran while the head was down: the queued jobs were still queued
+    # jobs that were queued when the head died and still queued once the last node had gone (the second
+    # node may finish what it was given before its raylet gives up): they wait, and run when the head is back
     in_outage = {j["id"]: j for j in facts["jobs_in_outage"]}
-    waiting = [j for j in facts["at_kill"] if j["status"] == "queued"]
-    assert waiting and all(in_outage[j["id"]]["status"] in ("queued", "running") for j in waiting)
+    waited = [i for i, j in in_outage.items() if j["status"] == "queued" and i != facts["in_flight"]]
+    assert waited and {j["status"] for j in facts["at_kill"] if j["id"] in waited} == {"queued"}, in_outage
 
     # after the head came back: every job ended, succeeded; the one in flight was re-run (a new attempt)
     jobs = {j["id"]: j for j in facts["jobs"]}
-    assert len(jobs) == 5 and {j["status"] for j in jobs.values()} == {"succeeded"}, \
+    assert len(jobs) == 6 and {j["status"] for j in jobs.values()} == {"succeeded"}, \
         [(j["status"], j["error"]) for j in jobs.values()]
     victim = jobs[facts["in_flight"]]
     assert victim["attempts"] >= 2, victim
+    assert all(jobs[i]["status"] == "succeeded" and jobs[i]["attempts"] == 1 for i in waited)
     assert all(j["worker"].startswith("ray:") for j in jobs.values())
     _one_commit_per_version(facts)
-    assert {cs["job"] for cs in facts["changesets_of_versions"]} <= set(jobs)
+    assert {cs["job"] for cs in facts["changesets_of_versions"] if cs["job"]} <= set(jobs)
 
 
 def _closed_port() -> int:

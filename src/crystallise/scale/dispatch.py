@@ -1,6 +1,6 @@
 """The Ray driver process of `serve --engine ray` / `worker --engine ray` (started by supervisor.py).
 
-    python -m crystallise.scale.dispatch --home HOME --address HOST:PORT
+    python -m crystallise.scale --home HOME --address HOST:PORT
 
 Why a process of its own: a Ray driver is bound to its cluster's head (the GCS). When the head dies,
 calls into Ray may block, and Ray ends the driver's whole process (`_exit`) once it has failed to
@@ -63,7 +63,7 @@ def _say(out: IO[str], event: str, **fields: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m crystallise.scale.dispatch")
+    ap = argparse.ArgumentParser(prog="python -m crystallise.scale")
     ap.add_argument("--home", required=True)
     ap.add_argument("--address", default=None)
     ap.add_argument("--poll-s", type=float, default=0.5)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not head_answers(args.address):
-        _say(proto, "lost", why=f"nothing answers at {args.address}")
+        _say(proto, "lost", why="nothing listens at that address")
         return EXIT_NO_HEAD
 
     home = Home.open(args.home)
@@ -100,12 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         silent_since = silent_since or time.monotonic()
         if time.monotonic() - silent_since >= args.lost_after_s:
-            _say(proto, "lost", why=f"the Ray head at {args.address} stopped answering")
+            _say(proto, "lost", why=f"it stopped answering for {args.lost_after_s:.0f} s")
             os._exit(EXIT_LOST)  # noqa: SLF001 - ray.shutdown() may block on a dead head
     executor.close(timeout=10)
     home.close()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

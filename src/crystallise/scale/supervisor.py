@@ -5,7 +5,7 @@ API process outlives its Ray cluster's head.
     with RaySupervisor(home, address="10.0.0.5:6379") as ex:   # what `serve --engine ray` runs
         ex.start(job)                                          # "dispatch now" (else the next poll)
 
-    supervisor thread                                  child (python -m crystallise.scale.dispatch)
+    supervisor thread                                  child (python -m crystallise.scale: dispatch.py)
       1. probe HOST:PORT; no answer: step 5             ray.init, then {"event": "connected"}
       2. start the child, its stderr to HOME/ray-dispatch.log
       3. read its events: "connected", "alive" ...      probes the head every second
@@ -89,7 +89,7 @@ class RaySupervisor:
         failures = 0
         while not self._stop.is_set():
             if not head_answers(self.address):
-                why = f"nothing answers at {self.where}"
+                why = "nothing listens at that address"
             else:
                 connected, why = self._run_child()
                 if connected:
@@ -116,7 +116,7 @@ class RaySupervisor:
         with open(self.log_path, "a", encoding="utf-8") as err:
             err.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} dispatcher for {self.where}\n")
             err.flush()
-            argv = [sys.executable, "-m", "crystallise.scale.dispatch", "--home", str(self.home.path),
+            argv = [sys.executable, "-m", "crystallise.scale", "--home", str(self.home.path),
                     "--poll-s", str(self.poll_s), "--lost-after-s", str(self.lost_after_s)]
             if self.address:
                 argv += ["--address", self.address]
@@ -151,13 +151,13 @@ class RaySupervisor:
                                  event.get("nodes"))
                     self._down_since = None
                 elif event.get("event") == "lost":
-                    why = str(event.get("why") or "the head stopped answering")
+                    why = str(event.get("why") or "it stopped answering")
         finally:
             self._child = None
             _end(child)
         if not why:
             code = child.returncode
-            why = {EXIT_LOST: "the head stopped answering", EXIT_NO_HEAD: f"nothing answers at {self.where}"}.get(
+            why = {EXIT_LOST: "it stopped answering", EXIT_NO_HEAD: "nothing listens at that address"}.get(
                 code, f"its dispatcher exited with status {code}: {_last_line(self.log_path)}")
         return connected, why
 
