@@ -46,30 +46,32 @@ def records(n: int) -> list[tuple[str, str]]:
     return out
 
 
-def warm_up(home: Home) -> float:
-    """One learn job per alive node, pinned to it, all at once; their wall seconds. Same driver as the
-    timed jobs, so Ray reuses these warm worker processes for them."""
+def warm_up(home: Home, per_node: int) -> float:
+    """`per_node` learn jobs on every alive node (one per CPU slot: a worker process each), pinned to
+    it, all at once; their wall seconds. Same driver as the timed jobs, so Ray reuses these warm
+    worker processes for them."""
     ray = need_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     task = ray.remote(run_job)
     t0 = time.monotonic()
     refs = []
-    for k, node in enumerate(n for n in ray.nodes() if n["Alive"]):
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    for k in range(len(alive) * per_node):
         job = jobs.submit(home, "learn", scope=Scope(org=f"warmup{k}"),
                           params={"task": "ratio", "learners": ["crystallise"]})
         refs.append(task.options(num_cpus=1, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node_id=node["NodeID"], soft=False)).remote(job.id))
+            node_id=alive[k % len(alive)]["NodeID"], soft=False)).remote(job.id))
     statuses = ray.get(refs)
     if set(statuses) != {"succeeded"}:
         raise RuntimeError(f"a warm-up job did not succeed: {statuses}")
     return time.monotonic() - t0
 
 
-def seed(home: Home, org: str) -> None:
+def seed(home: Home, org: str, n: int) -> None:
     loop = Loop(home, TaskSpec(name="ratio", metric="numeric"), CachedBackend(ScriptedBackend(lambda r: "0")),
                 score_numeric, LoopConfig(scope=Scope(org=org), learners=("crystallise",)))
-    for context, target in records(24):
+    for context, target in records(n):
         loop.record_labelled(context, target)
 
 
@@ -77,13 +79,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=1)
     ap.add_argument("--orgs", type=int, default=8)
+    ap.add_argument("--traces", type=int, default=24, help="labelled traces per org (the work per job)")
     ap.add_argument("--pin", action="store_true", help="node k on core k alone (taskset -c k, --num-cpus 1)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="crystallise-bench-scale-"))
     pg = PostgresServer.start()
-    result: dict = {"nodes": args.nodes, "orgs": args.orgs, "pinned": args.pin}
+    result: dict = {"nodes": args.nodes, "orgs": args.orgs, "traces": args.traces, "pinned": args.pin}
     try:
         url = pg.create_database()
         homes = [Home.init(tmp / f"node{i}", store_url=url, registry=str(tmp / "registry.git"), model="scripted:0")
@@ -91,21 +94,22 @@ def main() -> None:
         home = homes[0]
         define(home, "ratio", metric="numeric")
         orgs = [f"org{i}" for i in range(args.orgs)]
-        for org in [*orgs, *(f"warmup{k}" for k in range(args.nodes))]:
-            seed(home, org)
-        cluster = RayCluster([h.path for h in homes], pin=args.pin).__enter__()
+        cluster = RayCluster([h.path for h in homes], pin=args.pin)
+        for org in [*orgs, *(f"warmup{k}" for k in range(args.nodes * cluster.cpus))]:
+            seed(home, org, args.traces)
+        cluster.__enter__()
         need_ray().init(address=cluster.address, namespace="crystallise", log_to_driver=False,
                         configure_logging=False)  # before the executor: its dispatch loop must not race the warm-up
-        result["warmup_s"] = round(warm_up(home), 2)
-        with RayExecutor(home, address=cluster.address, poll_s=0.2) as ex:
-            t0 = time.monotonic()
+        result["warmup_s"] = round(warm_up(home, cluster.cpus), 2)
+        with RayExecutor(home, address=cluster.address, poll_s=0.05) as ex:
+            t0 = time.time()  # the clock the workers stamp `finished_at` with (one machine)
             ids = [jobs.submit(home, "learn", scope=Scope(org=org),
                                params={"task": "ratio", "learners": ["crystallise"]}).id for org in orgs]
             ex.start(jobs.get(home, ids[0]))
             while not all(jobs.get(home, i).done for i in ids):
                 time.sleep(0.2)
-            wall = time.monotonic() - t0
         done = [jobs.get(home, i) for i in ids]
+        wall = max(j.finished_at or 0.0 for j in done) - t0  # the last job's end, not when this loop saw it
         result.update(
             wall_s=round(wall, 2), jobs_per_min=round(60 * len(ids) / wall, 2),
             statuses=sorted({j.status for j in done}),
