@@ -190,6 +190,8 @@ def head_loss_phase(api: Api, cluster: RayCluster, keys: dict[str, str], facts: 
         time.sleep(0.1)
     facts.setdefault("error_after_s", round(time.monotonic() - t_kill, 1))
     facts["during_outage"] = during
+    r = api.http.post("/v1/learn", json={"task": "ratio"}, headers=auth(keys["org7"]))  # a person asks meanwhile
+    facts["learn_in_outage"] = {"status": r.status_code, "id": (r.json().get("items") or [{}])[0].get("id")}
     wait_for("the second node to notice (its raylet exits)", lambda: not any(
         b"raylet" in Path(f"/proc/{p}/cmdline").read_bytes() for p in cluster.node_pids(1)
         if Path(f"/proc/{p}/cmdline").exists()), 60)
@@ -201,7 +203,7 @@ def head_loss_phase(api: Api, cluster: RayCluster, keys: dict[str, str], facts: 
     t_back = time.monotonic()
     wait_for("the supervisor to reconnect", lambda: "answers again" in api.text(), 60)
     facts["reconnect_s"] = round(time.monotonic() - t_back, 1)
-    done = wait_for("every learn job to end", lambda: (lambda js: js if len(js) >= len(orgs) and all(
+    done = wait_for("every learn job to end", lambda: (lambda js: js if len(js) >= len(orgs) + 1 and all(
         j["status"] in ("succeeded", "failed", "cancelled") for j in js) else None)(
         api.jobs(keys["admin"], kind="learn")), 240, every=0.5)
     facts["jobs"] = done

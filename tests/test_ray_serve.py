@@ -103,13 +103,17 @@ def test_serve_survives_losing_the_ray_head_and_resumes_when_it_returns(tmp_path
     # jobs that were queued when the head died and still queued once the last node had gone (the second
     # node may finish what it was given before its raylet gives up): they wait, and run when the head is back
     in_outage = {j["id"]: j for j in facts["jobs_in_outage"]}
-    waited = [i for i, j in in_outage.items() if j["status"] == "queued" and i != facts["in_flight"]]
+    at_kill = {j["id"] for j in facts["at_kill"]}
+    waited = [i for i, j in in_outage.items() if j["status"] == "queued" and i != facts["in_flight"] and i in at_kill]
     assert waited and {j["status"] for j in facts["at_kill"] if j["id"] in waited} == {"queued"}, in_outage
 
     # after the head came back: every job ended, succeeded; the one in flight was re-run (a new attempt)
     jobs = {j["id"]: j for j in facts["jobs"]}
-    assert len(jobs) == 6 and {j["status"] for j in jobs.values()} == {"succeeded"}, \
+    assert len(jobs) == 7 and {j["status"] for j in jobs.values()} == {"succeeded"}, \
         [(j["status"], j["error"]) for j in jobs.values()]
+    # `POST /v1/learn` during the outage: accepted (queued), run once the head was back
+    assert facts["learn_in_outage"]["status"] == 202 and facts["learn_in_outage"]["id"] in jobs
+    assert in_outage[facts["learn_in_outage"]["id"]]["status"] == "queued"
     victim = jobs[facts["in_flight"]]
     assert victim["attempts"] >= 2, victim
     assert all(jobs[i]["status"] == "succeeded" and jobs[i]["attempts"] == 1 for i in waited)
