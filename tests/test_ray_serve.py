@@ -153,7 +153,50 @@ def test_no_head_one_error_then_quiet_retries(sqlite_home, caplog):
         assert time.monotonic() - t0 < 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and address in errors[0].getMessage(), [r.getMessage() for r in errors]
-    assert "not affected" in errors[0].getMessage()
+    assert "nothing else is affected" in errors[0].getMessage()
     assert sum(r.levelno == logging.DEBUG and "still unreachable" in r.getMessage() for r in caplog.records) >= 3
     assert sup.state == "down" and sup.connects == 0
     assert not (sqlite_home.path / "ray-dispatch.log").exists()  # no child was started for a dead port
+
+
+FAKE_CHILD = """
+import json, os, sys, time
+print(json.dumps({"event": "connected", "nodes": 1, "pid": os.getpid()}), flush=True)
+with open(sys.argv[1], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+time.sleep(600)  # then never a word again: a dispatcher stuck in a call into Ray
+"""
+
+
+def test_a_silent_dispatcher_is_killed_and_replaced(sqlite_home, caplog, tmp_path, monkeypatch):
+    """The watchdog: a child that connected and then says nothing for `stall_s` (stuck in a call into
+    a dead head) is killed by its pid and a new one started; one error per outage, one line when the
+    next child is connected. (A stand-in child: the real one is covered by the tests above.)"""
+    with socket.socket() as head:  # something answers at the address, so children are started
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        pids = tmp_path / "pids"
+        script = tmp_path / "child.py"
+        script.write_text(FAKE_CHILD)
+
+        def spawn(self):
+            return subprocess.Popen([sys.executable, str(script), str(pids)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+
+        monkeypatch.setattr(RaySupervisor, "_spawn", spawn)
+        with caplog.at_level(logging.INFO, logger="crystallise.scale"):
+            sup = RaySupervisor(sqlite_home, address=address, backoff_s=(0.05,), stall_s=0.8)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and sup.connects < 3:
+                time.sleep(0.05)
+            sup.close(timeout=15)
+    started = [int(p) for p in pids.read_text().split()]
+    assert sup.connects >= 3 and len(started) >= 3
+    for pid in started:  # every child ended: killed by the watchdog, or stopped by close()
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    # each stall is an outage of its own (the child had connected): one error for it, one line when over
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or "answers again" in r.getMessage()]
+    errors = [m for m in said if "is unreachable" in m]
+    assert errors and all("sent nothing for" in m and address in m for m in errors), errors
+    assert all(("is unreachable" in a) != ("is unreachable" in b) for a, b in zip(said, said[1:])), said

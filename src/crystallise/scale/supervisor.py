@@ -104,8 +104,8 @@ class RaySupervisor:
         self.state = "down"
         if self._down_since is None:
             self._down_since = time.monotonic()
-            log.error("Ray head at %s is unreachable (%s): learning jobs wait in the queue, the API is not "
-                      "affected; retrying to connect every %.0f s at most (dispatcher log: %s)",
+            log.error("Ray head at %s is unreachable (%s): learning jobs wait in the queue and nothing "
+                      "else is affected; retrying to connect every %.0f s at most (dispatcher log: %s)",
                       self.where, why, max(self.backoff_s), self.log_path)
         else:
             log.debug("Ray head at %s still unreachable: %s", self.where, why)
@@ -129,12 +129,13 @@ class RaySupervisor:
         self._child = child
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=_read_events, args=(child.stdout, events), daemon=True).start()
-        connected, why = False, ""
+        connected, why, stuck = False, "", False
         try:
             while not self._stop.is_set():
                 try:
                     event = events.get(timeout=self.stall_s if connected else self.connect_timeout_s)
                 except queue.Empty:
+                    stuck = True
                     why = (f"its dispatcher sent nothing for {self.stall_s:.0f} s (killed)" if connected else
                            f"connecting took over {self.connect_timeout_s:.0f} s (killed)")
                     break
@@ -154,7 +155,7 @@ class RaySupervisor:
                     why = str(event.get("why") or "it stopped answering")
         finally:
             self._child = None
-            _end(child)
+            _end(child, grace_s=0.0 if stuck else 10.0)
         if not why:
             code = child.returncode
             why = {EXIT_LOST: "it stopped answering", EXIT_NO_HEAD: "nothing listens at that address"}.get(
@@ -192,14 +193,15 @@ def _read_events(stream: IO[str] | None, events: queue.Queue[dict[str, Any] | No
 
 
 def _end(child: subprocess.Popen[str], grace_s: float = 10.0) -> None:
-    """Wait for the child (it exits on its own once its stdin closes); kill -9 it, by pid, after `grace_s`."""
+    """Wait for the child (it exits on its own once its stdin closes); kill -9 it, by pid, after `grace_s`
+    (at once for a child that is stuck)."""
     if child.stdin is not None:
         try:
             child.stdin.close()
         except OSError:
             pass
     try:
-        child.wait(grace_s)
+        child.wait(grace_s) if grace_s > 0 else child.wait(0.001)
     except subprocess.TimeoutExpired:
         try:
             os.kill(child.pid, signal.SIGKILL)
