@@ -79,14 +79,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=1)
     ap.add_argument("--orgs", type=int, default=8)
-    ap.add_argument("--traces", type=int, default=24, help="labelled traces per org (the work per job)")
     ap.add_argument("--pin", action="store_true", help="node k on core k alone (taskset -c k, --num-cpus 1)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="crystallise-bench-scale-"))
     pg = PostgresServer.start()
-    result: dict = {"nodes": args.nodes, "orgs": args.orgs, "traces": args.traces, "pinned": args.pin}
+    result: dict = {"nodes": args.nodes, "orgs": args.orgs, "pinned": args.pin}
     try:
         url = pg.create_database()
         homes = [Home.init(tmp / f"node{i}", store_url=url, registry=str(tmp / "registry.git"), model="scripted:0")
@@ -96,7 +95,7 @@ def main() -> None:
         orgs = [f"org{i}" for i in range(args.orgs)]
         cluster = RayCluster([h.path for h in homes], pin=args.pin)
         for org in [*orgs, *(f"warmup{k}" for k in range(args.nodes * cluster.cpus))]:
-            seed(home, org, args.traces)
+            seed(home, org, 24)
         cluster.__enter__()
         need_ray().init(address=cluster.address, namespace="crystallise", log_to_driver=False,
                         configure_logging=False)  # before the executor: its dispatch loop must not race the warm-up

@@ -1,6 +1,6 @@
 """Learning throughput on a Ray cluster: jobs/min with 1 vs 2 nodes (issue 16 part 4).
 
-    crystallise bench scale                      # --nodes 1,2 --orgs 32 --traces 24
+    crystallise bench scale                      # --nodes 1,2 --orgs 32
     crystallise bench scale --pin                # node k on core k alone: 1 node = 1 core, 2 nodes = 2 cores
     crystallise bench scale --nodes 1,2,3 --orgs 12 --json
 
@@ -32,12 +32,10 @@ HERE = Path(__file__).resolve().parent
 @click.command()
 @click.option("--nodes", default="1,2", show_default=True, help="Comma-separated node counts to compare.")
 @click.option("--orgs", default=32, show_default=True, type=click.IntRange(1, 500), help="Orgs (= learn jobs).")
-@click.option("--traces", default=24, show_default=True, type=click.IntRange(8, 2000),
-              help="Labelled traces per org: the learning work of one job.")
 @click.option("--pin", is_flag=True,
               help="Node k on core k alone (taskset -c k, --num-cpus 1): N nodes = N cores. Needs N cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-def command(nodes: str, orgs: int, traces: int, pin: bool, as_json: bool) -> None:
+def command(nodes: str, orgs: int, pin: bool, as_json: bool) -> None:
     """Learn jobs/min on a local Ray cluster of 1 vs 2 nodes (PostgreSQL, a registry, one home per node)."""
     problem = private_network_problem()
     if problem:
@@ -54,7 +52,7 @@ def command(nodes: str, orgs: int, traces: int, pin: bool, as_json: bool) -> Non
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run.json"
             argv = [sys.executable, str(HERE / "_scale_run.py"), "--nodes", str(n), "--orgs", str(orgs),
-                    "--traces", str(traces), "--out", str(out), *(["--pin"] if pin else [])]
+                    "--out", str(out), *(["--pin"] if pin else [])]
             done = subprocess.run(["unshare", "-n", *argv], env=env, capture_output=True, text=True, timeout=1800)
             if not out.exists() or "wall_s" not in json.loads(out.read_text()):
                 raise click.ClickException(f"the {n}-node run failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
