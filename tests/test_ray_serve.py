@@ -200,3 +200,27 @@ def test_a_silent_dispatcher_is_killed_and_replaced(sqlite_home, caplog, tmp_pat
     errors = [m for m in said if "is unreachable" in m]
     assert errors and all("sent nothing for" in m and address in m for m in errors), errors
     assert all(("is unreachable" in a) != ("is unreachable" in b) for a, b in zip(said, said[1:])), said
+
+
+def test_a_dispatcher_that_cannot_start_is_retried_slowly(sqlite_home, caplog, tmp_path, monkeypatch):
+    """The head answers but the child dies before connecting (a broken home, a broken install): the
+    error says why (its exit status and last log line) and the next try waits 5 s, not 1."""
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        starts = []
+
+        def spawn(self):
+            starts.append(time.monotonic())
+            with open(self.log_path, "a") as err:
+                return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit('boom: no home here')"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+
+        monkeypatch.setattr(RaySupervisor, "_spawn", spawn)
+        with caplog.at_level(logging.INFO, logger="crystallise.scale"):
+            sup = RaySupervisor(sqlite_home, address=f"127.0.0.1:{head.getsockname()[1]}", backoff_s=(0.05,))
+            time.sleep(3.0)
+            sup.close()
+    assert len(starts) == 1, f"{len(starts)} children in 3 s"
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "exited with status 1: boom: no home here" in error, error

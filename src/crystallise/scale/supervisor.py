@@ -46,6 +46,7 @@ log = logging.getLogger("crystallise.scale")
 
 LOG_NAME = "ray-dispatch.log"
 _LOG_MAX = 16 << 20  # the child's log is started afresh above this size
+_CRASH_BACKOFF_MAX_S = 60.0  # children that end before connecting to a head that answers: 5, 10, 20, 40, 60 s
 
 
 class RaySupervisor:
@@ -86,18 +87,22 @@ class RaySupervisor:
     # -- supervising -------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        failures = 0
+        failures = crashes = 0
         while not self._stop.is_set():
+            wait = self.backoff_s[min(failures, len(self.backoff_s) - 1)]
             if not head_answers(self.address):
                 why = "nothing listens at that address"
             else:
                 connected, why = self._run_child()
                 if connected:
-                    failures = 0
+                    failures = crashes = 0
+                else:  # the head answers but no child gets through (a bad home, a broken install):
+                    crashes += 1  # back off further, a child costs a process start and Ray's imports
+                    wait = max(wait, min(_CRASH_BACKOFF_MAX_S, 5.0 * 2 ** (crashes - 1)))
             if self._stop.is_set():
                 break
             self._down(why)
-            self._stop.wait(self.backoff_s[min(failures, len(self.backoff_s) - 1)])
+            self._stop.wait(wait)
             failures += 1
 
     def _down(self, why: str) -> None:
