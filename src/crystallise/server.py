@@ -20,7 +20,8 @@ from crystallise.api.app import create_app as create_api_app
 from crystallise.api.auth import KeyRing
 from crystallise.config import ENV_SERVE_SPEC, env
 from crystallise.engine.home import Home
-from crystallise.scale.ray_exec import RayExecutor, need_ray
+from crystallise.scale.ray_exec import need_ray
+from crystallise.scale.supervisor import RaySupervisor
 from crystallise.web import create_web_app
 
 try:  # the MCP tools need the `mcp` extra (part of `serve`); without it there is no /mcp
@@ -49,10 +50,11 @@ def _ui(home: Home, keys: KeyRing, reports: Path) -> Any:
 
 def create_app(home: Home, *, engine: str = "inprocess", ray_address: str | None = None, **options: Any) -> FastAPI:
     """The API over `home` with /mcp and /ui (`crystallise.api.app.create_app` lists the options);
-    `engine="ray"` runs its learning jobs on the Ray cluster at `ray_address` (crystallise.scale)."""
+    `engine="ray"` runs its learning jobs on the Ray cluster at `ray_address` (crystallise.scale): the Ray
+    driver lives in a child process that `RaySupervisor` restarts, so the API outlives the cluster's head."""
     if engine == "ray":
         need_ray()  # the ImportError naming the `scale` extra, before the server starts
-        options["executor"] = lambda h: RayExecutor(h, address=ray_address)
+        options["executor"] = lambda h: RaySupervisor(h, address=ray_address)
     elif engine != "inprocess":
         raise ValueError(f"unknown engine {engine!r}: use 'inprocess' or 'ray'")
     return create_api_app(home, mcp=_mcp, ui=_ui, **options)

@@ -108,7 +108,7 @@ def create_app(
     extraction when a session ends among them. `crystallise serve` turns both on (`--no-learn`: the
     scheduler off). Without a scheduler, `extract_every_s` runs extraction that often when a session
     has ended (engine/session_end.py). `executor(home)`: another
-    executor for the jobs (a context manager: `crystallise.scale.RayExecutor`, `serve --engine ray`).
+    executor for the jobs (a context manager: `crystallise.scale.RaySupervisor`, `serve --engine ray`).
     """
     keys = KeyRing(home.path)
     home.store  # noqa: B018 - open (and migrate) the store once, before requests race to do it

@@ -28,7 +28,7 @@ from rich.table import Table
 from crystallise.engine import jobs
 from crystallise.engine.scheduler import LearnPolicy, Scheduler
 from crystallise.engine.task_defs import define, task_names
-from crystallise.scale.ray_exec import RayExecutor
+from crystallise.scale.supervisor import RaySupervisor
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.types import Scope
 
@@ -225,7 +225,7 @@ def register(main: click.Group) -> None:
         console.print(f"crystallise worker on {home.path}: {where}, scheduler "
                       f"{'on' if learn else 'off'}; Ctrl-C stops", highlight=False)
         try:
-            executor = RayExecutor(home, address=address) if engine == "ray" else \
+            executor = RaySupervisor(home, address=address) if engine == "ray" else \
                 jobs.InProcessExecutor(home, threads=threads)
         except ImportError as e:
             raise click.ClickException(str(e)) from e

@@ -93,7 +93,12 @@ def run_job(job_id: str) -> str:
 
 class RayExecutor:
     """Dispatches queued jobs to a Ray cluster (see the module docstring). `address`: the head's
-    `HOST:PORT` (None: Ray's own default, a local cluster started for this process)."""
+    `HOST:PORT` (None: Ray's own default, a local cluster started for this process).
+
+    In-process, this process is Ray's driver and shares the head's fate: once the head is gone Ray
+    ends the process (after `gcs_rpc_server_reconnect_timeout_s`). Right for a batch (tests, `bench
+    scale`); a long-lived process wants `RaySupervisor` (scale/supervisor.py), which runs this class in a
+    child process and replaces it while the head is away."""
 
     def __init__(self, home: Home, *, address: str | None, max_retries: int = 3, poll_s: float = 0.5,
                  reap_every_s: float = 10.0) -> None:

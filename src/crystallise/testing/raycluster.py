@@ -55,26 +55,64 @@ def sweep() -> None:
 
 
 class RayCluster:
-    """`ray start` of a head node and `len(homes) - 1` workers, 2 CPUs each, on 127.0.0.1."""
+    """`ray start` of a head node and `len(homes) - 1` workers, `cpus` CPUs each, on 127.0.0.1.
 
-    def __init__(self, homes: Sequence[Path], *, port: int = 6391, cpus: int = 2) -> None:
-        self.homes, self.port, self.cpus = list(homes), port, cpus
+    `pin`: node k runs under `taskset -c k` with one CPU (`--num-cpus 1`), so k nodes have k cores of
+    their own (the raylet, its workers and, on the head, the GCS inherit the affinity). `env`: more
+    environment for every node's processes (e.g. `RAY_gcs_rpc_server_reconnect_timeout_s`)."""
+
+    def __init__(self, homes: Sequence[Path], *, port: int = 6391, cpus: int = 2, pin: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        if pin and len(homes) > (os.cpu_count() or 1):
+            raise ValueError(f"--pin gives each node a core of its own: {len(homes)} nodes need "
+                             f"{len(homes)} cores, this machine has {os.cpu_count()}")
+        self.homes, self.port, self.cpus, self.pin = list(homes), port, 1 if pin else cpus, pin
+        self.env = dict(env or {})
         self.address = f"127.0.0.1:{port}"
         self.ray = str(Path(sys.executable).with_name("ray"))
 
-    def _start(self, home: Path, *args: str) -> None:
-        env = {**os.environ, "CRYSTALLISE_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
-        done = subprocess.run([self.ray, "start", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
+    def _start(self, index: int, *args: str) -> None:
+        env = {**os.environ, **self.env, "CRYSTALLISE_HOME": str(self.homes[index]), "RAY_USAGE_STATS_ENABLED": "0"}
+        pin = ["taskset", "-c", str(index)] if self.pin else []
+        done = subprocess.run([*pin, self.ray, "start", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
                                "--disable-usage-stats", "--object-store-memory=80000000", *args],
                               env=env, capture_output=True, text=True, timeout=180)
         if done.returncode:
             raise RuntimeError(f"ray start failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
+    def start_head(self) -> None:
+        """Start (or start again, at the same address) the head node, in the first home."""
+        self._start(0, "--head", f"--port={self.port}", "--include-dashboard=false")
+
     def __enter__(self) -> RayCluster:
-        self._start(self.homes[0], "--head", f"--port={self.port}", "--include-dashboard=false")
-        for home in self.homes[1:]:
-            self._start(home, f"--address={self.address}")
+        self.start_head()
+        for index in range(1, len(self.homes)):
+            self._start(index, f"--address={self.address}")
         return self
+
+    def node_pids(self, index: int) -> list[int]:
+        """The processes of node `index`: every process whose CRYSTALLISE_HOME is that node's home
+        (`ray start` gives it to the node's GCS, raylet and workers; nothing else here has it)."""
+        want = f"CRYSTALLISE_HOME={self.homes[index]}".encode()
+        pids = []
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit() and int(p.name) != os.getpid():
+                try:
+                    if want in (p / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(p.name))
+                except OSError:
+                    continue
+        return pids
+
+    def kill_node(self, index: int) -> list[int]:
+        """kill -9 every process of node `index` (index 0: the head -- the machine it ran on is gone)."""
+        pids = self.node_pids(index)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return pids
 
     def __exit__(self, *_exc: object) -> None:
         pass  # the caller sweeps the namespace once everything else (PostgreSQL) has stopped
