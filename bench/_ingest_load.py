@@ -25,7 +25,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-def trace_body(i: int) -> bytes:
+def trace_body(i: int, batch: int = 1) -> bytes:
+    """One trace (the body of POST /v1/traces), or `batch` of them (POST /v1/traces/batch)."""
+    if batch > 1:
+        return json.dumps({"traces": [json.loads(trace_body(i * batch + k)) for k in range(batch)]}).encode()
     return json.dumps({
         "name": "answer", "agent": "support", "user": f"u{i % 50}", "session": f"s{i % 200}",
         "input": f"Question {i}: how long is the refund window for a damaged parcel?",
@@ -82,10 +85,11 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return round(sorted_ms[k], 2)
 
 
-async def run(url: str, key: str, mode: str, rate: float, duration: float, connections: int) -> dict[str, Any]:
+async def run(url: str, key: str, mode: str, rate: float, duration: float, connections: int,
+              batch: int = 1) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
-    bodies = [trace_body(i) for i in range(256)]
+    bodies = [trace_body(i, batch) for i in range(256)]
 
     def head(body: bytes) -> bytes:
         return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
@@ -140,7 +144,8 @@ async def run(url: str, key: str, mode: str, rate: float, duration: float, conne
         "duration_s": round(wall, 2), "sent": len(latencies) + len(errors), "statuses": statuses,
         "errors": len(errors), "first_errors": errors[:3],
         "throughput_rps": round(len(latencies) / wall, 1),
-        "ok_rps": round(statuses.get("201", 0) / wall, 1),
+        "ok_rps": round(statuses.get("201", 0) / wall, 1), "batch": batch,
+        "ok_traces_per_s": round(statuses.get("201", 0) * batch / wall, 1),
         "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90), "p99_ms": percentile(ordered, 99),
         "max_ms": round(ordered[-1], 2) if ordered else 0.0,
     }
@@ -154,8 +159,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=1, help="traces per request (to POST /v1/traces/batch)")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.key, args.mode, args.rate, args.duration, args.connections))))
+    print(json.dumps(asyncio.run(run(args.url, args.key, args.mode, args.rate, args.duration, args.connections,
+                                     args.batch))))
 
 
 if __name__ == "__main__":

@@ -146,3 +146,24 @@ def test_the_checks_are_plain_functions():
     assert check_body(b'{"a": NaN}')[0] == 422 and check_body(b"not json") is None
     assert check_body(b'{"a": "\\ud800"}')[0] == 422 and check_body(b'{"a": "\\ud83d\\ude00"}') is None
     assert bad_id("tr_ok-1.2:3", "id") is None
+
+
+def test_the_depth_prefilter_never_lets_a_deep_body_past_and_spares_wide_ones() -> None:
+    """`_deeper_than` decides whether a body skips the full NaN/surrogate/depth check: it may say
+    "maybe" for a shallow body, never "no" for a deep one — strings holding brackets included."""
+    import json as _json
+
+    from crystallise.api.hostile import MAX_DEPTH, _deeper_than, check_body
+
+    deep = "[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2)
+    assert _deeper_than(deep, MAX_DEPTH) and check_body(deep.encode())[0] == 422
+    mixed = '{"a": ' * (MAX_DEPTH // 2 + 1) + "[" * (MAX_DEPTH // 2 + 1) + "1" + "]" * (MAX_DEPTH // 2 + 1) + \
+        "}" * (MAX_DEPTH // 2 + 1)  # MAX_DEPTH + 2 levels
+    assert _deeper_than(mixed, MAX_DEPTH) and check_body(mixed.encode())[0] == 422
+    hidden = '{"a": "' + "]" * 50 + '", "b": ' + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "}"
+    assert _deeper_than(hidden, MAX_DEPTH)  # brackets inside a string do not pair off the real ones
+    escaped = '{"a": "\\"]]]\\\\", "b": ' + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "}"
+    assert _deeper_than(escaped, MAX_DEPTH)
+    wide = _json.dumps({"traces": [{"spans": [{"attributes": {"x": [1, [2, [3]]]}}] * 5}] * 200})
+    assert not _deeper_than(wide, MAX_DEPTH) and check_body(wide.encode()) is None
+    assert _deeper_than("[" * 300, MAX_DEPTH)  # unpaired: the full check (then the parser) answers it

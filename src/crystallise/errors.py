@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyRecorded",
     "ArtifactError",
     "BackendError",
     "ConfigError",
@@ -49,6 +50,10 @@ class ConfigError(UserError):
 
 class ValidationError(UserError):
     """A value does not have the shape it must have."""
+
+
+class AlreadyRecorded(ValidationError):
+    """A record with this id was stored before (records are immutable: a retry of a write that succeeded)."""
 
 
 class NotFoundError(UserError):

@@ -27,6 +27,9 @@ __all__ = [
     "TaskList",
     "TaskSummary",
     "TraceAccepted",
+    "TraceBatchAccepted",
+    "TraceBatchIn",
+    "TraceOutcome",
     "TraceIn",
     "TracePage",
     "VersionDetail",
@@ -125,6 +128,30 @@ class TraceIn(_In):
         trace.ended_at = self.ended_at if self.ended_at is not None else now()
         trace.feedback = [f.to_feedback(trace.id) for f in self.feedback]
         return trace
+
+
+class TraceBatchIn(_In):
+    """Many finished runs in one request (`POST /v1/traces/batch`): each is a `TraceIn`."""
+
+    traces: list[TraceIn] = Field(min_length=1, max_length=1000)
+
+
+class TraceOutcome(BaseModel):
+    """One trace of a batch: `status` 201 with its `id` and `seq`, or the error that trace alone met
+    (409 recorded before, 403 another org or user, 400 a value the store refuses, 503 the store failed)."""
+
+    status: int
+    id: str | None = None
+    seq: int | None = None
+    detail: str | None = None
+
+
+class TraceBatchAccepted(BaseModel):
+    """The batch's answer, one outcome per trace in the order sent; `written` of them are durable."""
+
+    results: list[TraceOutcome]
+    written: int
+    failed: int
 
 
 class TraceAccepted(BaseModel):

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from crystallise.errors import CrystalliseError, NotFoundError, StoreError, ValidationError
+from crystallise.errors import AlreadyRecorded, CrystalliseError, NotFoundError, StoreError, ValidationError
 from crystallise.store import codec
 from crystallise.store.base import Redactor
 from crystallise.store import vectors as vec
@@ -126,7 +126,7 @@ class SqlStore(ContextDataMixin):
                 raise ValidationError(f"trace {trace.id!r} has two {kind} records with id {repeated[0]!r}")
         with self._write(f"recording trace {trace.id}", lock=TRACE_LOCK) as conn:
             if conn.execute(sa.select(traces.c.seq).where(traces.c.id == trace.id)).first() is not None:
-                raise ValidationError(f"trace {trace.id} was already recorded; traces are immutable")
+                raise AlreadyRecorded(f"trace {trace.id} was already recorded; traces are immutable")
             try:
                 key = conn.execute(sa.insert(traces).values(trace_row)).inserted_primary_key
                 seq = int(key[0]) if key is not None else None
@@ -167,7 +167,7 @@ class SqlStore(ContextDataMixin):
             try:
                 conn.execute(sa.insert(feedback_table), [row])
             except exc.IntegrityError:
-                raise ValidationError(
+                raise AlreadyRecorded(
                     f"feedback {feedback.id} was already recorded; feedback is immutable (use a new id)"
                 ) from None
 
@@ -548,7 +548,7 @@ class SqlStore(ContextDataMixin):
                 if self.redactor is not None:  # PII never reaches the database (context/pii.py)
                     trace = self.redactor.redact_trace(trace)
                 if trace.id in ids:
-                    raise ValidationError(f"trace {trace.id} was already recorded; traces are immutable")
+                    raise AlreadyRecorded(f"trace {trace.id} was already recorded; traces are immutable")
                 row, span_rows = codec.trace_row(trace, recorded_at=now()), codec.span_rows(trace)
                 fb_rows = [codec.feedback_row(fb, trace.id) for fb in trace.feedback]
                 for kind, rows in (("span", span_rows), ("feedback", fb_rows)):
@@ -578,7 +578,7 @@ class SqlStore(ContextDataMixin):
                 todo = [p for p in prepared if p[1].id not in known]
                 for i, trace, *_ in prepared:
                     if trace.id in known:
-                        results[i] = ValidationError(f"trace {trace.id} was already recorded; traces are immutable")
+                        results[i] = AlreadyRecorded(f"trace {trace.id} was already recorded; traces are immutable")
                 try:  # three statements for the whole batch, whatever its size (executemany + RETURNING)
                     seqs: dict[str, int] = {}
                     if todo and self._pg:
