@@ -183,3 +183,25 @@ def test_a_task_call_answers_or_says_why(home: Home, value: str, n: Any) -> None
     # the input as validated: the text exactly, the count as the integer pydantic made of it ("5" -> 5)
     assert recorded.input["text"] == value and isinstance(recorded.input["count"], int) and recorded.status == "ok"
     assert recorded.input["count"] == int(n)
+
+
+def test_new_ids_are_unique_random_hex_and_a_forked_child_never_repeats_its_parent() -> None:
+    import os as _os
+    import re as _re
+
+    from crystallise.types import new_id
+
+    ids = [new_id("tr_") for _ in range(20_000)]  # several pool refills
+    assert len(set(ids)) == len(ids) and all(_re.fullmatch(r"tr_[0-9a-f]{16}", i) for i in ids)
+    read, write = _os.pipe()
+    pid = _os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        _os.close(read)
+        _os.write(write, " ".join(new_id() for _ in range(50)).encode())
+        _os._exit(0)
+    _os.close(write)
+    parent = {new_id() for _ in range(50)}
+    with _os.fdopen(read) as f:
+        child = set(f.read().split())
+    _os.waitpid(pid, 0)
+    assert len(child) == 50 and not parent & child

@@ -198,9 +198,11 @@ class KeyRing:
         self._refresh()
         return [{k: v for k, v in r.items() if k != "sha256"} for r in self._keys]
 
-    def verify(self, key: str) -> Principal | None:
-        """The principal for a presented key, or None if it matches no stored hash."""
-        self._refresh()
+    def verify(self, key: str, *, refresh: bool = True) -> Principal | None:
+        """The principal for a presented key, or None if it matches no stored hash (`refresh=False`:
+        the caller has just re-read the file, through `open`, for this same request)."""
+        if refresh:
+            self._refresh()
         digest = _sha(key)
         found: Principal | None = None
         for record in self._keys:  # compare against every record: no early exit, constant-time compare

@@ -49,7 +49,7 @@ async def get_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "malformed Authorization header: send `Authorization: Bearer KEY`", headers=_BEARER)
-    principal = keys.verify(token.strip())
+    principal = keys.verify(token.strip(), refresh=False)  # `keys.open` above re-read the key file
     if principal is None:
         raise Problem(401, "unknown API key: check it, or create one with `crystallise serve --create-key ORG`",
                       headers=_BEARER)
