@@ -171,3 +171,18 @@ def test_sign_bit_prefilter_finds_the_exact_best_and_respects_the_mask(monkeypat
     monkeypatch.setattr(index_mod, "PREFILTER_MIN", 0)
     approx = [i for i, _ in block.vector_top(vectors[1], 10, mask)]
     assert len(set(exact) & set(approx)) >= 8  # 1,000 of 3,000 candidates kept: near-exact
+
+
+def test_locomo_session_level_recall_counts_distinct_sessions_in_rank_order():
+    from types import SimpleNamespace
+
+    from bench.locomo import _session_hit
+
+    def hit(*dia: str) -> SimpleNamespace:
+        return SimpleNamespace(item=SimpleNamespace(meta={"dia_ids": list(dia)}))
+
+    ranking = [hit("D1:1"), hit("D1:4"), hit("D2:2"), hit("D3:9"), hit("D1:2"), hit("D4:1")]
+    assert _session_hit(ranking, {"D3:1"}, [1, 2, 3, 5]) == {1: 0.0, 2: 0.0, 3: 1.0, 5: 1.0}
+    assert _session_hit(ranking, {"D9:1", "D2:7"}, [1, 2]) == {1: 0.0, 2: 1.0}  # any evidence session counts
+    assert _session_hit(ranking, {"D7:1"}, [5]) == {5: 0.0}
+    assert _session_hit([], {"D1:1"}, [5]) == {5: 0.0}
