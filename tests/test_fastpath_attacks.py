@@ -1,0 +1,251 @@
+"""Attacks on the ingest fast path (api/fastpath.py) and the batch writer behind it (store/group.py,
+`SqlStore.write_traces` / `_insert_batch_pg`), sent as a hostile client would send them.
+
+Every request is built as raw ASGI (headers exactly as sent: duplicates, casing, lying lengths) and
+sent once down the fast path and once down the full stack (a non-empty `dependency_overrides` makes
+the fast path stand aside); the two must answer alike, and nothing the full stack refuses may be
+stored by the fast path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the HTTP API needs the `serve` extra")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from crystallise.api import create_key  # noqa: E402
+from crystallise.api.auth import revoke_key  # noqa: E402
+from crystallise.engine.home import Home  # noqa: E402
+from crystallise.server import create_app  # noqa: E402
+
+LIMIT = 1 << 20
+TRACE = {"name": "answer", "agent": "support", "input": "2+2?", "output": "4",
+         "spans": [{"name": "chat", "kind": "llm", "output": "4"}], "feedback": [{"score": 1.0}]}
+
+
+class Api:
+    """An app with keys for two orgs and a user-bound key, driven by raw ASGI messages."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.keys = {org: create_key(home.path, org)[0] for org in ("acme", "globex")}
+        self.user_key, self.user_record = create_key(home.path, "acme", user="alice")
+        self.app = create_app(home)
+
+    def send(self, fast: bool, *, body: bytes, headers: list[tuple[bytes, bytes]], method: str = "POST",
+             path: str = "/v1/traces", root_path: str = "", query: bytes = b"",
+             chunks: list[bytes] | None = None) -> tuple[int, list[tuple[bytes, bytes]], Any]:
+        scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
+                 "root_path": root_path, "scheme": "http", "server": ("testserver", 80),
+                 "client": ("203.0.113.9", 5), "http_version": "1.1", "headers": headers, "app": None}
+        del scope["app"]
+        parts = chunks if chunks is not None else [body]
+        messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+        pending = iter(messages)
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            try:
+                return next(pending)
+            except StopIteration:
+                await asyncio.sleep(3600)  # a client that sent everything waits for its answer
+                raise
+
+        async def out(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        self.app.dependency_overrides = {} if fast else {_unused: _unused}
+        try:
+            asyncio.run(self.app(scope, receive, out))
+        finally:
+            self.app.dependency_overrides = {}
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        raw = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        raw = re.sub(rb"tr_[0-9a-f]{16}", b"tr_ID", raw)
+        heads = [(k.lower(), re.sub(rb"tr_[0-9a-f]{16}", b"tr_ID", v)) for k, v in start["headers"]
+                 if k.lower() != b"content-length"]
+        doc = json.loads(raw) if raw else None
+        if isinstance(doc, dict) and isinstance(doc.get("seq"), int):
+            doc["seq"] = "SEQ"
+        return start["status"], heads, doc
+
+    def both(self, **request: Any) -> tuple[Any, Any, int, int]:
+        """(fast answer, full answer, traces stored by the fast send, by the full send)."""
+        n0 = self.home.store.count_traces()
+        fast = self.send(True, **request)
+        n1 = self.home.store.count_traces()
+        full = self.send(False, **request)
+        n2 = self.home.store.count_traces()
+        return fast, full, n1 - n0, n2 - n1
+
+
+def _unused() -> None:
+    return None
+
+
+def _headers(body: bytes, key: str | None, ctype: bytes = b"application/json") -> list[tuple[bytes, bytes]]:
+    h = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    return h + ([(b"authorization", b"Bearer " + key.encode())] if key else [])
+
+
+@pytest.fixture
+def api(sqlite_home: Home) -> Iterator[Api]:
+    a = Api(sqlite_home)
+    with TestClient(a.app):  # the lifespan: the app's state is up
+        yield a
+
+
+def _same(api: Api, **request: Any) -> tuple[Any, int]:
+    fast, full, stored_fast, stored_full = api.both(**request)
+    assert fast == full
+    assert stored_fast == stored_full  # nothing stored that the full stack refuses (nor the reverse)
+    if fast[0] >= 400:
+        assert fast[2]["status"] == fast[0]  # a problem document, never a stray 500
+    return fast, stored_fast
+
+
+BODY = json.dumps(TRACE).encode()
+AUTH = b"authorization"
+
+
+@pytest.mark.parametrize("extra", [
+    [(b"content-type", b"text/plain")],                  # FastAPI reads this one, StrictJson the last
+    [(b"content-type", b"application/json")],
+    [(b"content-length", b"2000000")],                   # BodyLimit reads this one: 413
+    [(b"content-length", b"3")],
+    [(AUTH, b"Bearer cr_wrong")],                        # get_principal reads the first
+    [(AUTH, b"Bearer KEY:globex")],
+], ids=["ctype-text", "ctype-twice", "length-huge", "length-short", "auth-wrong", "auth-globex"])
+def test_a_header_sent_twice_is_answered_as_the_full_stack_answers_it(api: Api, extra) -> None:
+    extra = [(n, v.replace(b"KEY:globex", api.keys["globex"].encode())) for n, v in extra]
+    for headers in (extra + _headers(BODY, api.keys["acme"]), _headers(BODY, api.keys["acme"]) + extra):
+        _same(api, body=BODY, headers=headers)
+    assert {t.org_id for t in api.home.store.list_traces()} <= {"acme", "globex"}
+
+
+def test_a_body_longer_than_its_length_said_is_counted_and_refused_not_stored(api: Api) -> None:
+    big = json.dumps({**TRACE, "input": "x" * (LIMIT + 10)}).encode()
+    lying = [(b"content-type", b"application/json"), (b"content-length", b"100"),
+             (AUTH, b"Bearer " + api.keys["acme"].encode())]
+    answer, stored = _same(api, body=big, headers=lying)
+    assert answer[0] == 413 and stored == 0
+    # streamed in pieces, the first within the limit: the fast path stops reading past the limit
+    pieces = [big[:1000], big[1000:LIMIT], big[LIMIT:]]
+    answer, stored = _same(api, body=b"", headers=lying, chunks=pieces)
+    assert answer[0] == 413 and stored == 0
+    # a small body that says it is shorter or longer than it is: the full stack's answer, whatever it is
+    for length in (b"10", str(len(BODY) + 5).encode(), b"0"):
+        _same(api, body=BODY, headers=[(b"content-type", b"application/json"), (b"content-length", length),
+                                       (AUTH, b"Bearer " + api.keys["acme"].encode())])
+
+
+def test_no_body_writes_into_another_org_or_as_another_user(api: Api) -> None:
+    acme, user = api.keys["acme"], api.user_key
+    tricks = [
+        b'{"name": "x", "org": "acme", "org": "globex"}',        # duplicate key: the last wins, on both paths
+        b'{"name": "x", "org_id": "globex"}',
+        b'{"name": "x", "org": "acme", "org_id": "globex"}',     # two aliases
+        b'{"name": "x", "org": "ACME"}',
+        rb'{"name": "x", "org": "acme\u0000"}',
+        b'{"name": "x", "org": "*"}',
+        b'{"name": "x", "metadata": {"org_id": "globex", "user_id": "bob"}}',
+        b'{"name": "x", "user": "alice", "user": "bob"}',
+        b'{"name": "x", "user_id": "bob"}',
+        b'{"name": "x", "user": "alice", "user_id": "bob"}',
+        b'{"name": "x", "spans": [{"name": "s", "attributes": {"org_id": "globex"}}]}',
+    ]
+    for body in tricks:
+        _same(api, body=body, headers=_headers(body, user))
+    rows = api.home.store.list_traces()
+    assert rows and {(t.org_id, t.user_id) for t in rows} == {("acme", "alice")}  # the user-bound key's own
+    for body in tricks:
+        _same(api, body=body, headers=_headers(body, acme))
+    assert {t.org_id for t in api.home.store.list_traces()} == {"acme"}
+
+
+def test_a_revoked_key_stops_writing_at_once_on_the_fast_path(api: Api) -> None:
+    key, record = create_key(api.home.path, "initech")
+    assert api.send(True, body=BODY, headers=_headers(BODY, key))[0] == 201
+    revoke_key(api.home.path, record["id"])
+    answer, stored = _same(api, body=BODY, headers=_headers(BODY, key))
+    assert answer[0] == 401 and stored == 0
+    assert api.send(True, body=BODY, headers=_headers(BODY, api.user_key))[0] == 201  # the others still work
+
+
+@pytest.mark.parametrize(("method", "path", "root"), [
+    ("POST", "/v1/traces/", ""), ("POST", "/v1//traces", ""), ("POST", "/V1/traces", ""),
+    ("POST", "/v1/traces", "/v1"), ("POST", "/v1/traces", "/prefix"), ("HEAD", "/v1/traces", ""),
+    ("PUT", "/v1/traces", ""), ("post", "/v1/traces", ""), ("POST", "/v1/traces%00", ""),
+])
+def test_other_methods_and_paths_are_the_full_stacks(api: Api, method: str, path: str, root: str) -> None:
+    _same(api, body=BODY, headers=_headers(BODY, api.keys["acme"]), method=method, path=path, root_path=root)
+
+
+# -- differential, with hypothesis ----------------------------------------------------------------
+
+_HOSTILE_TEXT = st.sampled_from([r"\u0000", r"\ud800", r"\udfff\ud800", r"\u00e9", "%", "_", r"\\", r'\"',
+                                 "\x00", "\u00e9", r"\u2028", "session_end", "a" * 70])
+_NUMBER = st.sampled_from(["1e308", "1e309", "-1e999", "123456789012345678901234567890", "1" * 400, "0.1e-400",
+                           "NaN", "-Infinity", "1E+400", "9" * 4301])
+
+
+@st.composite
+def _bodies(draw: st.DrawFn) -> bytes:
+    text = '"' + "".join(draw(st.lists(_HOSTILE_TEXT, max_size=4))) + '"'
+    number = draw(_NUMBER)
+    depth = draw(st.sampled_from([0, 150, 198, 199, 200, 201, 205, 990]))
+    nested = "[" * depth + "1" + "]" * depth
+    fields = [f'"name": {text if draw(st.booleans()) else chr(34) + "n" + chr(34)}', f'"input": {nested}',
+              f'"output": {number}' if draw(st.booleans()) else '"output": 1',
+              f'"metadata": {{{text}: {text}, "k": {text}}}']
+    if draw(st.booleans()):
+        fields.append(draw(st.sampled_from(['"org": "acme"', '"org": "globex"', '"org": "acme", "org": "globex"',
+                                            '"org": "globex", "org": "acme"', '"user": "bob"', '"user": "alice"',
+                                            '"session": "s1", "session": "s2"', '"spans": []', '"feedback": [{}]'])))
+    raw = ("{" + ", ".join(draw(st.permutations(fields))) + "}").encode()
+    return draw(st.sampled_from([raw, raw + b" ", b"\xef\xbb\xbf" + raw, raw[:-1], raw.replace(b"{", b"[", 1)]))
+
+
+_CTYPES = st.sampled_from([b"application/json", b"Application/JSON", b"application/json;charset=latin-1",
+                           b"application/json; charset=utf-8", b" application/json ", b"application/json\t",
+                           b"application/jsonx", b"application/vnd.api+json", b"text/plain", b"",
+                           b"application/json, text/plain", b"application/json;;"])
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> tuple[bytes, list[tuple[bytes, bytes]], str]:
+    body = draw(_bodies())
+    who = draw(st.sampled_from(["acme", "globex", "user", "none", "wrong", "basic"]))
+    headers = [(b"content-type", draw(_CTYPES)), (b"content-length", str(len(body)).encode()),
+               (AUTH, {"none": b"", "wrong": b"Bearer cr_nope", "basic": b"Basic x"}.get(who, b"KEY:" + who.encode()))]
+    for _ in range(draw(st.integers(0, 2))):  # duplicates, odd casing, whitespace
+        name = draw(st.sampled_from([b"content-type", b"content-length", AUTH, b"Content-Type", b"AUTHORIZATION",
+                                     b"content-encoding", b"transfer-encoding"]))
+        value = draw(st.sampled_from([b"application/json", b"text/plain", b"5", b"99999999", b"Bearer KEY:globex",
+                                      b"identity", b"chunked", b" 12", b"-1"]))
+        headers.insert(draw(st.integers(0, len(headers))), (name, value))
+    headers = [(n, v) for n, v in headers if v]
+    return body, headers, who
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(request=_requests())
+def test_random_requests_are_answered_alike_and_never_stored_where_refused(api: Api, request) -> None:
+    body, headers, _ = request
+    keys = {**api.keys, "user": api.user_key}
+    real = [(n, re.sub(rb"KEY:(\w+)", lambda m: b"Bearer " + keys[m.group(1).decode()].encode(), v))
+            for n, v in headers]
+    answer, _ = _same(api, body=body, headers=real)
+    event(f"status {answer[0]}")  # --hypothesis-show-statistics: the mix of answers
+    for t in api.home.store.list_traces(limit=1000):
+        assert t.org_id in ("acme", "globex") and t.user_id in (None, "alice", "bob")
