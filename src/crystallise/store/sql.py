@@ -624,8 +624,10 @@ class SqlStore(ContextDataMixin):
         ingest cost at a few traces a batch (docs/benchmarks.md). Outside any org scope (the API's
         group commit) the batch goes over a connection of its own, kept open between batches;
         inside one it goes over a pooled connection whose transaction runs as that org (row-level
-        security, store/engine.py). Any id recorded before, or a value the database refuses, raises
-        `_BatchConflict`: nothing of the batch is kept and `write_traces` answers trace by trace."""
+        security, store/engine.py). Any error the server answers while the connection lives (an id
+        recorded before, a value the database refuses for whatever reason) raises `_BatchConflict`:
+        nothing of the batch is kept and `write_traces` answers trace by trace. A lost connection (a
+        server restart) is a StoreError for the batch; the next batch connects again."""
         import psycopg  # the `postgres` extra: present whenever this store is on PostgreSQL
 
         rows = [(traces.name, [p[2] for p in prepared]), (spans.name, [r for p in prepared for r in p[3]]),
@@ -643,21 +645,27 @@ class SqlStore(ContextDataMixin):
                 return {str(i): int(q) for i, q in cur.fetchall()}
 
         doing = f"recording {len(prepared)} traces"
+        conn: Any = None
         try:
             if current_org_scope() is not None:
                 with self._write(doing) as pooled:
-                    raw = pooled.connection.driver_connection
-                    with raw.pipeline():
-                        return insert(raw)
+                    conn = pooled.connection.driver_connection
+                    with conn.pipeline():
+                        return insert(conn)
             with self._batch_lock:
                 conn = self._batch_conn
                 if conn is None or conn.closed or conn.broken:
+                    conn = None
                     conn = self._batch_conn = psycopg.connect(_conninfo(self.engine), connect_timeout=10)
                 with conn.pipeline(), conn.transaction():
                     return insert(conn)
-        except (psycopg.IntegrityError, psycopg.DataError):
-            raise _BatchConflict() from None
         except psycopg.Error as error:
+            if conn is not None and not conn.closed and not conn.broken:
+                # The server answered and the connection lives: the batch, not the store, failed (an id
+                # recorded before, a NUL, an index row over PostgreSQL's 2704 bytes, a value out of range).
+                # Trace by trace, each gets its own error and the others are written: one org's hostile
+                # trace never fails another org's traces that happened to share its commit.
+                raise _BatchConflict() from None
             detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise StoreError(f"the store at {mask_url(self.url)} failed {doing}: {detail}") from error
 
