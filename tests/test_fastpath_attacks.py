@@ -26,6 +26,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from crystallise.api import create_key  # noqa: E402
 from crystallise.api.auth import revoke_key  # noqa: E402
+from crystallise.engine import session_end  # noqa: E402
 from crystallise.engine.home import Home  # noqa: E402
 from crystallise.errors import CrystalliseError, StoreError  # noqa: E402
 from crystallise.store import open_store  # noqa: E402
@@ -378,3 +379,36 @@ def test_concurrent_posts_of_two_orgs_share_commits_and_each_lands_in_its_own_or
         assert t.org_id == ("globex" if sender == "globex" else "acme"), (name, t.org_id)
         if sender == "alice":
             assert t.user_id == "alice"
+
+
+# -- sessions_after: hostile metadata never ends a session ------------------------------------------
+
+def test_hostile_metadata_or_another_orgs_trace_never_ends_a_session(home: Home) -> None:
+    t0 = 1_800_000_000.0
+
+    def write(session: str | None, org: str, metadata: dict[str, Any]) -> None:
+        home.store.write_trace(Trace(name="x", org_id=org, session_id=session, started_at=t0, ended_at=t0 + 1,
+                                     metadata=metadata))
+
+    hostile = [{"session%end": True}, {"session_end_x": True}, {"x": {"session_end": True}},
+               {"session_end": "true"}, {"session_end": 1}, {"session_end": [True]}, {"note": '"session_end": true'},
+               {"session.end": False}, {"SESSION_END": True}, {"session\\u005fend": True}, {"session_\x00end": True},
+               {"session_end\x00": True}, {"%": "%session%end%", "_": "_"}, {"session_end": None}]
+    for i, meta in enumerate(hostile):
+        write("victim", "acme", meta)
+        write(["%", "_", "s%", "victim%", "VICTIM"][i % 5], "acme", meta)
+    write("victim", "globex", {"session_end": True})  # globex's own "victim" did end: acme's did not
+    ended = session_end.due(home, idle_s=3600, at=t0 + 2)
+    assert ended == ["victim@globex"]
+    write("victim", "acme", {"session.end": True})
+    assert session_end.due(home, idle_s=3600, at=t0 + 2) == ["victim@acme", "victim@globex"]
+
+
+def test_huge_metadata_is_not_held_by_the_session_check(home: Home) -> None:
+    pad = secrets.token_hex(250_000)  # 500 kB of metadata a trace, each mentioning a session end
+    for i in range(12):
+        home.store.write_trace(Trace(name="x", org_id="acme", session_id=f"s{i % 3}", started_at=1.0, ended_at=2.0,
+                                     metadata={"session_end_pad": pad, "session_end": i == 11, "k": "session end"}))
+    rows = home.store.sessions_after(after_seq=0, limit=100, marks=("session_end", "session.end"))
+    assert len(json.dumps([r[3] for r in rows])) < 1000  # the end marks, not the metadata
+    assert session_end.due(home, idle_s=1e12, at=3.0) == ["s2@acme"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import threading
 from collections import Counter
@@ -240,23 +241,31 @@ class SqlStore(ContextDataMixin):
         with self._read("counting traces") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
 
-    def sessions_after(self, *, after_seq: int, limit: int) -> list[tuple[str | None, float, list[Any]]]:
-        """Per session among the `limit` traces after `after_seq` (None: no session): its last time
-        (ended, else started) and the metadata of its traces whose metadata mentions a session end;
-        two small queries instead of decoding every trace (engine/session_end.py, each scheduler tick)."""
+    def sessions_after(self, *, after_seq: int, limit: int, marks: Sequence[str] = ()
+                       ) -> list[tuple[str | None, str | None, float, list[dict[str, Any]]]]:
+        """Per session among the `limit` traces after `after_seq`, as (org, session id, last time, end
+        marks): a session is an org's (ids are per org: two orgs' "s1" are two sessions; session None:
+        no session), its last time is the latest ended (else started) time, and its end marks are, per
+        trace whose metadata holds one of the top-level keys `marks`, those keys' values — nothing else
+        of the metadata is kept, so a tick over thousands of traces with huge metadata holds one row at
+        a time (engine/session_end.py decides what ends a session; each scheduler tick)."""
         _check_limit(limit)
-        window = (sa.select(traces.c.session_id, sa.func.coalesce(traces.c.ended_at, traces.c.started_at).label("t"),
-                            traces.c.metadata).where(traces.c.seq > after_seq).order_by(traces.c.seq).limit(limit)
-                  .subquery())
+        window = (sa.select(traces.c.org_id, traces.c.session_id,
+                            sa.func.coalesce(traces.c.ended_at, traces.c.started_at).label("t"), traces.c.metadata)
+                  .where(traces.c.seq > after_seq).order_by(traces.c.seq).limit(limit).subquery())
+        found: dict[tuple[str | None, str | None], list[dict[str, Any]]] = {}
         with self._read("reading session activity") as conn:
-            last = conn.execute(sa.select(window.c.session_id, sa.func.max(window.c.t))
-                                .group_by(window.c.session_id)).all()
-            marked = conn.execute(sa.select(window.c.session_id, window.c.metadata)
-                                  .where(window.c.metadata.like("%session%end%"))).all()
-        metas: dict[str | None, list[Any]] = {}
-        for session, text in marked:
-            metas.setdefault(session, []).append(codec.load_json(text))
-        return [(session, float(t or 0.0), metas.get(session, [])) for session, t in last]
+            last = conn.execute(sa.select(window.c.org_id, window.c.session_id, sa.func.max(window.c.t))
+                                .group_by(window.c.org_id, window.c.session_id)).all()
+            if marks:  # the key as JSON text ("session_end" quoted; LIKE's wildcards escaped): a cheap first cut
+                mention = sa.or_(*(window.c.metadata.contains(json.dumps(k), autoescape=True) for k in marks))
+                rows = conn.execute(sa.select(window.c.org_id, window.c.session_id, window.c.metadata)
+                                    .where(mention).execution_options(yield_per=64))
+                for org, session, text in rows:
+                    meta = codec.load_json(text)
+                    if isinstance(meta, dict) and (mark := {k: meta[k] for k in marks if k in meta}):
+                        found.setdefault((org, session), []).append(mark)
+        return [(org, session, float(t or 0.0), found.get((org, session), [])) for org, session, t in last]
 
     # -- items -------------------------------------------------------------------------
 
