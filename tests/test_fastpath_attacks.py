@@ -77,7 +77,7 @@ class Api:
             self.app.dependency_overrides = {}
         start = next(m for m in sent if m["type"] == "http.response.start")
         raw = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        raw = re.sub(rb"tr_[0-9a-f]{16}", b"tr_ID", raw)
+        raw = re.sub(rb"(tr|sp|fb)_[0-9a-f]{16}", rb"\1_ID", raw)  # generated ids differ between the sends
         heads = [(k.lower(), re.sub(rb"tr_[0-9a-f]{16}", b"tr_ID", v)) for k, v in start["headers"]
                  if k.lower() != b"content-length"]
         doc = json.loads(raw) if raw else None
@@ -260,6 +260,33 @@ def test_random_requests_are_answered_alike_and_never_stored_where_refused(api: 
 
 # -- PostgreSQL batches (and SQLite's, the same contract) -----------------------------------------
 
+async def _post_all(api: Api, requests: list[tuple[str, bytes]]) -> list[int]:
+    """Send every (key, body) at once on one event loop (so they share group commits); their statuses."""
+
+    async def post(key: str, body: bytes) -> int:
+        sent: list[dict[str, Any]] = []
+        done = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal done
+            if not done:
+                done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+            raise AssertionError
+
+        async def out(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/traces", "raw_path": b"/v1/traces", "query_string": b"",
+                 "root_path": "", "scheme": "http", "server": ("testserver", 80), "client": ("203.0.113.9", 5),
+                 "http_version": "1.1", "headers": _headers(body, key)}
+        await api.app(scope, receive, out)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    return list(await asyncio.gather(*(post(k, b) for k, b in requests)))
+
+
 def _incompressible(n: int) -> str:
     return secrets.token_hex(n // 2)  # a btree index row holds at most 2704 bytes, after compression
 
@@ -341,32 +368,8 @@ def test_concurrent_posts_of_two_orgs_share_commits_and_each_lands_in_its_own_or
                '"session": "s1"'][i % 5]
         bodies.append((sender, f'{{"name": "from-{sender}-{i}", {lie}}}'.encode()))
 
-    async def post(sender: str, body: bytes) -> int:
-        sent: list[dict[str, Any]] = []
-        done = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal done
-            if not done:
-                done = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.sleep(3600)
-            raise AssertionError
-
-        async def out(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": "/v1/traces", "raw_path": b"/v1/traces", "query_string": b"",
-                 "root_path": "", "scheme": "http", "server": ("testserver", 80), "client": ("203.0.113.9", 5),
-                 "http_version": "1.1", "headers": _headers(body, keys[sender])}
-        await api.app(scope, receive, out)
-        return next(m["status"] for m in sent if m["type"] == "http.response.start")
-
-    async def all_at_once() -> list[int]:
-        return await asyncio.gather(*(post(s, b) for s, b in bodies))
-
     with TestClient(api.app):
-        statuses = asyncio.run(all_at_once())
+        statuses = asyncio.run(_post_all(api, [(keys[s], b) for s, b in bodies]))
     writer = api.app.state.trace_writer
     assert writer.batches < writer.written  # some traces did share a commit
     by_name = {t.name: t for t in home.store.list_traces(limit=1000)}
@@ -412,3 +415,27 @@ def test_huge_metadata_is_not_held_by_the_session_check(home: Home) -> None:
     rows = home.store.sessions_after(after_seq=0, limit=100, marks=("session_end", "session.end"))
     assert len(json.dumps([r[3] for r in rows])) < 1000  # the end marks, not the metadata
     assert session_end.due(home, idle_s=1e12, at=3.0) == ["s2@acme"]
+
+
+def test_the_same_id_posted_at_once_is_recorded_once_and_the_rest_are_409(home: Home) -> None:
+    api = Api(home)
+    body = json.dumps({**TRACE, "id": "retry-1"}).encode()
+    other = json.dumps({**TRACE, "id": "retry-1", "name": "globex's own"}).encode()
+    with TestClient(api.app):
+        statuses = asyncio.run(_post_all(api, [(api.keys["acme"], body)] * 5 + [(api.keys["globex"], other)]))
+    assert sorted(statuses[:5]) == [201, 409, 409, 409, 409] and statuses[5] == 201  # ids are per org
+    assert sorted(t.org_id for t in home.store.list_traces()) == ["acme", "globex"]
+
+
+@pytest.mark.parametrize("body", [
+    rb'{"name": "a\u0000b"}', rb'{"name": "x", "error": "\u0000"}', rb'{"name": "x", "metadata": {"\u0000": "\u0000"}}',
+    rb'{"name": "x", "spans": [{"name": "s\u0000"}]}', rb'{"name": "x", "input": 1e308, "output": -1e-320}',
+    rb'{"name": "x", "session": "' + b"s" * 200 + rb'"}', rb'{"name": "x", "started_at": 1e300, "ended_at": 0}',
+    rb'{"name": "x", "feedback": [{"score": 1, "correction": "\u0000"}]}',
+], ids=["nul-name", "nul-error", "nul-json", "nul-span", "extreme-floats", "long-session", "odd-times", "nul-fb"])
+def test_values_a_database_refuses_get_the_same_answer_on_both_paths(home: Home, body: bytes) -> None:
+    api = Api(home)
+    with TestClient(api.app):
+        fast, full, stored_fast, stored_full = api.both(body=body, headers=_headers(body, api.keys["acme"]))
+    assert fast == full and stored_fast == stored_full
+    assert fast[0] in (201, 400, 422), fast  # refused as bad input, never a 500 or a 503
