@@ -188,6 +188,33 @@ def test_a_revoked_key_stops_writing_at_once_on_the_fast_path(api: Api) -> None:
     assert api.send(True, body=BODY, headers=_headers(BODY, api.user_key))[0] == 201  # the others still work
 
 
+def test_revoking_the_last_key_does_not_open_the_server_to_that_key(tmp_path, home_template) -> None:
+    """With no key left the ring was empty, hence 'open': a loopback client (or everything behind a
+    local reverse proxy) with the revoked key, or none, acted as admin and wrote into any org."""
+    import shutil
+
+    home = Home.open(shutil.copytree(home_template, tmp_path / "home"))
+    try:
+        key, record = create_key(home.path, "acme")
+        app = create_app(home)
+        body = json.dumps({**TRACE, "org": "globex"}).encode()
+        with TestClient(app, client=("127.0.0.1", 5)) as client:
+            r = client.post("/v1/traces", content=body, headers={"Authorization": f"Bearer {key}",
+                                                                  "Content-Type": "application/json"})
+            assert r.status_code == 403  # an acme key cannot write into globex
+            revoke_key(home.path, record["id"])
+            for headers in ({"Authorization": f"Bearer {key}"}, {}):
+                for fast in (True, False):
+                    app.dependency_overrides = {} if fast else {_unused: _unused}
+                    r = client.post("/v1/traces", content=body, headers={**headers, "Content-Type": "application/json"})
+                    app.dependency_overrides = {}
+                    assert r.status_code == 401, (fast, r.status_code, r.text)
+            assert client.get("/v1/health").json()["open"] is False
+        assert home.store.count_traces() == 0
+    finally:
+        home.close()
+
+
 @pytest.mark.parametrize(("method", "path", "root"), [
     ("POST", "/v1/traces/", ""), ("POST", "/v1//traces", ""), ("POST", "/V1/traces", ""),
     ("POST", "/v1/traces", "/v1"), ("POST", "/v1/traces", "/prefix"), ("HEAD", "/v1/traces", ""),
