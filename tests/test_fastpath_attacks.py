@@ -409,6 +409,43 @@ def test_a_postgresql_restart_fails_one_batch_then_the_next_connects_again(tmp_p
         server.stop()
 
 
+def test_a_postgresql_restart_is_one_503_through_the_api_then_ingest_recovers(tmp_path) -> None:
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer.start()
+    try:
+        home = Home.init(tmp_path / "home", store_url=server.create_database())
+        try:
+            api = Api(home)
+            with TestClient(api.app):
+                acme = api.keys["acme"]
+                acked = []
+                for i in range(3):
+                    body = json.dumps({**TRACE, "name": f"before-{i}"}).encode()
+                    status, heads, doc = api.send(True, body=body, headers=_headers(body, acme))
+                    assert status == 201
+                    acked.append(f"before-{i}")
+                server._run("pg_ctl", "-D", server.data, "-l", os.path.join(server.directory, "server.log"),  # noqa: SLF001
+                            "-m", "fast", "-w", "-t", "30", "restart")
+                statuses = []
+                for i in range(3):
+                    body = json.dumps({**TRACE, "name": f"after-{i}", "id": f"after-{i}"}).encode()
+                    status, _, doc = api.send(True, body=body, headers=_headers(body, acme))
+                    statuses.append(status)
+                    if status == 201:
+                        acked.append(f"after-{i}")
+                    else:
+                        assert status == 503 and doc["status"] == 503 and "postgres@" not in json.dumps(doc)
+                assert statuses == [503, 201, 201]  # once, then the next batch connects again
+                names = {t.name for t in home.store.list_traces()}
+                assert set(acked) <= names and "after-0" not in names  # nothing acknowledged lost, nothing half
+        finally:
+            home.close()
+    finally:
+        server.stop()
+
+
 def test_concurrent_posts_of_two_orgs_share_commits_and_each_lands_in_its_own_org(home: Home) -> None:
     """The batch is written outside any org scope (as the table owner on PostgreSQL): the org of each
     row must come from its request's key, never from the body or from a neighbour in the batch."""
