@@ -25,8 +25,9 @@ about it needs that machinery, and otherwise hands it on untouched:
    `response_model`, with the endpoint's response headers.
 
 A request that fails 1 or 2 goes on to the full app with its body replayed, so every refusal is
-answered by the same code as before (tests/test_fastpath.py sends valid, hostile and wrong requests
-down both paths and requires the same status, headers and body). An error raised in 3 — a 401, a
+answered by the same code as before (tests/test_fastpath.py and, as raw ASGI with duplicate headers,
+lying lengths and hypothesis, tests/test_fastpath_attacks.py send valid, hostile and wrong requests
+down both paths and require the same status, headers and body). An error raised in 3 — a 401, a
 409 for a recorded id, a store failure — is answered by the app's own exception handlers, looked up
 as Starlette's ExceptionMiddleware looks them up; an unexpected one is raised on to
 ServerErrorMiddleware, which answers it with the app's 500 handler. Nothing is retried: the
