@@ -353,8 +353,8 @@ def _session(dia_id: str) -> str:
 
 def _session_hit(hits: list[Any], evidence: set[str], ks: list[int]) -> dict[int, float]:
     """Session-level any-evidence recall at each k: 1 when one of the first k distinct sessions of the
-    ranking (each item's session, in rank order, among the items retrieved) holds any evidence turn, else 0 — the unit systems
-    that retrieve whole sessions report (a published one: 93.9 % at k = 5), beside the turn-level one."""
+    ranking (each item's session, in rank order, among the items retrieved) holds any evidence turn,
+    else 0 — the unit systems that retrieve whole sessions report (a published one: 93.9 % at k = 5)."""
     wanted = {_session(d) for d in evidence}
     ranked: list[str] = []
     for h in hits:

@@ -573,9 +573,10 @@ def test_sessions_after_reads_times_and_only_real_end_marks(store: Store) -> Non
     store.write_trace(Trace(name="x", session_id="s3", started_at=5.0, ended_at=6.0,
                             metadata={"note": "session_end", "session.end": "true", "x": "'; DROP TABLE traces; --"}))
     store.write_trace(Trace(name="x", session_id=None, started_at=1.0, ended_at=2.0))
-    seen = {s: (t, m) for s, t, m in store.sessions_after(after_seq=0, limit=100)}
+    marks = ("session_end", "session.end")
+    seen = {s: (t, m) for _, s, t, m in store.sessions_after(after_seq=0, limit=100, marks=marks)}
     assert seen["s1"] == (30.0, []) and seen["s2"][1] == [{"session_end": True}]
-    assert seen["s3"][1] == [{"note": "session_end", "session.end": "true", "x": "'; DROP TABLE traces; --"}]
+    assert seen["s3"][1] == [{"session.end": "true"}]  # the end marks only: the caller decides, nothing else kept
     assert seen[None][0] == 2.0 and store.count_traces() == 5
-    first_two = store.sessions_after(after_seq=0, limit=2)
-    assert [(s, t) for s, t, _ in first_two] == [("s1", 30.0)]
+    first_two = store.sessions_after(after_seq=0, limit=2, marks=marks)
+    assert [(s, t) for _, s, t, _ in first_two] == [("s1", 30.0)]

@@ -11,8 +11,9 @@ filter (see `Principal`); the org `*` marks an admin key that reads and writes e
 A key can also be bound to one user of its org (`create_key(home, "acme", user="u1")`, for
 clients that act for one end user): then that user is forced too, and the key never reads
 another user's traces, items or memories.
-With no keys configured the server is *open*: every request acts as admin, which
-`crystallise serve` allows on a loopback address only.
+With no keys file the server is *open*: every request acts as admin, which `crystallise serve`
+allows on a loopback address only. Revoking the last key does not open it again (an empty file
+refuses every request).
 
     >>> key, record = create_key(home, "acme")      # doctest: +SKIP
     >>> KeyRing(home.path).verify(key).org         # doctest: +SKIP
@@ -190,9 +191,11 @@ class KeyRing:
 
     @property
     def open(self) -> bool:
-        """True when no key is configured: every request acts as admin (loopback only)."""
+        """True when no keys file exists (no key was ever made): every request acts as admin (loopback
+        only). Revoking the last key leaves an empty file, and the server closed: a revoked key, or
+        none, is a 401, never an admin (delete `api_keys.json` to serve open again)."""
         self._refresh()
-        return not self._keys
+        return self._stamp is None
 
     def records(self) -> list[dict[str, Any]]:
         self._refresh()

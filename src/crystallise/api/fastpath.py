@@ -13,7 +13,10 @@ about it needs that machinery, and otherwise hands it on untouched:
 1. `POST` to exactly the route's path, no query string, no root path, no dependency overrides
    (tests), `Content-Type: application/json` (parameters allowed), no `Content-Encoding`, and a
    declared `Content-Length` within the body limit (BodyLimit's 413 and its streamed-body count
-   stay BodyLimit's: a chunked body goes on);
+   stay BodyLimit's: a chunked body goes on), each of those headers and `Authorization` sent once
+   (the layers behind disagree on which of two they read: BodyLimit and FastAPI the first,
+   StrictJson the last), and a body of exactly the declared length (at most limit + one chunk is
+   buffered; a longer body goes on, unread bytes and all, to BodyLimit's count);
 2. the body passes StrictJson's check (`hostile.check_body`: no NaN/Infinity, lone surrogate,
    overflowing float or deep nesting) and `json.loads` + `Model.model_validate` accept it: exactly
    what FastAPI does (python mode);
@@ -22,8 +25,9 @@ about it needs that machinery, and otherwise hands it on untouched:
    `response_model`, with the endpoint's response headers.
 
 A request that fails 1 or 2 goes on to the full app with its body replayed, so every refusal is
-answered by the same code as before (tests/test_fastpath.py sends valid, hostile and wrong requests
-down both paths and requires the same status, headers and body). An error raised in 3 — a 401, a
+answered by the same code as before (tests/test_fastpath.py and, as raw ASGI with duplicate headers,
+lying lengths and hypothesis, tests/test_fastpath_attacks.py send valid, hostile and wrong requests
+down both paths and require the same status, headers and body). An error raised in 3 — a 401, a
 409 for a recorded id, a store failure — is answered by the app's own exception handlers, looked up
 as Starlette's ExceptionMiddleware looks them up; an unexpected one is raised on to
 ServerErrorMiddleware, which answers it with the app's 500 handler. Nothing is retried: the
@@ -49,6 +53,7 @@ __all__ = ["IngestFastPath"]
 
 _PARAMS = ("body", "home", "who", "request", "response")
 _JSON = b"application/json"
+_ONCE = (b"content-type", b"content-length", b"authorization")  # a request sending one of these twice is not plain
 
 
 class IngestFastPath:
@@ -74,13 +79,15 @@ class IngestFastPath:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
-        while True:
+        size, more = 0, True
+        while more and size <= self.limit:  # never more than the limit buffered, whatever the length said
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away before its body arrived: nothing to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = bool(message.get("more_body"))
         raw = b"".join(chunks)
         replayed = False
 
@@ -88,10 +95,12 @@ class IngestFastPath:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": raw, "more_body": False}
+                return {"type": "http.request", "body": raw, "more_body": more}
             return await receive()
 
-        body = self._valid(raw)
+        # a body longer than its Content-Length said (or than the limit) is not plain: the full stack
+        # reads the rest through BodyLimit, which counts what streams and answers 413
+        body = None if more or size != self.declared(scope) else self._valid(raw)
         if body is None:  # refused or not plainly valid: the full stack answers, from the same bytes
             await self.app(scope, replay, send)
             return
@@ -110,17 +119,23 @@ class IngestFastPath:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path or \
                 scope.get("query_string") or scope.get("root_path"):
             return False
-        ctype = length = None
+        seen: dict[bytes, bytes] = {}
         for name, value in scope.get("headers", ()):
-            if name == b"content-type":
-                ctype = value
-            elif name == b"content-length":
-                length = value
+            if name in _ONCE:
+                if name in seen:  # sent twice: the layers behind read the first (BodyLimit, FastAPI) or
+                    return False  # the last (StrictJson); only the full stack answers it as it always did
+                seen[name] = value
             elif name == b"content-encoding" or name == b"transfer-encoding":
                 return False
+        ctype, length = seen.get(b"content-type"), seen.get(b"content-length")
         if ctype is None or length is None or ctype.partition(b";")[0].strip().lower() != _JSON:
             return False
         return length.isdigit() and int(length) <= self.limit and not scope["app"].dependency_overrides
+
+    @staticmethod
+    def declared(scope: Scope) -> int:
+        """The Content-Length `_plain` accepted (one header, digits only)."""
+        return int(next(value for name, value in scope["headers"] if name == b"content-length"))
 
     def _valid(self, raw: bytes) -> BaseModel | None:
         if not raw or check_body(raw) is not None:

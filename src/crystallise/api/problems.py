@@ -205,7 +205,11 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
         log.error("store failure on %s: %s", logsafe.route(request), logsafe.redact(exc))
-        return problem_response(503, f"the store failed: {exc}", request.url.path)
+        # the cause names the database (user, host, port, name; a SQLite file's path): the operator's, in
+        # the log; a client learns only that it may retry
+        return problem_response(503, "the store is unavailable: retry in a moment (a retried trace with your own "
+                                     "id answers 409 if the first one was recorded); the server log has the cause",
+                                request.url.path)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

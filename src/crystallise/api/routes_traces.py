@@ -27,7 +27,7 @@ from crystallise.api.problems import Problem
 from crystallise.api.schemas import (FeedbackIn, TraceAccepted, TraceBatchAccepted, TraceBatchIn, TraceIn,
                                      TraceOutcome, TracePage)
 from crystallise.engine import access
-from crystallise.errors import AlreadyRecorded, CrystalliseError, NotFoundError, StoreError
+from crystallise.errors import AlreadyRecorded, CrystalliseError, NotFoundError, StoreError, ValidationError
 from crystallise.engine.home import Home
 from crystallise.types import Feedback, Trace
 
@@ -72,16 +72,27 @@ async def post_trace(body: TraceIn, home: HomeDep, who: PrincipalDep, request: R
     """
     trace = _prepared(body, who)
     if body.id is not None and await anyio.to_thread.run_sync(access.find_trace, home.store, who, body.id):
-        raise Problem(409, f"trace {body.id} was already recorded and traces are immutable: if this was a retry, "
-                           "the first request succeeded; otherwise send a new id (or none)")
+        raise _recorded(body.id)
     writer = getattr(request.app.state, "trace_writer", None)
-    if writer is not None:
-        stored = await writer.write_trace(trace)
-    else:
-        stored = await anyio.to_thread.run_sync(home.store.write_trace, trace)
+    try:
+        if writer is not None:
+            stored = await writer.write_trace(trace)
+        else:
+            stored = await anyio.to_thread.run_sync(home.store.write_trace, trace)
+    except ValidationError:
+        # a request with the same id got in first (a retry racing its original, the same batch or not):
+        # the same 409 as when it came first, not a 400 that reads as "your trace is bad"
+        if body.id is not None and await anyio.to_thread.run_sync(access.find_trace, home.store, who, body.id):
+            raise _recorded(body.id) from None
+        raise
     shown = access.shown_id(who, stored.id) or stored.id
     response.headers["Location"] = f"/v1/traces/{shown}"
     return TraceAccepted(id=shown, seq=int(stored.seq or 0))
+
+
+def _recorded(given: str) -> Problem:
+    return Problem(409, f"trace {given} was already recorded and traces are immutable: if this was a retry, "
+                        "the first request succeeded; otherwise send a new id (or none)")
 
 
 # Declared like any route (its OpenAPI entry, validation and every error are FastAPI's); a plainly

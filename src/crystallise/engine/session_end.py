@@ -36,21 +36,24 @@ IDLE_S = 1800.0
 SCAN = 5000  # traces looked at per check
 
 
-def _ended_explicitly(metadata: Any) -> bool:
-    meta = metadata if isinstance(metadata, dict) else {}
-    return meta.get("session_end") is True or meta.get("session.end") is True
+_END_MARKS = ("session_end", "session.end")  # top-level metadata keys; only a JSON `true` ends a session
+
+
+def _ended_explicitly(marks: dict[str, Any]) -> bool:
+    return any(marks.get(k) is True for k in _END_MARKS)
 
 
 def due(home: Home, *, idle_s: float = IDLE_S, at: float | None = None) -> list[str]:
-    """Sessions (ids; "-" for traces with none) that ended among the traces since the watermark."""
+    """Sessions that ended among the traces since the watermark: "session@org" (a session is its org's:
+    another org's trace neither ends nor prolongs it), "-" for traces with none."""
     t = now() if at is None else at
     since = home.store.get_watermark(WATERMARK)
     ended: set[str] = set()
-    for session, last, metas in home.store.sessions_after(after_seq=since, limit=SCAN):
+    for org, session, last, marks in home.store.sessions_after(after_seq=since, limit=SCAN, marks=_END_MARKS):
         if not session:
             ended.add("-")
-        elif t - last >= idle_s or any(_ended_explicitly(m) for m in metas):
-            ended.add(session)
+        elif t - last >= idle_s or any(_ended_explicitly(m) for m in marks):
+            ended.add(session if org is None else f"{session}@{org}")
     return sorted(ended)
 
 

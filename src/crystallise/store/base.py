@@ -66,10 +66,12 @@ class Store(Protocol):
         """How many traces match (as `list_traces` filters them), counting at most `limit`."""
         ...
 
-    def sessions_after(self, *, after_seq: int, limit: int) -> list[tuple[str | None, float, list[Any]]]:
-        """Per session among the `limit` traces after `after_seq` (None: traces with no session): its
-        last time (ended, else started) and the metadata of those of its traces whose metadata
-        mentions a session end (the caller decides what ends one). No trace is decoded whole."""
+    def sessions_after(self, *, after_seq: int, limit: int, marks: Sequence[str] = ()
+                       ) -> list[tuple[str | None, str | None, float, list[dict[str, Any]]]]:
+        """Per (org, session) among the `limit` traces after `after_seq` (session None: traces with no
+        session): its last time (ended, else started) and, per trace whose metadata has one of the
+        top-level keys `marks`, those keys' values (the caller decides what ends a session). No trace
+        is decoded whole, no metadata kept beyond those keys."""
         ...
 
     # -- items -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import threading
 from collections import Counter
@@ -240,23 +241,31 @@ class SqlStore(ContextDataMixin):
         with self._read("counting traces") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
 
-    def sessions_after(self, *, after_seq: int, limit: int) -> list[tuple[str | None, float, list[Any]]]:
-        """Per session among the `limit` traces after `after_seq` (None: no session): its last time
-        (ended, else started) and the metadata of its traces whose metadata mentions a session end;
-        two small queries instead of decoding every trace (engine/session_end.py, each scheduler tick)."""
+    def sessions_after(self, *, after_seq: int, limit: int, marks: Sequence[str] = ()
+                       ) -> list[tuple[str | None, str | None, float, list[dict[str, Any]]]]:
+        """Per session among the `limit` traces after `after_seq`, as (org, session id, last time, end
+        marks): a session is an org's (ids are per org: two orgs' "s1" are two sessions; session None:
+        no session), its last time is the latest ended (else started) time, and its end marks are, per
+        trace whose metadata holds one of the top-level keys `marks`, those keys' values — nothing else
+        of the metadata is kept, so a tick over thousands of traces with huge metadata holds one row at
+        a time (engine/session_end.py decides what ends a session; each scheduler tick)."""
         _check_limit(limit)
-        window = (sa.select(traces.c.session_id, sa.func.coalesce(traces.c.ended_at, traces.c.started_at).label("t"),
-                            traces.c.metadata).where(traces.c.seq > after_seq).order_by(traces.c.seq).limit(limit)
-                  .subquery())
+        window = (sa.select(traces.c.org_id, traces.c.session_id,
+                            sa.func.coalesce(traces.c.ended_at, traces.c.started_at).label("t"), traces.c.metadata)
+                  .where(traces.c.seq > after_seq).order_by(traces.c.seq).limit(limit).subquery())
+        found: dict[tuple[str | None, str | None], list[dict[str, Any]]] = {}
         with self._read("reading session activity") as conn:
-            last = conn.execute(sa.select(window.c.session_id, sa.func.max(window.c.t))
-                                .group_by(window.c.session_id)).all()
-            marked = conn.execute(sa.select(window.c.session_id, window.c.metadata)
-                                  .where(window.c.metadata.like("%session%end%"))).all()
-        metas: dict[str | None, list[Any]] = {}
-        for session, text in marked:
-            metas.setdefault(session, []).append(codec.load_json(text))
-        return [(session, float(t or 0.0), metas.get(session, [])) for session, t in last]
+            last = conn.execute(sa.select(window.c.org_id, window.c.session_id, sa.func.max(window.c.t))
+                                .group_by(window.c.org_id, window.c.session_id)).all()
+            if marks:  # the key as JSON text ("session_end" quoted; LIKE's wildcards escaped): a cheap first cut
+                mention = sa.or_(*(window.c.metadata.contains(json.dumps(k), autoescape=True) for k in marks))
+                rows = conn.execute(sa.select(window.c.org_id, window.c.session_id, window.c.metadata)
+                                    .where(mention).execution_options(yield_per=64))
+                for org, session, text in rows:
+                    meta = codec.load_json(text)
+                    if isinstance(meta, dict) and (mark := {k: meta[k] for k in marks if k in meta}):
+                        found.setdefault((org, session), []).append(mark)
+        return [(org, session, float(t or 0.0), found.get((org, session), [])) for org, session, t in last]
 
     # -- items -------------------------------------------------------------------------
 
@@ -624,8 +633,10 @@ class SqlStore(ContextDataMixin):
         ingest cost at a few traces a batch (docs/benchmarks.md). Outside any org scope (the API's
         group commit) the batch goes over a connection of its own, kept open between batches;
         inside one it goes over a pooled connection whose transaction runs as that org (row-level
-        security, store/engine.py). Any id recorded before, or a value the database refuses, raises
-        `_BatchConflict`: nothing of the batch is kept and `write_traces` answers trace by trace."""
+        security, store/engine.py). Any error the server answers while the connection lives (an id
+        recorded before, a value the database refuses for whatever reason) raises `_BatchConflict`:
+        nothing of the batch is kept and `write_traces` answers trace by trace. A lost connection (a
+        server restart) is a StoreError for the batch; the next batch connects again."""
         import psycopg  # the `postgres` extra: present whenever this store is on PostgreSQL
 
         rows = [(traces.name, [p[2] for p in prepared]), (spans.name, [r for p in prepared for r in p[3]]),
@@ -643,21 +654,27 @@ class SqlStore(ContextDataMixin):
                 return {str(i): int(q) for i, q in cur.fetchall()}
 
         doing = f"recording {len(prepared)} traces"
+        conn: Any = None
         try:
             if current_org_scope() is not None:
                 with self._write(doing) as pooled:
-                    raw = pooled.connection.driver_connection
-                    with raw.pipeline():
-                        return insert(raw)
+                    conn = pooled.connection.driver_connection
+                    with conn.pipeline():
+                        return insert(conn)
             with self._batch_lock:
                 conn = self._batch_conn
                 if conn is None or conn.closed or conn.broken:
+                    conn = None
                     conn = self._batch_conn = psycopg.connect(_conninfo(self.engine), connect_timeout=10)
                 with conn.pipeline(), conn.transaction():
                     return insert(conn)
-        except (psycopg.IntegrityError, psycopg.DataError):
-            raise _BatchConflict() from None
         except psycopg.Error as error:
+            if conn is not None and not conn.closed and not conn.broken:
+                # The server answered and the connection lives: the batch, not the store, failed (an id
+                # recorded before, a NUL, an index row over PostgreSQL's 2704 bytes, a value out of range).
+                # Trace by trace, each gets its own error and the others are written: one org's hostile
+                # trace never fails another org's traces that happened to share its commit.
+                raise _BatchConflict() from None
             detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise StoreError(f"the store at {mask_url(self.url)} failed {doing}: {detail}") from error
 
