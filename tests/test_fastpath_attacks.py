@@ -358,8 +358,8 @@ def test_a_batch_answers_each_trace_alone_and_keeps_no_part_of_a_refused_one(sto
     twin_again.id = twin.id
     batch.append(twin_again)
     out = store.write_traces(batch)
-    assert [type(r).__name__ for r in out] == ["Trace", "ValidationError", "ValidationError", "Trace", "Trace",
-                                               "Trace", "ValidationError"]
+    assert [type(r).__name__ for r in out] == ["Trace", "AlreadyRecorded", "ValidationError", "Trace", "Trace",
+                                               "Trace", "AlreadyRecorded"]  # AlreadyRecorded: a ValidationError
     stored = {t.name: t for t in store.list_traces(with_children=True)}
     assert set(stored) == {"first", "good-acme", "nul-in-json", "twin", "good-globex"}
     assert stored["first"].org_id == "acme" and stored["first"].spans == []  # the refused twin left nothing

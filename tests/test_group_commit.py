@@ -25,8 +25,8 @@ def test_a_batch_is_written_in_order_and_bad_traces_fail_alone(store):
     clash.spans.append(Span(name="again", kind="tool", id=clash.spans[0].id))
     batch = [trace("a"), Trace(name="again", id=old.id), twin, Trace(name="twin2", id=twin.id), clash, trace("b")]
     results = store.write_traces(batch)
-    assert [type(r).__name__ for r in results] == ["Trace", "ValidationError", "Trace", "ValidationError",
-                                                   "ValidationError", "Trace"]
+    assert [type(r).__name__ for r in results] == ["Trace", "AlreadyRecorded", "Trace", "AlreadyRecorded",
+                                                   "ValidationError", "Trace"]  # AlreadyRecorded: a ValidationError
     assert "already recorded" in str(results[1]) and "already recorded" in str(results[3])
     assert "two span records" in str(results[4])
     seqs = [r.seq for r in results if isinstance(r, Trace)]
