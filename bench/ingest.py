@@ -4,6 +4,8 @@
     crystallise bench ingest --store postgres               # + a throwaway PostgreSQL, durable settings
     crystallise bench ingest --store sqlite --load wrk      # max throughput measured by wrk instead
     crystallise bench ingest --store postgres --workers 2   # `serve --workers 2` (CPU: all processes)
+    crystallise bench ingest --store postgres --batch 20    # POST /v1/traces/batch, 20 traces a request
+    crystallise bench ingest --store postgres --learn       # + the learning jobs this traffic queues, in-process
 
 1. a fresh home (SQLite in it, or a new PostgreSQL started with fsync and synchronous_commit ON:
    an acknowledged trace must survive a crash, so the benchmark measures the durable path);
@@ -62,10 +64,12 @@ def start_postgres() -> PostgresServer:
         raise click.ClickException(str(exc)) from exc
 
 
-def start_server(home: Home, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_server(home: Home, port: int, workers: int = 1, learn: bool = True) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("crystallise")
     cmd = [str(exe) if exe.exists() else "crystallise", "--home", str(home.path), "serve", "--port", str(port),
            "--log-level", "warning", "--upstream", "scripted:ok", "--workers", str(workers)]
+    if not learn:
+        cmd.append("--no-learn")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -152,9 +156,13 @@ def wrk_load(url: str, key: str, duration: float, connections: int) -> dict[str,
               help="Server processes (`serve --workers N`; above 1 needs --store postgres or a PostgreSQL URL).")
 @click.option("--batch", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Traces per request: above 1, POST /v1/traces/batch at --rate/--batch requests/s (CPU per trace).")
+@click.option("--learn/--no-learn", default=False, show_default=True,
+              help="Let serve's scheduler queue (and its executor run) the learning jobs this traffic calls for: "
+                   "dreams per user scope after 200 traces, extraction. Off: the API process alone, as in the "
+                   "production topology where workers learn (docs/deploy.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def command(store: str, rate: float, duration: float, connections: int, load: str, workers: int, batch: int,
-            as_json: bool) -> None:
+            learn: bool, as_json: bool) -> None:
     """Trace ingest throughput and latency on loopback (POST /v1/traces), load from another process."""
     tmp = Path(tempfile.mkdtemp(prefix="crystallise-bench-ingest-"))
     pg = start_postgres() if store == "postgres" else None
@@ -164,7 +172,7 @@ def command(store: str, rate: float, duration: float, connections: int, load: st
         home = Home.init(tmp / "home", store_url=url)
         key = create_key(home.path, "bench")[0]
         port = free_port()
-        server = start_server(home, port, workers)
+        server = start_server(home, port, workers, learn)
         target = f"http://127.0.0.1:{port}/v1/traces" + ("/batch" if batch > 1 else "")
         if batch > 1 and load == "wrk":
             raise click.ClickException("--batch goes with --load python")
@@ -184,6 +192,7 @@ def command(store: str, rate: float, duration: float, connections: int, load: st
         stored = home.store.count_traces()
         result = {
             "store": "postgres" if pg else store if store == "sqlite" else "url", "workers": workers, "batch": batch,
+            "learn": learn,
             "sustained": sustained,
             "max": {k: v for k, v in peak.items() if k != "raw"}, "stored_traces": stored,
             "goal_met": sustained["ok_traces_per_s"] >= 0.98 * min(rate, GOAL_RPS) and
@@ -206,7 +215,8 @@ def command(store: str, rate: float, duration: float, connections: int, load: st
         click.echo(json.dumps(result))
         return
     s, m = result["sustained"], result["max"]
-    click.echo(f"ingest on {result['store']}, {workers} server process(es): {result['acknowledged']} acknowledged, "
+    click.echo(f"ingest on {result['store']}, {workers} server process(es), learning {'on' if learn else 'off'}: "
+               f"{result['acknowledged']} acknowledged, "
                f"{result['stored_traces']} stored")
     per = f", {batch} traces a request" if batch > 1 else ""
     click.echo(f"  sustained  target {rate:.0f} traces/s{per}  achieved {s['ok_traces_per_s']}/s  "
