@@ -33,6 +33,18 @@ def _unshare_problem() -> str | None:
     return None
 
 
+def run_in_private_network(driver: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """tests/DRIVER ARGS as root in a network namespace of its own (loopback only); skips where none."""
+    problem = _unshare_problem()
+    if problem:
+        pytest.skip(problem)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    env.pop("CRYSTALLISE_HOME", None)
+    return subprocess.run(["unshare", "-n", sys.executable, str(HERE / driver), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_resources_per_kind_and_config_overrides():
     assert ray_exec.resources_for("learn", {}) == {"num_cpus": 1.0, "memory": 512.0 * (1 << 20)}
     assert ray_exec.resources_for("weights-train", {}, gpus=0)["memory"] == 4096.0 * (1 << 20)
@@ -54,14 +66,8 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_jobs_on_a_two_node_ray_cluster_in_a_private_network(tmp_path):
-    problem = _unshare_problem()
-    if problem:
-        pytest.skip(problem)
     out = tmp_path / "facts.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(["unshare", "-n", sys.executable, str(HERE / "ray_cluster_driver.py"), str(out)],
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = run_in_private_network("ray_cluster_driver.py", str(out), timeout=900)
     assert out.exists(), f"no facts (exit {done.returncode}): {done.stdout[-3000:]}{done.stderr[-3000:]}"
     facts = json.loads(out.read_text())
     assert "error" not in facts, f"{facts['error']}\n{done.stdout[-4000:]}{done.stderr[-4000:]}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -28,21 +27,14 @@ import pytest
 
 from crystallise.scale.dispatch import head_answers
 from crystallise.scale.supervisor import RaySupervisor
-from tests.test_ray_cluster import _unshare_problem
+from tests.test_ray_cluster import run_in_private_network
 
 HERE = Path(__file__).resolve().parent
 
 
 def _drive(phase: str, tmp_path: Path) -> dict:
-    problem = _unshare_problem()
-    if problem:
-        pytest.skip(problem)
     out = tmp_path / "facts.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    env.pop("CRYSTALLISE_HOME", None)
-    done = subprocess.run(["unshare", "-n", sys.executable, str(HERE / "ray_serve_driver.py"), phase, str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = run_in_private_network("ray_serve_driver.py", phase, str(out), timeout=600)
     assert out.exists(), f"no facts (exit {done.returncode}): {done.stdout[-3000:]}{done.stderr[-3000:]}"
     facts = json.loads(out.read_text())
     assert "error" not in facts, f"{facts['error']}\n{done.stdout[-4000:]}\n{facts.get('serve_log', '')[-6000:]}"

@@ -44,10 +44,10 @@ from typing import Any, get_type_hints
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crystallise.api.deps import get_principal
-from crystallise.api.hostile import SafeJSONResponse, check_body
+from crystallise.api.hostile import SafeJSONResponse, check_body, replaying
 
 __all__ = ["IngestFastPath"]
 
@@ -89,14 +89,7 @@ class IngestFastPath:
             size += len(chunk)
             more = bool(message.get("more_body"))
         raw = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": raw, "more_body": more}
-            return await receive()
+        replay = replaying(raw, more, receive)
 
         # a body longer than its Content-Length said (or than the limit) is not plain: the full stack
         # reads the rest through BodyLimit, which counts what streams and answers 413

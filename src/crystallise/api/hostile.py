@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crystallise.api.problems import PROBLEM_JSON, Problem, SafeJSONResponse, lone_surrogate, problem_body, scrub
 
-__all__ = ["SafeJSONResponse", "StrictJson", "problem", "refuse", "scrub"]
+__all__ = ["SafeJSONResponse", "StrictJson", "problem", "refuse", "replaying", "scrub"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WRITES = ("POST", "PUT", "PATCH")
@@ -176,16 +176,22 @@ class StrictJson:
         if refused is not None:
             await _refuse(scope, send, *refused)
             return
-        replayed = False
+        await self.app(scope, replaying(body, False, receive), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replaying(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read (one message, `more_body` as it was),
+    then whatever the client still sends: for middleware that looked at the body before the app."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
 
 
 def _nul_in_url(scope: Scope) -> bool:
