@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from crystallise.engine.home import Home
 
@@ -49,3 +51,14 @@ def program_deltas(read, task: str, source: str) -> list:
 
     return [Delta(op="set", target="artifact", path=path, before=read(path), after=text)
             for path, text in program_files(task, source).items()]
+
+
+def wait_for(what: str, fn: Any, timeout: float = 120.0, every: float = 0.25) -> Any:
+    """`fn()`'s first truthy value, polled every `every` s; TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

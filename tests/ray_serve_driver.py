@@ -31,7 +31,7 @@ from crystallise.engine.committer import Committer
 from crystallise.engine.home import Home
 from crystallise.testing.pg import PostgresServer
 from crystallise.testing.raycluster import RayCluster, sweep
-from tests.helpers import ratio_records
+from tests.helpers import ratio_records, wait_for
 from tests.ray_cluster_driver import registry_log
 
 BIN = Path(sys.executable).with_name("crystallise")
@@ -55,14 +55,6 @@ def cli(home: Path, *args: str) -> str:
     return done.stdout
 
 
-def wait_for(what: str, fn: Any, timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Api:

@@ -9,7 +9,6 @@ key defines no shared task.
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from crystallise.engine import jobs
 from crystallise.harness.runtime import close_sandboxes
 from crystallise.testing import Server
 from crystallise.types import Scope
-from tests.helpers import ratio_records
+from tests.helpers import ratio_records, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -45,13 +44,7 @@ def _h(key: str) -> dict[str, str]:
 
 
 def _wait(fn, timeout: float = 120.0, every: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+    return wait_for("a job to reach the state asked for", fn, timeout, every)
 
 
 def test_serve_learns_a_task_defined_over_the_api_from_posted_corrections(keyed):
