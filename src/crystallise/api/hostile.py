@@ -141,6 +141,10 @@ def check_body(body: bytes) -> tuple[int, str] | None:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except _NotJson as e:
+        try:  # a NaN in a body that is not JSON anyway (cut short, say) is the route's 400, not a 422
+            json.loads(text)
+        except (ValueError, RecursionError):
+            return None
         return 422, str(e)
     except (ValueError, RecursionError):
         return None
