@@ -20,12 +20,12 @@ arrive after their trace was written are rejected with a message (traces are imm
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from crystallise.api.otlp_spool import Spool
 from crystallise.api.problems import Problem, install_handlers
 from crystallise.errors import NotFoundError, StoreError, UserError
 from crystallise.engine.home import Home
+from crystallise.engine.periodic import every
 from crystallise.types import Trace
 
 __all__ = ["Ingestor", "create_otlp_app"]
@@ -172,26 +173,11 @@ def _unique(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-@contextlib.asynccontextmanager
-async def periodic_flush(ingestor: Ingestor) -> AsyncIterator[None]:
-    """Background task: flush traces whose root never came, while the server runs."""
+def periodic_flush(ingestor: Ingestor) -> AbstractAsyncContextManager[None]:
+    """Background task: flush traces whose root never came, while the server runs (the spool keeps
+    the spans if a flush fails)."""
     interval = max(1.0, min(30.0, ingestor.spool.flush_after_s / 4))
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await run_in_threadpool(ingestor.flush_stale)
-            except Exception:  # keep flushing later; the spool keeps the spans
-                log.exception("flushing pending OTLP traces failed")
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return every(interval, ingestor.flush_stale, what="flushing pending OTLP traces")
 
 
 def create_otlp_app(home: Home, keys: KeyRing, *, flush_after_s: float = 300.0,

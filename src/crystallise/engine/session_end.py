@@ -18,15 +18,14 @@ whether there is work); until then the API app's lifespan runs `SessionExtractor
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from crystallise.context.extract import WATERMARK
 from crystallise.engine.extract import run_extraction
 from crystallise.engine.home import Home
+from crystallise.engine.periodic import every
 from crystallise.types import now
 
 __all__ = ["IDLE_S", "due", "end_session", "extract_ended_sessions", "running"]
@@ -72,22 +71,7 @@ def end_session(home: Home, session_id: str) -> dict[str, int]:
     return {**run_extraction(home), "sessions": 1} if session_id else {}
 
 
-@contextlib.asynccontextmanager
-async def running(home: Home, *, interval: float = 30.0, idle_s: float = IDLE_S) -> AsyncIterator[None]:
+def running(home: Home, *, interval: float = 30.0, idle_s: float = IDLE_S) -> AbstractAsyncContextManager[None]:
     """`extract_ended_sessions` every `interval` seconds in a worker thread while the context is open.
     A failure is logged and retried next time: it never reaches a request."""
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.to_thread(extract_ended_sessions, home, idle_s=idle_s)
-            except Exception:  # noqa: BLE001 - a background learner must not die on one bad batch
-                log.exception("session-end extraction failed; retrying in %.0f s", interval)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return every(interval, extract_ended_sessions, home, idle_s=idle_s, what="session-end extraction")

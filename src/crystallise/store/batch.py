@@ -34,8 +34,8 @@ __all__ = ["TraceBatchMixin"]
 class TraceBatchMixin:
     """`write_traces` for `SqlStore` (module docstring)."""
 
-    _batch_conn: Any = None  # PostgreSQL: the connection trace batches go over outside an org scope
-    _batch_lock = threading.Lock()  # replaced per store in `_init_batches`
+    _batch_conn: Any  # PostgreSQL: the connection trace batches go over outside an org scope
+    _batch_lock: threading.Lock
 
     def _init_batches(self) -> None:
         self._batch_conn = None
