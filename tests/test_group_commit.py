@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -100,3 +101,38 @@ def test_a_store_without_batches_is_written_one_by_one(store, n):
         return await asyncio.gather(*(writer.write_trace(trace(f"p{i}")) for i in range(n)))
 
     assert len(asyncio.run(go())) == n and plain.calls == n
+
+
+def test_while_traffic_flows_a_lone_trace_waits_briefly_for_company_and_an_idle_one_does_not():
+    class Recording:
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        def write_traces(self, batch: list[Trace]) -> list[Trace]:
+            self.batches.append([t.name for t in batch])
+            return list(batch)
+
+    sink = Recording()
+    writer = GroupCommit(sink, linger_s=0.05, linger_min=8, busy_s=0.5)  # type: ignore[arg-type]
+
+    async def scenario() -> float:
+        await writer.write_trace(trace("first"))  # idle: written at once, alone
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        second = asyncio.ensure_future(writer.write_trace(trace("second")))  # right after a commit: lingers
+        await asyncio.sleep(0.01)
+        third = asyncio.ensure_future(writer.write_trace(trace("third")))  # joins the lingering batch
+        await asyncio.gather(second, third)
+        return loop.time() - t0
+
+    waited = asyncio.run(scenario())
+    assert sink.batches == [["first"], ["second", "third"]] and waited >= 0.04
+    time.sleep(0.55)  # idle for longer than busy_s: the next trace is written at once
+
+    async def idle() -> float:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await writer.write_trace(trace("later"))
+        return loop.time() - t0
+
+    assert asyncio.run(idle()) < 0.04 and sink.batches[-1] == ["later"]
