@@ -134,3 +134,20 @@ def test_without_os_isolation_llm_code_is_refused_and_dsl_programs_keep_working(
     found = ArithStrategy(budget_s=1.0).synthesise(cases, metric=score_numeric)
     assert found is not None  # the DSL strategies need no sandbox at all
     assert coder.requests == []  # no LLM call for code nothing may run
+
+
+def test_named_symbols_and_frequency_words_rendering_equals_interpreter() -> None:
+    """The rendering carries named_numbers with its symbol and frequency-word tables: a rule over a
+    defined symbol and "compounded quarterly" answers the same in the sandbox as in the host."""
+    import random
+
+    from tests.test_synth_formula import _grown_case
+
+    r = random.Random(3)
+    cases = [_grown_case(r) for _ in range(12)]
+    found = ArithStrategy(budget_s=1.0).synthesise(cases, metric=score_numeric)
+    assert found is not None and any(rule.names for rule in found[1])
+    _, rules, mode = found
+    probes = [x for x, _ in cases] + [_grown_case(r)[0] for _ in range(5)]
+    probes += [cases[0][0].replace("quarterly", "every five months"), cases[1][0] + " (R_x) 5% daily"]
+    same_in_sandbox(tree_of(("arith", ArithStrategy.body(rules, mode))), probes)

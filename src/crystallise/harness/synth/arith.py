@@ -261,11 +261,13 @@ class ArithStrategy:
             return all(metric(_evaluate(rule, nums, x) or "", y) for nums, x, y in held)
 
         if stated is not None:  # the formula the task states: only which number goes where is unknown
-            named = [named_numbers(m[1], stated[1], skip or {}) for m in fit]
+            named = [named_numbers(m[1], stated[1], skip or {}) or [None] * len(stated[1]) for m in fit]
             shape_terminals = dict(terminals)
-            if all(v is not None for v in named):  # each variable's number found by its name's words
-                shape_terminals.update({f"v{i}": [v[i] for v in named] for i in range(len(stated[1]))})
-            source = fit_shape(stated[0], len(stated[1]), shape_terminals, targets, accept)
+            for i in range(len(stated[1])):  # a variable whose number its name's words found in every fit case
+                if all(v[i] is not None for v in named):
+                    shape_terminals[f"v{i}"] = [v[i] for v in named]
+            symbols = [":" in n or "_" in n for n in stated[1]]  # "R_f: Risk-free rate" (formula.parse_formula)
+            source = fit_shape(stated[0], len(stated[1]), shape_terminals, targets, accept, symbols=symbols)
             if source is not None:
                 rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held), dict(skip or {}),
                                  at_least=at_least, names=list(stated[1]) if "v" in source else [])

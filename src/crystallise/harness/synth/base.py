@@ -78,7 +78,7 @@ def split(cases: Sequence[Case], units: Sequence[str | None] | None = None) -> t
             if u is not None:
                 members.setdefault(u, []).append(i)
         for idx in members.values():
-            if len(idx) >= 3 and not any(held_flags[i] for i in idx):
+            if len(idx) >= 2 and not any(held_flags[i] for i in idx):
                 held_flags[min(idx, key=lambda i: _hash(cases[i].input))] = True
     fit = [c for c, h in zip(cases, held_flags) if not h]
     held = [c for c, h in zip(cases, held_flags) if h]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Shape", "fit_shape", "parse_formula"]
+__all__ = ["Shape", "definitions", "fit_shape", "parse_formula"]
 
 Shape = tuple[Any, ...]  # ("var", i) | ("const", c) | ("neg", S) | (op, S, S)
 
@@ -38,20 +38,70 @@ MAX_VARIABLES = 5
 MAX_ASSIGNMENTS = 200_000
 
 
+_DEFINED = re.compile(r"(?:Explanation:\s*|Where:?\s+|,\s+|;\s+)(?P<symbol>[^\s,:;=()][^,:;=()]{0,39}?):\s+")
+
+
+def definitions(text: str) -> dict[str, str]:
+    """What the task's text says its symbols mean, from the part after "Explanation:"
+    ("R_f: Risk-free rate, β_i: Beta of the portfolio" -> {"R_f": "Risk-free rate", ...}): the
+    words a stated variable's number is found by when its name is a bare symbol."""
+    at = text.find("Explanation:")
+    if at < 0:
+        return {}
+    part = text[at:]
+    end = re.search(r"\.\s+[A-Z][a-z]+:|\.\s*$", part)
+    part = part[: end.start()] if end else part
+    marks = list(_DEFINED.finditer(part))
+    out: dict[str, str] = {}
+    for k, m in enumerate(marks):
+        meaning = part[m.end(): marks[k + 1].start() if k + 1 < len(marks) else len(part)].strip()
+        symbol = m.group("symbol").strip()
+        if meaning and symbol not in out:
+            out[symbol] = meaning
+    return out
+
+
 def parse_formula(text: str) -> tuple[Shape, list[str]] | None:
     """(shape, variable names) of the first `NAME = EXPRESSION` in `text` whose left side is one name
-    and whose right side reads as arithmetic over at most MAX_VARIABLES names; None otherwise."""
+    and whose right side reads as arithmetic over at most MAX_VARIABLES names; None otherwise.
+
+    A variable that is a bare symbol the text defines ("Explanation: r: Annual interest rate") is
+    named by its symbol and its meaning ("r: Annual interest rate"), so its number can be found by those words; a
+    name that is defined symbols written together ("nt" where `n` and `t` are defined) is their
+    product, as in the usual notation."""
+    defined = definitions(text)
     for m in _STATED.finditer(text):
         lhs = m.group(1).strip()
         if not lhs or any(c in lhs for c in "+*^()×÷") or " / " in lhs:  # "P/B Ratio" is a name
             continue
-        parsed = _parse(m.group("rhs").strip())
+        parsed = _parse(m.group("rhs").strip(), set(defined))
         if parsed is not None:
-            return parsed
+            shape, names = parsed
+            return shape, [f"{n}: {defined[n]}" if n in defined and _symbol(n) else n for n in names]
     return None
 
 
-def _parse(rhs: str) -> tuple[Shape, list[str]] | None:
+def _symbol(name: str) -> bool:
+    """A bare symbol ("r", "R_f", "PV"), not a name in words ("EBITDA", "Net Income")."""
+    return "_" in name or re.search(r"[A-Za-z]{3,}", name) is None
+
+
+def _split_symbols(name: str, symbols: set[str]) -> list[str] | None:
+    """`name` as two or more defined symbols written together ("nt" -> ["n", "t"]); None otherwise."""
+    if name in symbols or " " in name:
+        return None
+    for cut in range(1, len(name)):
+        head, tail = name[:cut], name[cut:]
+        if head in symbols:
+            if tail in symbols:
+                return [head, tail]
+            rest = _split_symbols(tail, symbols)
+            if rest:
+                return [head, *rest]
+    return None
+
+
+def _parse(rhs: str, symbols: set[str] | frozenset[str] = frozenset()) -> tuple[Shape, list[str]] | None:
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(rhs):
@@ -124,9 +174,14 @@ def _parse(rhs: str) -> tuple[Shape, list[str]] | None:
         i += 1
         if t[0] == "num":
             return ("const", float(t[1]))
-        if t[1] not in names:
-            names.append(t[1])
-        return ("var", names.index(t[1]))
+        parts = _split_symbols(t[1], set(symbols)) or [t[1]]
+        out: Shape | None = None
+        for part in parts:
+            if part not in names:
+                names.append(part)
+            out = ("var", names.index(part)) if out is None else ("*", out, ("var", names.index(part)))
+        assert out is not None
+        return out
 
     try:
         shape = expr()
@@ -183,9 +238,15 @@ def source(shape: Shape, names: Sequence[str]) -> str:
 
 
 def fit_shape(shape: Shape, n_vars: int, terminals: dict[str, Sequence[float]], targets: Sequence[float | None],
-              accept: Callable[[np.ndarray], bool], tolerance: float = 0.0051) -> str | None:
+              accept: Callable[[np.ndarray], bool], tolerance: float = 0.0051,
+              symbols: Sequence[bool] = ()) -> str | None:
     """The first assignment of distinct terminals to the shape's variables (positions before ranks)
-    that reproduces every target within `tolerance` and that `accept` takes; None when none does."""
+    that reproduces every target within `tolerance` and that `accept` takes; None when none does.
+
+    A variable's own named number (`v<h>` for variable h) fills only its slot. Where `symbols[h]`
+    says variable h is a symbol the task defines ("R_f: Risk-free rate"), its named number comes
+    before the positions: texts that label numbers with symbols reorder them freely. Names in plain
+    words ("Net Income") are weaker evidence than a position both explain, and come after."""
     y = np.asarray([t if t is not None else np.nan for t in targets], dtype=float)
     if y.size == 0 or not np.all(np.isfinite(y)):
         return None
@@ -196,8 +257,12 @@ def fit_shape(shape: Shape, n_vars: int, terminals: dict[str, Sequence[float]], 
         if len(names) ** n_vars > MAX_ASSIGNMENTS:
             return None
     rows = np.asarray([terminals[n] for n in names], dtype=float)  # (T, m)
-    combos = np.asarray([c for c in itertools.product(range(len(names)), repeat=n_vars)
-                         if len({tuple(rows[j]) for j in c}) == n_vars], dtype=int).reshape(-1, n_vars)
+    # a variable's own named number (v<h>) fills only its own slot; a defined symbol's comes first
+    slots = [[j for j, n in enumerate(names) if n[0] != "v" or n == f"v{h}"] for h in range(n_vars)]
+    own = {names.index(f"v{h}"): h for h in range(n_vars) if f"v{h}" in names}
+    found = [c for c in itertools.product(*slots) if len({tuple(rows[j]) for j in c}) == n_vars]
+    found.sort(key=lambda c: -sum(own.get(j) == h and h < len(symbols) and symbols[h] for h, j in enumerate(c)))
+    combos = np.asarray(found, dtype=int).reshape(-1, n_vars)
     if combos.size == 0:
         return None
     for variant in variants(shape):

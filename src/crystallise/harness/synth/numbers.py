@@ -33,6 +33,19 @@ _NUM = re.compile(
     re.IGNORECASE,
 )
 _SCALE = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
+# A word of a name or a text: 3+ letters, or a symbol with an underscore (`R_f`, `β_i`, `S_0`).
+_WORD = r"[^\W\d_]+_\w+|[A-Za-z]{3,}"
+# How often per year, in words ("compounded quarterly"): numbers a stated formula's `n` may name.
+_FREQ = re.compile(
+    r"\b(?:annually|yearly|semi-?annually|bi-?annually|half-?yearly|quarterly|monthly|weekly|daily"
+    r"|every\s+(?P<every>\d{1,2}|one|two|three|four|six|twelve)\s+months?)\b",
+    re.IGNORECASE,
+)
+_FREQ_VALUES = {"annually": 1.0, "yearly": 1.0, "semiannually": 2.0, "biannually": 2.0, "halfyearly": 2.0,
+                "quarterly": 4.0, "monthly": 12.0, "weekly": 52.0, "daily": 365.0}
+_COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4, "six": 6, "twelve": 12}
+_FUNCTION_WORDS = {"the", "and", "for", "per", "with", "from", "that", "this", "its", "are", "was", "has",
+                   "have", "into", "during", "which", "each", "all", "any", "than", "then", "over", "under"}
 
 
 def extract_numbers(text, limit=None):
@@ -58,20 +71,24 @@ def named_numbers(text, names, skip):
     """The number each of `names` (a stated formula's variables) refers to, by the words around it:
     each number (after the first skip[kind] of each kind, the template's own) scores a name by the
     name's words found near it (a word counts 1 / (1 + distance in words), half a word more after the
-    number than before it, divided by how many names share it; first 5 letters compared,
-    within 8 words of the same clause); pairs are taken best first, one number per name. None when a name matches no
-    number. Values as `extract_numbers` gives them (7% -> 0.07, scale words applied)."""
+    number than before it, divided by how many names share it; first 5 letters compared, a symbol
+    with an underscore such as `R_f` compared whole, common function words ignored; within 8 words
+    of the same clause); pairs are taken best first, one number per name; None for a name no
+    number matches (a rule that needs it abstains), None in all when the text has over 12 numbers. Values as `extract_numbers` gives them (7% -> 0.07, scale words applied); a frequency
+    word is a number too ("compounded quarterly" -> 4, "every two months" -> 6), after the others."""
     stops = [m.start() for m in re.finditer(r"[;:,.?!](?!\d)", text)]  # clause ends (not 1,000 or 2.5)
 
     def clause(pos):
         return sum(1 for q in stops if q < pos)
 
-    inside = [(m.start(), m.end()) for m in _NUM.finditer(text)]  # "million", "percent": part of a number
-    words = [(m.start(), m.group(0).lower()[:5], clause(m.start())) for m in re.finditer(r"[A-Za-z]{3,}", text)
-             if not any(a <= m.start() < b for a, b in inside)]
+    numbers = list(_NUM.finditer(text))
+    freqs = list(_FREQ.finditer(text))
+    inside = [(m.start(), m.end()) for m in numbers + freqs]  # "million", "percent", "quarterly": a number
+    words = [(m.start(), m.group(0).lower() if "_" in m.group(0) else m.group(0).lower()[:5], clause(m.start()))
+             for m in re.finditer(_WORD, text) if not any(a <= m.start() < b for a, b in inside)]
     seen = {"$": 0, "%": 0, "n": 0}
     found = []
-    for m in _NUM.finditer(text):
+    for m in numbers:
         value = float(m.group("num").replace(",", ""))
         if m.group("scale"):
             value *= _SCALE[m.group("scale").lower()]
@@ -83,7 +100,18 @@ def named_numbers(text, names, skip):
         found.append((value / 100.0 if kind == "%" else value, at, clause(m.start())))
         if len(found) > 12:
             return None
-    wanted = [[w.lower()[:5] for w in re.findall(r"[A-Za-z]{3,}", name)] for name in names]
+    for m in freqs:
+        every = m.group("every")
+        if every is not None:
+            count = _COUNTS.get(every.lower(), 0) if not every.isdigit() else int(every)
+            if not 0 < count <= 12 or 12 % count:
+                continue
+            value = 12.0 / count
+        else:
+            value = _FREQ_VALUES[re.sub(r"[^a-z]", "", m.group(0).lower())]
+        found.append((value, sum(1 for w in words if w[0] < m.start()), clause(m.start())))
+    wanted = [[w.lower() if "_" in w else w.lower()[:5] for w in re.findall(_WORD, name)
+               if w.lower() not in _FUNCTION_WORDS] for name in names]
     shared = {}
     for stems in wanted:
         for stem in set(stems):
@@ -104,7 +132,7 @@ def named_numbers(text, names, skip):
         if out[i] is None and j not in used:
             out[i] = found[j][0]
             used.add(j)
-    return None if any(v is None for v in out) else out
+    return out
 
 
 def number_spans(text):
@@ -135,6 +163,11 @@ RUNTIME = "\n".join([
     "",
     f"_NUM = re.compile({_NUM.pattern!r}, re.IGNORECASE)",
     f"_SCALE = {_SCALE!r}",
+    f"_WORD = {_WORD!r}",
+    f"_FREQ = re.compile({_FREQ.pattern!r}, re.IGNORECASE)",
+    f"_FREQ_VALUES = {_FREQ_VALUES!r}",
+    f"_COUNTS = {_COUNTS!r}",
+    f"_FUNCTION_WORDS = {sorted(_FUNCTION_WORDS)!r}",
     "",
     *(inspect.getsource(f) for f in (extract_numbers, named_numbers, number_spans, fmt_number)),
 ])
