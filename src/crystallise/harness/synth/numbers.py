@@ -74,8 +74,9 @@ def named_numbers(text, names, skip):
     number than before it, divided by how many names share it; first 5 letters compared, a symbol
     with an underscore such as `R_f` compared whole, common function words ignored; within 8 words
     of the same clause); pairs are taken best first, one number per name; None for a name no
-    number matches (a rule that needs it abstains), None in all when the text has over 12 numbers. Values as `extract_numbers` gives them (7% -> 0.07, scale words applied); a frequency
-    word is a number too ("compounded quarterly" -> 4, "every two months" -> 6), after the others."""
+    number matches (a rule that needs it abstains), None in all when the text has over 12 numbers.
+    Values as `extract_numbers` gives them (7% -> 0.07, scale words applied); a frequency word is a
+    number too ("compounded quarterly" -> 4, "every two months" -> 6), after the others."""
     stops = [m.start() for m in re.finditer(r"[;:,.?!](?!\d)", text)]  # clause ends (not 1,000 or 2.5)
 
     def clause(pos):
