@@ -204,3 +204,46 @@ def test_a_unit_of_two_cases_keeps_one_back() -> None:
         members = [c for c, v in zip(cases, units) if v == u]
         assert any(c in held for c in members) and any(c in fit for c in members) or \
             all(c in held for c in members), u
+
+
+# -- an equation solved for the quantity a question asks for ------------------------------------------
+
+def test_stated_equations_are_solved_for_each_quantity() -> None:
+    from crystallise.harness.synth.formula import stated_formulas
+
+    found = stated_formulas("Formula: Later Price / Now Price = (1 + g_a) / (1 + g_b), Explanation: g_a: Growth "
+                            "here, g_b: Growth there. Question:")
+    shown = {source(shape, [n.split(":")[0] for n in names]) for shape, names, written in found}
+    assert "(((1.0 + g_a) / (1.0 + g_b)) * Now Price)" in shown  # Later Price = Now Price × (1 + g_a) / (1 + g_b)
+    assert "(Later Price / ((1.0 + g_a) / (1.0 + g_b)))" in shown
+    assert not any(written for *_, written in found)
+    written = stated_formulas("Formula: Gain Rate = (End - Start) / Start, Explanation: x. Question:")
+    assert written[0][2] and source(written[0][0], written[0][1]) == "((End - Start) / Start)"
+    assert "((Gain Rate * Start) + Start)" in {source(s, n) for s, n, _ in written[1:]}  # End, from the rate
+    # a quantity only in an exponent, or twice, is not solved for; nothing stated, nothing found
+    twice = stated_formulas("Formula: F = S (1 + k)^k, Explanation: z. Question:")
+    assert [source(s, n) for s, n, _ in twice] == ["(S * ((1.0 + k) ** k))", "(F / ((1.0 + k) ** k))"]
+    once = stated_formulas("Formula: F = S * 2^k, Explanation: z. Question:")  # k only in an exponent: no log here
+    assert [source(s, n) for s, n, _ in once] == ["(S * (2.0 ** k))", "(F / (2.0 ** k))"]
+    assert stated_formulas("no equation at all") == []
+
+
+def _later_case(r: random.Random) -> tuple[str, str]:
+    now, ga, gb = r.randint(50, 500) / 100, r.randint(-10, 60) / 10, r.randint(-10, 60) / 10
+    parts = [f"the price now is {now}", f"growth here (g_a) is {ga}%", f"growth there (g_b) is {gb}%"]
+    r.shuffle(parts)
+    return ("Use formula Later Price to answer the question. Formula: Later Price / Now Price = (1 + g_a) / (1 + g_b), "
+            "Explanation: g_a: Growth here, g_b: Growth there. Question: If " + ", ".join(parts)
+            + ", what is the later price?", fmt_number(now * (1 + ga / 100) / (1 + gb / 100), 2, "half_up"))
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_an_equation_in_ratio_form_is_learned_for_the_quantity_asked(seed: int) -> None:
+    r = random.Random(seed)
+    cases = [Case(*_later_case(r), id=f"c{i}") for i in range(12)]
+    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
+    assert found is not None
+    program = load(found.program)
+    unseen = [_later_case(r) for _ in range(100)]
+    right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
+    assert right >= 95, f"{right}/100 right on unseen inputs"

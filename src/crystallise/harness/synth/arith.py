@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from crystallise.harness.synth.enumerate import enumerate_expressions
-from crystallise.harness.synth.formula import Shape, fit_shape, parse_formula
+from crystallise.harness.synth.formula import Shape, fit_shape, stated_formulas
 from crystallise.harness.synth.numbers import extract_numbers, fmt_number, named_numbers
 from crystallise.harness.synth.template import key_of
 
@@ -164,7 +164,7 @@ class ArithStrategy:
                 sig = tuple(len(nums[k]) for k in _KINDS)
                 if sum(sig) <= 8:
                     by_sig[sig].append((nums, x, y))
-            stated = parse_formula(prefix)
+            stated = stated_formulas(prefix)
             rules += self._template_rules(key, by_sig, skip, kept, metric, stated)
         rules += kept.values()  # rules nothing new speaks against stay
         if progress:
@@ -175,7 +175,7 @@ class ArithStrategy:
 
     def _template_rules(self, key: str, by_sig: dict[tuple[int, int, int], list], skip: dict[str, int],
                         kept: dict[str, ArithRule], metric: Metric,
-                        stated: tuple[Shape, list[str]] | None = None) -> list[ArithRule]:
+                        stated: Sequence[tuple[Shape, list[str], bool]] = ()) -> list[ArithRule]:
         """The rules of one template, simplest first (Occam): one expression over the numbers every
         sub-group has, when it reproduces every case of the template (an `at_least` rule, which also
         answers phrasings with more numbers than seen); else a rule per signature, plus one `at_least`
@@ -225,7 +225,7 @@ class ArithStrategy:
         return "none"
 
     def _fit(self, key: str, sig: tuple[int, int, int], members: list, metric: Metric,
-             at_least: bool = False, stated: tuple[Shape, list[str]] | None = None,
+             at_least: bool = False, stated: Sequence[tuple[Shape, list[str], bool]] = (),
              skip: dict[str, int] | None = None) -> ArithRule | None:
         if len(members) < (1 if stated else self.min_cases) or sum(sig) == 0:
             return None
@@ -260,21 +260,23 @@ class ArithStrategy:
         def held_ok(rule: ArithRule) -> bool:
             return all(metric(_evaluate(rule, nums, x) or "", y) for nums, x, y in held)
 
-        if stated is not None:  # the formula the task states: only which number goes where is unknown
-            named = [named_numbers(m[1], stated[1], skip or {}) or [None] * len(stated[1]) for m in fit]
+        # the formula the task states (as written, then solved for each other quantity): only which
+        # number goes where is unknown
+        for shape, names, _ in stated:
+            named = [named_numbers(m[1], names, skip or {}) or [None] * len(names) for m in fit]
             shape_terminals = dict(terminals)
-            for i in range(len(stated[1])):  # a variable whose number its name's words found in every fit case
+            for i in range(len(names)):  # a variable whose number its name's words found in every fit case
                 if all(v[i] is not None for v in named):
                     shape_terminals[f"v{i}"] = [v[i] for v in named]
-            symbols = [":" in n or "_" in n for n in stated[1]]  # "R_f: Risk-free rate" (formula.parse_formula)
-            source = fit_shape(stated[0], len(stated[1]), shape_terminals, targets, accept, symbols=symbols)
+            symbols = [":" in n or "_" in n for n in names]  # "R_f: Risk-free rate" (formula.parse_formula)
+            source = fit_shape(shape, len(names), shape_terminals, targets, accept, symbols=symbols)
             if source is not None:
                 rule = ArithRule(key, sig, source, *chosen["fmt"], len(fit), len(held), dict(skip or {}),
-                                 at_least=at_least, names=list(stated[1]) if "v" in source else [])
+                                 at_least=at_least, names=list(names) if "v" in source else [])
                 if held_ok(rule):
                     return rule
-            if len(members) < self.min_cases:
-                return None
+        if stated and len(members) < self.min_cases:
+            return None
         found = enumerate_expressions(
             terminals, targets, accept=accept, max_size=self.max_size, budget_s=self.budget_s, tolerance=0.0051
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Shape", "definitions", "fit_shape", "parse_formula"]
+__all__ = ["Shape", "definitions", "fit_shape", "parse_formula", "stated_formulas"]
 
 Shape = tuple[Any, ...]  # ("var", i) | ("const", c) | ("neg", S) | (op, S, S)
 
@@ -66,19 +66,115 @@ def parse_formula(text: str) -> tuple[Shape, list[str]] | None:
     and whose right side reads as arithmetic over at most MAX_VARIABLES names; None otherwise.
 
     A variable that is a bare symbol the text defines ("Explanation: r: Annual interest rate") is
-    named by its symbol and its meaning ("r: Annual interest rate"), so its number can be found by those words; a
-    name that is defined symbols written together ("nt" where `n` and `t` are defined) is their
-    product, as in the usual notation."""
+    named by its symbol and its meaning ("r: Annual interest rate"), so its number can be found by
+    those words; a name that is defined symbols written together ("nt" where `n` and `t` are
+    defined) is their product, as in the usual notation."""
+    found = stated_formulas(text)
+    return (found[0][0], found[0][1]) if found and found[0][2] else None
+
+
+def stated_formulas(text: str) -> list[tuple[Shape, list[str], bool]]:
+    """Every way the first stated equation of `text` computes one of its quantities from the others:
+    (shape, variable names, whether it is the equation as written, `NAME = EXPRESSION`).
+
+    "Forward Rate / Spot Rate = (1 + i_d) / (1 + i_f)" is solved for each quantity that occurs once
+    (Forward Rate = Spot Rate × (1 + i_d) / (1 + i_f), Spot Rate = ..., ...): which one a question
+    asks for is what the cases decide. An equation as written comes first, then its rearrangements
+    (the same equation solved for a right-hand quantity: a question may give the result and ask
+    for an input). Only + - × / and powers with a known exponent are undone."""
     defined = definitions(text)
     for m in _STATED.finditer(text):
-        lhs = m.group(1).strip()
-        if not lhs or any(c in lhs for c in "+*^()×÷") or " / " in lhs:  # "P/B Ratio" is a name
+        lhs, rhs = m.group(1).strip(), m.group("rhs").strip()
+        if not lhs:
             continue
-        parsed = _parse(m.group("rhs").strip(), set(defined))
-        if parsed is not None:
-            shape, names = parsed
-            return shape, [f"{n}: {defined[n]}" if n in defined and _symbol(n) else n for n in names]
-    return None
+        written = not any(c in lhs for c in "+*^()×÷") and " / " not in lhs and " - " not in lhs
+        out: list[tuple[Shape, list[str], bool]] = []
+        if written:
+            parsed = _parse(rhs, set(defined))
+            if parsed is None:
+                continue
+            out.append((parsed[0], _named(parsed[1], defined), True))
+            # the result as one more quantity: rhs - result = 0 ("P/B Ratio" stays one name)
+            whole: tuple[Shape, list[str]] | None = (("-", parsed[0], ("var", len(parsed[1]))), [*parsed[1], lhs])
+        else:
+            whole = _parse(f"({lhs}) - ({rhs})", set(defined), limit=MAX_VARIABLES + 1)
+        if whole is None:
+            continue
+        diff, names = whole
+        for k in range(len(names)):
+            if _count(diff, k) != 1 or (written and k == len(names) - 1):
+                continue
+            solved = _solve(diff, k, ("const", 0.0))
+            if solved is None:
+                continue
+            keep = [j for j in range(len(names)) if j != k]
+            if len(keep) > MAX_VARIABLES:
+                continue
+            out.append((_simplify(_renumber(solved, {j: i for i, j in enumerate(keep)})),
+                        _named([names[j] for j in keep], defined), False))
+        if out:
+            return out
+    return []
+
+
+def _named(names: list[str], defined: dict[str, str]) -> list[str]:
+    return [f"{n}: {defined[n]}" if n in defined and _symbol(n) else n for n in names]
+
+
+def _count(shape: Shape, k: int) -> int:
+    if shape[0] == "var":
+        return int(shape[1] == k)
+    if shape[0] == "const":
+        return 0
+    return sum(_count(s, k) for s in shape[1:])
+
+
+def _solve(side: Shape, k: int, other: Shape) -> Shape | None:
+    """`side = other` solved for variable k (which occurs once in `side`), by undoing each operation
+    on the path to it; None where that needs an inverse this grammar lacks (k in an exponent)."""
+    while side[0] != "var":
+        op = side[0]
+        if op == "neg":
+            side, other = side[1], ("neg", other)
+            continue
+        a, b = side[1], side[2]
+        left = _count(a, k) == 1
+        if op == "+":
+            side, other = (a, ("-", other, b)) if left else (b, ("-", other, a))
+        elif op == "-":
+            side, other = (a, ("+", other, b)) if left else (b, ("-", a, other))
+        elif op == "*":
+            side, other = (a, ("/", other, b)) if left else (b, ("/", other, a))
+        elif op == "/":
+            side, other = (a, ("*", other, b)) if left else (b, ("/", a, other))
+        elif op == "**" and left and _count(b, k) == 0:
+            side, other = a, ("**", other, ("/", ("const", 1.0), b))
+        else:
+            return None
+    return other if side == ("var", k) else None
+
+
+def _simplify(shape: Shape) -> Shape:
+    """Drop the zero that solving `expression = 0` leaves (0 + x, x - 0, 0 - x)."""
+    if shape[0] in ("var", "const"):
+        return shape
+    kids = [_simplify(s) for s in shape[1:]]
+    zero = ("const", 0.0)
+    if shape[0] == "+" and zero in kids:
+        return kids[1] if kids[0] == zero else kids[0]
+    if shape[0] == "-" and kids[1] == zero:
+        return kids[0]
+    if shape[0] == "-" and kids[0] == zero:
+        return ("neg", kids[1])
+    return (shape[0], *kids)
+
+
+def _renumber(shape: Shape, index: dict[int, int]) -> Shape:
+    if shape[0] == "var":
+        return ("var", index[shape[1]])
+    if shape[0] == "const":
+        return shape
+    return (shape[0], *(_renumber(s, index) for s in shape[1:]))
 
 
 def _symbol(name: str) -> bool:
@@ -101,7 +197,8 @@ def _split_symbols(name: str, symbols: set[str]) -> list[str] | None:
     return None
 
 
-def _parse(rhs: str, symbols: set[str] | frozenset[str] = frozenset()) -> tuple[Shape, list[str]] | None:
+def _parse(rhs: str, symbols: set[str] | frozenset[str] = frozenset(),
+           limit: int = MAX_VARIABLES) -> tuple[Shape, list[str]] | None:
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(rhs):
@@ -187,7 +284,7 @@ def _parse(rhs: str, symbols: set[str] | frozenset[str] = frozenset()) -> tuple[
         shape = expr()
     except ValueError:
         return None
-    if i != len(tokens) or not names or len(names) > MAX_VARIABLES:
+    if i != len(tokens) or not names or len(names) > limit:
         return None
     return shape, names
 
