@@ -42,3 +42,26 @@ def test_failed_synthesis_is_recorded_and_the_advisor_turns_to_weights(tmp_path:
     assert [a.layer for a in advice[:2]] == ["harness", "harness"]  # crystallise: not tried enough yet
     assert advice[-1].layer == "weights" and "synthesis attempts found no program" in advice[-1].reason
     close_sandboxes()
+
+
+def test_a_coder_that_writes_nothing_useful_leaves_its_rounds_as_evidence(tmp_path: Path):
+    """The coder model was asked, wrote functions, none reproduced the cases: the attempt says so
+    (groups, rounds, scores, why), instead of an empty record that looks as if nothing ran."""
+    home = Home.init(tmp_path / "home")
+    spec = TaskSpec(name="code", metric="numeric", max_tokens=8)
+    coder = ScriptedBackend(lambda r: "```python\ndef solve(x):\n    return '7'\n```")
+    home.backend = lambda s=None: coder if s == "scripted:coder" else ScriptedBackend(lambda r: "1")  # type: ignore
+    loop = Loop(home, spec, ScriptedBackend(lambda r: "1"), score_numeric,
+                LoopConfig(learners=("crystallise",), shadow="off", coder_model="scripted:coder",
+                           strategies=("arith", "coder")))
+    for i in range(40):
+        ans, tid = loop.answer(f"Which code unlocks door {i} of block {i % 7}?")
+        loop.feedback(tid, secret(i), ans.output == secret(i))
+    assert not loop.learn().committed
+    (cs,) = [cs for cs in home.store.list_changesets(limit=100) if "synthesis_attempt" in cs.evidence]
+    coder_tried = cs.evidence["synthesis_attempt"]["strategies_tried"]["coder"]
+    assert coder_tried["llm_calls"] >= 1 and coder_tried["groups_tried"] >= 1
+    (rounds,) = coder_tried["rounds"].values()
+    assert rounds["scores"] and max(rounds["scores"]) < rounds["cases"]
+    assert coder_tried["why"].startswith("no function reproduced")
+    close_sandboxes()

@@ -174,9 +174,10 @@ class CrystalliseLearner:
             progress(f"{name}: {why}")
         policies = {s.name: self.policies.get(s.name, self.default_policy) for s in self.strategies}
         metric = lambda p, t: bool(self.metric(p, t))  # noqa: E731
+        tried: dict[str, Any] = {}
         found = synthesise(spec.name, learn, self.strategies, metric,
                            previous=current, policies=policies, description=spec.description,
-                           numeric=spec.metric == "numeric", budget_s=self.budget_s, progress=progress)
+                           numeric=spec.metric == "numeric", budget_s=self.budget_s, progress=progress, tried=tried)
         # hybrid parts answer through the task's model (not replayable here); its extraction reads any format
         missed = {} if found and "hybrid" in found.parts else uncovered_shapes(found.program if found else None,
                                                                                learn, metric)
@@ -194,6 +195,7 @@ class CrystalliseLearner:
             self.attempt = {"task": spec.name, "learning_cases": len(learn), "shapes": len({shape_of(c.input)
                             for c in learn}), "strategies": [s.name for s in self.strategies],
                             "refused": dict(self.refused), "tried": said[-30:],
+                            "strategies_tried": _short_json(tried),
                             "why": "no strategy's program reproduced the held-out learning cases"}
             return None
         if found.code == view.read(task_path(spec.name, "code.py")) and current.get("program") == found.program:
@@ -259,3 +261,9 @@ def _program(text: str | None) -> dict[str, Any]:
         data = {"parts": {"arith": {"units": [r.unit for r in rules],
                                     "state": {"mode": data.get("arith_mode"), "rules": data["arith_rules"]}}}}
     return data
+
+
+def _short_json(value: Any, limit: int = 20_000) -> Any:
+    """`value` if its JSON is at most `limit` characters, else a note of its size (evidence stays small)."""
+    text = json.dumps(value, default=str, sort_keys=True)
+    return value if len(text) <= limit else {"truncated": True, "chars": len(text), "head": text[:limit]}

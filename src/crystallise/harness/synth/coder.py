@@ -131,8 +131,11 @@ class CoderStrategy:
             else:
                 self.tried.pop(unit, None)
                 found.append(program)
-        if not found:
-            return None
+        if not found:  # what was tried stays as evidence (program.json "tried"): groups, rounds, scores
+            return Candidate(self.name, {}, state={"tried": dict(self.tried), "rounds": log,
+                                                   "groups_eligible": len(groups), "groups_tried": len(todo),
+                                                   "llm_calls": self.calls - calls0,
+                                                   "why": _why(todo, self.min_cases, self.min_fit)})
         return Candidate(self.name, grouped(mode, found), state={"tried": dict(self.tried)},
                          notes={"groups": len(found), "written_by": self.backend.name,
                                 "llm_calls": self.calls - calls0, "rounds": log})
@@ -268,6 +271,13 @@ class CoderStrategy:
                 + "\n".join(lines)
                 + "\nFix the function so that it works for all inputs like these. Reply with the complete "
                   "corrected function in one ```python block.")
+
+
+def _why(todo: Sequence[Any], min_cases: int, min_fit: float) -> str:
+    if not todo:
+        return (f"no group to write code for: none has {min_cases} or more fit cases not covered by a cheaper "
+                "strategy, short inputs, and no earlier failure on the same cases")
+    return f"no function reproduced {min_fit:.0%} of its group's fit cases"
 
 
 def _normal(code: str) -> str:

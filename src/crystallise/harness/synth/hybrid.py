@@ -131,8 +131,10 @@ class HybridStrategy:
             else:
                 self.tried.pop(key, None)
                 units[key] = spec
-        if not units:
-            return None
+        if not units:  # what was tried stays as evidence (program.json "tried")
+            return Candidate(self.name, {}, state={"tried": dict(self.tried), "groups": log,
+                                                   "coder_calls": self.calls["coder"] - before["coder"],
+                                                   "extract_calls": self.calls["extract"] - before["extract"]})
         specs = {k: _public(u) for k, u in units.items()}
         memo_specs = dict(specs)
 

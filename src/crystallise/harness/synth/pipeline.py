@@ -54,13 +54,15 @@ def synthesise(
     numeric: bool = False,
     budget_s: float = 2.0,
     progress: Callable[[str], None] | None = None,
+    tried: dict[str, Any] | None = None,
 ) -> Synthesis | None:
-    """The verified program for `cases`, or None when no strategy's program verified."""
+    """The verified program for `cases`, or None when no strategy's program verified. `tried`, when
+    given, receives what each strategy tried that did not verify (also when the result is None)."""
     previous = previous or {}
     policies = policies or {}
     left = list(cases)
     parts: list[dict[str, Any]] = []
-    meta: dict[str, Any] = {"learning_cases": len(cases), "parts": {}, "tried": {}}
+    meta: dict[str, Any] = {"learning_cases": len(cases), "parts": {}, "tried": {} if tried is None else tried}
     hybrid: dict[str, Any] | None = None
     for strategy in strategies:
         if not left:
