@@ -214,8 +214,10 @@ def test_a_coder_that_repeats_itself_is_asked_again_with_sampling():
     assert cand is not None and cand.notes["llm_calls"] == 3  # first try, a repeat, then the sampled retry
     sampled = [r for r in fake.requests if r.temperature > 0]
     assert len(sampled) == 1 and sampled[0].seed == 1
-    assert CoderStrategy(ScriptedBackend(lambda r: right if r.temperature > 0 else stuck), sample_repeats=False,
-                         rounds=3).propose(Problem("t", boolean_cases(24), score_exact)) is None
+    nothing = CoderStrategy(ScriptedBackend(lambda r: right if r.temperature > 0 else stuck), sample_repeats=False,
+                            rounds=3).propose(Problem("t", boolean_cases(24), score_exact))
+    assert nothing is not None and not nothing.program  # no program; what was tried is its state (evidence)
+    assert nothing.state["rounds"]["(inputs)"]["scores"] == [17, 17, 17] and nothing.state["llm_calls"] == 3
 
 
 def test_clean_code_drops_top_level_tests_and_aliases_the_function():
@@ -231,7 +233,7 @@ def test_llm_written_code_runs_only_in_the_sandbox(tmp_path):
             "def solve(x):\n    return str(eval(x))\n```")
     fake = ScriptedBackend(lambda request: evil)
     cand = CoderStrategy(fake, rounds=2).propose(Problem("t", boolean_cases(12), score_exact))
-    assert cand is None  # `import os` is refused by the sandbox, every round
+    assert cand is not None and not cand.program  # `import os` is refused by the sandbox, every round
     assert not marker.exists()
     assert "not allowed" in fake.requests[1].messages[-1].content  # and the refusal went back to the model
 
