@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed bwrap
 
+# Every model the defaults use: the answer, coder and critic roles (docs/models.md), plus the small
+# model the mechanics tests train LoRA adapters on.
 models: setup
 	$(CRYS) models pull smollm2-135m
-	$(CRYS) models pull qwen2.5-coder-0.5b
+	$(CRYS) models pull --roles
 
 # The main job, short: learn ACE Formula from its training split, then answer the first
 # 40 validation records with learning on vs off; prints the result and the versions.

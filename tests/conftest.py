@@ -36,6 +36,11 @@ os.environ.setdefault("CRYSTALLISE_EMBEDDER", "hash")
 # SDK traces are written before `with trace(...)` exits, so a test can read them at once; the
 # background writer (the default) has its own tests (tests/test_tracing_background.py).
 os.environ.setdefault("CRYSTALLISE_TRACE_WRITES", "sync")
+# Learning jobs and dreaming use the model roles (docs/models.md): a test gets no coder and the answer
+# model as critic unless it asks, so a machine that pulled the 1.5B coder runs the same tests as one
+# that did not (tests/test_model_roles.py tests the roles themselves).
+os.environ.setdefault("CRYSTALLISE_CODER_MODEL", "none")
+os.environ.setdefault("CRYSTALLISE_CRITIC_MODEL", "answer")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -8,6 +8,8 @@ point one elsewhere without reloading anything:
     CRYSTALLISE_HOME            the home folder                      (default ./.crystallise)
     CRYSTALLISE_STORE_URL       the store (sqlite:/// or postgresql://) (config "store_url")
     CRYSTALLISE_MODEL           the model spec                        (config "model", else local)
+    CRYSTALLISE_CODER_MODEL     the offline coder (LLM-written code)  (config "coder_model", else the role's default)
+    CRYSTALLISE_CRITIC_MODEL    the offline critic (dreaming)         (config "critic_model", else the role's default)
     CRYSTALLISE_MODELS_DIR      GGUF models, shared by several homes   (default HOME/models)
     CRYSTALLISE_EMBEDDER        the embedder                          (config "embedder", else auto)
     CRYSTALLISE_PROXY_UPSTREAM  the proxy's upstream model server      (config "proxy_upstream")
@@ -36,6 +38,8 @@ __all__ = [
     "ENV_HOME",
     "ENV_LINK_THRESHOLD",
     "ENV_LLAMA_EXTRA_BUFTS",
+    "ENV_CODER_MODEL",
+    "ENV_CRITIC_MODEL",
     "ENV_MODEL",
     "ENV_MODELS_DIR",
     "ENV_OTEL_ENDPOINT",
@@ -60,6 +64,8 @@ __all__ = [
 ENV_HOME = "CRYSTALLISE_HOME"
 ENV_STORE = "CRYSTALLISE_STORE_URL"
 ENV_MODEL = "CRYSTALLISE_MODEL"
+ENV_CODER_MODEL = "CRYSTALLISE_CODER_MODEL"
+ENV_CRITIC_MODEL = "CRYSTALLISE_CRITIC_MODEL"
 ENV_MODELS_DIR = "CRYSTALLISE_MODELS_DIR"
 ENV_EMBEDDER = "CRYSTALLISE_EMBEDDER"
 ENV_UPSTREAM = "CRYSTALLISE_PROXY_UPSTREAM"

@@ -42,6 +42,7 @@ from crystallise.errors import ConfigError, RuntimeFailure
 __all__ = [
     "CATALOG",
     "DEFAULT_MODEL",
+    "ROLES",
     "ModelSpec",
     "Part",
     "PullError",
@@ -51,7 +52,12 @@ __all__ = [
     "pull",
 ]
 
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+# The local model each role uses by default (docs/models.md, "Model roles", has the measurements):
+#   answer  the online answerer: every live call pays its latency, so the small model
+#   coder   writes solve()/compute() offline, rarely, where a wrong program is refused by replay
+#   critic  reads failed runs offline (dreaming) and proposes lessons the gate then judges
+ROLES: dict[str, str] = {"answer": "qwen2.5-coder-0.5b", "coder": "qwen2.5-coder-1.5b", "critic": "qwen2.5-coder-1.5b"}
+DEFAULT_MODEL = ROLES["answer"]
 _CHUNK = 1 << 20  # bytes copied per read while assembling
 
 

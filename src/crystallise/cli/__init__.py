@@ -102,15 +102,22 @@ def models() -> None:
 @click.option("--file", "file_path", type=click.Path(dir_okay=False), help="Register a local .gguf file instead.")
 @click.option("--hf", "hf_spec", metavar="REPO[:FILE]", help="Download a .gguf from a Hugging Face hub (extra `hub`).")
 @click.option("--name", "as_name", help="The name to register --file/--hf under (default: the file's name).")
+@click.option("--roles", is_flag=True, help="Pull every local model the model roles use (answer, coder, critic).")
 @click.pass_context
 def models_pull(ctx: click.Context, name: str | None, file_path: str | None, hf_spec: str | None,
-                as_name: str | None) -> None:
+                as_name: str | None, roles: bool) -> None:
     """Download, assemble and verify a model (default: the default local model), or register one you have."""
     from rich.progress import Progress
 
     from crystallise.backends import catalog, model_import
 
     models_dir = models_dir_for(ctx.obj["home_path"])
+    if roles:
+        if name or file_path or hf_spec:
+            raise click.UsageError("--roles pulls the roles' models: give no NAME, --file or --hf with it")
+        for model in _role_models(ctx.obj["home_path"]):
+            ctx.invoke(models_pull, name=model)
+        return
     if file_path or hf_spec:
         if name or (file_path and hf_spec):
             raise click.UsageError("give one of NAME, --file PATH or --hf REPO[:FILE]")
@@ -131,6 +138,45 @@ def models_pull(ctx: click.Context, name: str | None, file_path: str | None, hf_
 
         path = catalog.pull(name, models_dir, progress=progress)
     out.print(f"{name}: {path} (sha256 verified)")
+
+
+def _role_models(home_path: Path) -> list[str]:
+    """The catalog models the roles use: this home's settings where there is a home, else the defaults."""
+    from crystallise.backends import catalog
+
+    try:
+        specs = [Home.open(home_path).role_spec(r) for r in catalog.ROLES]
+    except CrystalliseError:  # no home yet (`make models` before `init`): the roles' defaults
+        specs = [f"local:{m}" for m in catalog.ROLES.values()]
+    names = [catalog.DEFAULT_MODEL if s == "local" else s.split(":", 1)[1] for s in specs if s.split(":")[0] == "local"]
+    return list(dict.fromkeys(n for n in names if n in catalog.CATALOG))
+
+
+@models.command("roles")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_roles(ctx: click.Context, as_json: bool) -> None:
+    """Which model each role uses (answer: online; coder, critic: offline learning), and whether it is here."""
+    from crystallise.backends import catalog
+
+    try:
+        home: Home | None = Home.open(ctx.obj["home_path"])
+    except CrystalliseError:
+        home = None
+    installed = {m["name"] for m in catalog.installed(models_dir_for(ctx.obj["home_path"]))}
+    rows = []
+    for role, default in catalog.ROLES.items():
+        spec = home.role_spec(role) if home is not None else f"local:{default}"
+        local = spec.split(":")[0] == "local"
+        model = (catalog.DEFAULT_MODEL if spec == "local" else spec.split(":", 1)[1]) if local else None
+        rows.append({"role": role, "spec": spec, "default": f"local:{default}",
+                     "installed": (model in installed) if local else None})
+    if emit(rows, as_json):
+        return
+    for r in rows:
+        state = "" if r["installed"] is None else ("installed" if r["installed"] else
+                                                   "not pulled — run `crystallise models pull --roles`")
+        out.print(f"{r['role']:7} {r['spec']:32} {state}")
 
 
 @models.command("list")

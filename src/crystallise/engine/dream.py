@@ -261,12 +261,21 @@ def dream(
         the_critic = critic
         for s in scopes:
             if the_critic is None:
-                the_critic = LLMCritic(backend if backend is not None else home.backend())
+                the_critic = LLMCritic(backend if backend is not None else _critic_backend(home, say))
             run = _ScopeRun(home, s, window, dry_run, the_critic, gate, policy, embed, at, pending, report.id, say,
                             on_step)
             report.scopes.append(run.go(committer))
     report.finished_at = now()
     return report
+
+
+def _critic_backend(home: Home, say: Progress) -> Any:
+    """The critic role's model (docs/models.md); the answer model, said so, when it is not available."""
+    backend, spec = home.role_backend("critic")
+    if backend is not None:
+        return backend
+    say(f"dream: {spec}; the answer model critiques instead")
+    return home.backend()
 
 
 def _credit(home: Home, dry_run: bool, report: DreamReport, say: Progress,

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from crystallise.config import (
+    ENV_CODER_MODEL,
+    ENV_CRITIC_MODEL,
     ENV_EMBEDDER,
     ENV_HOME,
     ENV_MODEL,
@@ -33,6 +35,7 @@ from crystallise.artifacts import ArtifactRepo
 from crystallise.artifacts.gitcli import atomic_write
 from crystallise.artifacts.registry import SharedArtifactRepo
 from crystallise.backends import get_backend
+from crystallise.backends.catalog import ROLES
 from crystallise.backends.base import Backend
 from crystallise.context.embed import Embedder, get_embedder
 from crystallise.context.pii import policy_from_config
@@ -40,7 +43,7 @@ from crystallise.store import open_store
 from crystallise.store.locks import exclusive
 from crystallise.store.sql import SqlStore
 from crystallise.traces.otlp_export import exporter_from_config
-from crystallise.errors import ConfigError
+from crystallise.errors import ConfigError, CrystalliseError, ValidationError
 
 __all__ = ["ENV_HOME", "ENV_MODELS_DIR", "Home", "default_home_path", "models_dir_for"]
 
@@ -143,6 +146,30 @@ class Home:
     def backend(self, spec: str | None = None) -> Backend:
         """The model backend for `spec` (default: the configured model, else `local`)."""
         return get_backend(spec or self.model_spec, models_dir=self.models_dir)
+
+    # -- model roles (docs/models.md) ------------------------------------------------------
+    def role_spec(self, role: str) -> str:
+        """The model spec a role uses: `answer` is `model_spec`; `coder` and `critic` come from their
+        variable, then config.json ("coder_model", "critic_model"), then `local:<the role's default>`
+        (`catalog.ROLES`). "answer" as a value means the answer model, "none" no model (coder only)."""
+        if role == "answer":
+            return self.model_spec
+        variable = {"coder": ENV_CODER_MODEL, "critic": ENV_CRITIC_MODEL}.get(role)
+        if variable is None:
+            raise ValidationError(f"unknown model role {role!r}: answer, coder or critic")
+        spec = env(variable) or self.config.get(f"{role}_model") or f"local:{ROLES[role]}"
+        return self.model_spec if spec == "answer" else str(spec)
+
+    def role_backend(self, role: str) -> tuple[Backend | None, str]:
+        """(the role's backend, its spec), or (None, why) when its model cannot be opened (not pulled,
+        no llama.cpp): offline learning goes on without it and says why, naming the fix."""
+        spec = self.role_spec(role)
+        if spec == "none":
+            return None, f"no {role} model ({role}_model is none)"
+        try:
+            return self.backend(spec), spec
+        except CrystalliseError as e:
+            return None, f"the {role} model {spec} is not available ({e})"
 
     def save_config(self) -> None:
         """Write `config` back to `config.json` (atomically: a torn config would lock the user out)."""

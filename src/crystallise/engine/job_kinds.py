@@ -71,7 +71,14 @@ def run_learn(home: Home, scope: Scope, params: dict[str, Any], rep: Reporter) -
         raise NotFoundError(f"no task {params['task']!r}: define it with `crystallise tasks define` first")
     learners = tuple(params.get("learners") or LEARNERS)
     rep.progress(0.05, f"learn {spec.name} for {_scope_text(scope)}: learners {', '.join(learners)}")
-    loop = Loop(home, spec, home.backend(), metric_for(spec), LoopConfig(scope=scope, learners=learners))
+    coder, coder_spec = home.role_backend("coder")  # the roles (docs/models.md): code by the coder,
+    critic, critic_spec = home.role_backend("critic")  # reflection and prompt rewrites by the critic
+    if coder is None:
+        rep.progress(0.06, f"learn {spec.name}: {coder_spec}; model-free synthesis only")
+    loop = Loop(home, spec, home.backend(), metric_for(spec),
+                LoopConfig(scope=scope, learners=learners, coder_model=coder_spec if coder else None,
+                           coder_problem=None if coder else coder_spec),
+                reflect_backend=critic)
     report = loop.learn(progress=rep.steps(len(learners) + 2))
     rep.progress(0.98, f"learn {spec.name}: {report.line()}")
     return {"task": spec.name, "versions": _versions(list(report.committed)),

@@ -125,6 +125,7 @@ class LoopConfig:
     synth_budget_s: float = 2.0
     strategies: Sequence[str] = DEFAULT_STRATEGIES  # crystallise's synthesis strategies, cheapest first
     coder_model: str | None = None  # model spec for LLM-written code and hybrids (None: model-free only)
+    coder_problem: str | None = None  # why there is no coder model (said in the learner's refusals)
     grade_policy: grades.GradePolicy = field(default_factory=grades.GradePolicy)
     lifecycle: bool = True  # run the grade rules in learn()
     shadow: str = "background"  # background | inline | off
@@ -164,7 +165,8 @@ class Loop:
         self.spec = self._define(spec)
         coder = home.backend(self.config.coder_model) if self.config.coder_model else None
         self.crystallise = CrystalliseLearner(metric, budget_s=self.config.synth_budget_s,
-                                              strategies=self.config.strategies, coder=coder, extractor=backend)
+                                              strategies=self.config.strategies, coder=coder, extractor=backend,
+                                              coder_problem=self.config.coder_problem)
         self.fewshot = FewShotLearner()
         self.schema = SchemaLearner()
         self.reflection = ReflectionLearner(reflect_backend or backend)

@@ -123,6 +123,7 @@ class CrystalliseLearner:
         extractor: Any = None,
         precision: float = 0.95,
         hybrid_precision: float = 0.5,
+        coder_problem: str | None = None,
     ) -> None:
         unknown = set(strategies) - set(DEFAULT_STRATEGIES)
         if unknown:
@@ -140,8 +141,8 @@ class CrystalliseLearner:
                                 for n in ("coder", "hybrid") if n in strategies}
                 coder = None
         elif coder is None and not self.refused:  # say so: a task that needs code must not just show 0 %
-            self.refused = {n: "no coder model (LoopConfig.coder_model, --coder-model): model-free strategies only"
-                            for n in ("coder", "hybrid") if n in strategies}
+            why = coder_problem or "no coder model (LoopConfig.coder_model, --coder-model)"
+            self.refused = {n: f"{why}: model-free strategies only" for n in ("coder", "hybrid") if n in strategies}
         if coder is not None:
             made["coder"] = CoderStrategy(coder)
             if extractor is not None:
