@@ -247,3 +247,33 @@ def test_an_equation_in_ratio_form_is_learned_for_the_quantity_asked(seed: int) 
     unseen = [_later_case(r) for _ in range(100)]
     right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
     assert right >= 95, f"{right}/100 right on unseen inputs"
+
+
+def _share_case(r: random.Random) -> tuple[str, str]:
+    own, other, rate = r.randrange(1000, 90000, 100), r.randrange(1000, 90000, 100), r.randint(1, 30)
+    q = r.choice([f"A fund holds ${own:,} of its own and ${other:,} borrowed, paying {rate}% on its own part.",
+                  f"With ${own:,} own money and ${other:,} borrowed money, and a {rate}% charge on the own part, "
+                  "what is the weighted charge?"])
+    return ("Use formula Weighted Charge to answer the question. Formula: W = (A/T) × c, Explanation: A: Own money, "
+            "B: Borrowed money, T: Total money, c: Charge on own money. Question: " + q,
+            fmt_number(own / (own + other) * rate / 100, 4, "half_up"))
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_total_the_question_does_not_state_is_the_sum_of_two_quantities(seed: int) -> None:
+    """"T: Total money" is never given: the formula holds with T = A + B (tried only for a quantity
+    whose name or meaning says total), on inputs never seen."""
+    from crystallise.harness.synth.formula import stated_formulas
+
+    assert parse_formula(_share_case(random.Random(1))[0].split("Question:")[0] + "Question:") is not None
+    variants = [source(s, [n.split(":")[0] for n in names]) for s, names, _ in
+                stated_formulas("Formula: W = (A/T) × c + B, Explanation: A: a, B: b, T: Total, c: c. Question:")]
+    assert "(((A / (A + B)) * c) + B)" in variants
+    r = random.Random(seed)
+    cases = [Case(*_share_case(r), id=f"c{i}") for i in range(12)]
+    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
+    assert found is not None
+    program = load(found.program)
+    unseen = [_share_case(r) for _ in range(100)]
+    right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
+    assert right >= 95, f"{right}/100 right on unseen inputs"

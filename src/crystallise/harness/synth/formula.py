@@ -90,10 +90,12 @@ def stated_formulas(text: str) -> list[tuple[Shape, list[str], bool]]:
         written = not any(c in lhs for c in "+*^()×÷") and " / " not in lhs and " - " not in lhs
         out: list[tuple[Shape, list[str], bool]] = []
         if written:
-            parsed = _parse(rhs, set(defined))
+            parsed = _parse(rhs, set(defined), limit=MAX_VARIABLES + 1)
             if parsed is None:
                 continue
-            out.append((parsed[0], _named(parsed[1], defined), True))
+            if len(parsed[1]) <= MAX_VARIABLES:
+                out.append((parsed[0], _named(parsed[1], defined), True))
+            out += _totals(parsed[0], parsed[1], defined)
             # the result as one more quantity: rhs - result = 0 ("P/B Ratio" stays one name)
             whole: tuple[Shape, list[str]] | None = (("-", parsed[0], ("var", len(parsed[1]))), [*parsed[1], lhs])
         else:
@@ -115,6 +117,36 @@ def stated_formulas(text: str) -> list[tuple[Shape, list[str], bool]]:
         if out:
             return out
     return []
+
+
+def _totals(shape: Shape, names: list[str], defined: dict[str, str]) -> list[tuple[Shape, list[str], bool]]:
+    """A total the question may not state, as the sum of two other quantities (of the formula, or
+    defined beside it): "V: Total capital" in WACC = (E/V) × Re + (D/V) × Rd × (1 - Tc) is E + D when
+    only those are given. Only a quantity whose name or meaning says "total"; which pair is what the
+    cases decide."""
+    out: list[tuple[Shape, list[str], bool]] = []
+    unused = [d for d in defined if d not in names and _symbol(d)]  # defined, but not in the formula
+    for h, name in enumerate(names):
+        if not re.search(r"\btotal\b", f"{name} {defined.get(name, '')}", re.IGNORECASE):
+            continue
+        rest = [names[j] for j in range(len(names)) if j != h]
+        index = {j: i for i, j in enumerate(j for j in range(len(names)) if j != h)}
+        base = _renumber(shape, {**index, h: -1})
+        for a, b in itertools.combinations(rest + unused, 2):
+            parts = rest + [n for n in (a, b) if n not in rest]
+            if len(parts) > MAX_VARIABLES:
+                continue
+            total = ("+", ("var", parts.index(a)), ("var", parts.index(b)))
+            out.append((_substitute(base, -1, total), _named(parts, defined), False))
+    return out
+
+
+def _substitute(shape: Shape, k: int, by: Shape) -> Shape:
+    if shape[0] == "var":
+        return by if shape[1] == k else shape
+    if shape[0] == "const":
+        return shape
+    return (shape[0], *(_substitute(s, k, by) for s in shape[1:]))
 
 
 def _named(names: list[str], defined: dict[str, str]) -> list[str]:
