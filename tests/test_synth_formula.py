@@ -277,3 +277,42 @@ def test_a_total_the_question_does_not_state_is_the_sum_of_two_quantities(seed: 
     unseen = [_share_case(r) for _ in range(100)]
     right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
     assert right >= 95, f"{right}/100 right on unseen inputs"
+
+
+# -- hostile text: the template text and every input are anyone's ------------------------------------
+
+def test_hostile_texts_cost_what_their_length_does() -> None:
+    import time
+
+    from crystallise.harness.synth.formula import stated_formulas
+
+    names = ["r: Annual interest rate", "n: Times interest is compounded per year"]
+    for text in ["a, " * 200_000 + "rate 5%", "daily " * 200_000, "1, " * 100_000, "x " * 300_000 + "compounded 7%",
+                 ("monthly, " * 10) + "rate 5%"]:
+        start = time.perf_counter()
+        named_numbers(text, names, {})
+        assert time.perf_counter() - start < 3.0, text[:20]
+    assert named_numbers("daily " * 13 + "at 5%", names, {}) is None  # too many frequency words: no reading
+    # symbols written together: many ways to split a long name, a bounded search; a huge definition list
+    defs = ", ".join(f"{'a' * k}: thing {k}" for k in range(1, 400))
+    start = time.perf_counter()
+    stated_formulas(f"Formula: F = {'a' * 60}b + {'a' * 11} + c, Explanation: {defs}, c: total. Question:")
+    stated_formulas("Formula: W = (A/T) × c, Explanation: " + ", ".join(f"s_{k}: s" for k in range(5000))
+                    + ", T: Total. Question:")
+    assert time.perf_counter() - start < 3.0
+
+
+def test_a_served_rule_reads_a_hostile_input_quickly() -> None:
+    import time
+
+    r = random.Random(5)
+    cases = [Case(*_grown_case(r), id=f"c{i}") for i in range(12)]
+    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
+    assert found is not None
+    program = load(found.program)
+    prefix = cases[0].input.split("Question:")[0] + "Question: "
+    for tail in ["quarterly, " * 100_000, "A, b. " * 150_000 + "$5 at 3% for 2 years compounded monthly.",
+                 "R_x (R_x) " * 100_000]:
+        start = time.perf_counter()
+        program.solve(prefix + tail)
+        assert time.perf_counter() - start < 3.0, tail[:20]

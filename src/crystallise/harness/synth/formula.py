@@ -35,6 +35,7 @@ _STATED = re.compile(r"(?:^|[\s:;.,])([^=:;,.]{1,60}?)\s=\s(?P<rhs>[^=]{1,200}?)
 _TOKEN = re.compile(r"\s*([-+*/^()×÷·]|\d+(?:\.\d+)?(?![\w])|[^-+*/^()×÷·=]+)")
 _OPS = {"×": "*", "·": "*", "÷": "/"}
 MAX_VARIABLES = 5
+MAX_DEFINED = 16  # symbol definitions read from one text
 MAX_ASSIGNMENTS = 200_000
 
 
@@ -51,7 +52,7 @@ def definitions(text: str) -> dict[str, str]:
     part = text[at:]
     end = re.search(r"\.\s+[A-Z][a-z]+:|\.\s*$", part)
     part = part[: end.start()] if end else part
-    marks = list(_DEFINED.finditer(part))
+    marks = list(_DEFINED.finditer(part))[:MAX_DEFINED]  # the text is anyone's: a bounded list
     out: dict[str, str] = {}
     for k, m in enumerate(marks):
         meaning = part[m.end(): marks[k + 1].start() if k + 1 < len(marks) else len(part)].strip()
@@ -125,7 +126,7 @@ def _totals(shape: Shape, names: list[str], defined: dict[str, str]) -> list[tup
     only those are given. Only a quantity whose name or meaning says "total"; which pair is what the
     cases decide."""
     out: list[tuple[Shape, list[str], bool]] = []
-    unused = [d for d in defined if d not in names and _symbol(d)]  # defined, but not in the formula
+    unused = [d for d in defined if d not in names and _symbol(d)][:4]  # defined, not in the formula
     for h, name in enumerate(names):
         if not re.search(r"\btotal\b", f"{name} {defined.get(name, '')}", re.IGNORECASE):
             continue
@@ -215,17 +216,16 @@ def _symbol(name: str) -> bool:
 
 
 def _split_symbols(name: str, symbols: set[str]) -> list[str] | None:
-    """`name` as two or more defined symbols written together ("nt" -> ["n", "t"]); None otherwise."""
-    if name in symbols or " " in name:
+    """`name` as two to four defined symbols written together ("nt" -> ["n", "t"]); None otherwise.
+    Short names only, and at most four parts: the text (and so the symbol list) is anyone's."""
+    if name in symbols or " " in name or len(name) > 12:
         return None
-    for cut in range(1, len(name)):
-        head, tail = name[:cut], name[cut:]
-        if head in symbols:
-            if tail in symbols:
-                return [head, tail]
-            rest = _split_symbols(tail, symbols)
-            if rest:
-                return [head, *rest]
+    ways = [(name[:a], name[a:b], name[b:c], name[c:]) for a in range(1, len(name)) for b in range(a, len(name) + 1)
+            for c in range(b, len(name) + 1)]
+    for parts in sorted(ways, key=lambda w: sum(1 for p in w if p)):
+        used = [p for p in parts if p]
+        if len(used) >= 2 and all(p in symbols for p in used) and "".join(used) == name:
+            return used
     return None
 
 

@@ -17,6 +17,7 @@ The interpreter (`harness/programs`) calls these functions; the rendering of a p
 copied source must run on its own.
 """
 
+import bisect
 import inspect
 import re
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
@@ -74,19 +75,37 @@ def named_numbers(text, names, skip):
     number than before it, divided by how many names share it; first 5 letters compared, a symbol
     with an underscore such as `R_f` compared whole, common function words ignored; within 8 words
     of the same clause); pairs are taken best first, one number per name; None for a name no
-    number matches (a rule that needs it abstains), None in all when the text has over 12 numbers.
+    number matches (a rule that needs it abstains), None in all when the text has over 12 numbers
+    after the template's (64 in all) or over 12 frequency words.
     Values as `extract_numbers` gives them (7% -> 0.07, scale words applied); a frequency word is a
     number too ("compounded quarterly" -> 4, "every two months" -> 6), after the others."""
+    # Every step is linear or n log n in the text: the input is anyone's (a long hostile text costs
+    # what its length does, never its length squared).
     stops = [m.start() for m in re.finditer(r"[;:,.?!](?!\d)", text)]  # clause ends (not 1,000 or 2.5)
 
     def clause(pos):
-        return sum(1 for q in stops if q < pos)
+        return bisect.bisect_left(stops, pos)
 
-    numbers = list(_NUM.finditer(text))
-    freqs = list(_FREQ.finditer(text))
-    inside = [(m.start(), m.end()) for m in numbers + freqs]  # "million", "percent", "quarterly": a number
+    numbers = []
+    for m in _NUM.finditer(text):
+        numbers.append(m)
+        if len(numbers) > 64:
+            return None
+    freqs = []
+    for m in _FREQ.finditer(text):
+        freqs.append(m)
+        if len(freqs) > 12:
+            return None
+    inside = sorted((m.start(), m.end()) for m in numbers + freqs)  # "million", "quarterly": part of a number
+    starts = [a for a, _ in inside]
+
+    def covered(pos):
+        k = bisect.bisect_right(starts, pos) - 1
+        return k >= 0 and pos < inside[k][1]
+
     words = [(m.start(), m.group(0).lower() if "_" in m.group(0) else m.group(0).lower()[:5], clause(m.start()))
-             for m in re.finditer(_WORD, text) if not any(a <= m.start() < b for a, b in inside)]
+             for m in re.finditer(_WORD, text) if not covered(m.start())]
+    word_starts = [w[0] for w in words]
     seen = {"$": 0, "%": 0, "n": 0}
     found = []
     for m in numbers:
@@ -97,7 +116,7 @@ def named_numbers(text, names, skip):
         seen[kind] += 1
         if seen[kind] <= skip.get(kind, 0):
             continue
-        at = sum(1 for w in words if w[0] < m.start())
+        at = bisect.bisect_left(word_starts, m.start())
         found.append((value / 100.0 if kind == "%" else value, at, clause(m.start())))
         if len(found) > 12:
             return None
@@ -110,7 +129,7 @@ def named_numbers(text, names, skip):
             value = 12.0 / count
         else:
             value = _FREQ_VALUES[re.sub(r"[^a-z]", "", m.group(0).lower())]
-        found.append((value, sum(1 for w in words if w[0] < m.start()), clause(m.start())))
+        found.append((value, bisect.bisect_left(word_starts, m.start()), clause(m.start())))
     wanted = [[w.lower() if "_" in w else w.lower()[:5] for w in re.findall(_WORD, name)
                if w.lower() not in _FUNCTION_WORDS] for name in names]
     shared = {}
@@ -159,6 +178,7 @@ def fmt_number(value, places, rounding):
 
 RUNTIME = "\n".join([
     "",
+    "import bisect",
     "import re",
     "from decimal import Decimal, ROUND_HALF_EVEN, ROUND_HALF_UP",
     "",
