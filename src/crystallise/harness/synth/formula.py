@@ -151,7 +151,9 @@ def _substitute(shape: Shape, k: int, by: Shape) -> Shape:
 
 
 def _named(names: list[str], defined: dict[str, str]) -> list[str]:
-    return [f"{n}: {defined[n]}" if n in defined and _symbol(n) else n for n in names]
+    """Names as the program keeps them: a symbol with its meaning, at most 100 characters (what the
+    interpreter reads, `programs/interp.py`), so the fit and the served program read the same words."""
+    return [(f"{n}: {defined[n]}" if n in defined and _symbol(n) else n)[:100] for n in names]
 
 
 def _count(shape: Shape, k: int) -> int:
