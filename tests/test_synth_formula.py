@@ -57,17 +57,22 @@ def _spread_case(r: random.Random) -> tuple[str, str]:
     return PREFIX + q, fmt_number((top - base) / width, 2, "half_up")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_stated_formula_is_learned_from_few_cases_across_reordered_phrasings(seed: int) -> None:
+def _learns_for_unseen_inputs(make, seed: int):
+    """Learn from 12 cases of `make`, then answer 100 unseen ones: at least 95 right. The synthesis."""
     r = random.Random(seed)
-    cases = [Case(*_spread_case(r), id=f"c{i}") for i in range(12)]
-    found = synthesise("spread", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
+    cases = [Case(*make(r), id=f"c{i}") for i in range(12)]
+    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
     assert found is not None
     program = load(found.program)
-    unseen = [_spread_case(r) for _ in range(100)]
-    answers = [program.solve(x) for x, _ in unseen]
-    right = sum(a is not None and METRIC(a, y) for a, (_, y) in zip(answers, unseen))
+    unseen = [make(r) for _ in range(100)]
+    right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
     assert right >= 95, f"{right}/100 right on unseen inputs"
+    return found
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_stated_formula_is_learned_from_few_cases_across_reordered_phrasings(seed: int) -> None:
+    found = _learns_for_unseen_inputs(_spread_case, seed)
     assert "NAMES = {" in render(found.program)  # the rendering carries the same names
 
 
@@ -122,6 +127,7 @@ def test_the_learner_says_why_coder_strategies_did_not_run() -> None:
 
 
 # -- symbols the task defines, frequency words, symbols written together ------------------------------
+
 
 def test_definitions_and_symbols_written_together() -> None:
     text = ("Formula: G = P (1 + r/n)^(nt), Explanation: G: Amount grown, P: Principal amount, r: Yearly rate, "
@@ -184,14 +190,7 @@ def _excess_case(r: random.Random) -> tuple[str, str]:
 def test_defined_symbols_and_frequency_words_generalise_to_unseen_phrasings(make, seed: int) -> None:
     """Compounding stated as a word (n from "quarterly"), and symbols in any order: positions cannot
     answer either, the stated formula with its definitions does, on inputs never seen."""
-    r = random.Random(seed)
-    cases = [Case(*make(r), id=f"c{i}") for i in range(12)]
-    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
-    assert found is not None
-    program = load(found.program)
-    unseen = [make(r) for _ in range(100)]
-    right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
-    assert right >= 95, f"{right}/100 right on unseen inputs"
+    _learns_for_unseen_inputs(make, seed)
 
 
 def test_a_unit_of_two_cases_keeps_one_back() -> None:
@@ -239,14 +238,7 @@ def _later_case(r: random.Random) -> tuple[str, str]:
 
 @pytest.mark.parametrize("seed", [9, 10])
 def test_an_equation_in_ratio_form_is_learned_for_the_quantity_asked(seed: int) -> None:
-    r = random.Random(seed)
-    cases = [Case(*_later_case(r), id=f"c{i}") for i in range(12)]
-    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
-    assert found is not None
-    program = load(found.program)
-    unseen = [_later_case(r) for _ in range(100)]
-    right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
-    assert right >= 95, f"{right}/100 right on unseen inputs"
+    _learns_for_unseen_inputs(_later_case, seed)
 
 
 def _share_case(r: random.Random) -> tuple[str, str]:
@@ -269,14 +261,7 @@ def test_a_total_the_question_does_not_state_is_the_sum_of_two_quantities(seed: 
     variants = [source(s, [n.split(":")[0] for n in names]) for s, names, _ in
                 stated_formulas("Formula: W = (A/T) × c + B, Explanation: A: a, B: b, T: Total, c: c. Question:")]
     assert "(((A / (A + B)) * c) + B)" in variants
-    r = random.Random(seed)
-    cases = [Case(*_share_case(r), id=f"c{i}") for i in range(12)]
-    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
-    assert found is not None
-    program = load(found.program)
-    unseen = [_share_case(r) for _ in range(100)]
-    right = sum(METRIC(program.solve(x) or "", y) for x, y in unseen)
-    assert right >= 95, f"{right}/100 right on unseen inputs"
+    _learns_for_unseen_inputs(_share_case, seed)
 
 
 # -- hostile text: the template text and every input are anyone's ------------------------------------
@@ -305,12 +290,8 @@ def test_hostile_texts_cost_what_their_length_does() -> None:
 def test_a_served_rule_reads_a_hostile_input_quickly() -> None:
     import time
 
-    r = random.Random(5)
-    cases = [Case(*_grown_case(r), id=f"c{i}") for i in range(12)]
-    found = synthesise("t", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
-    assert found is not None
-    program = load(found.program)
-    prefix = cases[0].input.split("Question:")[0] + "Question: "
+    program = load(_learns_for_unseen_inputs(_grown_case, 5).program)
+    prefix = NOTE
     for tail in ["quarterly, " * 100_000, "A, b. " * 150_000 + "$5 at 3% for 2 years compounded monthly.",
                  "R_x (R_x) " * 100_000]:
         start = time.perf_counter()
