@@ -92,12 +92,37 @@ def test_one_rule_per_template_answers_a_phrasing_with_an_extra_number(seed: int
     found = synthesise("ratio", cases, [ArithPart()], METRIC, numeric=True, budget_s=1.0)
     assert found is not None
     rules = found.program["parts"][0]["body"]["rules"]
-    assert len(rules) == 1 and rules[0].get("at_least") is True
+    # one expression: the at_least rule, and its twin for the signature it was fitted on (verified apart)
+    assert sorted(bool(r.get("at_least")) for r in rules) == [False, True] and rules[0]["expr"] == rules[1]["expr"]
     program = load(found.program)
     unseen = [_ratio_case(r, r.random() < 0.5) for _ in range(50)]
     assert all(METRIC(program.solve(q) or "", t) for q, t in unseen)
     two_years = [(q[:-1] + f" and {r.randint(1990, 2030)}.", t) for q, t in (_ratio_case(r, True) for _ in range(20))]
     assert all(METRIC(program.solve(q) or "", t) for q, t in two_years)
+
+
+def test_an_at_least_rule_that_fails_on_other_phrasings_keeps_its_own() -> None:
+    """The at_least rule and its exact twin are two units: held-out cases of a phrasing with an extra
+    amount that the expression answers wrongly drop the at_least unit, not the phrasing it was fitted on."""
+    from crystallise.harness.synth.arith import ArithRule, ArithStrategy, _with_twin
+    from crystallise.harness.synth.base import Candidate
+    from crystallise.harness.synth.verify import verify
+
+    key = "Use formula Stock Ratio to answer the question."
+    rule = ArithRule(key, (2, 0, 0), "(d0 / d1)", 2, "half_up", 6, 0, {"$": 0, "%": 0, "n": 0}, at_least=True)
+    rules = _with_twin(rule, {(2, 0, 0): [], (3, 0, 0): []})
+    assert [r.unit for r in rules] == [f"{key} | >= (2, 0, 0)", f"{key} | (2, 0, 0)"]
+    assert _with_twin(rule, {(3, 0, 0): []}) == [rule]  # no case of its own signature: no twin
+    program = {"format": "crystallise.program/1", "parts": [{"strategy": "arith", "units": None, "hybrid": False,
+                                                              "body": ArithStrategy.body(rules, "sentence")}]}
+    two = [Case(f"{key} Question: ${a} of stock and ${b} of debt.", fmt_number(a / b, 2, "half_up"), f"t{a}")
+           for a, b in [(600, 30), (500, 25), (900, 45), (840, 20)]]
+    three = [Case(f"{key} Question: ${a} of stock, ${b} of debt and ${c} of cash.", fmt_number((a - c) / b, 2,
+                                                                                            "half_up"), f"u{a}")
+             for a, b, c in [(600, 30, 60), (500, 25, 100)]]
+    v = verify(Candidate("arith", program["parts"][0]["body"]), two[:2], two[2:] + three, METRIC)
+    assert v.verified_units == [f"{key} | (2, 0, 0)"]
+    assert "below" in v.units[f"{key} | >= (2, 0, 0)"].reason
 
 
 def test_at_least_rules_are_refused_when_malformed() -> None:

@@ -185,14 +185,15 @@ class ArithStrategy:
         whole = f"{key} | >= {least}"
         old = kept.pop(whole, None)
         if old is not None and _agreement(old, everyone, metric) >= 0.9:
-            return [old]
+            kept.pop(f"{key} | {least}", None)
+            return _with_twin(old, by_sig)
         if len(by_sig) > 1 or old is not None:
             rule = self._fit(key, least, everyone, metric, at_least=True, stated=stated, skip=skip)
             if rule:
                 rule.skip = dict(skip)
                 for sig in by_sig:  # the per-signature rules it replaces
                     kept.pop(f"{key} | {sig}", None)
-                return [rule]
+                return _with_twin(rule, by_sig)
         rules: list[ArithRule] = []
         orphans: list = []
         for sig, members in by_sig.items():
@@ -211,7 +212,7 @@ class ArithStrategy:
             rule = self._fit(key, low, orphans, metric, at_least=True, stated=stated, skip=skip)
             if rule:
                 rule.skip = dict(skip)
-                rules.append(rule)
+                rules += _with_twin(rule, {s: m for s, m in by_sig.items() if not any(r.signature == s for r in rules)})
         return rules
 
     def _choose_mode(self, texts: list[str]) -> str:
@@ -449,6 +450,16 @@ def fit_linear(terminals: dict[str, Sequence[float]], targets: Sequence[float | 
                 expr = f"({expr} - {-c[-1]!r})"
             return expr
     return None
+
+
+def _with_twin(rule: ArithRule, by_sig: dict[tuple[int, int, int], list]) -> list[ArithRule]:
+    """An `at_least` rule, and the same expression as an exact rule for its own signature when cases
+    have it: two units, verified apart (synth/verify.py), so the phrasings it was fitted on are not
+    dropped with the extra-number phrasings it may answer wrongly, nor those kept on their evidence."""
+    if not rule.at_least or rule.signature not in by_sig:
+        return [rule]
+    return [rule, ArithRule(**{**rule.to_dict(), "signature": tuple(rule.signature), "at_least": False,
+                               "names": list(rule.names), "skip": dict(rule.skip)})]
 
 
 def _agreement(rule: ArithRule, members: list, metric: Metric) -> float:
