@@ -103,6 +103,8 @@ def run_arms(records: Sequence[dict[str, Any]], backend: Any, critic_backend: An
         flags["dream"].append(ok)
         ctx["dream"].append(tokens)
         home.store.write_trace(_trace(rec, out, ok, pack.item_ids))  # assemble() counted them as shown
+        if i % 5 == 0 and i % learn_every:
+            say(f"{i}/{len(records)} answered (three arms)")
         if i % learn_every == 0 or i == len(records):
             for t in pending:  # ACE's reference: append every lesson proposed
                 for p in critic.critique(t, []).proposals:
@@ -183,10 +185,12 @@ def write(out: Path, series: dict[str, Any], result: dict[str, Any], title: str)
 @click.option("--budget", type=int, default=400, show_default=True, help="The dream arm's playbook token budget.")
 @click.option("--context-tokens", type=int, default=300, show_default=True,
               help="The dream arm's context pack budget per answer.")
+@click.option("--metric", type=click.Choice(sorted(stream.METRICS)), default="numeric", show_default=True,
+              help="How an answer is scored (exact: BIG-Bench-Hard's yes/no, options, words).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Report folder.")
 @click.option("--json", "as_json", is_flag=True)
 def command(data_path: Path, model: str, critic_model: str | None, limit: int | None, learn_every: int, budget: int,
-            context_tokens: int, out_dir: Path | None, as_json: bool) -> None:
+            context_tokens: int, metric: str, out_dir: Path | None, as_json: bool) -> None:
     """Dreaming vs an add-only playbook: accuracy and context tokens over one stream."""
     from rich.console import Console
 
@@ -203,11 +207,12 @@ def command(data_path: Path, model: str, critic_model: str | None, limit: int | 
             backend = CachedBackend(home.backend(model))
             critic = backend if not critic_model or critic_model == model else CachedBackend(home.backend(critic_model))
             series = run_arms(records, backend, critic, home, learn_every=learn_every, budget=budget,
-                              context_tokens=context_tokens, say=lambda m: console.log(m))
+                              context_tokens=context_tokens, metric=stream.METRICS[metric],
+                              say=lambda m: console.log(m))
         finally:
             home.close()
     result = {**summarise(series), "model": model, "critic_model": critic_model or model, "data": str(data_path),
-              "learn_every": learn_every, "budget": budget, "context_tokens": context_tokens,
+              "learn_every": learn_every, "budget": budget, "context_tokens": context_tokens, "metric": metric,
               "wall_s": round(time.perf_counter() - start, 1)}
     out = out_dir or Path("reports") / f"playbook-{time.strftime('%Y%m%d-%H%M%S')}"
     write(out, series, result, f"{data_path.name} ({model}): none vs add-only vs dream")

@@ -65,3 +65,23 @@ def test_dreaming_matches_add_only_at_a_fraction_of_the_tokens(tmp_path: Path) -
     assert sorted(t.split(":")[0] for t in series["dream_playbook"]) == [f"Lesson for {n}" for n in sorted(FORMULAS)]
     playbook.write(tmp_path / "out", series, result, "scripted")
     assert (tmp_path / "out" / "tokens.png").stat().st_size > 1000
+
+
+def test_the_cli_scores_by_the_metric_asked_for(tmp_path: Path) -> None:
+    """`--metric` decides what counts: "1" answers a target of "1.0" as a number, not as the exact text."""
+    from click.testing import CliRunner
+
+    from crystallise.cli import main
+
+    data = tmp_path / "ones.jsonl"
+    data.write_text("".join(json.dumps({"input": f"How many {i}?", "target": "1.0" if i % 2 == 0 else "2.0"}) + "\n"
+                            for i in range(4)))
+    runs = {}
+    for metric in ("numeric", "exact"):
+        out = CliRunner().invoke(main, ["bench", "playbook", "--data", str(data), "--model", "scripted:1",
+                                        "--learn-every", "2", "--metric", metric, "--out", str(tmp_path / metric),
+                                        "--json"])
+        assert out.exit_code == 0, out.output
+        runs[metric] = json.loads(out.output.strip().splitlines()[-1])
+    assert runs["numeric"]["accuracy"]["none"] == 0.5 and runs["exact"]["accuracy"]["none"] == 0.0
+    assert runs["exact"]["metric"] == "exact"
