@@ -383,67 +383,70 @@ def test_a_value_the_database_refuses_fails_its_trace_alone_not_its_batch(store)
     assert isinstance(store.write_traces([Trace(name="after", org_id="acme")])[0], Trace)
 
 
-def test_a_postgresql_restart_fails_one_batch_then_the_next_connects_again(tmp_path) -> None:
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own (the test restarts it; the session's server is shared)."""
     reason = postgres_unavailable()
     if reason is not None:
         pytest.skip(reason)
     server = PostgresServer.start()
     try:
-        store = open_store(server.create_database())
-        try:
-            acked = [r for r in store.write_traces([Trace(name=f"before-{i}", org_id="acme") for i in range(3)])]
-            assert all(isinstance(r, Trace) for r in acked)
-            server._run("pg_ctl", "-D", server.data, "-l", os.path.join(server.directory, "server.log"),  # noqa: SLF001
-                        "-m", "fast", "-w", "-t", "30", "restart")
-            with pytest.raises(StoreError):  # the batch connection died with the server: once
-                store.write_traces([Trace(name="lost-0", org_id="acme"), Trace(name="lost-1", org_id="globex")])
-            after = store.write_traces([Trace(name=f"after-{i}", org_id="globex") for i in range(2)])
-            assert all(isinstance(r, Trace) for r in after)
-            acked += after
-            stored = {t.id: t for t in store.list_traces()}
-            assert {t.id for t in acked} <= set(stored)  # nothing acknowledged is lost
-            assert not any(t.name.startswith("lost") for t in stored.values())  # nor half of a failed batch
-        finally:
-            store.close()
+        yield server
     finally:
         server.stop()
 
 
-def test_a_postgresql_restart_is_one_503_through_the_api_then_ingest_recovers(tmp_path) -> None:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    server = PostgresServer.start()
+def _restart(server: PostgresServer) -> None:
+    server._run("pg_ctl", "-D", server.data, "-l", os.path.join(server.directory, "server.log"),  # noqa: SLF001
+                "-m", "fast", "-w", "-t", "30", "restart")
+
+
+def test_a_postgresql_restart_fails_one_batch_then_the_next_connects_again(own_server: PostgresServer) -> None:
+    store = open_store(own_server.create_database())
     try:
-        home = Home.init(tmp_path / "home", store_url=server.create_database())
-        try:
-            api = Api(home)
-            with TestClient(api.app):
-                acme = api.keys["acme"]
-                acked = []
-                for i in range(3):
-                    body = json.dumps({**TRACE, "name": f"before-{i}"}).encode()
-                    status, heads, doc = api.send(True, body=body, headers=_headers(body, acme))
-                    assert status == 201
-                    acked.append(f"before-{i}")
-                server._run("pg_ctl", "-D", server.data, "-l", os.path.join(server.directory, "server.log"),  # noqa: SLF001
-                            "-m", "fast", "-w", "-t", "30", "restart")
-                statuses = []
-                for i in range(3):
-                    body = json.dumps({**TRACE, "name": f"after-{i}", "id": f"after-{i}"}).encode()
-                    status, _, doc = api.send(True, body=body, headers=_headers(body, acme))
-                    statuses.append(status)
-                    if status == 201:
-                        acked.append(f"after-{i}")
-                    else:
-                        assert status == 503 and doc["status"] == 503 and "postgres@" not in json.dumps(doc)
-                assert statuses == [503, 201, 201]  # once, then the next batch connects again
-                names = {t.name for t in home.store.list_traces()}
-                assert set(acked) <= names and "after-0" not in names  # nothing acknowledged lost, nothing half
-        finally:
-            home.close()
+        acked = [r for r in store.write_traces([Trace(name=f"before-{i}", org_id="acme") for i in range(3)])]
+        assert all(isinstance(r, Trace) for r in acked)
+        _restart(own_server)
+        with pytest.raises(StoreError):  # the batch connection died with the server: once
+            store.write_traces([Trace(name="lost-0", org_id="acme"), Trace(name="lost-1", org_id="globex")])
+        after = store.write_traces([Trace(name=f"after-{i}", org_id="globex") for i in range(2)])
+        assert all(isinstance(r, Trace) for r in after)
+        acked += after
+        stored = {t.id: t for t in store.list_traces()}
+        assert {t.id for t in acked} <= set(stored)  # nothing acknowledged is lost
+        assert not any(t.name.startswith("lost") for t in stored.values())  # nor half of a failed batch
     finally:
-        server.stop()
+        store.close()
+
+
+def test_a_postgresql_restart_is_one_503_through_the_api_then_ingest_recovers(tmp_path,
+                                                                               own_server: PostgresServer) -> None:
+    home = Home.init(tmp_path / "home", store_url=own_server.create_database())
+    try:
+        api = Api(home)
+        with TestClient(api.app):
+            acme = api.keys["acme"]
+            acked = []
+            for i in range(3):
+                body = json.dumps({**TRACE, "name": f"before-{i}"}).encode()
+                status, heads, doc = api.send(True, body=body, headers=_headers(body, acme))
+                assert status == 201
+                acked.append(f"before-{i}")
+            _restart(own_server)
+            statuses = []
+            for i in range(3):
+                body = json.dumps({**TRACE, "name": f"after-{i}", "id": f"after-{i}"}).encode()
+                status, _, doc = api.send(True, body=body, headers=_headers(body, acme))
+                statuses.append(status)
+                if status == 201:
+                    acked.append(f"after-{i}")
+                else:
+                    assert status == 503 and doc["status"] == 503 and "postgres@" not in json.dumps(doc)
+            assert statuses == [503, 201, 201]  # once, then the next batch connects again
+            names = {t.name for t in home.store.list_traces()}
+            assert set(acked) <= names and "after-0" not in names  # nothing acknowledged lost, nothing half
+    finally:
+        home.close()
 
 
 def test_concurrent_posts_of_two_orgs_share_commits_and_each_lands_in_its_own_org(home: Home) -> None:
