@@ -140,15 +140,30 @@ def models_pull(ctx: click.Context, name: str | None, file_path: str | None, hf_
     out.print(f"{name}: {path} (sha256 verified)")
 
 
-def _role_models(home_path: Path) -> list[str]:
-    """The catalog models the roles use: this home's settings where there is a home, else the defaults."""
+def _role_specs(home_path: Path) -> dict[str, str]:
+    """The model spec of each role: this home's settings where there is a home, else the defaults."""
     from crystallise.backends import catalog
 
     try:
-        specs = [Home.open(home_path).role_spec(r) for r in catalog.ROLES]
+        home = Home.open(home_path)
     except CrystalliseError:  # no home yet (`make models` before `init`): the roles' defaults
-        specs = [f"local:{m}" for m in catalog.ROLES.values()]
-    names = [catalog.DEFAULT_MODEL if s == "local" else s.split(":", 1)[1] for s in specs if s.split(":")[0] == "local"]
+        return {role: f"local:{model}" for role, model in catalog.ROLES.items()}
+    return {role: home.role_spec(role) for role in catalog.ROLES}
+
+
+def _local_model(spec: str) -> str | None:
+    """The local model a spec names (`local` is the default one); None for any other backend."""
+    from crystallise.backends import catalog
+
+    kind, _, name = spec.partition(":")
+    return (name or catalog.DEFAULT_MODEL) if kind == "local" else None
+
+
+def _role_models(home_path: Path) -> list[str]:
+    """The catalog models the roles use, each once."""
+    from crystallise.backends import catalog
+
+    names = [_local_model(spec) for spec in _role_specs(home_path).values()]
     return list(dict.fromkeys(n for n in names if n in catalog.CATALOG))
 
 
@@ -159,18 +174,12 @@ def models_roles(ctx: click.Context, as_json: bool) -> None:
     """Which model each role uses (answer: online; coder, critic: offline learning), and whether it is here."""
     from crystallise.backends import catalog
 
-    try:
-        home: Home | None = Home.open(ctx.obj["home_path"])
-    except CrystalliseError:
-        home = None
     installed = {m["name"] for m in catalog.installed(models_dir_for(ctx.obj["home_path"]))}
     rows = []
-    for role, default in catalog.ROLES.items():
-        spec = home.role_spec(role) if home is not None else f"local:{default}"
-        local = spec.split(":")[0] == "local"
-        model = (catalog.DEFAULT_MODEL if spec == "local" else spec.split(":", 1)[1]) if local else None
-        rows.append({"role": role, "spec": spec, "default": f"local:{default}",
-                     "installed": (model in installed) if local else None})
+    for role, spec in _role_specs(ctx.obj["home_path"]).items():
+        model = _local_model(spec)
+        rows.append({"role": role, "spec": spec, "default": f"local:{catalog.ROLES[role]}",
+                     "installed": None if model is None else model in installed})
     if emit(rows, as_json):
         return
     for r in rows:
