@@ -115,6 +115,38 @@ def test_a_full_buffer_drops_new_records_with_a_count_and_keeps_what_it_accepted
     w.close(1.0)
 
 
+class HeldStore(FlakyStore):
+    """Down, and each write waits for `release` before it fails: a batch stays in flight while the test
+    submits more (the moment a capacity that counts only the buffer lets too many in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.taken, self.release = True, threading.Event(), threading.Event()
+
+    def write_traces(self, batch: list[Trace]) -> list[Trace | Exception]:
+        self.taken.set()
+        self.release.wait(5.0)
+        return super().write_traces(batch)
+
+
+def test_a_batch_in_flight_counts_against_the_capacity():
+    store = HeldStore()
+    w = BackgroundWriter(capacity=5, max_backoff_s=0.2, block_s=0.0)
+    q = Queued(w, Sink(lambda: store))
+    accepted = [Trace(name="run") for _ in range(5)]
+    assert all(q.write_trace(t) for t in accepted)
+    assert store.taken.wait(5.0)  # the writer holds the five as one batch, out of the buffer
+    assert [q.write_trace(Trace(name="late")) for _ in range(3)] == [False] * 3
+    assert w.snapshot().buffered == 5 and w.snapshot().dropped == 3
+    store.release.set()  # the write fails; the batch goes back: still five held, never more
+    time.sleep(0.1)
+    assert w.snapshot().buffered == 5
+    store.down = False
+    assert w.flush(5.0)
+    assert list(store.traces) == [t.id for t in accepted]
+    w.close(1.0)
+
+
 def test_refused_records_are_counted_not_retried(writer):
     store = FlakyStore()
     q = Queued(writer, Sink(lambda: store))

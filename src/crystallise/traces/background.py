@@ -106,9 +106,9 @@ class BackgroundWriter:
     def submit(self, sink: Sink, kind: Kind, record: Any) -> bool:
         """Buffer one record for `sink`; False when it was dropped (buffer full or writer closed)."""
         with self._cond:
-            if len(self._items) >= self.capacity and self.block_s > 0 and not self._closed:
-                self._cond.wait_for(lambda: len(self._items) < self.capacity, timeout=self.block_s)
-            if self._closed or len(self._items) >= self.capacity:
+            if self._held() >= self.capacity and self.block_s > 0 and not self._closed:
+                self._cond.wait_for(lambda: self._held() < self.capacity, timeout=self.block_s)
+            if self._closed or self._held() >= self.capacity:
                 self.stats.dropped += 1
                 if not self._dropping:
                     self._dropping = True
@@ -122,6 +122,11 @@ class BackgroundWriter:
             self._ensure_thread()
             self._cond.notify_all()
             return True
+
+    def _held(self) -> int:
+        """Records the writer holds: buffered, and the batch being written (a failed batch goes back
+        into the buffer, so it counts against the capacity while it is out)."""
+        return len(self._items) + self._in_flight
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until everything accepted so far is written (or refused); False on timeout.
@@ -160,7 +165,7 @@ class BackgroundWriter:
     def snapshot(self) -> WriterStats:
         with self._cond:
             s = WriterStats(**{**self.stats.__dict__, "extra": dict(self.stats.extra)})
-            s.buffered = len(self._items) + self._in_flight
+            s.buffered = self._held()
             return s
 
     def close(self, timeout: float = 5.0) -> bool:
