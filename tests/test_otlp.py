@@ -303,4 +303,14 @@ def test_protobuf_response_is_an_export_trace_service_response(env):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=300), ctype=st.sampled_from(["application/x-protobuf", "application/json"]))
 def test_arbitrary_bytes_are_never_a_500(env, content, ctype):
-    assert post(env, content, ctype=ctype).status_code in (200, 400)
+    r = post(env, content, ctype=ctype)
+    assert r.status_code in (200, 400, 422)
+    if r.status_code == 422:  # only the documented refusal (docs/api.md): NaN/Infinity or a lone surrogate
+        detail = r.json()["detail"]
+        assert "NaN or Infinity" in detail or "lone surrogate" in detail, detail
+
+
+def test_a_json_body_with_a_lone_surrogate_is_the_documented_422(env):
+    """Hypothesis found `{"":"","":"\\uda00"}`: valid JSON syntax, not Unicode — refused as docs/api.md says."""
+    r = post(env, b'{"":"","":"\\uda00"}', ctype="application/json")
+    assert r.status_code == 422 and "lone surrogate" in r.json()["detail"]
