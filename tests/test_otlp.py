@@ -4,6 +4,8 @@ OpenInference / OpenLLMetry attribute variants, and malformed exports (a clear 4
 
 from __future__ import annotations
 
+import re
+
 import gzip
 import json
 import time
@@ -307,7 +309,7 @@ def test_arbitrary_bytes_are_never_a_500(env, content, ctype):
     assert r.status_code in (200, 400, 422)
     if r.status_code == 422:  # only the documented refusal (docs/api.md): NaN/Infinity or a lone surrogate
         detail = r.json()["detail"]
-        assert "NaN or Infinity" in detail or "lone surrogate" in detail, detail
+        assert re.search(r"NaN|Infinity|lone surrogate", detail), detail
 
 
 def test_a_json_body_with_a_lone_surrogate_is_the_documented_422(env):
