@@ -55,6 +55,81 @@ def test_phone_digits():
     assert run(src, "<212> 555 0100") == "2125550100"
 
 
+# -- few examples: which of the programs that fit is the likelier reading ---------------------------
+
+
+def test_one_example_takes_what_it_can_from_the_input_not_a_constant():
+    # "DOE" fits as the constant "DOE" and as upper(last word); with one example the constant is
+    # the less likely reading, so the program must carry over to another name.
+    assert run(synth([(["Jane Doe"], "DOE")]), "Ada King Lovelace") == "LOVELACE"
+    assert run(synth([(["John Ronald Tolkien"], "J.R.T.")]), "Grace Brewster Murray Hopper") == "G.B.M.H."
+    assert run(synth([(["machine learning rocks"], "#MachineLearningRocks")]), "go team") == "#GoTeam"
+
+
+def test_one_example_of_a_long_reformatting_is_not_refused_as_a_table():
+    # The program (three number tokens, two slashes) costs more than the output is long; with one
+    # example it is still cheaper than the constant, which is what a table of one output would be.
+    src = synth([(["2023-07-04"], "07/04/2023")])
+    assert run(src, "1989-11-19") == "11/19/1989"
+
+
+def test_the_last_item_where_the_examples_cannot_tell_last_from_second():
+    src = synth([(["Jane Doe"], "Doe"), (["John Smith"], "Smith")])
+    assert run(src, "Ada King Lovelace") == "Lovelace"
+    src = synth([(["report.pdf"], "pdf"), (["notes.txt"], "txt")])
+    assert run(src, "archive.tar.gz") == "gz"
+
+
+def test_a_delimited_field_not_a_word_token():
+    src = synth([(["/usr/local/bin/python3"], "python3"), (["/etc/hosts"], "hosts")])
+    assert run(src, "/home/ada/notes/todo.md") == "todo.md"
+    src = synth([(["color=red"], "red"), (["size=XL"], "XL")])
+    assert run(src, "lang=en-US") == "en-US"
+
+
+def test_numbers_written_as_text_are_formatted_as_numbers():
+    src = synth([(["7"], "007"), (["42"], "042"), (["123"], "123")])
+    assert [run(src, x) for x in ("5", "99", "310")] == ["005", "099", "310"]
+    src = synth([(["1234567"], "1,234,567"), (["1000"], "1,000"), (["999"], "999")])
+    assert run(src, "50000000") == "50,000,000"
+
+
+def test_acronym_of_lower_case_words_by_their_first_letters():
+    src = synth([(["central processing unit"], "CPU"), (["random access memory"], "RAM")])
+    assert run(src, "application programming interface") == "API"
+    assert rt.keep("ada lovelace-king o'neil", rt.INITIAL) == "alkon"
+    assert rt.keep("x" * 100_000 + " y", rt.INITIAL) == "xy"  # linear in a long input
+
+
+def test_names_with_inner_hyphens_and_apostrophes_are_one_token():
+    src = synth([(["John Smith"], "Smith"), (["Maria Garcia"], "Garcia"), (["Wei Zhang"], "Zhang")])
+    assert [run(src, x) for x in ("Catherine Zeta-Jones", "Shaquille O'Neil")] == ["Zeta-Jones", "O'Neil"]
+    assert run(src, "1234") is None  # still no word: abstain
+    for hostile in ("a-" * 200_000 + "!", "x'" * 200_000, "-" * 400_000):
+        t0 = time.perf_counter()
+        rt.ntok(hostile, rt.NAME)
+        assert time.perf_counter() - t0 < 1.0  # linear: no backtracking on a long run of separators
+
+
+def test_token_classes_of_stored_programs_keep_working():
+    # A committed program holds its regexes as values: every class a released version generated must
+    # stay accepted (and mean the same), or old programs would silently abstain on everything.
+    released = {"[^\\W\\d_]+", "[0-9]+", "[0-9]+(?:[.][0-9]+)?", "[A-Z]+", "[a-z]+", "[A-Z][a-z]+", "[A-Z]",
+                "[^\\W_]+", "[ \\t]+", "[^ \\t]+", "(?:[^\\w \\t]|_)+"}
+    assert released <= set(rt.TOKEN_RX)
+    assert rt.tok("Jean-Luc Picard", "[^\\W\\d_]+", 1) == "Luc"  # WORD as it always was
+
+
+def test_an_output_case_the_inputs_do_not_have_is_part_of_the_rule():
+    src = synth([(["Grace Hopper"], "GH"), (["Alan Turing"], "AT"), (["Ada King Lovelace"], "AKL")])
+    assert run(src, "mary ann smith") == "MAS"
+    src = synth([(["Hello World"], "hello"), (["Big Data"], "big"), (["Open Source"], "open")])
+    assert run(src, "MACHINE learning") == "machine"
+    # inputs already in the outputs' case: nothing shows a case rule, none is read into them
+    src = synth([(["IBM CORP"], "IBM"), (["NASA AGENCY"], "NASA"), (["ACME INC"], "ACME")])
+    assert "out = upper(" not in src and run(src, "Bosch Gmbh") == "Bosch"
+
+
 def test_count_words_gives_an_int():
     src = synth([(["humpty dumpty"], 2), (["sat on a wall"], 4), (["all the king's men"], 4)])
     got = run(src, "one two three")

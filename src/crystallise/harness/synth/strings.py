@@ -41,6 +41,8 @@ from crystallise.harness.synth.strings_search import Expr, Found, OutOfTime, Sea
 
 __all__ = ["Program", "StringStrategy"]
 
+SINGLE_EXAMPLE_LEVELS = 3  # with one example, levels searched past the first fit beyond extra_levels
+
 
 
 @dataclass
@@ -125,7 +127,8 @@ class StringStrategy:
                     offer(concat(s, AtomIndex(s, s.out_type), range(s.m)))
                 if best is not None:
                     first_fit = first_fit or level
-                    if level >= s.score(best) or level >= first_fit + self.extra_levels:
+                    more = SINGLE_EXAMPLE_LEVELS if s.m == 1 else 0  # one example: constants fit first
+                    if level >= s.score(best) or level >= first_fit + self.extra_levels + more:
                         break
         except OutOfTime:
             offer(s.found)
@@ -134,6 +137,7 @@ class StringStrategy:
             best = self._conditional(s, g)
         if best is None:
             return None
+        best = _case_rule(s, best)
         types = [t or "str" for t in s.arg_types]
         program = Program(best, types, s.out_type or "str", s.m, level, s.size(), time.monotonic() - t0)
         return program if _reproduces(program.tree, inputs, outputs) else None
@@ -158,6 +162,23 @@ class StringStrategy:
             return conditional(s, index, predicates)
         except OutOfTime:
             return None
+
+
+def _case_rule(s: Search, best: Expr) -> Expr:
+    """When every output is upper-case (or lower-case) and the inputs are not, the case is part of
+    the rule: upper(program) fits the examples as well, and on an input written in another case
+    ("mary ann smith" for initials shown as "GH" from "Grace Hopper") it still gives the rule's case."""
+    outs = s.outputs
+    if s.out_type != "str" or best.fn in ("upper", "lower") or not all(
+            isinstance(o, str) and any(ch.isalpha() for ch in o) for o in outs):
+        return best
+    texts = [v for inp in s.inputs for v in inp if isinstance(v, str)]
+    for fn, case in (("upper", str.upper), ("lower", str.lower)):
+        if all(o == case(o) for o in outs) and any(v != case(v) for v in texts):
+            value = s.value_of(fn, [best])
+            if list(value) == list(outs):
+                return Expr(fn, (best,), value, "str", best.cost + 1)
+    return best
 
 
 def _reproduces(tree: dict[str, Any], inputs: list[list[Any]], outputs: list[Any]) -> bool:

@@ -56,15 +56,24 @@ def _seq(v: Any) -> Any:
     return tuple(v) if type(v) is list else v
 
 
-def const_cost(text: Sequence[Any], n_examples: int) -> float:
-    """1 per constant, plus a little per character: pieces of the input beat shared text; with
-    one example every text is "shared", so there a character costs as much as an operator."""
-    return CONST_COST + (0.1 if n_examples >= 2 else 1.0) * len(text)
+def const_cost(text: Sequence[Any], n_examples: int, copied: frozenset[str] = frozenset()) -> float:
+    """1 per constant, plus a little per character: pieces of the input beat shared text. With
+    one example every text is "shared", so there a character costs as much as an operator, and
+    twice that when it is a letter or digit the input has (`copied`, lower-cased): "DOE" from
+    "Jane Doe" is upper(last word), not a constant that happens to fit the one example."""
+    if n_examples >= 2:
+        return CONST_COST + 0.1 * len(text)
+    return CONST_COST + sum(2.0 if isinstance(ch, str) and ch.lower() in copied else 1.0 for ch in text)
+
+
+def copied_chars(s: Search) -> frozenset[str]:
+    """Letters and digits of the string inputs, lower-cased (see `const_cost`)."""
+    return frozenset(ch.lower() for inp in s.inputs for v in inp if isinstance(v, str) for ch in v if ch.isalnum())
 
 
 def _const(s: Search, part: Any, type_: str, n_examples: int) -> Expr:
     value = part if type_ == "str" else list(part)
-    return Expr.leaf(repr(value), (value,) * s.m, type_, const_cost(part, n_examples), const=True)
+    return Expr.leaf(repr(value), (value,) * s.m, type_, const_cost(part, n_examples, copied_chars(s)), const=True)
 
 
 def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float = 40) -> Expr | None:
@@ -81,6 +90,7 @@ def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float
     tie, expanded = 0, 0
     e0, o0 = ex[0], outs[0]
     idx0 = index.by_example[e0]
+    copied = copied_chars(s)
 
     def relax(state: tuple[int, ...], nxt: tuple[int, ...], cost: float, part: Any) -> None:
         nonlocal tie
@@ -109,7 +119,7 @@ def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float
             lcp = j
         for n in range(1, lcp + 1):
             piece = o0[p[0]:p[0] + n]
-            relax(p, tuple(q + n for q in p), cost + const_cost(piece, len(ex)), piece)
+            relax(p, tuple(q + n for q in p), cost + const_cost(piece, len(ex), copied), piece)
         # bank pieces: keyed by their value on the first example
         for n in range(0, len(o0) - p[0] + 1):
             for a in idx0.get(o0[p[0]:p[0] + n], ()):
@@ -128,7 +138,8 @@ def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float
         return _const(s, o0[:0], index.type, len(ex))
     if len(parts) == 1:
         return parts[0]
-    if best[goal] > sum(len(o) for o in outs):
+    table = sum(len(o) for o in outs)  # what a table of the outputs costs; one output: the constant
+    if best[goal] > (max(table, const_cost(o0, 1, copied)) if len(ex) == 1 else table):
         return None  # longer than a table of the outputs it explains: it memorises, not generalises
     fn = "cat" if index.type == "str" else "lcat"
     return Expr(fn, tuple(parts), s.value_of(fn, parts), index.type, sum(x.cost for x in parts))

@@ -42,7 +42,7 @@ STRUCT_MAX = 3  # extraction operators apply to children up to this cost (args, 
 UNARY_MAX = 7
 INT_KID_MAX = 4
 MAX_POSITIONS = 120
-KS = (0, 1, 2, -1, -2, 3, -3)
+KS = (0, -1, 1, 2, -2, 3, -3)  # first, last, ...: where several fit the examples, the earlier one is kept
 CONST_POS = 1.2  # a constant position (other than 0 and the end) generalises worse than a token one
 FILTER_OPS = (">", "<", "==", "!=", ">=", "<=", "%", "!%")
 FORMATS = (",", "02d", "03d", "04d", "05d", ".1f", ".2f", "+d")
@@ -91,6 +91,10 @@ class Grammar:
         g.types = {s.out_type or "str"} | ({"str"} & arg_types) | ({"list"} & arg_types)
         if s.out_type in ("int", "bool", "list") or "int" in arg_types:
             g.types.add("int")
+        if s.out_type == "str" and any(  # numbers written as text: "7" -> "007", "1234" -> "1,234"
+                a.type == "str" and all(re.search("[0-9]", v) for v in a.value) for a in g.args) and all(
+                re.search("[0-9]", o) for o in outs):
+            g.types.add("int")
         return g
 
     def tokens_for(self, s: Expr) -> Iterator[Expr]:
@@ -127,7 +131,8 @@ class Grammar:
 
 def _common_substrings(values: tuple[object, ...], most: int = 4) -> list[str]:
     """Maximal substrings of 2+ characters found in every value, longest first: constant parts
-    of the input format ("=//", " Inc", "that"), usable as delimiters like punctuation."""
+    of the input format ("=//", " Inc", "that"), usable as delimiters like punctuation. None with
+    a digit: "-000" common to "INV-000482" and "CUST-00057" is a coincidence of the values."""
     texts = [v for v in values if isinstance(v, str)]
     if len(texts) < 2 or len(texts) != len(values):
         return []
@@ -136,7 +141,7 @@ def _common_substrings(values: tuple[object, ...], most: int = 4) -> list[str]:
              if all(base[i:j] in t for t in texts)}
     kept: list[str] = []
     for t in sorted(found, key=lambda t: (-len(t), t)):
-        if t.strip() and not any(t in u for u in kept):
+        if t.strip() and not any(t in u for u in kept) and not any(ch.isdigit() for ch in t):
             kept.append(t)
             if len(kept) == most:
                 break
@@ -240,14 +245,15 @@ def _strings(s: Search, g: Grammar, c: int) -> None:
         for a in _kids(s, "str", c - 1, UNARY_MAX):
             s.emit(fn, (a,), "str", 1)
     for a in _kids(s, "str", c - 2, STRUCT_MAX):
+        # Emitted first is kept where several agree on the examples: a field between punctuation
+        # ("/usr/bin/x.py" split on "/", "Boston, MA" on ", ") reads a delimited column better than a
+        # word token does, while tokens beat fields split on blanks (a one-word input has no blank).
+        marks = [t for t in g.common if not any(ch.isalnum() for ch in t)]  # ", " in "Boston, MA"
+        _fields(s, g, a, marks + g.in_chars)
         for t in g.tokens_for(a):
             for k in g.ks:
                 s.emit("tok", (a, t, k), "str", 2)
-        for ch in [" "] + g.common + g.in_chars:
-            if any(isinstance(v, str) and ch in v for v in a.value):
-                sep = Expr.leaf(repr(ch), (ch,) * m)
-                for k in g.ks:
-                    s.emit("field", (a, sep, k), "str", 2)
+        _fields(s, g, a, [" "] + [t for t in g.common if t not in marks])
         for t in g.tokens_for(a):
             s.emit("keep", (a, t), "str", 2)
             s.emit("drop", (a, t), "str", 2)
@@ -281,6 +287,14 @@ def _strings(s: Search, g: Grammar, c: int) -> None:
     for i in _kids(s, "int", c - 2, INT_KID_MAX):
         for spec in FORMATS:
             s.emit("fmt", (i, Expr.leaf(repr(spec), (spec,) * m)), "str", 2)
+
+
+def _fields(s: Search, g: Grammar, a: Expr, seps: list[str]) -> None:
+    for ch in seps:
+        if any(isinstance(v, str) and ch in v for v in a.value):
+            sep = Expr.leaf(repr(ch), (ch,) * s.m)
+            for k in g.ks:
+                s.emit("field", (a, sep, k), "str", 2)
 
 
 def _ints(s: Search, g: Grammar, c: int) -> None:

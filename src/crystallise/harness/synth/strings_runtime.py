@@ -20,6 +20,7 @@ import re
 
 # Token classes for regex positions (FlashFill-style): the k-th match of one of these.
 WORD = "[^\\W\\d_]+"  # letters, any script
+NAME = "[^\\W\\d_]+(?:['\u2019-][^\\W\\d_]+)*"  # a word with inner - or ': "Jean-Luc", "O'Neil"
 DIGITS = "[0-9]+"
 NUMBER = "[0-9]+(?:[.][0-9]+)?"
 UPPER = "[A-Z]+"
@@ -30,8 +31,13 @@ ALNUM = "[^\\W_]+"
 SPACE = "[ \\t]+"
 NONSPACE = "[^ \\t]+"
 PUNCT = "(?:[^\\w \\t]|_)+"  # runs of characters that are neither letters, digits nor blanks
-TOKENS = ("WORD", "DIGITS", "SPACE", "NONSPACE", "ALNUM", "UPPER", "LOWER", "PROPER", "CAPITAL", "NUMBER", "PUNCT")
-TOKEN_RX = (WORD, DIGITS, SPACE, NONSPACE, ALNUM, UPPER, LOWER, PROPER, CAPITAL, NUMBER, PUNCT)
+INITIAL = "(?<![^\\W\\d_])[^\\W\\d_]"  # the first letter of each word: "ada lovelace" -> a, l
+# In order of preference where several fit the examples alike: a name before its letters ("Jean-Luc"
+# is one name, two words), a word's first letter before an upper-case run.
+TOKENS = ("NAME", "WORD", "DIGITS", "SPACE", "NONSPACE", "ALNUM", "INITIAL", "UPPER", "LOWER", "PROPER", "CAPITAL",
+          "NUMBER", "PUNCT")
+# Stored programs hold these regexes as values: a class may be added, never changed or removed.
+TOKEN_RX = (WORD, DIGITS, SPACE, NONSPACE, ALNUM, UPPER, LOWER, PROPER, CAPITAL, NUMBER, PUNCT, INITIAL, NAME)
 # Programs are data anyone with the artifact repo can write: no helper builds a value longer than
 # this, and regex parameters are token classes or escaped literals (what the synthesiser makes), so a
 # program tree cannot make the host allocate gigabytes or backtrack for ever.
