@@ -111,6 +111,16 @@ def test_names_with_inner_hyphens_and_apostrophes_are_one_token():
         assert time.perf_counter() - t0 < 1.0  # linear: no backtracking on a long run of separators
 
 
+def test_numbers_past_pythons_conversion_limit_abstain_instead_of_raising():
+    # int("1" * 5000) raises ValueError (Python's 4,300-digit limit): the helpers must stay total.
+    assert rt.num("1" * 5000) is None and rt.num(" -42 ") == -42
+    assert rt.text(10 ** 5000) is None and rt.fmt(10 ** 5000, ",") is None and rt.fmt(1234, ",") == "1,234"
+    src = synth([(["7"], "007"), (["42"], "042"), (["123"], "123")])
+    assert run(src, "9" * 5000) is None
+    with Sandbox(src, timeout_s=5.0) as box:
+        assert box.call("9" * 5000) is None and box.call("8") == "008"
+
+
 def test_token_classes_of_stored_programs_keep_working():
     # A committed program holds its regexes as values: every class a released version generated must
     # stay accepted (and mean the same), or old programs would silently abstain on everything.

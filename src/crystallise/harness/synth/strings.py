@@ -4,7 +4,7 @@ Given a few (inputs, output) examples of a function, find the smallest program i
 that reproduces all of them, and emit it as a standalone module defining `solve(*args)`:
 
     >>> StringStrategy().search([(["Nancy FreeHafer"], "Dr. Nancy"), (["Jan Kotas"], "Dr. Jan")]).expr
-    <str cat('Dr. ', tok(x0, WORD, 0)) cost=4.4>
+    <str cat('Dr. ', tok(x0, NAME, 0)) cost=4.4>
 
 How (each step a module of this package):
 
@@ -81,7 +81,7 @@ class StringStrategy:
     strings, ints, bools and lists of ints.
 
     >>> src = StringStrategy().synthesise([(["a b c"], 3), (["hello world"], 2)], budget_s=2)
-    >>> "out = ntok(x0, WORD)" in src  # the number of words
+    >>> "out = ntok(x0, NAME)" in src  # the number of words
     True
     """
 

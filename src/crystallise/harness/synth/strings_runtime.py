@@ -42,6 +42,7 @@ TOKEN_RX = (WORD, DIGITS, SPACE, NONSPACE, ALNUM, UPPER, LOWER, PROPER, CAPITAL,
 # this, and regex parameters are token classes or escaped literals (what the synthesiser makes), so a
 # program tree cannot make the host allocate gigabytes or backtrack for ever.
 LIMIT = 1 << 20
+MAX_INT_BITS = 13_000  # about 3,900 digits: below the 4,300 that int <-> str conversion allows
 
 
 def isstr(*xs):
@@ -178,19 +179,19 @@ def cat(*parts):
 
 
 def text(v):
-    """An int as decimal text."""
-    return str(v) if isint(v) else None
+    """An int as decimal text (None past Python's 4,300-digit conversion limit)."""
+    return str(v) if isint(v) and v.bit_length() <= MAX_INT_BITS else None
 
 
 def fmt(v, spec):
     """A number formatted by a format spec: fmt(1234567, ",") -> "1,234,567"."""
-    return format(v, spec) if isint(v) and isstr(spec) else None
+    return format(v, spec) if isint(v) and isstr(spec) and v.bit_length() <= MAX_INT_BITS else None
 
 
 def num(s):
     """Decimal text (surrounding blanks allowed) as an int, else None."""
-    if not isstr(s) or not re.fullmatch("[ \\t]*[+-]?[0-9]+[ \\t]*", s):
-        return None
+    if not isstr(s) or not re.fullmatch("[ \\t]*[+-]?[0-9]{1,4000}[ \\t]*", s):
+        return None  # more digits than Python converts (4,300) would raise: abstain instead
     return int(s)
 
 
