@@ -121,6 +121,33 @@ def test_numbers_past_pythons_conversion_limit_abstain_instead_of_raising():
         assert box.call("9" * 5000) is None and box.call("8") == "008"
 
 
+def test_helpers_stay_total_on_digits_they_cannot_take():
+    assert rt.fmt(2 ** 13000 - 1, ".2f") is None and rt.fmt(10 ** 400, ".1f") is None  # float overflow
+    assert rt.fmt(7, "x" * 100) is None
+    assert rt.unpad("\u00b2") is None and rt.unpad("1" * 5000) == "1" * 5000 and rt.unpad("007") == "7"
+    assert rt.mon("\u00b2") is None and rt.mon("1" * 5000) is None and rt.mon("03") == "Mar"
+    assert rt.pad("\u00b2") is None and rt.pad("5") == "05"
+
+
+def test_one_long_example_stays_within_the_budget():
+    # With one example the search goes further; on a long text every level scans it many times.
+    import random
+    rng = random.Random(7)
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ -'") for _ in range(100_000))
+    t0 = time.perf_counter()
+    StringStrategy().search([([text], "Ab")], budget_s=2.0)
+    assert time.perf_counter() - t0 < 3.0
+    for _ in range(8):  # long texts hold at most a few cached match lists (one is ~80 MB for 1 MB)
+        rt.ntok("AB " * 5000 + str(rng.random()), rt.CAPITAL)
+    assert rt.cached_long_spans.cache_info().currsize <= 4
+
+
+def test_an_argument_passed_through_keeps_its_case():
+    src = synth([(["Jane Doe", "jane@x.com"], "jane@x.com"), (["John Roe", "john@y.org"], "john@y.org"),
+                 (["Ann Lee", "ann@z.net"], "ann@z.net")])
+    assert run(src, "Bob", "Bob@Q.com") == "Bob@Q.com"
+
+
 def test_token_classes_of_stored_programs_keep_working():
     # A committed program holds its regexes as values: every class a released version generated must
     # stay accepted (and mean the same), or old programs would silently abstain on everything.

@@ -65,7 +65,7 @@ for _name, _fn in vars(rt).items():
         _params = inspect.signature(inspect.unwrap(_fn)).parameters.values()
         _var = any(p.kind is p.VAR_POSITIONAL for p in _params)
         HELPERS[_name] = (_fn, None if _var else len(list(_params)))
-for _internal in ("isstr", "isint", "islist", "spans"):
+for _internal in ("isstr", "isint", "islist", "spans", "cached_spans", "cached_long_spans"):
     HELPERS.pop(_internal, None)
 
 Runner = Callable[[str], Any]  # source -> an object with call_fn(name, *args) (a Sandbox)

@@ -42,6 +42,7 @@ from crystallise.harness.synth.strings_search import Expr, Found, OutOfTime, Sea
 __all__ = ["Program", "StringStrategy"]
 
 SINGLE_EXAMPLE_LEVELS = 3  # with one example, levels searched past the first fit beyond extra_levels
+LONG_INPUT = 2_000  # characters: an input this long gets no extra levels (each level scans it many times)
 
 
 
@@ -108,6 +109,7 @@ class StringStrategy:
         inputs, outputs = cleaned
         s = Search(inputs, outputs, deadline=t0 + budget_s * self.search_share)
         g = Grammar.of(s)
+        long_input = any(isinstance(v, str) and len(v) > LONG_INPUT for inp in inputs for v in inp)
         best: Expr | None = None
         first_fit = level = 0
 
@@ -127,7 +129,7 @@ class StringStrategy:
                     offer(concat(s, AtomIndex(s, s.out_type), range(s.m)))
                 if best is not None:
                     first_fit = first_fit or level
-                    more = SINGLE_EXAMPLE_LEVELS if s.m == 1 else 0  # one example: constants fit first
+                    more = SINGLE_EXAMPLE_LEVELS if s.m == 1 and not long_input else 0  # constants fit first
                     if level >= s.score(best) or level >= first_fit + self.extra_levels + more:
                         break
         except OutOfTime:
@@ -169,10 +171,11 @@ def _case_rule(s: Search, best: Expr) -> Expr:
     the rule: upper(program) fits the examples as well, and on an input written in another case
     ("mary ann smith" for initials shown as "GH" from "Grace Hopper") it still gives the rule's case."""
     outs = s.outputs
-    if s.out_type != "str" or best.fn in ("upper", "lower") or not all(
+    if s.out_type != "str" or not best.fn or best.fn in ("upper", "lower") or not all(
             isinstance(o, str) and any(ch.isalpha() for ch in o) for o in outs):
-        return best
-    texts = [v for inp in s.inputs for v in inp if isinstance(v, str)]
+        return best  # a constant or an argument passed through keeps its case
+    used = {int(a[1:]) for a in best.args_used()}
+    texts = [v for inp in s.inputs for i, v in enumerate(inp) if i in used and isinstance(v, str)]
     for fn, case in (("upper", str.upper), ("lower", str.lower)):
         if all(o == case(o) for o in outs) and any(v != case(v) for v in texts):
             value = s.value_of(fn, [best])

@@ -100,6 +100,7 @@ class Grammar:
     def tokens_for(self, s: Expr) -> Iterator[Expr]:
         """Token params with a match in `s` on some example (the others would be all-None)."""
         for t in self.tokens:
+            self.search.check_time()  # each test scans every example: long texts take a while
             if any(isinstance(v, str) and isinstance(r, str) and r and rt.spans(v, r)
                    for v, r in zip(s.value, t.value)):
                 yield t
@@ -111,6 +112,7 @@ class Grammar:
         m = self.search.m
         cands: list[Expr] = [Expr.leaf("0", (0,) * m), Expr.leaf("None", (None,) * m, "end")]
         for t in self.tokens_for(s):
+            self.search.check_time()
             for k in self.ks[:len(KS)]:
                 for side in (0, 1):
                     vals = tuple(rt.at(v, r, kk, side) for v, r, kk in zip(s.value, t.value, k.value))

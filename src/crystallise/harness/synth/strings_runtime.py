@@ -42,7 +42,6 @@ TOKEN_RX = (WORD, DIGITS, SPACE, NONSPACE, ALNUM, UPPER, LOWER, PROPER, CAPITAL,
 # this, and regex parameters are token classes or escaped literals (what the synthesiser makes), so a
 # program tree cannot make the host allocate gigabytes or backtrack for ever.
 LIMIT = 1 << 20
-MAX_INT_BITS = 13_000  # about 3,900 digits: below the 4,300 that int <-> str conversion allows
 
 
 def isstr(*xs):
@@ -63,8 +62,19 @@ def rxok(rx):
     return isstr(rx) and (rx in TOKEN_RX or re.escape(re.sub("\\\\(.)", "\\1", rx, flags=re.S)) == rx)
 
 
-@functools.lru_cache(maxsize=8192)
 def spans(s, rx):
+    """(start, end) of each match of `rx` in `s`, cached: many entries for short texts, four for
+    long ones (a 1 MB text and its matches can hold ~80 MB)."""
+    return cached_spans(s, rx) if len(s) <= 10_000 else cached_long_spans(s, rx)
+
+
+@functools.lru_cache(maxsize=8192)
+def cached_spans(s, rx):
+    return tuple((m.start(), m.end()) for m in re.finditer(rx, s)) if rxok(rx) else ()
+
+
+@functools.lru_cache(maxsize=4)
+def cached_long_spans(s, rx):
     return tuple((m.start(), m.end()) for m in re.finditer(rx, s)) if rxok(rx) else ()
 
 
@@ -179,20 +189,34 @@ def cat(*parts):
 
 
 def text(v):
-    """An int as decimal text (None past Python's 4,300-digit conversion limit)."""
-    return str(v) if isint(v) and v.bit_length() <= MAX_INT_BITS else None
+    """An int as decimal text (None past Python's int-to-text digit limit)."""
+    if not isint(v):
+        return None
+    try:
+        return str(v)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+        return None
 
 
 def fmt(v, spec):
-    """A number formatted by a format spec: fmt(1234567, ",") -> "1,234,567"."""
-    return format(v, spec) if isint(v) and isstr(spec) and v.bit_length() <= MAX_INT_BITS else None
+    """A number formatted by a format spec: fmt(1234567, ",") -> "1,234,567"; None for a spec the
+    number cannot take (too many digits, too large for a float spec, not a spec)."""
+    if not (isint(v) and isstr(spec)) or len(spec) > 8:
+        return None
+    try:
+        return format(v, spec)
+    except (ValueError, OverflowError):
+        return None
 
 
 def num(s):
     """Decimal text (surrounding blanks allowed) as an int, else None."""
-    if not isstr(s) or not re.fullmatch("[ \\t]*[+-]?[0-9]{1,4000}[ \\t]*", s):
-        return None  # more digits than Python converts (4,300) would raise: abstain instead
-    return int(s)
+    if not isstr(s) or not re.fullmatch("[ \\t]*[+-]?[0-9]+[ \\t]*", s):
+        return None
+    try:
+        return int(s)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+        return None
 
 
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -207,19 +231,21 @@ def month(s):
 
 def mon(s):
     """A month number as a short name: mon("03") -> "Mar"."""
-    if not isstr(s) or not s.isdigit() or not 1 <= int(s) <= 12:
+    if not isstr(s) or not re.fullmatch("0{0,8}[0-9]{1,2}", s) or not 1 <= int(s) <= 12:
         return None
     return MONTHS[int(s) - 1].capitalize()
 
 
 def pad(s):
     """Digits zero-padded to two: pad("5") -> "05"."""
-    return s.zfill(2) if isstr(s) and s.isdigit() else None
+    return s.zfill(2) if isstr(s) and re.fullmatch("[0-9]+", s) else None
 
 
 def unpad(s):
     """Digits without leading zeros: unpad("007") -> "7"."""
-    return str(int(s)) if isstr(s) and s.isdigit() else None
+    if not isstr(s) or not re.fullmatch("[0-9]+", s):
+        return None
+    return s.lstrip("0") or "0"
 
 
 # -- ints and bools ----------------------------------------------------------------------------
