@@ -64,6 +64,8 @@ def test_one_example_takes_what_it_can_from_the_input_not_a_constant():
     assert run(synth([(["Jane Doe"], "DOE")]), "Ada King Lovelace") == "LOVELACE"
     assert run(synth([(["John Ronald Tolkien"], "J.R.T.")]), "Grace Brewster Murray Hopper") == "G.B.M.H."
     assert run(synth([(["machine learning rocks"], "#MachineLearningRocks")]), "go team") == "#GoTeam"
+    assert run(synth([(["July 4, 2023"], "2023-07-04")]), "November 19, 1989") == "1989-11-19"
+    assert run(synth([(["John", "Smith"], "jsmith@acme.com")]), "Ada", "Lovelace") == "alovelace@acme.com"
 
 
 def test_one_example_of_a_long_reformatting_is_not_refused_as_a_table():
