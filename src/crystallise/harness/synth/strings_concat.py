@@ -75,9 +75,9 @@ def copied_chars(s: Search) -> frozenset[str]:
     return frozenset(ch.lower() for inp in s.inputs for v in inp if isinstance(v, str) for ch in v if ch.isalnum())
 
 
-def _const(s: Search, part: Any, type_: str, n_examples: int) -> Expr:
+def _const(s: Search, part: Any, type_: str, n_examples: int, copied: frozenset[str]) -> Expr:
     value = part if type_ == "str" else list(part)
-    return Expr.leaf(repr(value), (value,) * s.m, type_, const_cost(part, n_examples, copied_chars(s)), const=True)
+    return Expr.leaf(repr(value), (value,) * s.m, type_, const_cost(part, n_examples, copied), const=True)
 
 
 def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float = 40) -> Expr | None:
@@ -136,10 +136,10 @@ def concat(s: Search, index: AtomIndex, examples: Sequence[int], max_cost: float
     state = goal
     while state != start:
         state, part = back[state]
-        parts.append(part if isinstance(part, Expr) else _const(s, part, index.type, len(ex)))
+        parts.append(part if isinstance(part, Expr) else _const(s, part, index.type, len(ex), copied))
     parts.reverse()
     if not parts:
-        return _const(s, o0[:0], index.type, len(ex))
+        return _const(s, o0[:0], index.type, len(ex), copied)
     if len(parts) == 1:
         return parts[0]
     table = sum(len(o) for o in outs)  # what a table of the outputs costs; one output: the constant

@@ -111,8 +111,7 @@ class Grammar:
             return self._positions[id(s)]
         m = self.search.m
         cands: list[Expr] = [Expr.leaf("0", (0,) * m), Expr.leaf("None", (None,) * m, "end")]
-        for t in self.tokens_for(s):
-            self.search.check_time()
+        for t in self.tokens_for(s):  # (tokens_for checks the deadline per token)
             for k in self.ks[:len(KS)]:
                 for side in (0, 1):
                     vals = tuple(rt.at(v, r, kk, side) for v, r, kk in zip(s.value, t.value, k.value))
