@@ -228,7 +228,7 @@ def feedback_row(fb: Feedback, trace_id: str) -> dict[str, Any]:
     row = {
         "id": fb.id,
         "trace_id": trace_id,
-        "score": None if fb.score is None else float(fb.score),
+        "score": None if fb.score is None else float(fb.score) + 0.0,  # -0.0 is 0.0 (SQLite drops the sign)
         "label": fb.label,
         "correction": dump_json(fb.correction, f"{what} correction"),
         "comment": fb.comment,
